@@ -1,0 +1,39 @@
+# Two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint types unit bench clean
+
+$(BIN)/flywheel: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: $(BIN)/flywheel
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: $(BIN)/flywheel ## simulate a product through the SDK into the embedded store
+	$(BIN)/flywheel demo
+
+test: lint types unit ## lint, types and the whole test suite
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(VENV)/.dev
+	$(BIN)/mypy
+
+unit: $(VENV)/.dev
+	$(BIN)/pytest
+
+bench: $(VENV)/.dev ## the benchmarks behind BENCHMARKS.md
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/decide.py
+	$(BIN)/python bench/align.py
+
+clean:
+	rm -rf $(VENV) .flywheel .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

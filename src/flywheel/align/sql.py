@@ -1,0 +1,91 @@
+"""The alignment query: decisions joined with their signals inside the attribution window.
+
+One statement, so the store does the join and the aggregation (DuckDB in parallel, vectorised)
+and Python only receives the aligned rows as Arrow.
+"""
+
+from __future__ import annotations
+
+from flywheel.rules import parse
+from flywheel.spec import Spec
+
+_COMBINE = {
+    "last": "arg_max({col}, s.ts)",
+    "first": "arg_min({col}, s.ts)",
+    "sum": "sum({col})",
+    "max": "max({col})",
+    "min": "min({col})",
+    "mean": "avg({col})",
+}
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def aligned_rows_sql(spec: Spec, dialect: str = "duckdb") -> str:
+    """SQL for the aligned rows as of the timestamp parameter ``$as_of``.
+
+    Columns: decision_id, ts, unit, policy, playbook, propensity, the context features, the
+    knobs, one column per signal (repeats combined as the spec says), n_signals, late_signals,
+    reward and status (complete | pending | expired).
+    """
+    window = f"to_microseconds(CAST({round(spec.reward.window_seconds * 1e6)} AS BIGINT))"
+    aggregates = []
+    for name, sig in spec.signals.items():
+        column = "s.text" if sig.kind == "text" else "s.value"
+        expr = _COMBINE[sig.combine].format(col=column)
+        aggregates.append(
+            f"{expr} FILTER (WHERE s.name = '{name}' AND s.in_window) AS {quote(name)}"
+        )
+    signal_cols = ", ".join(f"c.{quote(n)}" for n in spec.signals)
+    features = ", ".join(
+        f"d.{quote(n)}" for n in (*(f.name for f in spec.context), *(k.name for k in spec.knobs))
+    )
+    formula = parse(spec.reward.formula).sql(dialect=dialect)
+    missing = "NULL" if spec.reward.missing is None else repr(float(spec.reward.missing))
+    return f"""
+WITH s AS (
+    SELECT s.decision_id, s.name, s.value, s.text, s.ts, s.ts <= d.ts + {window} AS in_window
+    FROM signals s JOIN decisions d ON d.id = s.decision_id
+    WHERE s.ts <= $as_of AND d.ts <= $as_of
+),
+c AS (
+    SELECT s.decision_id,
+        {", ".join(aggregates)},
+        count(*) FILTER (WHERE s.in_window) AS n_signals,
+        count(*) FILTER (WHERE NOT s.in_window) AS late_signals
+    FROM s GROUP BY s.decision_id
+),
+r AS (
+    SELECT CAST(d.id AS VARCHAR) AS decision_id, d.ts, d.unit, d.policy, d.playbook, d.propensity,
+        {features}, {signal_cols},
+        coalesce(c.n_signals, 0) AS n_signals, coalesce(c.late_signals, 0) AS late_signals,
+        CAST(({formula}) AS DOUBLE) AS _observed,
+        d.ts + {window} > $as_of AS _open
+    FROM decisions d LEFT JOIN c ON c.decision_id = d.id
+    WHERE d.ts <= $as_of
+)
+SELECT * EXCLUDE (_observed, _open),
+    CASE WHEN _observed IS NOT NULL THEN _observed WHEN _open THEN NULL ELSE {missing} END
+        AS reward,
+    CASE WHEN _observed IS NOT NULL THEN 'complete' WHEN _open THEN 'pending' ELSE 'expired' END
+        AS status
+FROM r
+"""
+
+
+def summary_sql(spec: Spec, dialect: str = "duckdb") -> str:
+    """Counts over the aligned rows, plus the signals, orphans and edits tables."""
+    return f"""
+WITH a AS ({aligned_rows_sql(spec, dialect)})
+SELECT
+    (SELECT count(*) FROM a) AS decisions,
+    (SELECT count(*) FROM a WHERE status = 'complete') AS complete,
+    (SELECT count(*) FROM a WHERE status = 'pending') AS pending,
+    (SELECT count(*) FROM a WHERE status = 'expired') AS expired,
+    (SELECT coalesce(sum(late_signals), 0) FROM a) AS late_signals,
+    (SELECT count(*) FROM signals WHERE ts <= $as_of) AS signals,
+    (SELECT count(*) FROM orphans WHERE ts <= $as_of) AS orphans,
+    (SELECT count(*) FROM edits WHERE ts <= $as_of) AS edits
+"""

@@ -1,0 +1,1 @@
+"""collect: what the product reports, validated, pseudonymised, redacted and buffered."""

@@ -1,0 +1,353 @@
+"""Validation of what the product reports, turned into rows for the buffered writer.
+
+Every method checks its whole input before it appends anything, so a call that raises has
+written nothing. Checks are precomputed per spec: the per-call cost is a few dictionary lookups.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from flywheel.collect.edits import edit_distance, unified_diff
+from flywheel.collect.redact import redact
+from flywheel.collect.units import Pseudonymizer
+from flywheel.collect.writer import BufferedWriter
+from flywheel.errors import (
+    InvalidInputError,
+    UnknownNameError,
+    ValueNotAllowedError,
+    WrongTypeError,
+)
+from flywheel.spec import IMPLICIT_EVENTS, DType, Spec
+
+DECISION_ID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+MAX_KEY_LENGTH = 256
+_NUMBER_TYPES = (int, float)
+
+Clock = Callable[[], float]
+
+
+def timestamp(value: object, field: str = "ts") -> float:
+    """Epoch seconds from a number or a datetime (naive datetimes are taken as UTC)."""
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise WrongTypeError(field, "expected epoch seconds or a datetime")
+
+
+def _type_name(dtype: DType) -> str:
+    return {
+        "text": "text",
+        "integer": "an integer",
+        "number": "a number",
+        "boolean": "true or false",
+    }[dtype]
+
+
+class Recorder:
+    """Turns decide/signal/feedback/edit/log calls into validated rows."""
+
+    def __init__(
+        self, spec: Spec, writer: BufferedWriter, units: Pseudonymizer, clock: Clock
+    ) -> None:
+        self.spec = spec
+        self._writer = writer
+        self._units = units
+        self._clock = clock
+        self._redact: Callable[[str], str] = redact if spec.redact_text else (lambda text: text)
+        self._context_names = tuple(f.name for f in spec.context)
+        self._knob_names = tuple(k.name for k in spec.knobs)
+        self._signals = spec.signals
+
+    # --- validation ------------------------------------------------------------------------------
+
+    def context(self, context: object) -> dict[str, Any]:
+        """A validated copy of a context: every declared feature, each value checked."""
+        if not isinstance(context, Mapping):
+            raise WrongTypeError(
+                "context",
+                f"expected a mapping of feature names to values, got {type(context).__name__}",
+            )
+        features = self.spec.feature
+        clean: dict[str, Any] = {}
+        for name, value in context.items():
+            feature = features.get(name)
+            if feature is None:
+                raise UnknownNameError(
+                    f"context.{name}",
+                    f"is not a context feature (known: {', '.join(self._context_names) or 'none'})",
+                )
+            if feature.kind == "categorical":
+                clean[name] = self._choice(f"context.{name}", feature.dtype, feature.values, value)
+            else:
+                clean[name] = self._number(f"context.{name}", value, feature.min, feature.max)
+        if len(clean) != len(features):
+            missing = [n for n in self._context_names if n not in clean]
+            raise ValueNotAllowedError(f"context.{missing[0]}", "is required")
+        return clean
+
+    def params(self, params: object) -> dict[str, Any]:
+        """Validated knob values of a complete row (fixed values may be repeated, not changed)."""
+        if not isinstance(params, Mapping):
+            raise WrongTypeError(
+                "params", f"expected a mapping of knob names to values, got {type(params).__name__}"
+            )
+        knobs = self.spec.knob
+        clean: dict[str, Any] = {}
+        for name, value in params.items():
+            knob = knobs.get(name)
+            if knob is None:
+                if name in self.spec.fixed:
+                    if value != self.spec.fixed[name]:
+                        raise ValueNotAllowedError(
+                            f"params.{name}",
+                            f"is fixed to {self.spec.fixed[name]!r} by the skeleton",
+                        )
+                    continue
+                raise UnknownNameError(
+                    f"params.{name}", f"is not a knob (known: {', '.join(self._knob_names)})"
+                )
+            clean[name] = self._choice(f"params.{name}", knob.dtype, knob.values, value)
+        missing = [n for n in self._knob_names if n not in clean]
+        if missing:
+            raise ValueNotAllowedError(f"params.{missing[0]}", "is required")
+        return clean
+
+    @staticmethod
+    def _choice(field: str, dtype: DType, values: tuple[Any, ...], value: object) -> Any:
+        if dtype == "number" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        ok_type = (
+            isinstance(value, str)
+            if dtype == "text"
+            else isinstance(value, bool)
+            if dtype == "boolean"
+            else isinstance(value, _NUMBER_TYPES) and not isinstance(value, bool)
+        )
+        if not ok_type:
+            raise WrongTypeError(field, f"expected {_type_name(dtype)}, got {value!r}")
+        if value not in values:
+            raise ValueNotAllowedError(field, f"{value!r} is not one of {list(values)}")
+        return value
+
+    @staticmethod
+    def _number(
+        field: str, value: object, lo: float | None = None, hi: float | None = None
+    ) -> float:
+        if isinstance(value, bool):
+            return 1.0 if value else 0.0
+        if not isinstance(value, _NUMBER_TYPES):
+            raise WrongTypeError(field, f"expected a number or a boolean, got {value!r}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueNotAllowedError(field, f"{value!r} is not a finite number")
+        if (lo is not None and number < lo) or (hi is not None and number > hi):
+            raise ValueNotAllowedError(field, f"{value!r} is outside [{lo}, {hi}]")
+        return number
+
+    def decision_id(self, decision: object, field: str = "decision_id") -> str:
+        ident = getattr(decision, "id", decision)
+        if not isinstance(ident, str) or not DECISION_ID.match(ident):
+            raise WrongTypeError(field, f"expected a decision id (a UUID string), got {ident!r}")
+        return ident.lower()
+
+    def _when(self, ts: object) -> float:
+        return self._clock() if ts is None else timestamp(ts)
+
+    def _unit(self, unit: object) -> str | None:
+        return None if unit is None else self._units(unit)
+
+    @staticmethod
+    def _key(key: object, suffix: str = "") -> str | None:
+        if key is None:
+            return None
+        if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+            raise WrongTypeError(
+                "key", f"expected non-empty text of at most {MAX_KEY_LENGTH} characters"
+            )
+        return key + suffix
+
+    def _signal_row(
+        self,
+        decision_id: str,
+        name: str,
+        value: object,
+        ts: float,
+        key: str | None,
+        unit: str | None,
+    ) -> tuple[Any, ...]:
+        sig = self._signals.get(name)
+        if sig is None:
+            raise UnknownNameError(
+                name if isinstance(name, str) else "name",
+                "is not a declared signal (declare it under [signals] in the spec)",
+            )
+        if sig.kind == "text":
+            if not isinstance(value, str):
+                raise WrongTypeError(name, f"expected text, got {value!r}")
+            return (decision_id, name, None, self._redact(value), ts, key, unit)
+        return (decision_id, name, self._number(name, value, sig.min, sig.max), None, ts, key, unit)
+
+    # --- recording -------------------------------------------------------------------------------
+
+    def decision(
+        self,
+        ident: str,
+        ts: float,
+        unit: str | None,
+        policy: str,
+        playbook: int | None,
+        propensity: float | None,
+        context: Mapping[str, Any],
+        params: Mapping[str, Any],
+    ) -> None:
+        row = (
+            ident, ts, unit, policy, playbook, propensity,
+            *[context[n] for n in self._context_names],
+            *[params[n] for n in self._knob_names],
+        )  # fmt: skip
+        self._writer.append("decisions", row)
+
+    def signal(
+        self,
+        decision: object,
+        name: str,
+        value: object,
+        *,
+        ts: object = None,
+        key: object = None,
+        unit: object = None,
+    ) -> None:
+        row = self._signal_row(
+            self.decision_id(decision),
+            name,
+            value,
+            self._when(ts),
+            self._key(key),
+            self._unit(unit),
+        )
+        self._writer.append("signals", row)
+
+    def signals(
+        self,
+        decision: object,
+        values: Mapping[str, object],
+        *,
+        ts: object = None,
+        key: object = None,
+        unit: object = None,
+    ) -> None:
+        """Several signals of one decision, all or none."""
+        ident, when, hashed = self.decision_id(decision), self._when(ts), self._unit(unit)
+        rows = [
+            self._signal_row(ident, name, value, when, self._key(key, f":{name}"), hashed)
+            for name, value in values.items()
+            if value is not None
+        ]
+        if not rows:
+            raise InvalidInputError("signals", "nothing to record: give at least one value")
+        self._writer.append_many({"signals": rows})
+
+    def feedback(
+        self,
+        decision: object,
+        *,
+        rating: object = None,
+        thumbs: object = None,
+        comment: object = None,
+        ts: object = None,
+        key: object = None,
+        unit: object = None,
+    ) -> None:
+        self.signals(
+            decision,
+            {"rating": rating, "thumbs": thumbs, "comment": comment},
+            ts=ts,
+            key=key,
+            unit=unit,
+        )
+
+    def implicit(
+        self,
+        decision: object,
+        event: str | None = None,
+        *,
+        dwell_ms: object = None,
+        ts: object = None,
+        key: object = None,
+        unit: object = None,
+    ) -> None:
+        values: dict[str, object] = {}
+        if event is not None:
+            if event not in IMPLICIT_EVENTS:
+                raise ValueNotAllowedError(
+                    "event", f"{event!r} is not one of {list(IMPLICIT_EVENTS)}"
+                )
+            values[event] = 1.0
+        if dwell_ms is not None:
+            values["dwell_ms"] = dwell_ms
+        self.signals(decision, values, ts=ts, key=key, unit=unit)
+
+    def edit(
+        self,
+        decision: object,
+        draft: object,
+        final: object,
+        *,
+        ts: object = None,
+        key: object = None,
+        unit: object = None,
+    ) -> float:
+        for field, text in (("draft", draft), ("final", final)):
+            if not isinstance(text, str):
+                raise WrongTypeError(field, f"expected text, got {type(text).__name__}")
+        assert isinstance(draft, str) and isinstance(final, str)
+        ident, when, hashed = self.decision_id(decision), self._when(ts), self._unit(unit)
+        distance = edit_distance(draft, final)
+        clean_draft, clean_final = self._redact(draft), self._redact(final)
+        diff = unified_diff(clean_draft, clean_final)
+        signal = self._signal_row(
+            ident, "edit_distance", distance, when, self._key(key, ":edit"), hashed
+        )
+        self._writer.append_many(
+            {
+                "edits": [(ident, when, hashed, clean_draft, clean_final, diff, distance)],
+                "signals": [signal],
+            }
+        )
+        return distance
+
+    def complete_row(
+        self,
+        ident: str,
+        context: object,
+        params: object,
+        results: object,
+        *,
+        ts: object = None,
+        unit: object = None,
+    ) -> None:
+        """A decision that already has its results (imports, decisions made by people)."""
+        clean_context, clean_params = self.context(context), self.params(params)
+        if not isinstance(results, Mapping):
+            raise WrongTypeError("results", "expected a mapping of signal names to values")
+        when, hashed = self._when(ts), self._unit(unit)
+        signals = [
+            self._signal_row(ident, name, value, when, None, hashed)
+            for name, value in results.items()
+            if value is not None
+        ]
+        decision = (
+            ident, when, hashed, "logged", None, None,
+            *[clean_context[n] for n in self._context_names],
+            *[clean_params[n] for n in self._knob_names],
+        )  # fmt: skip
+        self._writer.append_many({"decisions": [decision], "signals": signals})

@@ -1,0 +1,48 @@
+"""Pseudonymous unit ids: a keyed hash (HMAC-SHA256) of the raw id, never the id itself."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+
+from flywheel.errors import WrongTypeError
+
+SALT_META_KEY = "unit_salt"
+
+
+class Pseudonymizer:
+    """Maps raw unit ids to stable keyed hashes.
+
+    >>> p = Pseudonymizer(b"salt")
+    >>> p("user-42") == p("user-42") != p("user-43")
+    True
+    >>> len(p("user-42"))
+    32
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __call__(self, unit: object, field: str = "unit") -> str:
+        if isinstance(unit, bool) or not isinstance(unit, str | int):
+            raise WrongTypeError(field, f"expected text or an integer, got {type(unit).__name__}")
+        raw = str(unit)
+        if not raw:
+            raise WrongTypeError(field, "must not be empty")
+        return hmac.digest(self._key, raw.encode(), "sha256")[:16].hex()
+
+
+def salt(env_var: str, stored: str | None) -> tuple[bytes, str | None]:
+    """The salt to use and, when a new one was generated, the value to store.
+
+    The environment variable named in the spec wins; without it the store keeps a random salt
+    of its own, so hashes stay stable across runs of the same store.
+    """
+    from_env = os.environ.get(env_var)
+    if from_env:
+        return from_env.encode(), None
+    if stored:
+        return bytes.fromhex(stored), None
+    fresh = secrets.token_bytes(32)
+    return fresh, fresh.hex()

@@ -1,0 +1,664 @@
+"""The spec, ``flywheel.toml``: what a flywheel may tune, may never change, and optimises.
+
+:func:`load` reads a file, :meth:`Spec.from_dict` a mapping. Both validate everything up front
+and raise :class:`~flywheel.errors.SpecError` listing every problem with its field path (and the
+TOML line where one can be found). A loaded :class:`Spec` is immutable and carries the compiled
+skeleton (the allowed combinations), so nothing is parsed again on the decide path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+from sqlglot import exp
+
+from flywheel.errors import FieldError, SpecError
+from flywheel.rules import ExpressionError, Rule, check_reward_formula, compile_rule, parse
+from flywheel.skeleton import Dimension, Space, Value
+
+Combine = Literal["last", "first", "sum", "max", "min", "mean"]
+DType = Literal["text", "integer", "number", "boolean"]
+
+NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+RESERVED_NAMES = frozenset(
+    {
+        "id", "decision_id", "ts", "unit", "policy", "playbook", "propensity", "reward",
+        "status", "name", "value", "text", "key", "seq", "n_signals", "late_signals",
+    }
+)  # fmt: skip
+MAX_LEVELS = 1000
+DEFAULT_STORAGE_URL = "duckdb:///.flywheel/flywheel.duckdb"
+
+# Signals every flywheel understands, fed by wheel.feedback / wheel.implicit / wheel.edit.
+BUILTIN_SIGNALS: dict[str, tuple[Combine, Literal["number", "text"]]] = {
+    "rating": ("last", "number"),
+    "thumbs": ("last", "number"),
+    "comment": ("last", "text"),
+    "accepted": ("max", "number"),
+    "rejected": ("max", "number"),
+    "requeried": ("max", "number"),
+    "abandoned": ("max", "number"),
+    "dwell_ms": ("sum", "number"),
+    "edit_distance": ("last", "number"),
+}
+IMPLICIT_EVENTS = ("accepted", "rejected", "requeried", "abandoned")
+
+_WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A parameter the flywheel may tune."""
+
+    name: str
+    kind: Literal["categorical", "ordinal", "integer", "boolean"]
+    values: tuple[Value, ...]
+    dtype: DType
+
+    def accepts(self, value: object) -> bool:
+        return _matches(self.dtype, value) and value in self.values
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A context feature: categorical (``values``) or numeric (optional ``min``/``max``)."""
+
+    name: str
+    kind: Literal["categorical", "numeric"]
+    dtype: DType
+    values: tuple[Value, ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class SignalDef:
+    """How a named signal is stored and how repeats of it combine during alignment."""
+
+    name: str
+    combine: Combine = "last"
+    kind: Literal["number", "text"] = "number"
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class Reward:
+    """The optimised result: a SQL formula over signals, inside an attribution window."""
+
+    formula: str
+    window_seconds: float
+    missing: float | None  # None: a decision without signals stays out of learning
+    signals: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated flywheel declaration. Build it with :func:`load` or :meth:`from_dict`."""
+
+    knobs: tuple[Knob, ...]
+    context: tuple[Feature, ...]
+    fixed: Mapping[str, Value]
+    rules: tuple[Rule, ...]
+    default: Mapping[str, Value]
+    reward: Reward
+    signals: Mapping[str, SignalDef]
+    redact_text: bool
+    unit_salt_env: str
+    storage_url: str
+    explore: bool
+    name: str
+    base_dir: Path
+    digest: str
+    space: Space = field(repr=False, compare=False)
+    source: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @cached_property
+    def knob(self) -> dict[str, Knob]:
+        return {k.name: k for k in self.knobs}
+
+    @cached_property
+    def feature(self) -> dict[str, Feature]:
+        return {f.name: f for f in self.context}
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        base_dir: Path | str | None = None,
+        source: str | None = None,
+    ) -> Spec:
+        """Validate a spec given as a mapping (the parsed TOML)."""
+        return _build(data, Path(base_dir) if base_dir else Path.cwd(), source, text=None)
+
+    @classmethod
+    def from_toml(
+        cls, text: str, *, base_dir: Path | str | None = None, source: str | None = None
+    ) -> Spec:
+        """Validate a spec given as TOML text."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            line = re.search(r"line (\d+)", str(err))
+            number = int(line.group(1)) if line else max(1, len(text.splitlines()))
+            raise SpecError(
+                [FieldError("<toml>", f"not valid TOML: {err}", number)],
+                source,
+            ) from None
+        return _build(data, Path(base_dir) if base_dir else Path.cwd(), source, text=text)
+
+
+def load(path: str | Path) -> Spec:
+    """Read and validate a ``flywheel.toml``; relative storage paths resolve beside it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(
+            [FieldError("<file>", f"no spec at {path} (create one with `flywheel init`)")]
+        ) from None
+    except OSError as err:
+        raise SpecError([FieldError("<file>", f"cannot read {path}: {err.strerror}")]) from None
+    return Spec.from_toml(text, base_dir=path.resolve().parent, source=str(path))
+
+
+# --- structure (pydantic) ------------------------------------------------------------------------
+
+Scalar = str | int | float | bool
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Skeleton(_Model):
+    fixed: dict[str, Scalar] = Field(default_factory=dict)
+    rules: list[str] = Field(default_factory=list)
+    default: dict[str, Scalar] | None = None
+
+
+class _Reward(_Model):
+    formula: str
+    window: str = "7d"
+    missing: Literal["pending"] | float | int = "pending"
+
+
+class _Signal(_Model):
+    combine: Combine = "last"
+    kind: Literal["number", "text"] = "number"
+    min: float | int | None = None
+    max: float | int | None = None
+
+
+class _Privacy(_Model):
+    redact_text: bool = True
+    unit_salt_env: str = "FLYWHEEL_UNIT_SALT"
+
+
+class _Storage(_Model):
+    url: str = DEFAULT_STORAGE_URL
+
+
+class _Policy(_Model):
+    explore: bool = True
+
+
+class _Spec(_Model):
+    name: str = "flywheel"
+    knobs: dict[str, Any]
+    skeleton: _Skeleton = Field(default_factory=_Skeleton)
+    context: dict[str, Any] = Field(default_factory=dict)
+    reward: _Reward
+    signals: dict[str, Combine | _Signal] = Field(default_factory=dict)
+    privacy: _Privacy = Field(default_factory=_Privacy)
+    storage: _Storage = Field(default_factory=_Storage)
+    policy: _Policy = Field(default_factory=_Policy)
+
+
+# --- semantics -----------------------------------------------------------------------------------
+
+
+class _Errors:
+    def __init__(self, text: str | None) -> None:
+        self.items: list[FieldError] = []
+        self._text = text
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(FieldError(path, message, _line_of(self._text, path)))
+
+
+_SECTIONS: dict[str, type[_Model]] = {
+    "skeleton": _Skeleton,
+    "reward": _Reward,
+    "privacy": _Privacy,
+    "storage": _Storage,
+    "policy": _Policy,
+}
+
+
+def _structure(data: Mapping[str, Any], errors: _Errors) -> _Spec:
+    """Validate each section on its own, so one bad section does not hide the others."""
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "name":
+            if isinstance(value, str):
+                clean[key] = value
+            else:
+                errors.add("name", "expected text")
+        elif key in ("knobs", "context", "signals"):
+            if isinstance(value, Mapping):
+                clean[key] = dict(value)
+            else:
+                errors.add(key, "expected a table")
+        elif key in _SECTIONS:
+            try:
+                clean[key] = _SECTIONS[key].model_validate(value)
+            except PydanticValidationError as err:
+                for e in err.errors():
+                    loc = ".".join(str(p) for p in e["loc"] if not _is_union_tag(p))
+                    errors.add(f"{key}.{loc}" if loc else key, _pydantic_message(e))
+                # carry on with defaults, so the other sections are still checked
+                clean[key] = _Reward(formula="0") if key == "reward" else _SECTIONS[key]()
+        else:
+            errors.add(key, "is not a known section")
+    for required in ("knobs", "reward"):
+        if required not in data:
+            errors.add(required, "is required")
+            clean[required] = _Reward(formula="0") if required == "reward" else {}
+    clean["signals"] = _signal_decls(clean.get("signals", {}), errors)
+    return _Spec.model_validate(clean)
+
+
+def _signal_decls(decls: Mapping[str, Any], errors: _Errors) -> dict[str, Combine | _Signal]:
+    """``name = "max"`` or ``name = { combine = "max", min = 0, max = 1, kind = "number" }``."""
+    clean: dict[str, Combine | _Signal] = {}
+    combines = get_args(Combine)
+    for name, decl in decls.items():
+        if isinstance(decl, str):
+            if decl in combines:
+                clean[name] = decl  # type: ignore[assignment]
+            else:
+                errors.add(f"signals.{name}", f"{decl!r} is not one of {', '.join(combines)}")
+            continue
+        try:
+            clean[name] = _Signal.model_validate(decl)
+        except PydanticValidationError as err:
+            for e in err.errors():
+                loc = ".".join(str(p) for p in e["loc"])
+                errors.add(
+                    f"signals.{name}.{loc}" if loc else f"signals.{name}", _pydantic_message(e)
+                )
+    return clean
+
+
+def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: str | None) -> Spec:
+    errors = _Errors(text)
+    raw = _structure(data, errors)
+
+    knobs = _parse_knobs(raw.knobs, errors)
+    context = _parse_context(raw.context, errors)
+    _check_names(raw, errors)
+    declared = set(raw.knobs) | set(raw.context)
+    fixed = dict(raw.skeleton.fixed)
+    for name in fixed:
+        if name in raw.knobs:
+            errors.add(f"skeleton.fixed.{name}", "is a knob; a fixed value cannot also be tuned")
+
+    rules: list[Rule] = []
+    for i, sql in enumerate(raw.skeleton.rules):
+        try:
+            rules.append(compile_rule(sql, declared))
+        except ExpressionError as err:
+            errors.add(f"skeleton.rules[{i}]", f"{sql!r} {err}")
+
+    signals = _parse_signals(raw, declared, errors)
+    reward = _parse_reward(raw.reward, signals, errors)
+    default = _parse_default(raw.skeleton.default, knobs, set(raw.knobs), errors)
+    if errors.items:
+        raise SpecError(errors.items, source)
+    space = _build_space(knobs, rules, context, default, errors)
+    if errors.items or space is None:
+        raise SpecError(errors.items, source)
+
+    return Spec(
+        knobs=tuple(knobs),
+        context=tuple(context),
+        fixed=fixed,
+        rules=tuple(rules),
+        default=default,
+        reward=reward,
+        signals=signals,
+        redact_text=raw.privacy.redact_text,
+        unit_salt_env=raw.privacy.unit_salt_env,
+        storage_url=raw.storage.url,
+        explore=raw.policy.explore,
+        name=raw.name,
+        base_dir=base_dir,
+        digest=hashlib.sha256(
+            json.dumps(raw.model_dump(mode="json"), sort_keys=True).encode()
+        ).hexdigest()[:16],
+        space=space,
+        source=source,
+        raw=raw.model_dump(mode="json"),
+    )
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and (
+        part.startswith(("literal[", "function-")) or part in {"_Signal", "str", "float", "int"}
+    )
+
+
+def _pydantic_message(e: Any) -> str:
+    if e["type"] == "missing":
+        return "is required"
+    if e["type"] == "extra_forbidden":
+        return "is not a known setting"
+    if e["type"] == "model_type":
+        return "expected a table"
+    return str(e["msg"]).replace("Input should be", "expected").replace("Input", "value")
+
+
+def _line_of(text: str | None, path: str) -> int | None:
+    """Best-effort TOML line of a dotted field path: the key's line, else its table's."""
+    if text is None:
+        return None
+    parts = [p for p in re.split(r"\.|\[\d+\]", path) if p]
+    if not parts:
+        return None
+    section, key = parts[0], parts[1] if len(parts) > 1 else None
+    header = None
+    section_line = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        table = re.match(r"^\[\s*([^\]]+?)\s*\]", stripped)
+        if table:
+            header = table.group(1)
+            if header == section and section_line is None:
+                section_line = number
+            if key and header == f"{section}.{key}":
+                return number
+            continue
+        if key and header == section and re.match(rf"^\"?{re.escape(key)}\"?\s*=", stripped):
+            return number
+        if header is None and re.match(rf"^{re.escape(section)}\s*=", stripped):
+            return number
+    return section_line
+
+
+def _dtype(values: Sequence[object]) -> DType | None:
+    if all(isinstance(v, bool) for v in values):
+        return "boolean"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "integer"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "number"
+    if all(isinstance(v, str) for v in values):
+        return "text"
+    return None
+
+
+def _matches(dtype: DType, value: object) -> bool:
+    if dtype == "text":
+        return isinstance(value, str)
+    if dtype == "boolean":
+        return isinstance(value, bool)
+    if dtype == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _value_list(
+    path: str, values: object, errors: _Errors
+) -> tuple[tuple[Value, ...], DType] | None:
+    if not isinstance(values, list) or not values:
+        errors.add(path, "expected a non-empty list of values")
+        return None
+    dtype = _dtype(values)
+    if dtype is None:
+        errors.add(path, "values must all be text, all numbers or all booleans")
+        return None
+    if len(set(values)) != len(values):
+        dupes = sorted({repr(v) for v in values if values.count(v) > 1})
+        errors.add(path, f"values must be unique (repeated: {', '.join(dupes)})")
+        return None
+    if len(values) > MAX_LEVELS:
+        errors.add(path, f"has {len(values)} values; at most {MAX_LEVELS} are supported")
+        return None
+    if dtype == "number":
+        values = [float(v) for v in values]
+    return tuple(values), dtype
+
+
+def _parse_knobs(decls: Mapping[str, Any], errors: _Errors) -> list[Knob]:
+    if not decls:
+        errors.add("knobs", "declare at least one knob")
+    knobs = []
+    for name, decl in decls.items():
+        path = f"knobs.{name}"
+        if decl == "boolean" or (isinstance(decl, dict) and decl == {"type": "boolean"}):
+            knobs.append(Knob(name, "boolean", (False, True), "boolean"))
+        elif isinstance(decl, list):
+            parsed = _value_list(path, decl, errors)
+            if parsed:
+                knobs.append(Knob(name, "categorical", *parsed))
+        elif isinstance(decl, dict) and "values" in decl:
+            unknown = set(decl) - {"values", "ordinal"}
+            if unknown:
+                errors.add(
+                    path, f"unknown keys {sorted(unknown)}; a list knob takes values and ordinal"
+                )
+                continue
+            parsed = _value_list(f"{path}.values", decl["values"], errors)
+            if parsed:
+                kind: Literal["ordinal", "categorical"] = (
+                    "ordinal" if decl.get("ordinal") else "categorical"
+                )
+                knobs.append(Knob(name, kind, *parsed))
+        elif isinstance(decl, dict) and ("min" in decl or "max" in decl):
+            knob = _integer_range(path, decl, errors)
+            if knob:
+                knobs.append(Knob(name, "integer", knob, "integer"))
+        else:
+            errors.add(
+                path,
+                "expected a non-empty list of values, {values = [...], ordinal = true},"
+                ' {min = .., max = .., step = ..} or "boolean"',
+            )
+    return knobs
+
+
+def _integer_range(path: str, decl: Mapping[str, Any], errors: _Errors) -> tuple[int, ...] | None:
+    unknown = set(decl) - {"min", "max", "step", "type"}
+    if unknown:
+        errors.add(path, f"unknown keys {sorted(unknown)}; a range knob takes min, max and step")
+        return None
+    lo, hi, step = decl.get("min"), decl.get("max"), decl.get("step", 1)
+    for key, v in (("min", lo), ("max", hi), ("step", step)):
+        if not isinstance(v, int) or isinstance(v, bool):
+            errors.add(f"{path}.{key}", "expected an integer")
+            return None
+    assert isinstance(lo, int) and isinstance(hi, int) and isinstance(step, int)
+    if step <= 0 or hi < lo:
+        errors.add(path, "expected min <= max and step > 0")
+        return None
+    values = tuple(range(lo, hi + 1, step))
+    if len(values) > MAX_LEVELS:
+        errors.add(path, f"has {len(values)} values; at most {MAX_LEVELS} are supported")
+        return None
+    return values
+
+
+def _parse_context(decls: Mapping[str, Any], errors: _Errors) -> list[Feature]:
+    features = []
+    for name, decl in decls.items():
+        path = f"context.{name}"
+        if decl == "number" or (isinstance(decl, dict) and decl.get("type") == "number"):
+            bounds = decl if isinstance(decl, dict) else {}
+            unknown = set(bounds) - {"type", "min", "max"}
+            if unknown:
+                errors.add(
+                    path, f"unknown keys {sorted(unknown)}; a numeric feature takes min and max"
+                )
+                continue
+            lo, hi = bounds.get("min"), bounds.get("max")
+            if any(
+                v is not None and (not isinstance(v, int | float) or isinstance(v, bool))
+                for v in (lo, hi)
+            ):
+                errors.add(path, "min and max must be numbers")
+                continue
+            features.append(Feature(name, "numeric", "number", (), lo, hi))
+        elif isinstance(decl, list) or (isinstance(decl, dict) and "values" in decl):
+            values = decl if isinstance(decl, list) else decl["values"]
+            parsed = _value_list(path, values, errors)
+            if parsed:
+                features.append(Feature(name, "categorical", parsed[1], parsed[0]))
+        else:
+            errors.add(path, 'expected a non-empty list of values or "number"')
+    return features
+
+
+def _check_names(raw: _Spec, errors: _Errors) -> None:
+    seen: dict[str, str] = {}
+    groups = (
+        ("knobs", raw.knobs),
+        ("context", raw.context),
+        ("skeleton.fixed", raw.skeleton.fixed),
+        ("signals", raw.signals),
+    )
+    for section, names in groups:
+        for name in names:
+            path = f"{section}.{name}"
+            if not NAME_PATTERN.match(name):
+                errors.add(path, "names must be lower_snake_case identifiers (a-z, 0-9, _)")
+            elif name in RESERVED_NAMES:
+                errors.add(path, f"{name!r} is reserved; choose another name")
+            elif name in seen:
+                errors.add(path, f"{name!r} is already declared in {seen[name]}")
+            seen.setdefault(name, section)
+
+
+def _parse_signals(raw: _Spec, taken: set[str], errors: _Errors) -> dict[str, SignalDef]:
+    signals: dict[str, SignalDef] = {}
+    for name, (combine, kind) in BUILTIN_SIGNALS.items():
+        if name not in taken:
+            signals[name] = SignalDef(name, combine, kind)
+    for name, decl in raw.signals.items():
+        if isinstance(decl, str):
+            signals[name] = SignalDef(name, decl, BUILTIN_SIGNALS.get(name, ("last", "number"))[1])
+        else:
+            if decl.kind == "text" and decl.combine not in ("last", "first"):
+                errors.add(f"signals.{name}.combine", "text signals combine by last or first")
+            if decl.min is not None and decl.max is not None and decl.min > decl.max:
+                errors.add(f"signals.{name}", "min must not exceed max")
+            lo = None if decl.min is None else float(decl.min)
+            hi = None if decl.max is None else float(decl.max)
+            signals[name] = SignalDef(name, decl.combine, decl.kind, lo, hi)
+    try:
+        node = parse(raw.reward.formula)
+        for col in node.find_all(exp.Column):
+            if col.name not in signals and col.name not in taken and NAME_PATTERN.match(col.name):
+                signals[col.name] = SignalDef(col.name)
+    except ExpressionError:
+        pass  # reported by _parse_reward
+    return signals
+
+
+def _parse_reward(raw: _Reward, signals: Mapping[str, SignalDef], errors: _Errors) -> Reward:
+    numeric = [n for n, s in signals.items() if s.kind == "number"]
+    names: tuple[str, ...] = ()
+    try:
+        node = check_reward_formula(raw.formula, numeric)
+        names = tuple(dict.fromkeys(c.name for c in node.find_all(exp.Column)))
+    except ExpressionError as err:
+        errors.add("reward.formula", f"{raw.formula!r} {err}")
+    window = _WINDOW.match(raw.window)
+    seconds = 0.0
+    if not window:
+        errors.add("reward.window", f"{raw.window!r} is not a duration like 30m, 12h, 7d or 2w")
+    else:
+        seconds = float(window.group(1)) * _UNIT_SECONDS[window.group(2)]
+        if seconds <= 0:
+            errors.add("reward.window", "must be longer than zero")
+    missing = None if raw.missing == "pending" else float(raw.missing)
+    return Reward(raw.formula, seconds, missing, names)
+
+
+def _parse_default(
+    decl: Mapping[str, Scalar] | None, knobs: Sequence[Knob], declared: set[str], errors: _Errors
+) -> dict[str, Value]:
+    if decl is None:
+        return {}
+    default: dict[str, Value] = {}
+    for knob in knobs:
+        if knob.name not in decl:
+            errors.add(f"skeleton.default.{knob.name}", "is missing; the default names every knob")
+            continue
+        value = decl[knob.name]
+        if knob.dtype == "number" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not knob.accepts(value):
+            errors.add(
+                f"skeleton.default.{knob.name}",
+                f"{value!r} is not one of {list(knob.values)}",
+            )
+        default[knob.name] = value
+    for name in decl:
+        if name not in declared:
+            errors.add(f"skeleton.default.{name}", "is not a knob")
+    return default
+
+
+def _build_space(
+    knobs: Sequence[Knob],
+    rules: Sequence[Rule],
+    context: Sequence[Feature],
+    default: dict[str, Value],
+    errors: _Errors,
+) -> Space | None:
+    """Enumerate the allowed combinations; the rules must leave something to serve and the
+    default (filled with the first allowed combination when not given) must obey them."""
+    try:
+        space = Space([Dimension(k.name, k.values) for k in knobs], rules)
+    except ValueError as err:
+        errors.add("knobs", str(err))
+        return None
+    if len(space) == 0:
+        errors.add("skeleton.rules", "exclude every combination of knob values")
+        return None
+    categorical = {f.name: f.values for f in context if f.kind == "categorical"}
+    assignments = space.context_assignments(categorical) if space.context_rules else [{}]
+    for ctx in itertools.islice(assignments, 10_000):
+        if len(space.allowed(ctx)) == 0:
+            where = ", ".join(f"{k} = {v!r}" for k, v in ctx.items())
+            errors.add("skeleton.rules", f"exclude every combination when {where}")
+            return None
+    if not default:
+        rows = space.allowed(assignments[0]) if assignments else range(len(space))
+        default.update(space.params(int(rows[0])))
+        return space
+    row = space.row_of(default)
+    if row is None:
+        errors.add("skeleton.default", "breaks a skeleton rule")
+        return None
+    for ctx in itertools.islice(assignments, 10_000):
+        if row not in space.allowed(ctx):
+            where = ", ".join(f"{k} = {v!r}" for k, v in ctx.items())
+            errors.add("skeleton.default", f"breaks a skeleton rule when {where}")
+            return None
+    return space

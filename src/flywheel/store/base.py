@@ -1,0 +1,122 @@
+"""The store interface and the tables every backend keeps.
+
+Tables (one row per event, never updated in place):
+
+- ``decisions``: id, ts, unit, policy, playbook, propensity, one column per context feature and
+  per knob (typed from the spec);
+- ``signals``: decision_id, name, value (numbers and booleans), text, ts, key (idempotency), unit;
+- ``edits``: decision_id, ts, unit, draft, final, diff, distance;
+- ``orphans``: a view of the signals whose decision id is unknown (they stay stored: a decision
+  may still arrive from another process);
+- ``meta`` and ``schema_version``: settings and applied migrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from flywheel.spec import DType, Spec
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+ARROW_TYPES: dict[DType, pa.DataType] = {
+    "text": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+}
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The Arrow schemas of the event tables for one spec."""
+
+    decisions: pa.Schema
+    signals: pa.Schema
+    edits: pa.Schema
+    context: tuple[str, ...]
+    knobs: tuple[str, ...]
+
+    def schema(self, table: str) -> pa.Schema:
+        schema: pa.Schema = getattr(self, table)
+        return schema
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("decisions", "signals", "edits")
+
+
+def tables_for(spec: Spec) -> Tables:
+    context = [pa.field(f.name, ARROW_TYPES[f.dtype]) for f in spec.context]
+    knobs = [pa.field(k.name, ARROW_TYPES[k.dtype]) for k in spec.knobs]
+    decision_fields: list[pa.Field[Any]] = [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("ts", TIMESTAMP, nullable=False),
+        pa.field("unit", pa.string()),
+        pa.field("policy", pa.string(), nullable=False),
+        pa.field("playbook", pa.int64()),
+        pa.field("propensity", pa.float64()),
+        *context,
+        *knobs,
+    ]
+    decisions = pa.schema(decision_fields)
+    signal_fields: list[pa.Field[Any]] = [
+        pa.field("decision_id", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("text", pa.string()),
+        pa.field("ts", TIMESTAMP, nullable=False),
+        pa.field("key", pa.string()),
+        pa.field("unit", pa.string()),
+    ]
+    signals = pa.schema(signal_fields)
+    edit_fields: list[pa.Field[Any]] = [
+        pa.field("decision_id", pa.string(), nullable=False),
+        pa.field("ts", TIMESTAMP, nullable=False),
+        pa.field("unit", pa.string()),
+        pa.field("draft", pa.string()),
+        pa.field("final", pa.string()),
+        pa.field("diff", pa.string()),
+        pa.field("distance", pa.float64()),
+    ]
+    edits = pa.schema(edit_fields)
+    return Tables(
+        decisions,
+        signals,
+        edits,
+        tuple(f.name for f in spec.context),
+        tuple(k.name for k in spec.knobs),
+    )
+
+
+class Store(Protocol):
+    """What a backend provides. Every backend passes the same conformance tests."""
+
+    url: str
+    dialect: str
+    """The sqlglot dialect of :meth:`query` (``duckdb``, ``postgres``)."""
+
+    def write(self, batch: Mapping[str, pa.Table]) -> None:
+        """Append event rows to their tables in one transaction: all of it or none of it.
+
+        Signals whose idempotency ``key`` was stored before (or repeats within the batch) are
+        skipped. Returns once the rows are durable.
+        """
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
+        """Run a read-only query written in :attr:`dialect` and return the rows."""
+
+    def forget(self, unit: str) -> dict[str, int]:
+        """Delete every row of a (pseudonymised) unit, in every table; return rows deleted."""
+
+    def get_meta(self, key: str) -> str | None:
+        """A stored setting, or ``None``."""
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a setting, replacing any previous value."""
+
+    def close(self) -> None:
+        """Release the store. Writes already acknowledged stay durable."""

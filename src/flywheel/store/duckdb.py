@@ -1,0 +1,228 @@
+"""The embedded backend: one DuckDB file, written in Arrow batches."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from flywheel.errors import StoreError, StoreLockedError
+from flywheel.store.base import Tables
+
+SQL_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+}
+
+# Forward migrations, applied in order; each runs once and is recorded in schema_version.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+        CREATE TABLE IF NOT EXISTS decisions (
+            id UUID NOT NULL, ts TIMESTAMPTZ NOT NULL, unit VARCHAR, policy VARCHAR NOT NULL,
+            playbook BIGINT, propensity DOUBLE
+        );
+        CREATE TABLE IF NOT EXISTS signals (
+            decision_id UUID NOT NULL, name VARCHAR NOT NULL, value DOUBLE, text VARCHAR,
+            ts TIMESTAMPTZ NOT NULL, key VARCHAR, unit VARCHAR
+        );
+        CREATE TABLE IF NOT EXISTS signal_keys (key VARCHAR PRIMARY KEY);
+        CREATE TABLE IF NOT EXISTS edits (
+            decision_id UUID NOT NULL, ts TIMESTAMPTZ NOT NULL, unit VARCHAR, draft VARCHAR,
+            final VARCHAR, diff VARCHAR, distance DOUBLE
+        );
+        CREATE OR REPLACE VIEW orphans AS
+            SELECT s.* FROM signals s
+            WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.id = s.decision_id);
+        """,
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class DuckDBStore:
+    """A DuckDB file (or ``:memory:``). One process may hold a file open for writing."""
+
+    dialect = "duckdb"
+
+    def __init__(self, path: str, tables: Tables) -> None:
+        self.url = f"duckdb:///{path}"
+        self.path = path
+        self._tables = tables
+        self._lock = threading.RLock()
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(path)
+        except duckdb.IOException as err:
+            if "lock" in str(err).lower():
+                raise StoreLockedError(
+                    f"{path} is open in another process (DuckDB allows one writer);"
+                    " stop it, or use a PostgreSQL store for several processes"
+                ) from None
+            raise StoreError(f"cannot open {path}: {err}") from None
+        self._migrate()
+
+    # --- schema ----------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._lock:
+            con = self._con
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                " applied_at TIMESTAMPTZ DEFAULT now())"
+            )
+            rows = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+            current = int(rows[0]) if rows else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {current}, newer than this Flywheel"
+                    f" ({SCHEMA_VERSION}); upgrade Flywheel"
+                )
+            for version, sql in MIGRATIONS:
+                if version > current:
+                    con.execute("BEGIN")
+                    con.execute(sql)
+                    con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+                    con.execute("COMMIT")
+            self._add_spec_columns()
+
+    def _add_spec_columns(self) -> None:
+        """Add a column for every context feature and knob the table does not have yet."""
+        existing = dict(
+            self._con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_name = 'decisions'"
+            ).fetchall()
+        )
+        for name in (*self._tables.context, *self._tables.knobs):
+            wanted = SQL_TYPES[self._tables.decisions.field(name).type]
+            have = existing.get(name)
+            if have is None:
+                self._con.execute(f'ALTER TABLE decisions ADD COLUMN "{name}" {wanted}')
+            elif have != wanted:
+                raise StoreError(
+                    f"decisions.{name}: stored as {have} but the spec now declares {wanted};"
+                    " rename the knob or feature, or use a new store"
+                )
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def write(self, batch: Mapping[str, pa.Table]) -> None:
+        with self._lock:
+            con = self._con
+            try:
+                con.execute("BEGIN")
+                for table, given in batch.items():
+                    if given.num_rows == 0:
+                        continue
+                    rows = self._drop_seen_keys(given) if table == "signals" else given
+                    con.register("_batch", rows)
+                    try:
+                        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch")
+                    finally:
+                        con.unregister("_batch")
+                con.execute("COMMIT")
+            except duckdb.Error as err:
+                con.execute("ROLLBACK")
+                raise StoreError(f"write failed, nothing was stored: {err}") from err
+
+    def _drop_seen_keys(self, rows: pa.Table) -> pa.Table:
+        keys = rows.column("key")
+        if keys.null_count == rows.num_rows:
+            return rows
+        self._con.register("_keys", rows.select(["key"]))
+        try:
+            fresh = self._con.execute(
+                "INSERT INTO signal_keys SELECT DISTINCT key FROM _keys WHERE key IS NOT NULL"
+                " ON CONFLICT DO NOTHING RETURNING key"
+            ).fetchall()
+        finally:
+            self._con.unregister("_keys")
+        fresh_keys = {k for (k,) in fresh}
+        mask = []
+        for key in keys.to_pylist():
+            first = key is None or key in fresh_keys
+            if key is not None:
+                fresh_keys.discard(key)  # a repeat within the batch is not fresh
+            mask.append(first)
+        return rows.filter(pa.array(mask))
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
+        with self._lock:
+            try:
+                args = dict(params) if isinstance(params, Mapping) else list(params)
+                table: pa.Table = self._con.sql(sql, params=args).to_arrow_table()
+                return table
+            except duckdb.Error as err:
+                raise StoreError(f"query failed: {err}") from err
+
+    def forget(self, unit: str) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        with self._lock:
+            con = self._con
+            con.execute("BEGIN")
+            ids = "SELECT id FROM decisions WHERE unit = $unit"
+            for table in ("signals", "edits"):
+                row = con.execute(
+                    f"DELETE FROM {table} WHERE unit = $unit OR decision_id IN ({ids}) RETURNING 1",
+                    {"unit": unit},
+                ).fetchall()
+                deleted[table] = len(row)
+            row = con.execute(
+                "DELETE FROM decisions WHERE unit = $unit RETURNING 1", {"unit": unit}
+            ).fetchall()
+            deleted["decisions"] = len(row)
+            con.execute("COMMIT")
+            if self.path != ":memory:" and any(deleted.values()):
+                self._compact()
+        return deleted
+
+    def _compact(self) -> None:
+        """Copy the live rows into a fresh file and swap it in.
+
+        DuckDB leaves deleted rows' bytes in freed blocks of the file; a deletion on request must
+        remove them from the disk, so the database is rewritten (a fraction of a second per
+        million rows) and the old file replaced atomically.
+        """
+        fresh = f"{self.path}.compact"
+        Path(fresh).unlink(missing_ok=True)
+        name = self._con.execute("SELECT current_database()").fetchone()
+        self._con.execute("ATTACH '" + fresh.replace("'", "''") + "' AS flywheel_compact")
+        try:
+            self._con.execute(
+                f'COPY FROM DATABASE "{name[0] if name else "main"}" TO flywheel_compact'
+            )
+        finally:
+            self._con.execute("DETACH flywheel_compact")
+        self._con.close()
+        Path(f"{self.path}.wal").unlink(missing_ok=True)
+        os.replace(fresh, self.path)
+        self._con = duckdb.connect(self.path)
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.query("SELECT value FROM meta WHERE key = ?", [key]).to_pylist()
+        return str(row[0]["value"]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._con.execute(
+                "INSERT INTO meta VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()

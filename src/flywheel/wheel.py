@@ -1,0 +1,242 @@
+"""The SDK: one :class:`Wheel` per spec, a thin shell over collect, store, align and playbook."""
+
+from __future__ import annotations
+
+import atexit
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+
+from flywheel import align
+from flywheel.collect.record import Recorder
+from flywheel.collect.units import SALT_META_KEY, Pseudonymizer, salt
+from flywheel.collect.writer import BufferedWriter
+from flywheel.errors import WrongTypeError
+from flywheel.playbook import Decider, Decision, IdFactory
+from flywheel.spec import Spec, load
+from flywheel.store import Store, open_store, tables_for
+
+
+def open(
+    spec: str | Path | Mapping[str, Any] | Spec = "flywheel.toml",
+    *,
+    store: str | None = None,
+    clock: Callable[[], float] | None = None,
+    batch_rows: int = 50_000,
+    max_delay: float = 1.0,
+) -> Wheel:
+    """Open a flywheel: a spec (path, mapping or :class:`Spec`) and its store.
+
+    ``store`` overrides the spec's storage URL; ``clock`` (epoch seconds) replaces the wall
+    clock, for simulations and tests; ``batch_rows`` and ``max_delay`` tune write batching.
+    """
+    if isinstance(spec, Spec):
+        parsed = spec
+    elif isinstance(spec, Mapping):
+        parsed = Spec.from_dict(spec)
+    elif isinstance(spec, str | Path):
+        parsed = load(spec)
+    else:
+        raise WrongTypeError("spec", "expected a path, a mapping or a Spec")
+    return Wheel(
+        parsed, open_store(parsed, store), clock=clock, batch_rows=batch_rows, max_delay=max_delay
+    )
+
+
+class Wheel:
+    """A running flywheel: decide, report signals, read aligned rows.
+
+    Thread-safe. Writes are buffered; :meth:`flush` and :meth:`close` (and leaving a ``with``
+    block, and interpreter exit) return once everything recorded so far is durable.
+    """
+
+    def __init__(
+        self,
+        spec: Spec,
+        store: Store,
+        *,
+        clock: Callable[[], float] | None = None,
+        batch_rows: int = 50_000,
+        max_delay: float = 1.0,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self._clock = clock or time.time
+        key, new_salt = salt(spec.unit_salt_env, store.get_meta(SALT_META_KEY))
+        if new_salt:
+            store.set_meta(SALT_META_KEY, new_salt)
+        self._units = Pseudonymizer(key)
+        self.tables = tables_for(spec)
+        self._writer = BufferedWriter(
+            {t: self.tables.schema(t) for t in self.tables.names},
+            store.write,
+            batch_rows=batch_rows,
+            max_delay=max_delay,
+        )
+        self._recorder = Recorder(spec, self._writer, self._units, self._clock)
+        self._decider = Decider(spec)
+        self._ids = IdFactory()
+        self._closed = False
+        _track(self)
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def decide(
+        self, context: Mapping[str, Any] | None = None, *, unit: object = None, explore: bool = True
+    ) -> Decision:
+        """Parameters for a context, recorded as a decision (``explore=False``: no exploration)."""
+        clean = self._recorder.context({} if context is None else context)
+        params, policy, propensity = self._decider.choose(clean, explore)
+        ident = self._ids()
+        self._recorder.decision(
+            ident,
+            self._clock(),
+            None if unit is None else self._units(unit),
+            policy,
+            None,
+            propensity,
+            clean,
+            params,
+        )
+        return Decision(ident, params, clean, policy, propensity, None)
+
+    def signal(
+        self,
+        decision: Decision | str,
+        name: str,
+        value: object,
+        *,
+        ts: float | datetime | None = None,
+        key: str | None = None,
+        unit: object = None,
+    ) -> None:
+        """Record one named signal (a number or a boolean; text for text signals)."""
+        self._recorder.signal(decision, name, value, ts=ts, key=key, unit=unit)
+
+    def feedback(
+        self,
+        decision: Decision | str,
+        *,
+        rating: float | None = None,
+        thumbs: bool | None = None,
+        comment: str | None = None,
+        ts: float | datetime | None = None,
+        key: str | None = None,
+        unit: object = None,
+    ) -> None:
+        """Explicit feedback: a rating, thumbs up/down and/or a comment (redacted)."""
+        self._recorder.feedback(
+            decision, rating=rating, thumbs=thumbs, comment=comment, ts=ts, key=key, unit=unit
+        )
+
+    def implicit(
+        self,
+        decision: Decision | str,
+        event: str | None = None,
+        *,
+        dwell_ms: float | None = None,
+        ts: float | datetime | None = None,
+        key: str | None = None,
+        unit: object = None,
+    ) -> None:
+        """Implicit behaviour: accepted, rejected, requeried or abandoned, and dwell time."""
+        self._recorder.implicit(decision, event, dwell_ms=dwell_ms, ts=ts, key=key, unit=unit)
+
+    def edit(
+        self,
+        decision: Decision | str,
+        draft: str,
+        final: str,
+        *,
+        ts: float | datetime | None = None,
+        key: str | None = None,
+        unit: object = None,
+    ) -> float:
+        """A person's edit of an AI draft: stores both texts (redacted), a diff, and the
+        normalised edit distance, which is also recorded as the ``edit_distance`` signal."""
+        return self._recorder.edit(decision, draft, final, ts=ts, key=key, unit=unit)
+
+    def log(
+        self,
+        *,
+        context: Mapping[str, Any],
+        params: Mapping[str, Any],
+        results: Mapping[str, object],
+        unit: object = None,
+        ts: float | datetime | None = None,
+    ) -> str:
+        """Record an already-complete row (an import, a decision made by a person); its id."""
+        ident = self._ids()
+        self._recorder.complete_row(ident, context, params, results, ts=ts, unit=unit)
+        return ident
+
+    def aligned(self, as_of: float | datetime | None = None) -> pa.Table:
+        """Aligned rows as an Arrow table (see :func:`flywheel.align.aligned`)."""
+        self.flush()
+        return align.aligned(self.store, self.spec, as_of)
+
+    def summary(self, as_of: float | datetime | None = None) -> align.Summary:
+        """Counts: decisions, complete / pending / expired, signals, late, orphans, coverage."""
+        self.flush()
+        return align.summary(self.store, self.spec, as_of)
+
+    def forget(self, unit: object) -> dict[str, int]:
+        """Delete every row of a unit, everywhere; returns the rows deleted per table."""
+        hashed = self._units(unit)
+        self.flush()
+        return self.store.forget(hashed)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Return once everything recorded so far is durable."""
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and release the store. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._writer.close()
+        finally:
+            self.store.close()
+            _OPEN.discard(self)
+
+    def __enter__(self) -> Wheel:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+_OPEN: weakref.WeakSet[Wheel] = weakref.WeakSet()
+
+
+def _track(wheel: Wheel) -> None:
+    """Remember an open wheel so interpreter exit flushes it.
+
+    The exit hook is registered when the first wheel opens, after the store's driver has
+    registered its own: exit hooks run last-in first-out, so ours writes while the driver
+    still accepts work.
+    """
+    if not _OPEN and not getattr(_track, "registered", False):
+        atexit.register(_close_at_exit)
+        _track.registered = True  # type: ignore[attr-defined]
+    _OPEN.add(wheel)
+
+
+def _close_at_exit() -> None:
+    for wheel in list(_OPEN):
+        wheel.close()

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import pyarrow as pa
+import pytest
+
+from flywheel.collect.writer import BufferedWriter, to_arrow
+from flywheel.errors import StoreError
+
+SCHEMA = pa.schema([pa.field("n", pa.int64()), pa.field("ts", pa.timestamp("us", tz="UTC"))])
+
+
+class FlakySink:
+    """Stands in for nothing but a function: records batches, refuses while ``down``."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.down = False
+        self.calls = 0
+
+    def __call__(self, batch: Mapping[str, pa.Table]) -> None:
+        self.calls += 1
+        if self.down:
+            raise OSError("disk full")
+        self.rows.extend(int(n) for n in batch["t"].column("n").to_pylist() if n is not None)
+
+
+def test_flush_returns_after_everything_is_written() -> None:
+    sink = FlakySink()
+    writer = BufferedWriter({"t": SCHEMA}, sink, batch_rows=100, max_delay=60)
+    for i in range(1050):
+        writer.append("t", (i, 0.0))
+    writer.flush()
+    assert sink.rows == list(range(1050))
+    writer.close()
+
+
+def test_a_failed_write_keeps_its_rows_and_reports_at_flush() -> None:
+    sink = FlakySink()
+    sink.down = True
+    writer = BufferedWriter({"t": SCHEMA}, sink, batch_rows=10, max_delay=0.01)
+    for i in range(25):
+        writer.append("t", (i, 0.0))
+    with pytest.raises(StoreError, match="disk full"):
+        writer.flush()
+    sink.down = False
+    writer.flush()
+    assert sorted(sink.rows) == list(range(25))
+    writer.close()
+
+
+def test_time_based_flush() -> None:
+    sink = FlakySink()
+    writer = BufferedWriter({"t": SCHEMA}, sink, batch_rows=1_000_000, max_delay=0.05)
+    writer.append("t", (1, 0.0))
+    done = threading.Event()
+    for _ in range(200):
+        if sink.rows:
+            done.set()
+            break
+        threading.Event().wait(0.01)
+    assert done.is_set()
+    writer.close()
+
+
+def test_to_arrow_converts_epoch_seconds() -> None:
+    table = to_arrow([(1, 1.5)], SCHEMA)
+    assert table.column("ts").cast(pa.int64()).to_pylist() == [1_500_000]
+    assert to_arrow([], SCHEMA).num_rows == 0

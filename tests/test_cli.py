@@ -1,0 +1,96 @@
+"""The CLI through Typer's runner, in-process, on real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import flywheel
+from flywheel.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+def test_init_writes_a_valid_spec_and_refuses_to_overwrite(project: Path) -> None:
+    assert (project / "flywheel.toml").exists()
+    assert runner.invoke(app, ["init"]).exit_code == 1
+    assert runner.invoke(app, ["init", "--force"]).exit_code == 0
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 0
+    assert "132 of 144 combinations allowed" in result.output
+
+
+def test_check_exits_2_with_field_errors(project: Path) -> None:
+    spec = project / "flywheel.toml"
+    spec.write_text(spec.read_text().replace("twist_count = [0, 1, 2, 3]", "twist_count = []"))
+    result = runner.invoke(app, ["check", "--spec", str(spec)])
+    assert result.exit_code == 2
+    assert (
+        "knobs.twist_count" in result.output
+        and "expected a non-empty list of values" in result.output
+    )
+    result = runner.invoke(app, ["check", "--json"])
+    assert result.exit_code == 2
+    errors = json.loads(result.output)["errors"]
+    assert errors[0]["path"] == "knobs.twist_count" and errors[0]["line"] == 7
+
+
+def test_status_and_forget(project: Path) -> None:
+    with flywheel.open("flywheel.toml") as wheel:
+        for unit in ("ann", "ann", "ben"):
+            d = wheel.decide({"genre": "drama"}, unit=unit)
+            wheel.signal(d, "completed", 1)
+        wheel.signal("00000000-0000-4000-8000-000000000009", "completed", 1)
+    assert (project / ".flywheel" / "flywheel.duckdb").exists()  # relative to the spec
+    result = runner.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output)
+    assert (counts["decisions"], counts["signals"], counts["orphans"], counts["complete"]) == (
+        3,
+        4,
+        1,
+        3,
+    )
+    assert counts["coverage"] == 1.0
+    assert "coverage" in runner.invoke(app, ["status"]).output
+    result = runner.invoke(app, ["forget", "ann"])
+    assert result.exit_code == 0
+    assert "2 decisions" in result.output
+    assert json.loads(runner.invoke(app, ["status", "--json"]).output)["decisions"] == 1
+
+
+def test_missing_spec_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 2
+    assert "flywheel init" in result.output
+
+
+def test_demo_runs_through_the_sdk(tmp_path: Path) -> None:
+    spec = tmp_path / "demo" / "flywheel.toml"
+    result = runner.invoke(app, ["demo", "--decisions", "2000", "--spec", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert "aligned rows" in result.output
+    assert (tmp_path / "demo" / "demo.duckdb").exists()
+    with flywheel.open(spec) as wheel:
+        summary = wheel.summary()
+    assert summary.decisions == 2000
+    assert summary.complete > 1000 and summary.pending > 0 and summary.expired > 0
+
+
+@pytest.mark.parametrize("command", ["init", "check", "status", "forget", "demo"])
+def test_every_command_has_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "--spec" in result.output

@@ -1,0 +1,70 @@
+"""Accepted data survives: close/reopen, and a SIGKILL right after flush() returned."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import flywheel
+from flywheel.demo import example_spec
+from tests.conftest import THRILLER
+
+
+def test_100k_signals_survive_close_and_reopen(db: Path) -> None:
+    spec = example_spec()
+    with flywheel.open(spec, store=f"duckdb:///{db}") as wheel:
+        ids = [wheel.decide(THRILLER).id for _ in range(1000)]
+        for i in range(100_000):
+            wheel.signal(ids[i % 1000], "rating", 1 + i % 5)
+    with flywheel.open(spec, store=f"duckdb:///{db}") as wheel:
+        summary = wheel.summary()
+        assert (summary.decisions, summary.signals, summary.orphans) == (1000, 100_000, 0)
+        total = wheel.store.query("SELECT sum(value) AS s FROM signals").to_pylist()[0]["s"]
+        assert total == sum(1 + i % 5 for i in range(100_000))
+
+
+def test_exit_flushes_buffered_rows(db: Path) -> None:
+    code = f"""
+        import flywheel
+        from flywheel.demo import example_spec
+        wheel = flywheel.open(example_spec(), store="duckdb:///{db}", max_delay=3600)
+        for _ in range(500):
+            wheel.signal(wheel.decide({{"genre": "drama"}}), "completed", 1)
+        # no flush, no close: interpreter exit must write the rows
+    """
+    subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=True, timeout=120)
+    with flywheel.open(example_spec(), store=f"duckdb:///{db}") as wheel:
+        assert (wheel.summary().decisions, wheel.summary().signals) == (500, 500)
+
+
+def test_sigkill_after_flush_loses_nothing(db: Path) -> None:
+    code = f"""
+        import sys, time
+        import flywheel
+        from flywheel.demo import example_spec
+        wheel = flywheel.open(example_spec(), store="duckdb:///{db}", max_delay=3600)
+        for _ in range(20_000):
+            d = wheel.decide({{"genre": "romance"}})
+            wheel.signal(d, "completed", 0)
+        wheel.flush()
+        print("flushed", flush=True)
+        for _ in range(1000):  # unflushed work in progress when the kill lands
+            wheel.decide({{"genre": "romance"}})
+        time.sleep(60)
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "flushed"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    with flywheel.open(example_spec(), store=f"duckdb:///{db}") as wheel:
+        summary = wheel.summary()
+        assert summary.signals == 20_000
+        assert summary.decisions >= 20_000

@@ -1,0 +1,124 @@
+"""Privacy by default: pseudonymous units, redacted text, and forget that leaves no trace."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import flywheel
+from tests.conftest import THRILLER
+
+SECRET_UNIT = "alice.unit.7f3e9c"
+SECRET_TEXT = "ZEBRA-PASSPHRASE-QUOKKA"
+
+
+def file_bytes(db: Path) -> bytes:
+    data = db.read_bytes()
+    wal = Path(f"{db}.wal")
+    return data + (wal.read_bytes() if wal.exists() else b"")
+
+
+def test_raw_unit_ids_never_reach_the_file(
+    make_wheel: Callable[..., flywheel.Wheel], db: Path
+) -> None:
+    wheel = make_wheel()
+    for _ in range(20):
+        d = wheel.decide(THRILLER, unit=SECRET_UNIT)
+        wheel.feedback(d, rating=3, unit=SECRET_UNIT)
+    wheel.log(
+        context=THRILLER, params=wheel.spec.default, results={"completed": 1}, unit=SECRET_UNIT
+    )
+    wheel.close()
+    assert SECRET_UNIT.encode() not in file_bytes(db)
+
+
+def test_units_hash_with_the_salt_from_the_environment(
+    make_wheel: Callable[..., flywheel.Wheel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLYWHEEL_UNIT_SALT", "pepper")
+    first = make_wheel()
+    first.decide(THRILLER, unit="u")
+    hashed = first.aligned().column("unit").to_pylist()[0]
+    first.close()
+    monkeypatch.setenv("FLYWHEEL_UNIT_SALT", "other")
+    second = make_wheel()
+    second.decide(THRILLER, unit="u")
+    assert len(set(second.aligned().column("unit").to_pylist())) == 2
+    assert hashed in second.aligned().column("unit").to_pylist()
+
+
+def test_store_keeps_its_own_salt_when_none_is_configured(
+    make_wheel: Callable[..., flywheel.Wheel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLYWHEEL_UNIT_SALT", raising=False)
+    first = make_wheel()
+    first.decide(THRILLER, unit="u")
+    first.close()
+    second = make_wheel()
+    second.decide(THRILLER, unit="u")
+    assert len(set(second.aligned().column("unit").to_pylist())) == 1  # stable across runs
+
+
+def test_forget_removes_every_row_of_the_unit_from_the_file(
+    make_wheel: Callable[..., flywheel.Wheel], db: Path
+) -> None:
+    wheel = make_wheel()
+    keep = wheel.decide(THRILLER, unit="bob")
+    wheel.feedback(keep, rating=5, comment="fine", unit="bob")
+    for _ in range(3):
+        d = wheel.decide(THRILLER, unit=SECRET_UNIT)
+        wheel.feedback(d, rating=2, comment=f"my word is {SECRET_TEXT}")
+        wheel.edit(d, draft="AI text", final=f"AI text {SECRET_TEXT}")
+        wheel.signal(d, "completed", 1)
+    wheel.log(
+        context=THRILLER,
+        params=wheel.spec.default,
+        results={"comment": SECRET_TEXT},
+        unit=SECRET_UNIT,
+    )
+    wheel.flush()
+    assert SECRET_TEXT.encode() in file_bytes(db)  # the check below can fail
+
+    deleted = wheel.forget(SECRET_UNIT)
+    assert deleted == {"signals": 3 * 4 + 1, "edits": 3, "decisions": 4}
+    rows = wheel.aligned().to_pylist()
+    assert [r["decision_id"] for r in rows] == [keep.id]
+    assert wheel.summary().signals == 2
+    wheel.close()
+    assert SECRET_TEXT.encode() not in file_bytes(db)
+
+
+@pytest.mark.parametrize(
+    ("pii", "token"),
+    [
+        ("jane.doe@example.com", "[email]"),
+        ("+44 20 7946 0958", "[phone]"),
+        ("4111 1111 1111 1111", "[card]"),
+        ("192.168.10.24", "[ip]"),
+    ],
+)
+def test_free_text_is_redacted_before_it_is_stored(
+    wheel: flywheel.Wheel, pii: str, token: str
+) -> None:
+    d = wheel.decide(THRILLER)
+    wheel.feedback(d, comment=f"reach me: {pii} thanks")
+    wheel.edit(d, draft="draft", final=f"final {pii}")
+    assert wheel.aligned().column("comment").to_pylist() == [f"reach me: {token} thanks"]
+    edit = wheel.store.query("SELECT final, diff FROM edits").to_pylist()[0]
+    assert edit["final"] == f"final {token}"
+    assert token in edit["diff"] and pii not in edit["diff"]
+
+
+def test_redaction_can_be_turned_off(make_wheel: Callable[..., flywheel.Wheel]) -> None:
+    wheel = make_wheel(
+        {
+            "knobs": {"tone": ["a"]},
+            "reward": {"formula": "accepted"},
+            "privacy": {"redact_text": False},
+        }
+    )
+    d = wheel.decide()
+    wheel.feedback(d, comment="jane@example.com")
+    assert wheel.aligned().column("comment").to_pylist() == ["jane@example.com"]

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flywheel
+from flywheel.errors import SpecError
+from flywheel.spec import Spec, load
+
+EXAMPLE = Path(__file__).parents[1] / "src/flywheel/templates/flywheel.toml"
+
+
+def minimal(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "knobs": {"tone": ["warm", "formal"], "length": [1, 2, 3]},
+        "context": {"genre": ["a", "b"]},
+        "reward": {"formula": "accepted"},
+    }
+    data.update(overrides)
+    return data
+
+
+def errors_of(data: dict[str, Any] | str) -> dict[str, str]:
+    with pytest.raises(SpecError) as caught:
+        if isinstance(data, str):
+            Spec.from_toml(data)
+        else:
+            Spec.from_dict(data)
+    return {e.path: e.message for e in caught.value.errors}
+
+
+def test_example_spec_loads_with_its_allowed_combinations() -> None:
+    spec = load(EXAMPLE)
+    assert [k.name for k in spec.knobs] == [
+        "opening_type",
+        "twist_count",
+        "emotional_density",
+        "length",
+    ]
+    assert spec.space.total == 4 * 4 * 3 * 3
+    # NOT (length = 'short' AND twist_count = 3) removes 4 openings x 3 densities
+    assert len(spec.space) == 144 - 12
+    assert spec.fixed == {"tone": "neutral"}
+    assert spec.reward.window_seconds == 7 * 86400
+    assert spec.reward.missing is None
+    assert spec.signals["completed"].combine == "max"
+    assert spec.base_dir == EXAMPLE.parent.resolve()
+
+
+def test_error_names_field_reason_and_line() -> None:
+    text = EXAMPLE.read_text().replace("twist_count = [0, 1, 2, 3]", "twist_count = []")
+    with pytest.raises(SpecError) as caught:
+        Spec.from_toml(text)
+    (error,) = caught.value.errors
+    assert error.path == "knobs.twist_count"
+    assert error.message == "expected a non-empty list of values"
+    assert text.splitlines()[error.line - 1].startswith("twist_count")  # type: ignore[operator]
+
+
+def test_every_error_is_reported_at_once() -> None:
+    found = errors_of(
+        minimal(
+            knobs={"tone": ["warm", 1], "Bad-Name": [1]},
+            reward={"formula": "accepted", "window": "soon"},
+            storage={"url": "duckdb:///x", "colour": "blue"},
+        )
+    )
+    assert found["knobs.tone"] == "values must all be text, all numbers or all booleans"
+    assert "lower_snake_case" in found["knobs.Bad-Name"]
+    assert "not a duration" in found["reward.window"]
+    assert found["storage.colour"] == "is not a known setting"
+
+
+@pytest.mark.parametrize(
+    ("rule", "reason"),
+    [
+        ("colour = 'red'", "references 'colour', which is not a knob or context feature"),
+        ("tone", "is not a boolean expression"),
+        ("tone = ", "is not a valid SQL expression"),
+        ("DROP TABLE decisions", "is not a valid SQL expression"),
+        ("tone = 'warm' FROM decisions", "not a statement"),
+        ("tone = (SELECT 1)", "rules do not support"),
+    ],
+)
+def test_bad_rules_are_load_time_errors(rule: str, reason: str) -> None:
+    found = errors_of(minimal(skeleton={"rules": [rule]}))
+    assert reason in found["skeleton.rules[0]"]
+
+
+def test_rules_that_exclude_everything() -> None:
+    found = errors_of(minimal(skeleton={"rules": ["length > 5"]}))
+    assert found["skeleton.rules"] == "exclude every combination of knob values"
+    found = errors_of(minimal(skeleton={"rules": ["genre = 'a'"]}))
+    assert found["skeleton.rules"] == "exclude every combination when genre = 'b'"
+
+
+def test_default_must_obey_rules_and_name_real_values() -> None:
+    found = errors_of(
+        minimal(
+            skeleton={
+                "rules": ["NOT (tone = 'warm' AND length = 3)"],
+                "default": {"tone": "warm", "length": 3},
+            }
+        )
+    )
+    assert found["skeleton.default"] == "breaks a skeleton rule"
+    found = errors_of(minimal(skeleton={"default": {"tone": "cold", "length": 3}}))
+    assert found["skeleton.default.tone"] == "'cold' is not one of ['warm', 'formal']"
+    found = errors_of(minimal(skeleton={"default": {"tone": "warm"}}))
+    assert found["skeleton.default.length"] == "is missing; the default names every knob"
+
+
+def test_default_is_first_allowed_combination_when_not_given() -> None:
+    spec = Spec.from_dict(minimal(skeleton={"rules": ["tone <> 'warm'"]}))
+    assert spec.default == {"tone": "formal", "length": 1}
+
+
+def test_knob_forms() -> None:
+    spec = Spec.from_dict(
+        minimal(
+            knobs={
+                "n": {"min": 1, "max": 9, "step": 4},
+                "flag": "boolean",
+                "size": {"values": ["s", "m"], "ordinal": True},
+            }
+        )
+    )
+    assert [(k.name, k.kind, k.values) for k in spec.knobs] == [
+        ("n", "integer", (1, 5, 9)),
+        ("flag", "boolean", (False, True)),
+        ("size", "ordinal", ("s", "m")),
+    ]
+
+
+def test_names_must_be_unique_and_not_reserved() -> None:
+    found = errors_of(minimal(context={"tone": ["x"]}, signals={"reward": "max"}))
+    assert found["context.tone"] == "'tone' is already declared in knobs"
+    assert "reserved" in found["signals.reward"]
+
+
+def test_reward_formula_checks() -> None:
+    found = errors_of(minimal(reward={"formula": "random() * accepted"}))
+    assert "is not allowed" in found["reward.formula"]
+    found = errors_of(minimal(reward={"formula": "comment + 1"}))
+    assert "not a signal" in found["reward.formula"]
+    spec = Spec.from_dict(
+        minimal(reward={"formula": "0.7 * converted + 0.3 * (rating - 1) / 4", "missing": 0})
+    )
+    assert spec.reward.signals == ("converted", "rating")
+    assert spec.reward.missing == 0.0
+    assert "converted" in spec.signals  # formula names are declared implicitly
+
+
+def test_context_rules_are_applied_per_context() -> None:
+    spec = Spec.from_dict(
+        minimal(
+            context={"genre": ["a", "b"], "age": "number"},
+            skeleton={"rules": ["genre <> 'a' OR length < 3", "length <= age"]},
+        )
+    )
+    allowed = {
+        (p["tone"], p["length"])
+        for p in map(spec.space.params, spec.space.allowed({"genre": "a", "age": 2.0}))
+    }
+    assert allowed == {("warm", 1), ("warm", 2), ("formal", 1), ("formal", 2)}
+    assert len(spec.space.allowed({"genre": "b", "age": 10.0})) == 6
+
+
+def test_invalid_toml_reports_the_line() -> None:
+    with pytest.raises(SpecError) as caught:
+        Spec.from_toml("[knobs]\ntone = [\n")
+    assert caught.value.errors[0].path == "<toml>"
+    assert caught.value.errors[0].line is not None
+
+
+def test_missing_file_says_how_to_start(tmp_path: Path) -> None:
+    with pytest.raises(flywheel.FlywheelError, match="flywheel init"):
+        load(tmp_path / "flywheel.toml")
+
+
+def test_digest_is_stable_and_changes_with_content() -> None:
+    assert Spec.from_dict(minimal()).digest == Spec.from_dict(minimal()).digest
+    assert (
+        Spec.from_dict(minimal()).digest != Spec.from_dict(minimal(knobs={"tone": ["warm"]})).digest
+    )
