@@ -117,7 +117,7 @@ class Wheel:
         unit: object = None,
     ) -> None:
         """Record one named signal (a number or a boolean; text for text signals)."""
-        self._recorder.signal(decision, name, value, ts=ts, key=key, unit=unit)
+        self._recorder.signal(decision, name, value, ts, key, unit)
 
     def feedback(
         self,

@@ -168,6 +168,11 @@ def test_not_redacted(text: str) -> None:
     assert redact(text) == text
 
 
+def test_count_after_an_international_number_is_kept() -> None:
+    assert redact("Call +1 202 555 0143 2 times.") == "Call [phone] 2 times."
+    assert redact("Call +33 6 12 34 56 78 now.") == "Call [phone] now."
+
+
 def test_mixed_text() -> None:
     text = (
         "Hi, I'm jane@example.com (phone +1-202-555-0143, office 020 7946 0958). "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,7 @@ DECISION_ID = re.compile(
 )
 MAX_KEY_LENGTH = 256
 _NUMBER_TYPES = (int, float)
+_FAST_TYPES = frozenset({int, float, bool})
 
 Clock = Callable[[], float]
 
@@ -66,6 +68,17 @@ class Recorder:
         self._context_names = tuple(f.name for f in spec.context)
         self._knob_names = tuple(k.name for k in spec.knobs)
         self._signals = spec.signals
+        # signal()'s fast path: numeric signals with their bounds (finite, so NaN and inf fail)
+        self._numeric = {
+            name: (
+                -sys.float_info.max if sig.min is None else sig.min,
+                sys.float_info.max if sig.max is None else sig.max,
+            )
+            for name, sig in spec.signals.items()
+            if sig.kind == "number"
+        }
+        self._append = writer.append
+        self._is_id = DECISION_ID.match
 
     # --- validation ------------------------------------------------------------------------------
 
@@ -157,7 +170,7 @@ class Recorder:
         ident = getattr(decision, "id", decision)
         if not isinstance(ident, str) or not DECISION_ID.match(ident):
             raise WrongTypeError(field, f"expected a decision id (a UUID string), got {ident!r}")
-        return ident.lower()
+        return ident
 
     def _when(self, ts: object) -> float:
         return self._clock() if ts is None else timestamp(ts)
@@ -221,11 +234,24 @@ class Recorder:
         decision: object,
         name: str,
         value: object,
-        *,
         ts: object = None,
         key: object = None,
         unit: object = None,
     ) -> None:
+        bounds = self._numeric.get(name)
+        if (
+            bounds is not None
+            and type(decision) is str
+            and type(value) in _FAST_TYPES
+            and ts is None
+            and key is None
+            and unit is None
+            and self._is_id(decision)
+        ):  # the common case, checked inline: the ingest path is hot
+            number = float(value)  # type: ignore[arg-type]
+            if bounds[0] <= number <= bounds[1]:
+                self._append("signals", (decision, name, number, None, self._clock(), None, None))
+                return
         row = self._signal_row(
             self.decision_id(decision),
             name,
@@ -254,7 +280,7 @@ class Recorder:
         ]
         if not rows:
             raise InvalidInputError("signals", "nothing to record: give at least one value")
-        self._writer.append_many({"signals": rows})
+        self._writer.append_many([("signals", row) for row in rows])
 
     def feedback(
         self,
@@ -317,12 +343,8 @@ class Recorder:
         signal = self._signal_row(
             ident, "edit_distance", distance, when, self._key(key, ":edit"), hashed
         )
-        self._writer.append_many(
-            {
-                "edits": [(ident, when, hashed, clean_draft, clean_final, diff, distance)],
-                "signals": [signal],
-            }
-        )
+        edit = (ident, when, hashed, clean_draft, clean_final, diff, distance)
+        self._writer.append_many([("edits", edit), ("signals", signal)])
         return distance
 
     def complete_row(
@@ -350,4 +372,4 @@ class Recorder:
             *[clean_context[n] for n in self._context_names],
             *[clean_params[n] for n in self._knob_names],
         )  # fmt: skip
-        self._writer.append_many({"decisions": [decision], "signals": signals})
+        self._writer.append_many([("decisions", decision), *(("signals", s) for s in signals)])

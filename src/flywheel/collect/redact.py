@@ -181,11 +181,20 @@ def _ip(match: re.Match[str]) -> str:
 
 
 def _phone(match: re.Match[str]) -> str:
-    count = len(_digits(match.group(0)))
-    for kind, minimum in _PHONE_MIN_DIGITS.items():
-        if match.group(kind) is not None:
-            return "[phone]" if minimum <= count <= _PHONE_MAX_DIGITS else match.group(0)
-    return match.group(0)
+    text = match.group(0)
+    if match.group("intl") is not None and len(text) > 2 and text[-2] == " ":
+        # "+1 202 555 0143 2 times": a lone digit after a space is a count, not the number's end
+        kept = _phone_digits_ok("intl", text[:-2])
+        return "[phone]" + text[-2:] if kept else text
+    return "[phone]" if _phone_digits_ok(_phone_kind(match), text) else text
+
+
+def _phone_kind(match: re.Match[str]) -> str:
+    return next(kind for kind in _PHONE_MIN_DIGITS if match.group(kind) is not None)
+
+
+def _phone_digits_ok(kind: str, text: str) -> bool:
+    return _PHONE_MIN_DIGITS[kind] <= len(_digits(text)) <= _PHONE_MAX_DIGITS
 
 
 def _redact_once(text: str) -> str:

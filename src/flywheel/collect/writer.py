@@ -1,15 +1,17 @@
-"""The buffered writer: callers append row tuples; a background thread writes Arrow batches.
+"""The buffered writer: callers append rows; a background thread writes them in Arrow batches.
 
-Appending costs a lock and a list append. A batch is written when it reaches ``batch_rows``,
-when ``max_delay`` seconds have passed, or when someone calls :meth:`flush`, which returns only
-once everything appended before it is durable in the store. A failed write keeps its rows and
-the error reaches the next :meth:`flush`; nothing accepted is dropped.
+Appending is a ``deque.append`` (thread-safe without a lock) and a length check. A batch is
+written when ``batch_rows`` rows are waiting, when ``max_delay`` seconds have passed, or when
+someone calls :meth:`flush`, which returns only once everything appended before it is durable
+in the store. A failed write keeps its rows, in order, and the error reaches the next
+:meth:`flush`; nothing accepted is dropped.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -18,25 +20,26 @@ import pyarrow as pa
 from flywheel.errors import FlywheelError, StoreError
 
 Sink = Callable[[Mapping[str, pa.Table]], None]
+Row = tuple[Any, ...]
 
 
-def to_arrow(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
+def to_arrow(rows: list[Row], schema: pa.Schema) -> pa.Table:
     """Row tuples (in schema order; timestamps as epoch seconds) to an Arrow table."""
     if not rows:
         return schema.empty_table()
-    columns = list(zip(*rows, strict=True))
     arrays = []
-    for field, values in zip(schema, columns, strict=True):
+    for i, field in enumerate(schema):
+        values = [row[i] for row in rows]  # a list per column: Arrow converts lists fastest
         if pa.types.is_timestamp(field.type):
-            micros = (np.asarray(values, dtype=np.float64) * 1e6).astype(np.int64)
-            arrays.append(pa.array(micros, type=field.type))
+            seconds = np.fromiter(values, dtype=np.float64, count=len(values))
+            arrays.append(pa.array((seconds * 1e6).astype(np.int64), type=field.type))
         else:
             arrays.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
 class BufferedWriter:
-    """Buffers rows per table and writes them in batches from one background thread."""
+    """Queues rows for several tables and writes them in batches from one background thread."""
 
     def __init__(
         self,
@@ -52,8 +55,9 @@ class BufferedWriter:
         self._batch_rows = batch_rows
         self._max_delay = max_delay
         self._max_pending = max(max_pending, batch_rows)
-        self._buffers: dict[str, list[tuple[Any, ...]]] = {t: [] for t in schemas}
-        self._pending = 0
+        # One queue for every table, so rows appended together are written together.
+        self._queue: deque[tuple[str, Row]] = deque()
+        self._woken = False
         self._requested = 0  # flush generations asked for
         self._completed = 0  # flush generations durable
         self._error: Exception | None = None
@@ -62,27 +66,28 @@ class BufferedWriter:
         self._thread = threading.Thread(target=self._run, name="flywheel-writer", daemon=True)
         self._thread.start()
 
-    def append(self, table: str, row: tuple[Any, ...]) -> None:
-        with self._cond:
-            if self._closed:
-                raise FlywheelError("this wheel is closed")
-            self._buffers[table].append(row)
-            self._pending += 1
-            if self._pending == self._batch_rows:
-                self._cond.notify_all()
-            while self._pending >= self._max_pending and self._error is None:
-                self._cond.wait()  # back-pressure: the writer is behind
+    def append(self, table: str, row: Row) -> None:
+        """Queue one row: the hot path."""
+        queue = self._queue
+        queue.append((table, row))  # raises once closed: see _Closed
+        if len(queue) >= self._batch_rows and not self._woken:
+            self._batch_ready()
 
-    def append_many(self, rows: Mapping[str, list[tuple[Any, ...]]]) -> None:
-        """Append rows to several tables at once: a reader never sees some without the rest."""
+    def append_many(self, items: Iterable[tuple[str, Row]]) -> None:
+        """Queue rows for several tables at once: they land in the same batch."""
+        queue = self._queue
+        queue.extend(items)
+        if len(queue) >= self._batch_rows and not self._woken:
+            self._batch_ready()
+
+    def _batch_ready(self) -> None:
         with self._cond:
-            if self._closed:
-                raise FlywheelError("this wheel is closed")
-            for table, items in rows.items():
-                self._buffers[table].extend(items)
-                self._pending += len(items)
-            if self._pending >= self._batch_rows:
-                self._cond.notify_all()
+            self._woken = True
+            self._cond.notify_all()
+            while (
+                len(self._queue) >= self._max_pending and self._error is None and not self._closed
+            ):
+                self._cond.wait()  # back-pressure: the writer is behind
 
     def flush(self) -> None:
         """Return once every row appended so far is durable; raise if the store refused it."""
@@ -99,7 +104,7 @@ class BufferedWriter:
                 ) from error
 
     def close(self) -> None:
-        """Flush, then stop the background thread."""
+        """Flush, then stop the background thread. Later appends raise."""
         if self._closed:
             return
         try:
@@ -109,14 +114,17 @@ class BufferedWriter:
                 self._closed = True
                 self._cond.notify_all()
             self._thread.join()
+            self._queue = _Closed()
 
     @property
     def pending(self) -> int:
-        return self._pending
+        return len(self._queue)
 
     def _due(self) -> bool:
         return (
-            self._pending >= self._batch_rows or self._requested > self._completed or self._closed
+            len(self._queue) >= self._batch_rows
+            or self._requested > self._completed
+            or self._closed
         )
 
     def _run(self) -> None:
@@ -124,22 +132,20 @@ class BufferedWriter:
             with self._cond:
                 if not self._due():
                     self._cond.wait(self._max_delay)
-                if self._closed and self._pending == 0 and self._requested == self._completed:
+                if self._closed and not self._queue and self._requested == self._completed:
                     return
-                taken, self._buffers = self._buffers, {t: [] for t in self._schemas}
-                taken_count, self._pending = self._pending, 0
                 generation = self._requested
-                self._cond.notify_all()
+                self._woken = False
+            queue = self._queue
+            items = [queue.popleft() for _ in range(len(queue))]
+            with self._cond:
+                self._cond.notify_all()  # release appenders held back by back-pressure
             try:
-                if taken_count:
-                    self._sink(
-                        {t: to_arrow(rows, self._schemas[t]) for t, rows in taken.items() if rows}
-                    )
-            except Exception as err:  # keep the rows; report to the next flush()
+                if items:
+                    self._sink(self._tables(items))
+            except Exception as err:  # keep the rows, in order; report to the next flush()
+                queue.extendleft(reversed(items))
                 with self._cond:
-                    for table, rows in taken.items():
-                        self._buffers[table][:0] = rows
-                    self._pending += taken_count
                     self._error = err
                     self._cond.notify_all()
                     if self._closed:
@@ -149,3 +155,19 @@ class BufferedWriter:
             with self._cond:
                 self._completed = max(self._completed, generation)
                 self._cond.notify_all()
+
+    def _tables(self, items: list[tuple[str, Row]]) -> dict[str, pa.Table]:
+        grouped: dict[str, list[Row]] = {table: [] for table in self._schemas}
+        for table, row in items:
+            grouped[table].append(row)
+        return {t: to_arrow(rows, self._schemas[t]) for t, rows in grouped.items() if rows}
+
+
+class _Closed(deque[tuple[str, Row]]):
+    """Stands in for the queue after close, so appends fail without a check per call."""
+
+    def append(self, item: tuple[str, Row]) -> None:
+        raise FlywheelError("this wheel is closed")
+
+    def extend(self, items: Iterable[tuple[str, Row]]) -> None:
+        raise FlywheelError("this wheel is closed")
