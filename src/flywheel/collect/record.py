@@ -29,6 +29,7 @@ DECISION_ID = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 )
 MAX_KEY_LENGTH = 256
+RECENT_IDS = 65_536
 _NUMBER_TYPES = (int, float)
 _FAST_TYPES = frozenset({int, float, bool})
 
@@ -79,6 +80,8 @@ class Recorder:
         }
         self._append = writer.append
         self._is_id = DECISION_ID.match
+        self._recent: set[str] = set()
+        self._older: set[str] = set()
 
     # --- validation ------------------------------------------------------------------------------
 
@@ -228,6 +231,18 @@ class Recorder:
             *[params[n] for n in self._knob_names],
         )  # fmt: skip
         self._writer.append("decisions", row)
+        self._remember(ident)
+
+    def _remember(self, ident: str) -> None:
+        """Keep recently issued ids, so their signals skip the id pattern check.
+
+        Two generations of at most ``RECENT_IDS`` each (a few MB); most signals answer a recent
+        decision of the same process. A miss only costs the regular check.
+        """
+        recent = self._recent
+        recent.add(ident)
+        if len(recent) >= RECENT_IDS:
+            self._older, self._recent = recent, set()
 
     def signal(
         self,
@@ -246,7 +261,7 @@ class Recorder:
             and ts is None
             and key is None
             and unit is None
-            and self._is_id(decision)
+            and (decision in self._recent or decision in self._older or self._is_id(decision))
         ):  # the common case, checked inline: the ingest path is hot
             number = float(value)  # type: ignore[arg-type]
             if bounds[0] <= number <= bounds[1]:
