@@ -105,6 +105,22 @@ class Reward:
 
 
 @dataclass(frozen=True)
+class Learn:
+    """How the learner fits and how the playbook it publishes explores (``[learn]``)."""
+
+    interactions: str | tuple[tuple[str, str], ...] = "pairwise"
+    half_life_seconds: float | None = None
+    link: Literal["auto", "logistic", "gaussian"] = "auto"
+    empirical_bayes: bool = True
+    explore_floor: float = 0.02
+    explore_cap: float = 1.0
+    default_advantage: float = 0.0
+    draws: int = 512
+    context_bins: int = 4
+    min_rows: int = 20
+
+
+@dataclass(frozen=True)
 class Spec:
     """A validated flywheel declaration. Build it with :func:`load` or :meth:`from_dict`."""
 
@@ -119,6 +135,7 @@ class Spec:
     unit_salt_env: str
     storage_url: str
     explore: bool
+    learn: Learn
     name: str
     base_dir: Path
     digest: str
@@ -217,6 +234,19 @@ class _Policy(_Model):
     explore: bool = True
 
 
+class _Learn(_Model):
+    interactions: Literal["pairwise", "none"] | list[str] = "pairwise"
+    half_life: str | None = None
+    link: Literal["auto", "logistic", "gaussian"] = "auto"
+    empirical_bayes: bool = True
+    explore_floor: float = Field(default=0.02, ge=0.0, le=1.0)
+    explore_cap: float = Field(default=1.0, ge=0.0, le=1.0)
+    default_advantage: float = 0.0
+    draws: int = Field(default=512, ge=16, le=10_000)
+    context_bins: int = Field(default=4, ge=1, le=50)
+    min_rows: int = Field(default=20, ge=1)
+
+
 class _Spec(_Model):
     name: str = "flywheel"
     knobs: dict[str, Any]
@@ -227,6 +257,7 @@ class _Spec(_Model):
     privacy: _Privacy = Field(default_factory=_Privacy)
     storage: _Storage = Field(default_factory=_Storage)
     policy: _Policy = Field(default_factory=_Policy)
+    learn: _Learn = Field(default_factory=_Learn)
 
 
 # --- semantics -----------------------------------------------------------------------------------
@@ -247,6 +278,7 @@ _SECTIONS: dict[str, type[_Model]] = {
     "privacy": _Privacy,
     "storage": _Storage,
     "policy": _Policy,
+    "learn": _Learn,
 }
 
 
@@ -281,6 +313,13 @@ def _structure(data: Mapping[str, Any], errors: _Errors) -> _Spec:
             clean[required] = _Reward(formula="0") if required == "reward" else {}
     clean["signals"] = _signal_decls(clean.get("signals", {}), errors)
     return _Spec.model_validate(clean)
+
+
+def _digest(raw: _Spec) -> str:
+    """A hash of what shapes decisions and learning (not where data lives or its privacy):
+    a playbook fits a spec with the same digest."""
+    shape = raw.model_dump(mode="json", exclude={"name", "storage", "privacy"})
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _signal_decls(decls: Mapping[str, Any], errors: _Errors) -> dict[str, Combine | _Signal]:
@@ -328,6 +367,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
     signals = _parse_signals(raw, declared, errors)
     reward = _parse_reward(raw.reward, signals, errors)
     default = _parse_default(raw.skeleton.default, knobs, set(raw.knobs), errors)
+    learn = _parse_learn(raw.learn, raw.knobs, raw.context, errors)
     if errors.items:
         raise SpecError(errors.items, source)
     space = _build_space(knobs, rules, context, default, errors)
@@ -346,11 +386,10 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         unit_salt_env=raw.privacy.unit_salt_env,
         storage_url=raw.storage.url,
         explore=raw.policy.explore,
+        learn=learn,
         name=raw.name,
         base_dir=base_dir,
-        digest=hashlib.sha256(
-            json.dumps(raw.model_dump(mode="json"), sort_keys=True).encode()
-        ).hexdigest()[:16],
+        digest=_digest(raw),
         space=space,
         source=source,
         raw=raw.model_dump(mode="json"),
@@ -597,6 +636,56 @@ def _parse_reward(raw: _Reward, signals: Mapping[str, SignalDef], errors: _Error
             errors.add("reward.window", "must be longer than zero")
     missing = None if raw.missing == "pending" else float(raw.missing)
     return Reward(raw.formula, seconds, missing, names)
+
+
+def _duration(path: str, text: str, errors: _Errors) -> float:
+    match = _WINDOW.match(text)
+    if not match:
+        errors.add(path, f"{text!r} is not a duration like 30m, 12h, 7d or 2w")
+        return 0.0
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        errors.add(path, "must be longer than zero")
+    return seconds
+
+
+def _parse_learn(
+    raw: _Learn, knobs: Mapping[str, Any], context: Mapping[str, Any], errors: _Errors
+) -> Learn:
+    interactions: str | tuple[tuple[str, str], ...]
+    if isinstance(raw.interactions, str):
+        interactions = raw.interactions
+    else:
+        pairs = []
+        for i, text in enumerate(raw.interactions):
+            names = [n.strip() for n in re.split(r"[*×]", text) if n.strip()]
+            path = f"learn.interactions[{i}]"
+            if len(names) != 2:
+                errors.add(path, f"{text!r} is not a pair like 'opening_type * twist_count'")
+            elif not any(n in knobs for n in names):
+                errors.add(path, f"{text!r} must involve at least one knob")
+            elif unknown := [n for n in names if n not in knobs and n not in context]:
+                errors.add(path, f"{unknown[0]!r} is not a knob or context feature")
+            elif names[0] == names[1]:
+                errors.add(path, f"{text!r} pairs a factor with itself")
+            else:
+                pairs.append((names[0], names[1]))
+        interactions = tuple(pairs)
+    half_life = (
+        None if raw.half_life is None else _duration("learn.half_life", raw.half_life, errors)
+    )
+    return Learn(
+        interactions=interactions,
+        half_life_seconds=half_life,
+        link=raw.link,
+        empirical_bayes=raw.empirical_bayes,
+        explore_floor=raw.explore_floor,
+        explore_cap=raw.explore_cap,
+        default_advantage=raw.default_advantage,
+        draws=raw.draws,
+        context_bins=raw.context_bins,
+        min_rows=raw.min_rows,
+    )
 
 
 def _parse_default(

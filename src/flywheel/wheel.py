@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -17,8 +18,8 @@ from flywheel import align
 from flywheel.collect.record import Recorder
 from flywheel.collect.units import SALT_META_KEY, Pseudonymizer, salt
 from flywheel.collect.writer import BufferedWriter
-from flywheel.errors import WrongTypeError
-from flywheel.playbook import Decider, Decision, IdFactory
+from flywheel.errors import FlywheelError, WrongTypeError
+from flywheel.playbook import Decider, Decision, IdFactory, LearnResult, Playbook, publish
 from flywheel.spec import Spec, load
 from flywheel.store import Store, open_store, tables_for
 
@@ -30,11 +31,14 @@ def open(
     clock: Callable[[], float] | None = None,
     batch_rows: int = 50_000,
     max_delay: float = 1.0,
+    refresh: float = 5.0,
 ) -> Wheel:
     """Open a flywheel: a spec (path, mapping or :class:`Spec`) and its store.
 
     ``store`` overrides the spec's storage URL; ``clock`` (epoch seconds) replaces the wall
-    clock, for simulations and tests; ``batch_rows`` and ``max_delay`` tune write batching.
+    clock, for simulations and tests; ``batch_rows`` and ``max_delay`` tune write batching;
+    every ``refresh`` seconds the wheel looks for a playbook published by another process
+    (0: never).
     """
     if isinstance(spec, Spec):
         parsed = spec
@@ -45,7 +49,12 @@ def open(
     else:
         raise WrongTypeError("spec", "expected a path, a mapping or a Spec")
     return Wheel(
-        parsed, open_store(parsed, store), clock=clock, batch_rows=batch_rows, max_delay=max_delay
+        parsed,
+        open_store(parsed, store),
+        clock=clock,
+        batch_rows=batch_rows,
+        max_delay=max_delay,
+        refresh=refresh,
     )
 
 
@@ -64,6 +73,7 @@ class Wheel:
         clock: Callable[[], float] | None = None,
         batch_rows: int = 50_000,
         max_delay: float = 1.0,
+        refresh: float = 5.0,
     ) -> None:
         self.spec = spec
         self.store = store
@@ -83,6 +93,8 @@ class Wheel:
         self._decider = Decider(spec)
         self._ids = IdFactory()
         self._closed = False
+        self._load_playbook()
+        self._watcher = _Watcher(self._refresh, refresh) if refresh else None
         _track(self)
 
     # --- the loop --------------------------------------------------------------------------------
@@ -92,19 +104,30 @@ class Wheel:
     ) -> Decision:
         """Parameters for a context, recorded as a decision (``explore=False``: no exploration)."""
         clean = self._recorder.context({} if context is None else context)
-        params, policy, propensity = self._decider.choose(clean, explore)
+        choice = self._decider.choose(clean, explore)
+        params = self._decider.params(choice.row)
         ident = self._ids()
         self._recorder.decision(
             ident,
             self._clock(),
             None if unit is None else self._units(unit),
-            policy,
-            None,
-            propensity,
+            choice.policy,
+            choice.playbook,
+            choice.propensity,
             clean,
             params,
         )
-        return Decision(ident, params, clean, policy, propensity, None)
+        return Decision(
+            ident,
+            params,
+            clean,
+            choice.policy,
+            choice.propensity,
+            choice.playbook,
+            choice.expected,
+            choice.low,
+            choice.high,
+        )
 
     def signal(
         self,
@@ -192,6 +215,50 @@ class Wheel:
         self.flush()
         return self.store.forget(hashed)
 
+    # --- learning and playbooks ------------------------------------------------------------------
+
+    def learn(
+        self, as_of: float | datetime | None = None, *, seed: int | None = None
+    ) -> LearnResult:
+        """Align, aggregate, fit and publish a new playbook version; decide uses it at once.
+
+        Returns whether a version was ``published``, its ``version`` and the ``reason``.
+        """
+        self.flush()
+        when = as_of.timestamp() if isinstance(as_of, datetime) else as_of
+        result, playbook = publish.learn(self.store, self.spec, as_of=when, seed=seed)
+        if playbook is not None:
+            self._decider.use(playbook)
+        return result
+
+    @property
+    def playbook(self) -> Playbook | None:
+        """The playbook decide serves from (``None``: cold start)."""
+        return self._decider.playbook
+
+    def load_playbook(self, version: int | None = None) -> Playbook | None:
+        """A stored playbook (the newest by default), without serving from it."""
+        found = self.store.playbook(version)
+        return None if found is None else Playbook.load(self.spec, *found)
+
+    def rollback(self, version: int) -> Playbook:
+        """Restore an earlier version: it is published again as the newest and served."""
+        playbook = publish.restore(self.store, self.spec, version)
+        self._decider.use(playbook)
+        return playbook
+
+    def _load_playbook(self) -> None:
+        playbook = self.load_playbook()
+        if playbook is not None and playbook.meta.get("spec_digest") == self.spec.digest:
+            self._decider.use(playbook)
+
+    def _refresh(self) -> None:
+        """Pick up a version published by another process (a cheap query, off the hot path)."""
+        latest = self.store.latest_version()
+        current = self._decider.playbook
+        if latest is not None and (current is None or latest > current.version):
+            self._load_playbook()
+
     # --- lifecycle -------------------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -203,6 +270,8 @@ class Wheel:
         if self._closed:
             return
         self._closed = True
+        if self._watcher is not None:
+            self._watcher.stop()
         try:
             self._writer.close()
         finally:
@@ -219,6 +288,28 @@ class Wheel:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _Watcher:
+    """Calls ``check`` every ``every`` seconds on a daemon thread until stopped."""
+
+    def __init__(self, check: Callable[[], None], every: float) -> None:
+        self._check = check
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flywheel-playbooks", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._check()
+            except FlywheelError:  # the store is busy or closing: try again next time
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 _OPEN: weakref.WeakSet[Wheel] = weakref.WeakSet()

@@ -59,7 +59,8 @@ def test_no_served_combination_breaks_a_rule(
             decider.choose(context, explore)
         return
     for _ in range(30):
-        params, _, propensity = decider.choose(context, explore)
+        choice = decider.choose(context, explore)
+        params, propensity = decider.params(choice.row), choice.propensity
         assert params["mode"] == "safe"
         assert 0 < propensity <= 1
         columns = {**{k: params[k] for k in params}, **context}
@@ -72,7 +73,7 @@ def test_uniform_policy_is_uniform_over_allowed() -> None:
         {"knobs": {"a": [1, 2, 3]}, "skeleton": {"rules": ["a <> 2"]}, "reward": {"formula": "x"}}
     )
     decider = Decider(spec)
-    counts = Counter(decider.choose({})[0]["a"] for _ in range(6000))
+    counts = Counter(decider.params(decider.choose({}).row)["a"] for _ in range(6000))
     assert set(counts) == {1, 3}
     assert abs(counts[1] - 3000) < 300  # ~6 standard deviations
 

@@ -1,12 +1,17 @@
-"""The decide path: pick knob values for a context from the allowed combinations.
+"""The decide path: pick knob values for a context.
 
-Until a playbook is published the policy is the cold start: uniform over the combinations the
-skeleton allows for the context (exploration), or the skeleton ``default`` when the spec or the
-call asks for no exploration. Every decision records its policy and the probability that the
-policy had of choosing what it chose (its propensity), which off-policy checks rely on.
+With a published playbook, the context's segment table says how likely each allowed
+combination is to be served (Thompson sampling over posterior draws, with the spec's
+exploration floor and cap); one uniform draw picks from it, so the propensity of what is
+served is exact and recorded with the decision. ``explore=False`` serves the combination with
+the best posterior mean (propensity 1).
 
-Nothing here does I/O: the allowed combinations are precomputed by the spec, ids come from a
-counter, and the row is handed to the buffered writer.
+Before any playbook exists the policy is the cold start: uniform over the combinations the
+skeleton allows for the context, or the skeleton ``default`` when the spec or the call asks
+for no exploration.
+
+Nothing here does I/O: the allowed combinations are precomputed by the spec, segment tables
+by the playbook, ids come from a counter, and the row is handed to the buffered writer.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel.errors import SkeletonViolationError
+from flywheel.playbook.book import Playbook
 from flywheel.spec import Spec
 
 
@@ -29,7 +35,9 @@ class Decision:
 
     ``params`` holds the knob values and the skeleton's fixed values; ``playbook`` is the
     version that served it (``None`` before the first playbook); ``propensity`` is the
-    probability the policy had of serving exactly these knob values.
+    probability the policy had of serving exactly these knob values; ``expected`` is the
+    model's expected reward for them, with its 95% interval ``low``–``high`` (``None`` before
+    the first playbook).
     """
 
     id: str
@@ -38,6 +46,9 @@ class Decision:
     policy: str
     propensity: float
     playbook: int | None = None
+    expected: float | None = None
+    low: float | None = None
+    high: float | None = None
 
 
 class IdFactory:
@@ -62,8 +73,19 @@ class IdFactory:
         return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
 
 
+@dataclass(frozen=True, slots=True)
+class Choice:
+    row: int
+    policy: str
+    propensity: float
+    playbook: int | None = None
+    expected: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+
 class Decider:
-    """Chooses knob values under the cold-start policy."""
+    """Chooses knob values: from the active playbook, or by the cold-start policy."""
 
     def __init__(self, spec: Spec, rng: random.Random | None = None) -> None:
         self.spec = spec
@@ -71,24 +93,53 @@ class Decider:
         self._rng = rng or random.Random(secrets.randbits(64))
         self._default_row = self._space.row_of(spec.default)
         self._fixed = dict(spec.fixed)
+        self.playbook: Playbook | None = None
 
-    def choose(
-        self, context: Mapping[str, Any], explore: bool = True
-    ) -> tuple[dict[str, Any], str, float]:
-        """Knob values (fixed values included), the policy's name and its propensity."""
+    def use(self, playbook: Playbook | None) -> None:
+        """Serve from ``playbook`` from the next call on (one reference swap: atomic)."""
+        self.playbook = playbook
+
+    def params(self, row: int) -> dict[str, Any]:
+        params = self._space.params(row)
+        params.update(self._fixed)
+        return params
+
+    def choose(self, context: Mapping[str, Any], explore: bool = True) -> Choice:
+        playbook = self.playbook
+        if playbook is not None:
+            return self._from_playbook(playbook, context, explore and self.spec.explore)
         rows = self._space.allowed(context)
         if len(rows) == 0:
             raise SkeletonViolationError(
                 "context", f"the skeleton's rules allow no combination for {dict(context)}"
             )
         if explore and self.spec.explore:
-            row = int(rows[self._rng.randrange(len(rows))])
-            policy, propensity = "uniform", 1.0 / len(rows)
+            return Choice(int(rows[self._rng.randrange(len(rows))]), "uniform", 1.0 / len(rows))
+        row = self._default_row if self._default_row is not None else int(rows[0])
+        if self._space.context_rules and row not in rows:  # default broken here by a rule
+            row = int(rows[0])
+        return Choice(row, "default", 1.0)
+
+    def _from_playbook(
+        self, playbook: Playbook, context: Mapping[str, Any], explore: bool
+    ) -> Choice:
+        table = playbook.segment(context)
+        if len(table.rows) == 0:
+            raise SkeletonViolationError(
+                "context", f"the skeleton's rules allow no combination for {dict(context)}"
+            )
+        if explore:
+            i = int(table.cumulative.searchsorted(self._rng.random(), side="right"))
+            i = min(i, len(table.rows) - 1)
+            policy, propensity = "thompson", float(table.probs[i])
         else:
-            row = self._default_row if self._default_row is not None else int(rows[0])
-            if self._space.context_rules and row not in rows:  # default broken here by a rule
-                row = int(rows[0])
-            policy, propensity = "default", 1.0
-        params = self._space.params(row)
-        params.update(self._fixed)
-        return params, policy, propensity
+            i, policy, propensity = table.best, "greedy", 1.0
+        return Choice(
+            int(table.rows[i]),
+            policy,
+            propensity,
+            playbook.version,
+            float(table.mean[i]),
+            float(table.low[i]),
+            float(table.high[i]),
+        )

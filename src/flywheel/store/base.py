@@ -8,6 +8,7 @@ Tables (one row per event, never updated in place):
 - ``edits``: decision_id, ts, unit, draft, final, diff, distance;
 - ``orphans``: a view of the signals whose decision id is unknown (they stay stored: a decision
   may still arrive from another process);
+- ``playbooks``: published playbooks, immutable, one row per version;
 - ``meta`` and ``schema_version``: settings and applied migrations.
 """
 
@@ -111,6 +112,15 @@ class Store(Protocol):
 
     def forget(self, unit: str) -> dict[str, int]:
         """Delete every row of a (pseudonymised) unit, in every table; return rows deleted."""
+
+    def publish(self, spec_digest: str, meta: str, payload: bytes) -> int:
+        """Store a playbook as the next version, atomically; return its version."""
+
+    def latest_version(self) -> int | None:
+        """The newest playbook version (a cheap query), or ``None``."""
+
+    def playbook(self, version: int | None = None) -> tuple[int, str, bytes] | None:
+        """A playbook's version, metadata (JSON) and payload; the newest by default."""
 
     def get_meta(self, key: str) -> str | None:
         """A stored setting, or ``None``."""

@@ -46,6 +46,17 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         """,
     ),
 )
+MIGRATIONS += (
+    (
+        2,
+        """
+        CREATE TABLE IF NOT EXISTS playbooks (
+            version INTEGER PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            spec_digest VARCHAR NOT NULL, meta VARCHAR NOT NULL, payload BLOB NOT NULL
+        );
+        """,
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -210,6 +221,36 @@ class DuckDBStore:
         Path(f"{self.path}.wal").unlink(missing_ok=True)
         os.replace(fresh, self.path)
         self._con = duckdb.connect(self.path)
+
+    def publish(self, spec_digest: str, meta: str, payload: bytes) -> int:
+        with self._lock:
+            con = self._con
+            con.execute("BEGIN")
+            try:
+                row = con.execute(
+                    "INSERT INTO playbooks (version, spec_digest, meta, payload)"
+                    " SELECT coalesce(max(version), 0) + 1, ?, ?, ? FROM playbooks"
+                    " RETURNING version",
+                    [spec_digest, meta, payload],
+                ).fetchone()
+                con.execute("COMMIT")
+            except duckdb.Error as err:
+                con.execute("ROLLBACK")
+                raise StoreError(f"publishing failed, nothing was stored: {err}") from err
+        assert row is not None
+        return int(row[0])
+
+    def latest_version(self) -> int | None:
+        with self._lock:
+            row = self._con.execute("SELECT max(version) FROM playbooks").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def playbook(self, version: int | None = None) -> tuple[int, str, bytes] | None:
+        sql = "SELECT version, meta, payload FROM playbooks"
+        sql += " WHERE version = ?" if version is not None else " ORDER BY version DESC LIMIT 1"
+        with self._lock:
+            row = self._con.execute(sql, [version] if version is not None else []).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), bytes(row[2]))
 
     def get_meta(self, key: str) -> str | None:
         row = self.query("SELECT value FROM meta WHERE key = ?", [key]).to_pylist()

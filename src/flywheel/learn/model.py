@@ -1,0 +1,268 @@
+"""The Bayesian interaction model: fitted to the posterior mode by Newton's method (IRLS),
+with a Laplace approximation of the covariance and empirical-Bayes prior scales.
+
+The result is modelled as intercept + context effects + knob effects + knob × knob and
+knob × context interactions. Binary and [0, 1] rewards use a logistic link (a [0, 1] reward
+that is not 0 or 1 counts as a fractional success: the Bernoulli likelihood is still the right
+quasi-likelihood for a proportion); other rewards use a Gaussian one with the noise estimated
+from the cells.
+
+Each group of terms has a Gaussian prior of its own scale. Interactions start, and stay,
+tighter than main effects, so single-dimension effects are learned first and combinations as
+the data supports them. The scales are re-estimated from the data (MacKay's fixed point:
+each scale becomes the root mean square of its group's posterior effects, uncertainty
+included), within bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import scipy.linalg as la
+import scipy.sparse as sp
+
+from flywheel.learn.cells import Cells
+from flywheel.learn.design import GROUPS, Design
+
+Link = Literal["logistic", "gaussian"]
+
+# Prior scales (standard deviations, on the link scale) and the bounds empirical Bayes keeps
+# them in. Interactions may never be looser than main effects.
+DEFAULT_SCALES: dict[str, float] = {
+    "intercept": 3.0,
+    "context": 1.0,
+    "main": 1.0,
+    "knob×knob": 0.5,
+    "knob×context": 0.5,
+}
+SCALE_BOUNDS: dict[str, tuple[float, float]] = {
+    "intercept": (3.0, 3.0),
+    "context": (0.05, 2.0),
+    "main": (0.05, 2.0),
+    "knob×knob": (0.02, 1.0),
+    "knob×context": (0.02, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """A Gaussian approximation of the posterior over the model's parameters."""
+
+    design: Design
+    link: Link
+    mean: np.ndarray
+    cov: np.ndarray
+    scales: Mapping[str, float]
+    noise: float = 1.0  # Gaussian link: the residual standard deviation
+    iterations: int = 0
+    converged: bool = True
+    cells: int = 0
+    weight: float = 0.0  # total (decayed) rows the fit saw
+    _chol: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def chol(self) -> np.ndarray:
+        """Lower Cholesky factor of the covariance (for drawing samples)."""
+        if self._chol is None:
+            object.__setattr__(self, "_chol", _cholesky(self.cov))
+        assert self._chol is not None
+        return self._chol
+
+    def draws(self, m: int, rng: np.random.Generator) -> np.ndarray:
+        """``m`` parameter vectors from the posterior, shape ``(m, size)``."""
+        z = rng.standard_normal((self.design.size, m))
+        result: np.ndarray = (self.mean[:, None] + self.chol @ z).T
+        return result
+
+    def response(self, eta: np.ndarray) -> np.ndarray:
+        """Link scale to reward scale."""
+        if self.link == "logistic":
+            result: np.ndarray = 1.0 / (1.0 + np.exp(-eta))
+            return result
+        return eta
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to fit: link, interactions, prior scales and empirical Bayes."""
+
+    link: Literal["auto", "logistic", "gaussian"] = "auto"
+    empirical_bayes: bool = True
+    scales: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SCALES))
+    prior_mean: np.ndarray | None = None  # e.g. an advantage for the skeleton default
+    max_iterations: int = 100
+    tolerance: float = 1e-7
+
+
+def choose_link(cells: Cells, wanted: str) -> Link:
+    if wanted in ("logistic", "gaussian"):
+        return wanted  # type: ignore[return-value]
+    if len(cells) == 0:
+        return "logistic"
+    lo = cells.s.min() if len(cells) else 0.0
+    within = np.all(cells.s >= -1e-9) and np.all(cells.s <= cells.n + 1e-9) and lo >= -1e-9
+    # every reward in [0, 1] <=> sum of squares never above the sum (and the sum within [0, n])
+    bounded = within and np.all(cells.ss <= cells.s + 1e-9)
+    return "logistic" if bounded else "gaussian"
+
+
+def fit(cells: Cells, design: Design, settings: Settings | None = None) -> Posterior:
+    """The posterior of ``design``'s parameters given ``cells``."""
+    settings = settings or Settings()
+    link = choose_link(cells, settings.link)
+    groups = design.groups()
+    scales: dict[str, float] = {g: float(settings.scales.get(g, DEFAULT_SCALES[g])) for g in GROUPS}
+    prior_mean = settings.prior_mean if settings.prior_mean is not None else np.zeros(design.size)
+    x = design.matrix(cells.codes, len(cells))
+    beta = prior_mean.copy()
+    if len(cells) and link == "logistic":
+        rate = np.clip(cells.s.sum() / max(cells.n.sum(), 1e-12), 1e-4, 1 - 1e-4)
+        beta[0] = np.log(rate / (1 - rate))
+    elif len(cells):
+        beta[0] = cells.s.sum() / max(cells.n.sum(), 1e-12)
+    noise = 1.0
+    if link == "gaussian" and len(cells):
+        mean = cells.s.sum() / max(cells.n.sum(), 1e-12)
+        noise = float(np.sqrt(max(cells.ss.sum() / max(cells.n.sum(), 1e-12) - mean**2, 1e-12)))
+    total, converged = 0, False
+    hessian = np.eye(design.size)
+    rounds = 12 if settings.empirical_bayes else 1
+    for _ in range(rounds):
+        precision = 1.0 / np.array([scales[GROUPS[g]] for g in groups]) ** 2
+        beta, hessian, steps, converged = _mode(
+            x, cells, link, beta, prior_mean, precision, noise, settings
+        )
+        total += steps
+        cov = _inverse(hessian)
+        if link == "gaussian" and len(cells):
+            noise = _noise(x, cells, beta, noise)
+        if not settings.empirical_bayes:
+            break
+        updated = _update_scales(beta - prior_mean, cov, groups, scales)
+        change = max(abs(np.log(updated[g] / scales[g])) for g in GROUPS)
+        scales = updated
+        if change < 1e-3:
+            break
+    precision = 1.0 / np.array([scales[GROUPS[g]] for g in groups]) ** 2
+    beta, hessian, steps, converged = _mode(
+        x, cells, link, beta, prior_mean, precision, noise, settings
+    )
+    total += steps
+    return Posterior(
+        design=design,
+        link=link,
+        mean=beta,
+        cov=_inverse(hessian),
+        scales=scales,
+        noise=noise,
+        iterations=total,
+        converged=converged,
+        cells=len(cells),
+        weight=cells.total,
+    )
+
+
+def _mode(
+    x: sp.csr_matrix,
+    cells: Cells,
+    link: Link,
+    beta: np.ndarray,
+    prior_mean: np.ndarray,
+    precision: np.ndarray,
+    noise: float,
+    settings: Settings,
+) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """Newton's method to the posterior mode; returns (mode, negative Hessian, steps, ok).
+
+    Gaussian: the log posterior is quadratic, so the first step lands on the mode.
+    """
+    xt = x.T.tocsr()
+    n, s = cells.n, cells.s
+
+    def objective(b: np.ndarray) -> float:
+        eta = x @ b
+        if link == "logistic":
+            loglik = float(s @ eta - n @ np.logaddexp(0.0, eta))
+        else:
+            loglik = float(-(cells.ss - 2 * s * eta + n * eta**2).sum() / (2 * noise**2))
+        return loglik - 0.5 * float(precision @ (b - prior_mean) ** 2)
+
+    current = objective(beta)
+    for step in range(1, settings.max_iterations + 1):
+        eta = x @ beta
+        if link == "logistic":
+            mu = 1.0 / (1.0 + np.exp(-eta))
+            weights = n * mu * (1.0 - mu)
+            gradient = xt @ (s - n * mu)
+        else:
+            weights = n / noise**2
+            gradient = xt @ ((s - n * eta) / noise**2)
+        gradient = gradient - precision * (beta - prior_mean)
+        hessian = (xt @ sp.diags(weights) @ x).toarray()
+        hessian[np.diag_indices_from(hessian)] += precision
+        direction = la.cho_solve(la.cho_factor(hessian), gradient)
+        size = 1.0
+        while True:  # step halving keeps every step an improvement
+            candidate = beta + size * direction
+            value = objective(candidate)
+            if value >= current - 1e-12 or size < 1e-6:
+                break
+            size /= 2
+        beta, current = candidate, value
+        if link == "gaussian" or np.max(np.abs(size * direction)) < settings.tolerance:
+            if link == "logistic":  # the curvature at the mode itself
+                mu = 1.0 / (1.0 + np.exp(-(x @ beta)))
+                hessian = (xt @ sp.diags(n * mu * (1.0 - mu)) @ x).toarray()
+                hessian[np.diag_indices_from(hessian)] += precision
+            return beta, hessian, step, True
+    return beta, hessian, settings.max_iterations, False
+
+
+def _inverse(hessian: np.ndarray) -> np.ndarray:
+    factor = la.cho_factor(hessian)
+    inverse: np.ndarray = la.cho_solve(factor, np.eye(len(hessian)))
+    symmetric: np.ndarray = (inverse + inverse.T) / 2
+    return symmetric
+
+
+def _cholesky(cov: np.ndarray) -> np.ndarray:
+    jitter = 0.0
+    for _ in range(6):
+        try:
+            result: np.ndarray = la.cholesky(cov + jitter * np.eye(len(cov)), lower=True)
+            return result
+        except la.LinAlgError:
+            jitter = max(jitter * 10, 1e-10)
+    raise la.LinAlgError("posterior covariance is not positive definite")
+
+
+def _noise(x: sp.csr_matrix, cells: Cells, beta: np.ndarray, noise: float) -> float:
+    """The residual standard deviation of a Gaussian fit, from the cells' sums of squares."""
+    eta = x @ beta
+    rss = float((cells.ss - 2 * cells.s * eta + cells.n * eta**2).sum())
+    total = cells.total
+    if total <= 1:
+        return noise
+    return float(np.sqrt(max(rss / total, 1e-12)))
+
+
+def _update_scales(
+    effects: np.ndarray, cov: np.ndarray, groups: np.ndarray, scales: Mapping[str, float]
+) -> dict[str, float]:
+    """MacKay / EM update: each group's variance = mean of (effect² + its posterior variance)."""
+    variance = np.diag(cov)
+    updated = dict(scales)
+    for index, group in enumerate(GROUPS):
+        members = groups == index
+        if not members.any():
+            continue
+        lo, hi = SCALE_BOUNDS[group]
+        value = float(np.sqrt(np.mean(effects[members] ** 2 + variance[members])))
+        updated[group] = float(np.clip(value, lo, hi))
+    cap = max(updated["main"], SCALE_BOUNDS["knob×knob"][0])
+    for group in ("knob×knob", "knob×context"):
+        updated[group] = min(updated[group], cap)
+    return updated

@@ -1,0 +1,216 @@
+"""Playbooks: immutable, versioned snapshots of the policy — what the product receives.
+
+A playbook holds the fitted posterior (the analysis), the serving table of every context
+segment (the policy), the posterior draws behind them (to serve segments not tabulated at
+publish time the same way), and metadata: spec digest, training window, row counts and fit
+diagnostics. It is stored as JSON metadata plus a NumPy archive.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flywheel.learn.design import Design, Encoding
+from flywheel.learn.model import Posterior
+from flywheel.learn.policy import SegmentPolicy, segment_policy
+from flywheel.spec import Spec
+
+Key = tuple[int, ...]
+MAX_TABULATED_SEGMENTS = 2_000
+
+
+def design_for(spec: Spec, encoding: Encoding) -> Design:
+    levels = encoding.levels()
+    return Design.build(
+        {f.name: levels[f.name] for f in spec.context},
+        {k.name: len(k.values) for k in spec.knobs},
+        spec.learn.interactions,
+    )
+
+
+@dataclass
+class Playbook:
+    """A published policy. Build with :func:`flywheel.playbook.publish.learn`."""
+
+    version: int
+    meta: dict[str, Any]
+    encoding: Encoding
+    posterior: Posterior
+    draws: np.ndarray
+    segments: dict[Key, SegmentPolicy]
+    spec: Spec = field(repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # --- serving ---------------------------------------------------------------------------------
+
+    def key(self, context: Mapping[str, Any]) -> Key:
+        return tuple(self.encoding.code(f.name, context[f.name]) for f in self.spec.context)
+
+    def segment(self, context: Mapping[str, Any]) -> SegmentPolicy:
+        """The serving table for a context (tabulated at publish, or computed once here)."""
+        key = self.key(context)
+        rules_read_numbers = any(n in self.encoding.edges for n in self.spec.space.context_names)
+        table = None if rules_read_numbers else self.segments.get(key)
+        if table is None:
+            table = self._compute(key, context)
+            if not rules_read_numbers:
+                with self._lock:
+                    self.segments[key] = table
+        return table
+
+    def _compute(self, key: Key, context: Mapping[str, Any]) -> SegmentPolicy:
+        learn = self.spec.learn
+        codes = {f.name: code for f, code in zip(self.spec.context, key, strict=True)}
+        rows = self.spec.space.allowed(context)
+        return segment_policy(
+            self.posterior,
+            self.spec.space.codes,
+            rows,
+            codes,
+            self.draws,
+            learn.explore_floor,
+            learn.explore_cap,
+        )
+
+    # --- contents --------------------------------------------------------------------------------
+
+    def segment_contexts(self) -> list[dict[str, Any]]:
+        """One representative context per tabulated segment (a bin's midpoint for numbers)."""
+        values: list[list[Any]] = []
+        for f in self.spec.context:
+            if f.name in self.encoding.edges:
+                edges = self.encoding.edges[f.name]
+                mids = [edges[0] - 1.0] if edges else [0.0]
+                mids += [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+                mids += [edges[-1] + 1.0] if edges else []
+                values.append(mids)
+            else:
+                values.append(list(f.values))
+        return [
+            dict(zip([f.name for f in self.spec.context], combo, strict=True))
+            for combo in itertools.product(*values)
+        ]
+
+    def best(self) -> list[dict[str, Any]]:
+        """Per segment: the best combination as exact parameters, expected result, interval."""
+        out = []
+        for context in self.segment_contexts():
+            table = self.segment(context)
+            row = int(table.rows[table.best])
+            params = self.spec.space.params(row)
+            out.append(
+                {
+                    "context": self.describe_context(context),
+                    "params": {**params, **self.spec.fixed},
+                    "expected": float(table.mean[table.best]),
+                    "low": float(table.low[table.best]),
+                    "high": float(table.high[table.best]),
+                    "probability_served": float(table.probs[table.best]),
+                }
+            )
+        return out
+
+    def describe_context(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in self.spec.context:
+            if f.name in self.encoding.edges:
+                edges = self.encoding.edges[f.name]
+                b = self.encoding.code(f.name, context[f.name])
+                lo = "" if b == 0 else f"{edges[b - 1]:g} <= "
+                hi = "" if b == len(edges) else f" < {edges[b]:g}"
+                out[f.name] = f"{lo}{f.name}{hi}" if edges else "any"
+            else:
+                out[f.name] = context[f.name]
+        return out
+
+    # --- storage ---------------------------------------------------------------------------------
+
+    def payload(self) -> bytes:
+        keys = list(self.segments)
+        tables = [self.segments[k] for k in keys]
+        arrays: dict[str, np.ndarray] = {
+            "mean": self.posterior.mean,
+            "cov": self.posterior.cov,
+            "draws": self.draws,
+            "keys": np.array(keys, dtype=np.int64).reshape(len(keys), len(self.spec.context)),
+            "offsets": np.cumsum([0, *[len(t.rows) for t in tables]]),
+            "best": np.array([t.best for t in tables], dtype=np.int64),
+        }
+        for name in ("rows", "probs", "mean", "low", "high"):
+            parts = [getattr(t, name) for t in tables]
+            arrays[f"seg_{name}"] = np.concatenate(parts) if parts else np.zeros(0)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, allow_pickle=False, **arrays)
+        return buffer.getvalue()
+
+    def meta_json(self) -> str:
+        meta = dict(self.meta)
+        meta["encoding"] = {
+            "categorical": {n: list(v) for n, v in self.encoding.categorical.items()},
+            "edges": {n: list(e) for n, e in self.encoding.edges.items()},
+        }
+        meta["posterior"] = {
+            "link": self.posterior.link,
+            "scales": dict(self.posterior.scales),
+            "noise": self.posterior.noise,
+            "iterations": self.posterior.iterations,
+            "converged": self.posterior.converged,
+            "cells": self.posterior.cells,
+            "weight": self.posterior.weight,
+        }
+        return json.dumps(meta, sort_keys=True, default=float)
+
+    @classmethod
+    def load(cls, spec: Spec, version: int, meta_json: str, payload: bytes) -> Playbook:
+        meta = json.loads(meta_json)
+        enc = meta["encoding"]
+        encoding = Encoding(
+            {
+                n: {_restore(spec, n, v): i for i, v in enumerate(values)}
+                for n, values in enc["categorical"].items()
+            },
+            {n: tuple(e) for n, e in enc["edges"].items()},
+        )
+        arrays = np.load(io.BytesIO(payload))
+        post = meta["posterior"]
+        posterior = Posterior(
+            design=design_for(spec, encoding),
+            link=post["link"],
+            mean=arrays["mean"],
+            cov=arrays["cov"],
+            scales=post["scales"],
+            noise=post["noise"],
+            iterations=post["iterations"],
+            converged=post["converged"],
+            cells=post["cells"],
+            weight=post["weight"],
+        )
+        offsets = arrays["offsets"]
+        segments: dict[Key, SegmentPolicy] = {}
+        for i, key in enumerate(arrays["keys"]):
+            part = slice(int(offsets[i]), int(offsets[i + 1]))
+            segments[tuple(int(k) for k in key)] = SegmentPolicy(
+                rows=arrays["seg_rows"][part].astype(np.int64),
+                probs=arrays["seg_probs"][part],
+                best=int(arrays["best"][i]),
+                mean=arrays["seg_mean"][part],
+                low=arrays["seg_low"][part],
+                high=arrays["seg_high"][part],
+            )
+        return cls(version, meta, encoding, posterior, arrays["draws"], segments, spec)
+
+
+def _restore(spec: Spec, name: str, value: Any) -> Any:
+    """JSON turns every categorical value into JSON types; map back to the spec's own."""
+    for v in spec.feature[name].values:
+        if v == value and type(v) is type(value):
+            return v
+    return value
