@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import flywheel
-from flywheel.demo import example_text
+from flywheel.demo import DemoResult, example_text
 from flywheel.errors import FlywheelError, SpecError
 
 app = typer.Typer(
@@ -129,6 +131,128 @@ def forget(
 
 
 @app.command()
+def learn(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False) -> None:
+    """Align, aggregate, fit and publish a new playbook version (or say why not)."""
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            result = wheel.learn()
+    except FlywheelError as err:
+        raise _fail(err) from None
+    if as_json:
+        print(json.dumps(asdict(result), indent=2, default=str))
+        return
+    mark = (
+        "[green]published[/] version " + str(result.version)
+        if result.published
+        else "[yellow]not published[/]"
+    )
+    console.print(f"{mark}: {result.reason}")
+    if result.published:
+        d = result.diagnostics
+        console.print(
+            f"  link {d['link']}, {d['parameters']} parameters, {d['iterations']} Newton steps,"
+            f" {d['segments']} segments, {d['learn_seconds']:.2f} s"
+        )
+
+
+playbook_app = typer.Typer(
+    help="List, show and roll back published playbooks.", no_args_is_help=True
+)
+app.add_typer(playbook_app, name="playbook")
+
+
+def _open_playbooks(spec: Path) -> flywheel.Wheel:
+    return flywheel.open(spec, refresh=0)
+
+
+@playbook_app.command("list")
+def playbook_list(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False) -> None:
+    """Every published version, newest first, with its training data and fit."""
+    try:
+        with _open_playbooks(spec) as wheel:
+            rows = wheel.playbooks()
+    except FlywheelError as err:
+        raise _fail(err) from None
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title="playbooks")
+    for col in ("version", "created", "rows", "mean reward", "restored from", "spec"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(
+            str(row["version"]),
+            str(row["created_at"])[:19],
+            f"{row['rows']:,}",
+            f"{row['mean_reward']:.4f}",
+            str(row.get("restored_from") or ""),
+            "current spec" if row["matches_spec"] else "other spec",
+        )
+    console.print(table)
+
+
+@playbook_app.command("show")
+def playbook_show(
+    version: Annotated[int | None, typer.Argument(help="Version (default: the newest).")] = None,
+    spec: SpecOption = Path("flywheel.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Per context segment: the best combination as exact parameters, expected result, interval."""
+    try:
+        with _open_playbooks(spec) as wheel:
+            book = wheel.load_playbook(version)
+            if book is None:
+                raise flywheel.InvalidInputError(
+                    "version",
+                    "no playbook has been published"
+                    if version is None
+                    else f"there is no playbook version {version}",
+                )
+            best = book.best()
+            meta = {
+                k: book.meta.get(k)
+                for k in ("created_at", "training", "diagnostics", "restored_from")
+            }
+    except FlywheelError as err:
+        raise _fail(err) from None
+    if as_json:
+        print(
+            json.dumps({"version": book.version, **meta, "segments": best}, indent=2, default=str)
+        )
+        return
+    training = book.meta["training"]
+    console.print(
+        f"[bold]playbook {book.version}[/] — {training['rows']:,} rows"
+        f" up to {training['last_decision']}"
+    )
+    table = Table()
+    for col in ("segment", "best combination", "expected (95% interval)", "served"):
+        table.add_column(col)
+    for seg in best:
+        table.add_row(
+            ", ".join(f"{k} = {v}" for k, v in seg["context"].items()) or "everyone",
+            "\n".join(f"{k} = {v}" for k, v in seg["params"].items()),
+            f"{seg['expected']:.3f} ({seg['low']:.3f}–{seg['high']:.3f})",
+            f"{seg['probability_served']:.0%}",
+        )
+    console.print(table)
+
+
+@playbook_app.command("rollback")
+def playbook_rollback(
+    version: Annotated[int, typer.Argument(help="The version to restore.")],
+    spec: SpecOption = Path("flywheel.toml"),
+) -> None:
+    """Restore an earlier version: it is published again as the newest, and served."""
+    try:
+        with _open_playbooks(spec) as wheel:
+            book = wheel.rollback(version)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    console.print(f"restored version {version} as version {book.version}")
+
+
+@app.command()
 def demo(
     decisions: Annotated[int, typer.Option(min=100, help="Simulated decisions.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Seed of the simulated world.")] = 7,
@@ -139,12 +263,12 @@ def demo(
         ),
     ] = Path(".flywheel/demo/flywheel.toml"),
 ) -> None:
-    """Simulate a story product through the SDK and show the aligned rows it produced."""
+    """Simulate a story product through the SDK and watch the wheel learn what works."""
     from flywheel import demo as story
 
     console.print(
-        f"[bold]Flywheel demo[/]: {decisions:,} readers over 30 simulated days,"
-        " outcomes arriving late"
+        f"[bold]Flywheel demo[/]: {decisions:,} readers over 30 simulated days, outcomes arriving"
+        " late, a learn cycle every tenth of the way"
     )
     with Progress(
         TextColumn("{task.description}"),
@@ -153,7 +277,7 @@ def demo(
         TimeElapsedColumn(),
         console=console,
     ) as bar:
-        task = bar.add_task("decide + signal", total=decisions)
+        task = bar.add_task("decide, signal, learn", total=decisions)
         result = story.run(spec, decisions, seed, progress=lambda n: bar.advance(task, n))
         bar.update(task, completed=decisions)
     console.print(_counts_table(result.summary.as_dict()))
@@ -161,28 +285,53 @@ def demo(
     for col in result.sample[0]:
         sample.add_column(col)
     for row in result.sample:
-        sample.add_row(*("" if v is None else str(v) for v in row.values()))
+        sample.add_row(*("" if v is None else escape(str(v)) for v in row.values()))
     console.print(sample)
-    genres = Table(title="completion by genre so far vs the hidden best combination")
-    for col in (
-        "genre",
-        "rows",
-        "completion",
-        "true best (" + " / ".join(result.knobs) + ")",
-        "its completion",
-    ):
-        genres.add_column(col)
-    for row in result.by_genre:
-        best = " / ".join(str(v) for v in row["best"].values())
-        genres.add_row(
-            row["genre"],
-            f"{row['reward_count']:,}",
-            f"{row['reward_mean']:.3f}",
-            best,
-            f"{row['best_completion']:.3f}",
+    console.print(_cycles_table(result))
+    console.print(_genres_table(result))
+    if result.chart:
+        console.print(f"chart: {result.chart}")
+    console.print(f"look around: [bold]flywheel playbook show --spec {result.spec}[/]")
+
+
+def _bar(value: float, width: int = 24) -> str:
+    filled = round(max(0.0, min(1.0, value)) * width)
+    return "█" * filled + "░" * (width - filled)
+
+
+def _cycles_table(result: DemoResult) -> Table:
+    table = Table(
+        title=f"completion per learn cycle (uniform {result.uniform:.3f},"
+        f" hidden best {result.oracle:.3f})"
+    )
+    for col in ("cycle", "playbook", "completion", "", "exploring"):
+        table.add_column(col, justify="right" if col != "" else "left")
+    for c in result.cycles:
+        table.add_row(
+            str(c.number),
+            "cold start" if c.playbook is None else f"v{c.playbook}",
+            f"{c.expected:.3f}",
+            _bar(c.expected),
+            f"{c.exploring:.0%}",
         )
-    console.print(genres)
-    console.print(f"look around: [bold]flywheel status --spec {result.spec}[/]")
+    return table
+
+
+def _genres_table(result: DemoResult) -> Table:
+    table = Table(title="learned best vs the hidden best (" + " / ".join(result.knobs) + ")")
+    for col in ("genre", "learned", "completion", "true best", "completion "):
+        table.add_column(col)
+    for row in result.genres:
+        learned = " / ".join(str(v) for v in row["learned"].values()) if row["learned"] else "-"
+        same = row["learned"] == row["true"]
+        table.add_row(
+            row["genre"],
+            f"[green]{learned}[/]" if same else learned,
+            f"{row['learned_completion']:.3f}" if row["learned_completion"] is not None else "-",
+            " / ".join(str(v) for v in row["true"].values()),
+            f"{row['true_completion']:.3f}",
+        )
+    return table
 
 
 def main() -> None:

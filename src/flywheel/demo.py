@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 import flywheel
 from flywheel.align import Summary
@@ -104,22 +103,39 @@ class StoryWorld:
 
 
 @dataclass(frozen=True)
+class Cycle:
+    """One learn cycle of the demo: how the decisions made under it did."""
+
+    number: int
+    playbook: int | None
+    decisions: int
+    expected: float  # mean true completion probability of what was served
+    exploring: float  # share of decisions that did not serve the segment's current best
+    reason: str  # what the learn call at the end of the cycle did
+
+
+@dataclass(frozen=True)
 class DemoResult:
     summary: Summary
     knobs: list[str]
     sample: list[dict[str, Any]]
-    by_genre: list[dict[str, Any]]
+    cycles: list[Cycle]
+    genres: list[dict[str, Any]]
+    oracle: float  # mean completion if the true best were always served
+    uniform: float  # mean completion of uniform play
     spec: str
+    chart: str | None
 
 
 def run(
     spec_path: Path,
     decisions: int = 20_000,
     seed: int = 7,
+    cycles: int = 10,
     progress: Callable[[int], None] | None = None,
 ) -> DemoResult:
-    """Simulate ``decisions`` reader visits over 30 days ending now, into a fresh store beside
-    the demo spec written to ``spec_path``; return what was stored."""
+    """Simulate ``decisions`` reader visits over 30 days ending now, learning ``cycles`` times,
+    into a fresh store beside the demo spec written to ``spec_path``."""
     spec = write_demo_spec(spec_path)
     store_path = spec.base_dir / "demo.duckdb"
     for stale in (store_path, Path(f"{store_path}.wal")):
@@ -127,34 +143,41 @@ def run(
     world = StoryWorld(seed)
     rng = random.Random(seed + 1)
     end = time.time()
-    now = end - 30 * DAY
+    start = end - 30 * DAY
     step = 30 * DAY / decisions
-    clock = [now]
+    per_cycle = max(1, decisions // cycles)
+    clock = [start]
     due: list[tuple[float, int, str, str, Any]] = []  # (when, tiebreak, decision id, kind, value)
-    with flywheel.open(spec, clock=lambda: clock[0]) as wheel:
+    history: list[Cycle] = []
+    expected, exploring = 0.0, 0
+    with flywheel.open(spec, clock=lambda: clock[0], refresh=0) as wheel:
         for i in range(decisions):
-            clock[0] = now + i * step
+            clock[0] = start + i * step
             while due and due[0][0] <= clock[0]:
                 when, _, ident, kind, value = heapq.heappop(due)
                 _deliver(wheel, ident, kind, value, when)
             ctx = world.context()
             d = wheel.decide(ctx, unit=f"reader-{rng.randrange(5000)}")
-            if rng.random() < 0.05:
-                continue  # the product never reports on some decisions: they expire
-            completed = rng.random() < world.completion(ctx, d.params)
-            heapq.heappush(
-                due, (clock[0] + rng.uniform(0.05, 3.0) * DAY, i, d.id, "completed", int(completed))
-            )
-            if rng.random() < 0.2:
-                rating = 4 + rng.randrange(2) if completed else 1 + rng.randrange(3)
-                heapq.heappush(
-                    due, (clock[0] + rng.uniform(0.1, 4.0) * DAY, i, d.id, "rating", rating)
+            p = world.completion(ctx, d.params)
+            expected += p
+            exploring += _exploring(wheel, ctx, d)
+            if rng.random() >= 0.05:  # the product never reports on some decisions: they expire
+                _schedule(due, rng, i, d.id, clock[0], completed=rng.random() < p)
+            if (i + 1) % per_cycle == 0 or i + 1 == decisions:
+                served = (i % per_cycle) + 1
+                version = d.playbook
+                result = wheel.learn(as_of=clock[0], seed=seed)
+                history.append(
+                    Cycle(
+                        len(history) + 1,
+                        version,
+                        served,
+                        expected / served,
+                        exploring / served,
+                        result.reason,
+                    )
                 )
-            if rng.random() < 0.01:
-                comment = rng.choice(COMMENTS).format(n=i)
-                heapq.heappush(
-                    due, (clock[0] + rng.uniform(0.1, 2.0) * DAY, i, d.id, "comment", comment)
-                )
+                expected, exploring = 0.0, 0
             if progress and (i + 1) % 500 == 0:
                 progress(500)
         clock[0] = end
@@ -163,26 +186,131 @@ def run(
             _deliver(wheel, ident, kind, value, when)
         summary = wheel.summary(as_of=end)
         rows = wheel.aligned(as_of=end)
+        genres = _learned_vs_true(wheel, world, spec)
+    oracle, uniform = _references(world, spec)
+    chart = _chart(history, oracle, uniform, spec.base_dir / "demo.png")
+    return DemoResult(
+        summary,
+        [k.name for k in spec.knobs],
+        _sample(rows, spec),
+        history,
+        genres,
+        oracle,
+        uniform,
+        str(spec_path),
+        chart,
+    )
+
+
+def _schedule(
+    due: list[tuple[float, int, str, str, Any]],
+    rng: random.Random,
+    i: int,
+    ident: str,
+    now: float,
+    completed: bool,
+) -> None:
+    """Outcomes arrive hours to days later; some readers also rate or comment."""
+    heapq.heappush(due, (now + rng.uniform(0.05, 3.0) * DAY, i, ident, "completed", int(completed)))
+    if rng.random() < 0.2:
+        rating = 4 + rng.randrange(2) if completed else 1 + rng.randrange(3)
+        heapq.heappush(due, (now + rng.uniform(0.1, 4.0) * DAY, i, ident, "rating", rating))
+    if rng.random() < 0.01:
+        comment = rng.choice(COMMENTS).format(n=i)
+        heapq.heappush(due, (now + rng.uniform(0.1, 2.0) * DAY, i, ident, "comment", comment))
+
+
+def _exploring(wheel: flywheel.Wheel, context: dict[str, Any], d: flywheel.Decision) -> bool:
+    playbook = wheel.playbook
+    if playbook is None:
+        return True  # the cold start is all exploration
+    table = playbook.segment(context)
+    return bool(
+        wheel.spec.space.row_of({k: d.params[k] for k in wheel.spec.knob}) != table.rows[table.best]
+    )
+
+
+def _learned_vs_true(wheel: flywheel.Wheel, world: StoryWorld, spec: Spec) -> list[dict[str, Any]]:
+    out = []
+    for genre in StoryWorld.GENRES:
+        ctx = {"genre": genre}
+        true_best, true_p = world.best(genre, spec)
+        learned: dict[str, Any] | None = None
+        if wheel.playbook is not None:
+            table = wheel.playbook.segment(ctx)
+            learned = spec.space.params(int(table.rows[table.best]))
+        out.append(
+            {
+                "genre": genre,
+                "learned": learned,
+                "learned_completion": world.completion(ctx, learned) if learned else None,
+                "true": true_best,
+                "true_completion": true_p,
+            }
+        )
+    return out
+
+
+def _references(world: StoryWorld, spec: Spec) -> tuple[float, float]:
+    """Mean completion over the genre mix: always the true best, and uniform play."""
+    oracle = uniform = 0.0
+    for genre, weight in zip(StoryWorld.GENRES, StoryWorld.GENRE_WEIGHTS, strict=True):
+        ctx = {"genre": genre}
+        oracle += weight * world.best(genre, spec)[1]
+        rows = spec.space.allowed(ctx)
+        uniform += (
+            weight * sum(world.completion(ctx, spec.space.params(int(r))) for r in rows) / len(rows)
+        )
+    return oracle, uniform
+
+
+def _sample(rows: pa.Table, spec: Spec) -> list[dict[str, Any]]:
     knobs = [k.name for k in spec.knobs]
     commented = rows.filter(rows.column("comment").is_valid()).to_pylist()
     commented.sort(key=lambda r: "[" not in str(r["comment"]))  # show a redacted one first
-    sample = [
+    return [
         {
             "genre": r["genre"],
             "params": " / ".join(str(r[k]) for k in knobs),
-            "rating": r["rating"],
+            "policy": r["policy"],
             "comment": r["comment"],
             "reward": r["reward"],
             "status": r["status"],
         }
-        for r in commented[:3] + rows.slice(rows.num_rows - 3, 3).to_pylist()
+        for r in commented[:2] + rows.slice(rows.num_rows - 3, 3).to_pylist()
     ]
-    complete = rows.filter(pc.equal(rows.column("status"), pa.scalar("complete")))
-    grouped = complete.group_by("genre").aggregate([("reward", "count"), ("reward", "mean")])
-    by_genre = sorted(grouped.to_pylist(), key=lambda r: str(r["genre"]))
-    for row in by_genre:
-        row["best"], row["best_completion"] = world.best(row["genre"], spec)
-    return DemoResult(summary, knobs, sample, by_genre, str(spec_path))
+
+
+def _chart(history: list[Cycle], oracle: float, uniform: float, path: Path) -> str | None:
+    """A PNG of completion per learn cycle against the hidden best and uniform play."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency; keep the demo alive
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    cycles = [c.number for c in history]
+    ax.plot(cycles, [c.expected for c in history], marker="o", label="served (true completion)")
+    ax.plot(
+        cycles,
+        [1 - c.exploring for c in history],
+        linestyle=":",
+        color="gray",
+        label="share serving the current best",
+    )
+    ax.axhline(oracle, color="green", linestyle="--", label=f"hidden best ({oracle:.3f})")
+    ax.axhline(uniform, color="red", linestyle="--", label=f"uniform ({uniform:.3f})")
+    ax.set_xlabel("learn cycle")
+    ax.set_ylabel("completion probability / share")
+    ax.set_ylim(0, 1)
+    ax.set_title("The wheel turning: completion per learn cycle")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
 
 
 def _deliver(wheel: flywheel.Wheel, ident: str, kind: str, value: Any, when: float) -> None:

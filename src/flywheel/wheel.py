@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import threading
 import time
 import weakref
@@ -240,6 +241,23 @@ class Wheel:
         """A stored playbook (the newest by default), without serving from it."""
         found = self.store.playbook(version)
         return None if found is None else Playbook.load(self.spec, *found)
+
+    def playbooks(self) -> list[dict[str, Any]]:
+        """Every published version, newest first: when, training rows, origin, spec match."""
+        out = []
+        for version, created_at, meta in self.store.playbook_list():
+            info = json.loads(meta)
+            out.append(
+                {
+                    "version": version,
+                    "created_at": created_at,
+                    "rows": info["training"]["rows"],
+                    "mean_reward": info["training"]["mean_reward"],
+                    "restored_from": info.get("restored_from"),
+                    "matches_spec": info.get("spec_digest") == self.spec.digest,
+                }
+            )
+        return out
 
     def rollback(self, version: int) -> Playbook:
         """Restore an earlier version: it is published again as the newest and served."""

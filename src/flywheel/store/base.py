@@ -122,6 +122,9 @@ class Store(Protocol):
     def playbook(self, version: int | None = None) -> tuple[int, str, bytes] | None:
         """A playbook's version, metadata (JSON) and payload; the newest by default."""
 
+    def playbook_list(self) -> list[tuple[int, Any, str]]:
+        """Every playbook's version, creation time and metadata, newest first."""
+
     def get_meta(self, key: str) -> str | None:
         """A stored setting, or ``None``."""
 

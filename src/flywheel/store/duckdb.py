@@ -92,8 +92,8 @@ class DuckDBStore:
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
                 " applied_at TIMESTAMPTZ DEFAULT now())"
             )
-            rows = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-            current = int(rows[0]) if rows else 0
+            rows = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()
+            current = int(rows[0][0]) if rows else 0
             if current > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} has schema version {current}, newer than this Flywheel"
@@ -209,7 +209,7 @@ class DuckDBStore:
         """
         fresh = f"{self.path}.compact"
         Path(fresh).unlink(missing_ok=True)
-        name = self._con.execute("SELECT current_database()").fetchone()
+        name = self._con.execute("SELECT current_database()").fetchall()[0]
         self._con.execute("ATTACH '" + fresh.replace("'", "''") + "' AS flywheel_compact")
         try:
             self._con.execute(
@@ -232,7 +232,7 @@ class DuckDBStore:
                     " SELECT coalesce(max(version), 0) + 1, ?, ?, ? FROM playbooks"
                     " RETURNING version",
                     [spec_digest, meta, payload],
-                ).fetchone()
+                ).fetchall()[0]
                 con.execute("COMMIT")
             except duckdb.Error as err:
                 con.execute("ROLLBACK")
@@ -242,15 +242,23 @@ class DuckDBStore:
 
     def latest_version(self) -> int | None:
         with self._lock:
-            row = self._con.execute("SELECT max(version) FROM playbooks").fetchone()
+            row = self._con.execute("SELECT max(version) FROM playbooks").fetchall()[0]
         return None if row is None or row[0] is None else int(row[0])
 
     def playbook(self, version: int | None = None) -> tuple[int, str, bytes] | None:
         sql = "SELECT version, meta, payload FROM playbooks"
         sql += " WHERE version = ?" if version is not None else " ORDER BY version DESC LIMIT 1"
         with self._lock:
-            row = self._con.execute(sql, [version] if version is not None else []).fetchone()
+            found = self._con.execute(sql, [version] if version is not None else []).fetchall()
+        row = found[0] if found else None
         return None if row is None else (int(row[0]), str(row[1]), bytes(row[2]))
+
+    def playbook_list(self) -> list[tuple[int, Any, str]]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT version, created_at, meta FROM playbooks ORDER BY version DESC"
+            ).fetchall()
+        return [(int(v), c, str(m)) for v, c, m in rows]
 
     def get_meta(self, key: str) -> str | None:
         row = self.query("SELECT value FROM meta WHERE key = ?", [key]).to_pylist()

@@ -1,0 +1,222 @@
+"""The learn cycle through the SDK: publishing, serving, rollback, other processes, decay."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import flywheel
+from tests.conftest import T0, Clock
+
+GOOD = {"opening": "suspense", "twists": 2}
+
+
+def spec(**learn: Any) -> dict[str, Any]:
+    return {
+        "knobs": {"opening": ["question", "suspense", "dialogue"], "twists": [0, 1, 2, 3]},
+        "context": {"genre": ["thriller", "romance"]},
+        "skeleton": {
+            "rules": ["NOT (opening = 'question' AND twists = 3)"],
+            "fixed": {"tone": "neutral"},
+        },
+        "reward": {"formula": "converted", "window": "1000d"},
+        "learn": {"min_rows": 50, **learn},
+    }
+
+
+def truth(context: dict[str, Any], params: dict[str, Any], flipped: bool = False) -> float:
+    """Thrillers: suspense with exactly two twists; romance: dialogue with none."""
+    best = {"thriller": GOOD, "romance": {"opening": "dialogue", "twists": 0}}[context["genre"]]
+    if flipped:
+        best = {"opening": "question", "twists": 1}
+    hits = sum(params[k] == v for k, v in best.items())
+    return (0.1, 0.2, 0.6)[hits]
+
+
+def play(
+    wheel: flywheel.Wheel, clock: Clock, n: int, rng: random.Random, flipped: bool = False
+) -> float:
+    total = 0.0
+    for _ in range(n):
+        clock.now += 60
+        context = {"genre": rng.choice(["thriller", "romance"])}
+        d = wheel.decide(context)
+        reward = rng.random() < truth(context, d.params, flipped)
+        total += reward
+        wheel.signal(d, "converted", reward)
+    return total / n
+
+
+def test_learn_publishes_and_decide_serves_from_it(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    wheel = make_wheel(spec())
+    result = wheel.learn(as_of=clock.now)
+    assert (result.published, result.version, result.reason) == (
+        False,
+        None,
+        "no decisions with a reward yet",
+    )
+    rng = random.Random(1)
+    play(wheel, clock, 20, rng)
+    assert "learn.min_rows is 50" in wheel.learn(as_of=clock.now).reason
+    cold = play(wheel, clock, 1500, rng)
+    result = wheel.learn(as_of=clock.now, seed=1)
+    assert result.published and result.version == 1
+    assert result.diagnostics["converged"] and result.diagnostics["segments"] == 2
+    assert wheel.learn(as_of=clock.now).reason == "no new data since version 1"
+
+    d = wheel.decide({"genre": "thriller"})
+    assert (d.policy, d.playbook) == ("thompson", 1)
+    table = wheel.playbook.segment({"genre": "thriller"})  # type: ignore[union-attr]
+    row = wheel.spec.space.row_of({k: d.params[k] for k in ("opening", "twists")})
+    assert d.propensity == pytest.approx(float(table.probs[list(table.rows).index(row)]))
+    assert d.low is not None and d.high is not None and d.low <= d.expected <= d.high  # type: ignore[operator]
+    greedy = wheel.decide({"genre": "thriller"}, explore=False)
+    assert (greedy.policy, greedy.propensity) == ("greedy", 1.0)
+    assert {k: greedy.params[k] for k in GOOD} == GOOD
+    assert greedy.params["tone"] == "neutral"
+    learned = play(wheel, clock, 1500, rng)
+    assert learned > cold + 0.1  # the wheel turns
+    stored = wheel.aligned().to_pylist()[-1]
+    assert (stored["policy"], stored["playbook"]) == ("thompson", 1)
+
+
+def test_learned_policy_never_breaks_the_skeleton(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    wheel = make_wheel(spec(explore_floor=0.5))
+    play(wheel, clock, 600, random.Random(2))
+    assert wheel.learn(as_of=clock.now).published
+    for _ in range(2000):
+        d = wheel.decide({"genre": random.choice(["thriller", "romance"])})
+        assert not (d.params["opening"] == "question" and d.params["twists"] == 3)
+
+
+def test_playbook_survives_reopen_and_rollback_restores(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    wheel = make_wheel(spec())
+    rng = random.Random(3)
+    play(wheel, clock, 300, rng)
+    wheel.learn(as_of=clock.now, seed=1)
+    first = wheel.playbook
+    play(wheel, clock, 300, rng)
+    assert wheel.learn(as_of=clock.now, seed=1).version == 2
+    wheel.close()
+    again = make_wheel(spec())
+    assert again.playbook is not None and again.playbook.version == 2
+    restored = again.rollback(1)
+    assert restored.version == 3 and restored.meta["restored_from"] == 1
+    assert first is not None
+    for key, table in first.segments.items():
+        np.testing.assert_allclose(restored.segments[key].probs, table.probs)
+    assert again.decide({"genre": "romance"}).playbook == 3
+    versions = [p["version"] for p in again.playbooks()]
+    assert versions == [3, 2, 1]
+    with pytest.raises(flywheel.InvalidInputError, match="no playbook version 9"):
+        again.rollback(9)
+
+
+def test_a_version_published_elsewhere_is_picked_up(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    serving = make_wheel(spec(), refresh=0.05)
+    play(serving, clock, 300, random.Random(4))
+    serving.flush()
+    learner = make_wheel(spec(), refresh=0)  # another wheel on the same store publishes
+    assert learner.learn(as_of=clock.now).published
+    for _ in range(200):
+        if serving.playbook is not None:
+            break
+        import time
+
+        time.sleep(0.05)
+    assert serving.playbook is not None and serving.playbook.version == 1
+
+
+def test_logged_history_counts_as_data(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    wheel = make_wheel(spec())
+    rng = random.Random(5)
+    for _ in range(800):
+        context = {"genre": "thriller"}
+        params = {"opening": rng.choice(["suspense", "dialogue"]), "twists": rng.choice([0, 2])}
+        wheel.log(
+            context=context,
+            params=params,
+            results={"converted": rng.random() < truth(context, params)},
+        )
+    result = wheel.learn(as_of=clock.now)
+    assert result.published and "800 rows" in result.reason
+    best = wheel.decide({"genre": "thriller"}, explore=False)
+    assert {k: best.params[k] for k in GOOD} == GOOD
+
+
+@pytest.mark.parametrize("advantage", [0.0, 4.0])
+def test_default_advantage_seeds_the_default(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock, advantage: float
+) -> None:
+    seeded = spec(default_advantage=advantage, empirical_bayes=False, min_rows=20)
+    seeded["skeleton"] = {**seeded["skeleton"], "default": {"opening": "dialogue", "twists": 1}}
+    wheel = make_wheel(seeded)
+    rng = random.Random(6)
+    for _ in range(40):  # a little history that says nothing: every combination converts alike
+        params = {
+            "opening": rng.choice(["question", "suspense", "dialogue"]),
+            "twists": rng.choice([0, 1, 2]),
+        }
+        wheel.log(
+            context={"genre": "thriller"}, params=params, results={"converted": rng.random() < 0.4}
+        )
+    assert wheel.learn(as_of=clock.now).published
+    best = wheel.decide({"genre": "thriller"}, explore=False)
+    is_default = (best.params["opening"], best.params["twists"]) == ("dialogue", 1)
+    assert is_default == bool(advantage)
+
+
+def test_half_life_lets_the_policy_follow_a_shift(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    wheel = make_wheel(spec(half_life="1d"))  # 1,440 decisions at one a minute
+    rng = random.Random(7)
+    for _ in range(4):
+        play(wheel, clock, 500, rng)
+        wheel.learn(as_of=clock.now)
+    for _ in range(8):  # the best combination changes for everyone
+        play(wheel, clock, 500, rng, flipped=True)
+        wheel.learn(as_of=clock.now)
+    best = wheel.decide({"genre": "thriller"}, explore=False)
+    assert (best.params["opening"], best.params["twists"]) == ("question", 1)
+
+
+def test_numeric_context_is_learned_in_bins(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    numeric = {
+        "knobs": {"offer": ["small", "large"]},
+        "context": {"size": {"type": "number", "min": 0}},
+        "reward": {"formula": "converted", "window": "1000d"},
+        "learn": {"context_bins": 2, "min_rows": 10},
+    }
+    wheel = make_wheel(numeric)
+    rng = random.Random(8)
+    for _ in range(3000):
+        size = rng.uniform(0, 100)
+        d = wheel.decide({"size": size})
+        good = "large" if size > 50 else "small"
+        wheel.signal(d, "converted", rng.random() < (0.6 if d.params["offer"] == good else 0.2))
+    assert wheel.learn(as_of=clock.now + 60).published
+    assert wheel.decide({"size": 90.0}, explore=False).params["offer"] == "large"
+    assert wheel.decide({"size": 10.0}, explore=False).params["offer"] == "small"
+    segments = wheel.playbook.best()  # type: ignore[union-attr]
+    assert len(segments) == 2 and "size" in segments[0]["context"]["size"]
+
+
+def test_t0_is_the_test_clock_origin() -> None:
+    assert T0 > 0
