@@ -131,11 +131,15 @@ def forget(
 
 
 @app.command()
-def learn(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False) -> None:
+def learn(
+    spec: SpecOption = Path("flywheel.toml"),
+    as_json: JsonOption = False,
+    force: Annotated[bool, typer.Option("--force", help="Publish even without new data.")] = False,
+) -> None:
     """Align, aggregate, fit and publish a new playbook version (or say why not)."""
     try:
         with flywheel.open(spec, refresh=0) as wheel:
-            result = wheel.learn()
+            result = wheel.learn(force=force)
     except FlywheelError as err:
         raise _fail(err) from None
     if as_json:

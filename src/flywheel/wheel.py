@@ -219,15 +219,16 @@ class Wheel:
     # --- learning and playbooks ------------------------------------------------------------------
 
     def learn(
-        self, as_of: float | datetime | None = None, *, seed: int | None = None
+        self, as_of: float | datetime | None = None, *, seed: int | None = None, force: bool = False
     ) -> LearnResult:
         """Align, aggregate, fit and publish a new playbook version; decide uses it at once.
 
-        Returns whether a version was ``published``, its ``version`` and the ``reason``.
+        Returns whether a version was ``published``, its ``version`` and the ``reason``
+        (nothing is published without new data since the newest version, unless ``force``).
         """
         self.flush()
         when = as_of.timestamp() if isinstance(as_of, datetime) else as_of
-        result, playbook = publish.learn(self.store, self.spec, as_of=when, seed=seed)
+        result, playbook = publish.learn(self.store, self.spec, as_of=when, seed=seed, force=force)
         if playbook is not None:
             self._decider.use(playbook)
         return result

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from flywheel.learn.design import Design, Encoding
 from flywheel.learn.model import Posterior
@@ -70,15 +71,16 @@ class Playbook:
         learn = self.spec.learn
         codes = {f.name: code for f, code in zip(self.spec.context, key, strict=True)}
         rows = self.spec.space.allowed(context)
-        return segment_policy(
-            self.posterior,
-            self.spec.space.codes,
-            rows,
-            codes,
-            self.draws,
-            learn.explore_floor,
-            learn.explore_cap,
-        )
+        with threadpool_limits(limits=1, user_api="blas"):  # small matrices: see publish.learn
+            return segment_policy(
+                self.posterior,
+                self.spec.space.codes,
+                rows,
+                codes,
+                self.draws,
+                learn.explore_floor,
+                learn.explore_cap,
+            )
 
     # --- contents --------------------------------------------------------------------------------
 

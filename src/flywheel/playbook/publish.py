@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -10,9 +11,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from threadpoolctl import threadpool_limits
 
+from flywheel.errors import InvalidInputError
 from flywheel.learn.cells import Cells
-from flywheel.learn.design import Encoding
+from flywheel.learn.design import Design, Encoding
 from flywheel.learn.model import DEFAULT_SCALES, Settings, fit
 from flywheel.learn.sql import cells_sql, quantiles_sql
 from flywheel.playbook.book import MAX_TABULATED_SEGMENTS, Playbook, design_for
@@ -31,9 +34,17 @@ class LearnResult:
 
 
 def learn(
-    store: Store, spec: Spec, *, as_of: float | None = None, seed: int | None = None
+    store: Store,
+    spec: Spec,
+    *,
+    as_of: float | None = None,
+    seed: int | None = None,
+    force: bool = False,
 ) -> tuple[LearnResult, Playbook | None]:
-    """Run one learn cycle on everything the store holds up to ``as_of`` (default: now)."""
+    """Run one learn cycle on everything the store holds up to ``as_of`` (default: now).
+
+    Without new data since the newest playbook nothing is published, unless ``force``.
+    """
     started = time.perf_counter()
     now = time.time() if as_of is None else as_of
     when = {"as_of": datetime.fromtimestamp(now, tz=UTC)}
@@ -55,9 +66,7 @@ def learn(
         round(float(pc.sum(table.column("reward_sum")).as_py()), 9),
         _iso(pc.max(table.column("last_ts"))),
     ]
-    if previous is not None:
-        import json
-
+    if previous is not None and not force:
         old = json.loads(previous[1])
         if old.get("signature") == signature and old.get("spec_digest") == spec.digest:
             return LearnResult(
@@ -73,10 +82,13 @@ def learn(
         prior_mean=_prior_mean(spec, design),
     )
     fitted = time.perf_counter()
-    posterior = fit(cells, design, settings)
-    fit_seconds = time.perf_counter() - fitted
-    rng = np.random.default_rng(seed)
-    draws = posterior.draws(spec.learn.draws, rng)
+    # The matrices are small: BLAS threads only fight the store's own threads (measured: a
+    # 148-parameter fit took 6.8 s with them beside DuckDB, 0.03 s without).
+    with threadpool_limits(limits=1, user_api="blas"):
+        posterior = fit(cells, design, settings)
+        fit_seconds = time.perf_counter() - fitted
+        rng = np.random.default_rng(seed)
+        draws = posterior.draws(spec.learn.draws, rng)
     meta: dict[str, Any] = {
         "created_at": datetime.now(tz=UTC).isoformat(),
         "spec_digest": spec.digest,
@@ -99,8 +111,9 @@ def learn(
         },
     }
     playbook = Playbook(0, meta, encoding, posterior, draws, {}, spec)
-    for context in playbook.segment_contexts()[:MAX_TABULATED_SEGMENTS]:
-        playbook.segment(context)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for context in playbook.segment_contexts()[:MAX_TABULATED_SEGMENTS]:
+            playbook.segment(context)
     meta["diagnostics"] = {
         "link": posterior.link,
         "iterations": posterior.iterations,
@@ -121,12 +134,8 @@ def learn(
 
 def restore(store: Store, spec: Spec, version: int) -> Playbook:
     """Publish a copy of an earlier version as the newest one (history stays immutable)."""
-    import json
-
     found = store.playbook(version)
     if found is None:
-        from flywheel.errors import InvalidInputError
-
         raise InvalidInputError("version", f"there is no playbook version {version}")
     _, meta_json, payload = found
     meta = json.loads(meta_json)
@@ -195,7 +204,7 @@ def _cells(table: pa.Table, spec: Spec, encoding: Encoding) -> Cells:
     ).compact()
 
 
-def _prior_mean(spec: Spec, design: Any) -> np.ndarray | None:
+def _prior_mean(spec: Spec, design: Design) -> np.ndarray | None:
     """Expert seeding: the skeleton default starts ``default_advantage`` ahead (link scale)."""
     advantage = spec.learn.default_advantage
     if not advantage:
