@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import report  # type: ignore[import-not-found]
 
 import flywheel
-from _common import report  # type: ignore[import-not-found]
 from flywheel.demo import StoryWorld, example_spec
 
 LARGE: dict[str, Any] = {

@@ -14,9 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import flywheel
 from _common import report  # type: ignore[import-not-found]
 from align import build  # type: ignore[import-not-found]
+
+import flywheel
 from flywheel.demo import example_spec
 
 
