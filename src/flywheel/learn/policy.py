@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from flywheel.learn.model import Posterior
 
@@ -56,15 +57,41 @@ def segment_policy(
         codes[knob] = knob_codes[rows, i]
     x = design.matrix(codes, len(rows))
     eta = x @ posterior.mean
-    sd = np.sqrt(np.maximum(np.einsum("ij,ij->i", (x @ posterior.cov), x.toarray()), 0.0))
+    sd = np.sqrt(np.maximum(_variances(x, posterior.cov), 0.0))
     mean = posterior.response(eta)
     low, high = posterior.response(eta - 1.96 * sd), posterior.response(eta + 1.96 * sd)
     best = int(np.argmax(eta))
-    scores = x @ draws.T  # (rows, m)
-    winners = np.argmax(scores, axis=0)
+    winners = _winners(x, draws)
     thompson = np.bincount(winners, minlength=len(rows)) / draws.shape[0]
     probs = _floor_and_cap(thompson, best, floor, cap)
     return SegmentPolicy(rows, probs, best, mean, low, high)
+
+
+def _variances(x: sp.csr_matrix, cov: np.ndarray, budget: int = 4_000_000) -> np.ndarray:
+    """The posterior variance of each row's linear predictor, x Σ xᵀ, in bounded chunks."""
+    step = max(1, budget // cov.shape[0])
+    parts = []
+    for start in range(0, x.shape[0], step):
+        chunk = x[start : start + step]
+        parts.append(np.einsum("ij,ij->i", chunk @ cov, chunk.toarray()))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _winners(x: sp.csr_matrix, draws: np.ndarray, budget: int = 4_000_000) -> np.ndarray:
+    """For each draw, the row with the highest score; scored in chunks of rows so memory
+    stays bounded (``budget`` scores at a time) however large the space."""
+    m = draws.shape[0]
+    step = max(1, budget // m)
+    best_score = np.full(m, -np.inf)
+    best_row = np.zeros(m, dtype=np.int64)
+    for start in range(0, x.shape[0], step):
+        scores = x[start : start + step] @ draws.T  # (chunk, m)
+        top = np.argmax(scores, axis=0)
+        value = scores[top, np.arange(m)]
+        better = value > best_score
+        best_score[better] = value[better]
+        best_row[better] = top[better] + start
+    return best_row
 
 
 def _floor_and_cap(thompson: np.ndarray, best: int, floor: float, cap: float) -> np.ndarray:
