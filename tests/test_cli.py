@@ -89,8 +89,69 @@ def test_demo_runs_through_the_sdk(tmp_path: Path) -> None:
     assert summary.complete > 1000 and summary.pending > 0 and summary.expired > 0
 
 
-@pytest.mark.parametrize("command", ["init", "check", "status", "forget", "demo"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "init",
+        "check",
+        "status",
+        "forget",
+        "demo",
+        "learn",
+        "playbook list",
+        "playbook show",
+        "playbook rollback",
+    ],
+)
 def test_every_command_has_help(command: str) -> None:
-    result = runner.invoke(app, [command, "--help"])
+    result = runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0
     assert "--spec" in result.output
+
+
+def test_learn_and_playbook_commands(project: Path) -> None:
+    import random
+
+    from flywheel.demo import StoryWorld
+
+    world, rng = StoryWorld(5), random.Random(5)
+    with flywheel.open("flywheel.toml") as wheel:
+        for _ in range(1500):
+            context = world.context()
+            d = wheel.decide(context)
+            wheel.signal(d, "completed", rng.random() < world.completion(context, d.params))
+    result = runner.invoke(app, ["learn"])
+    assert result.exit_code == 0, result.output
+    assert "published version 1" in result.output
+    again = json.loads(runner.invoke(app, ["learn", "--json"]).output)
+    assert (again["published"], again["reason"]) == (False, "no new data since version 1")
+    forced = json.loads(runner.invoke(app, ["learn", "--json", "--force"]).output)
+    assert (forced["published"], forced["version"]) == (True, 2)
+
+    listed = json.loads(runner.invoke(app, ["playbook", "list", "--json"]).output)
+    assert [p["version"] for p in listed] == [2, 1] and listed[0]["rows"] == 1500
+    shown = json.loads(runner.invoke(app, ["playbook", "show", "1", "--json"]).output)
+    genres = [s["context"]["genre"] for s in shown["segments"]]
+    assert genres == ["thriller", "romance", "scifi", "drama"]
+    segment = shown["segments"][0]
+    assert set(segment["params"]) == {
+        "opening_type",
+        "twist_count",
+        "emotional_density",
+        "length",
+        "tone",
+    }
+    assert segment["low"] <= segment["expected"] <= segment["high"]
+    table = runner.invoke(app, ["playbook", "show"]).output
+    assert "genre = thriller" in table and "opening_type =" in table
+
+    rolled = runner.invoke(app, ["playbook", "rollback", "1"])
+    assert rolled.exit_code == 0 and "restored version 1 as version 3" in rolled.output
+    missing = runner.invoke(app, ["playbook", "show", "9"])
+    assert missing.exit_code == 2 and "no playbook version 9" in missing.output
+
+
+def test_playbook_show_before_any_learning(project: Path) -> None:
+    result = runner.invoke(app, ["playbook", "show"])
+    assert result.exit_code == 2
+    assert "no playbook has been published" in result.output

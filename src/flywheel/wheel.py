@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import random
 import threading
 import time
 import weakref
@@ -33,13 +34,14 @@ def open(
     batch_rows: int = 50_000,
     max_delay: float = 1.0,
     refresh: float = 5.0,
+    seed: int | None = None,
 ) -> Wheel:
     """Open a flywheel: a spec (path, mapping or :class:`Spec`) and its store.
 
     ``store`` overrides the spec's storage URL; ``clock`` (epoch seconds) replaces the wall
     clock, for simulations and tests; ``batch_rows`` and ``max_delay`` tune write batching;
     every ``refresh`` seconds the wheel looks for a playbook published by another process
-    (0: never).
+    (0: never); ``seed`` makes decide's random choices reproducible (simulations).
     """
     if isinstance(spec, Spec):
         parsed = spec
@@ -75,6 +77,7 @@ class Wheel:
         batch_rows: int = 50_000,
         max_delay: float = 1.0,
         refresh: float = 5.0,
+        seed: int | None = None,
     ) -> None:
         self.spec = spec
         self.store = store
@@ -91,7 +94,7 @@ class Wheel:
             max_delay=max_delay,
         )
         self._recorder = Recorder(spec, self._writer, self._units, self._clock)
-        self._decider = Decider(spec)
+        self._decider = Decider(spec, None if seed is None else random.Random(seed))
         self._ids = IdFactory()
         self._closed = False
         self._load_playbook()
