@@ -42,11 +42,13 @@ def test_units_hash_with_the_salt_from_the_environment(
     first.decide(THRILLER, unit="u")
     hashed = first.aligned().column("unit").to_pylist()[0]
     first.close()
-    monkeypatch.setenv("FLYWHEEL_UNIT_SALT", "other")
-    second = make_wheel()
-    second.decide(THRILLER, unit="u")
-    assert len(set(second.aligned().column("unit").to_pylist())) == 2
-    assert hashed in second.aligned().column("unit").to_pylist()
+    again = make_wheel()  # same salt: same hash, and forget finds the unit
+    again.decide(THRILLER, unit="u")
+    assert set(again.aligned().column("unit").to_pylist()) == {hashed}
+    again.close()
+    monkeypatch.setenv("FLYWHEEL_UNIT_SALT", "other")  # a changed salt would orphan every unit
+    with pytest.raises(flywheel.StoreError, match=r"privacy\.unit_salt_env"):
+        make_wheel()
 
 
 def test_store_keeps_its_own_salt_when_none_is_configured(

@@ -39,6 +39,7 @@ RESERVED_NAMES = frozenset(
 )  # fmt: skip
 MAX_LEVELS = 1000
 DEFAULT_STORAGE_URL = "duckdb:///.flywheel/flywheel.duckdb"
+MAX_DURATION = 100 * 365.25 * 86400
 
 # Signals every flywheel understands, fed by wheel.feedback / wheel.implicit / wheel.edit.
 BUILTIN_SIGNALS: dict[str, tuple[Combine, Literal["number", "text"]]] = {
@@ -114,6 +115,7 @@ class Learn:
     empirical_bayes: bool = True
     explore_floor: float = 0.02
     explore_cap: float = 1.0
+    explore_spread: float = 1.0
     default_advantage: float = 0.0
     draws: int = 512
     context_bins: int = 4
@@ -199,7 +201,7 @@ Scalar = str | int | float | bool
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class _Skeleton(_Model):
@@ -241,6 +243,7 @@ class _Learn(_Model):
     empirical_bayes: bool = True
     explore_floor: float = Field(default=0.02, ge=0.0, le=1.0)
     explore_cap: float = Field(default=1.0, ge=0.0, le=1.0)
+    explore_spread: float = Field(default=1.0, gt=0.0, le=2.0)
     default_advantage: float = 0.0
     draws: int = Field(default=512, ge=16, le=10_000)
     context_bins: int = Field(default=4, ge=1, le=50)
@@ -293,7 +296,10 @@ def _structure(data: Mapping[str, Any], errors: _Errors) -> _Spec:
                 errors.add("name", "expected text")
         elif key in ("knobs", "context", "signals"):
             if isinstance(value, Mapping):
-                clean[key] = dict(value)
+                for name in value:
+                    if not isinstance(name, str):
+                        errors.add(f"{key}.{name}", "names must be text")
+                clean[key] = {k: v for k, v in value.items() if isinstance(k, str)}
             else:
                 errors.add(key, "expected a table")
         elif key in _SECTIONS:
@@ -318,7 +324,9 @@ def _structure(data: Mapping[str, Any], errors: _Errors) -> _Spec:
 def _digest(raw: _Spec) -> str:
     """A hash of what shapes decisions and learning (not where data lives or its privacy):
     a playbook fits a spec with the same digest."""
-    shape = raw.model_dump(mode="json", exclude={"name", "storage", "privacy"})
+    shape = raw.model_dump(
+        mode="json", exclude={"name", "storage", "privacy"}, exclude_defaults=True
+    )
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -328,10 +336,15 @@ def _signal_decls(decls: Mapping[str, Any], errors: _Errors) -> dict[str, Combin
     combines = get_args(Combine)
     for name, decl in decls.items():
         if isinstance(decl, str):
-            if decl in combines:
-                clean[name] = decl  # type: ignore[assignment]
-            else:
+            if decl not in combines:
                 errors.add(f"signals.{name}", f"{decl!r} is not one of {', '.join(combines)}")
+            elif BUILTIN_SIGNALS.get(name, ("last", "number"))[1] == "text" and decl not in (
+                "last",
+                "first",
+            ):
+                errors.add(f"signals.{name}", "text signals combine by last or first")
+            else:
+                clean[name] = decl  # type: ignore[assignment]
             continue
         try:
             clean[name] = _Signal.model_validate(decl)
@@ -523,6 +536,9 @@ def _parse_knobs(decls: Mapping[str, Any], errors: _Errors) -> list[Knob]:
 
 def _integer_range(path: str, decl: Mapping[str, Any], errors: _Errors) -> tuple[int, ...] | None:
     unknown = set(decl) - {"min", "max", "step", "type"}
+    if decl.get("type", "integer") != "integer":
+        errors.add(f"{path}.type", 'a range knob is "integer"')
+        return None
     if unknown:
         errors.add(path, f"unknown keys {sorted(unknown)}; a range knob takes min, max and step")
         return None
@@ -560,6 +576,9 @@ def _parse_context(decls: Mapping[str, Any], errors: _Errors) -> list[Feature]:
                 for v in (lo, hi)
             ):
                 errors.add(path, "min and max must be numbers")
+                continue
+            if lo is not None and hi is not None and lo > hi:
+                errors.add(path, "min must not exceed max")
                 continue
             features.append(Feature(name, "numeric", "number", (), lo, hi))
         elif isinstance(decl, list) or (isinstance(decl, dict) and "values" in decl):
@@ -626,14 +645,7 @@ def _parse_reward(raw: _Reward, signals: Mapping[str, SignalDef], errors: _Error
         names = tuple(dict.fromkeys(c.name for c in node.find_all(exp.Column)))
     except ExpressionError as err:
         errors.add("reward.formula", f"{raw.formula!r} {err}")
-    window = _WINDOW.match(raw.window)
-    seconds = 0.0
-    if not window:
-        errors.add("reward.window", f"{raw.window!r} is not a duration like 30m, 12h, 7d or 2w")
-    else:
-        seconds = float(window.group(1)) * _UNIT_SECONDS[window.group(2)]
-        if seconds <= 0:
-            errors.add("reward.window", "must be longer than zero")
+    seconds = _duration("reward.window", raw.window, errors)
     missing = None if raw.missing == "pending" else float(raw.missing)
     return Reward(raw.formula, seconds, missing, names)
 
@@ -646,6 +658,8 @@ def _duration(path: str, text: str, errors: _Errors) -> float:
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds <= 0:
         errors.add(path, "must be longer than zero")
+    elif seconds > MAX_DURATION:
+        errors.add(path, "must be at most 100 years")
     return seconds
 
 
@@ -681,6 +695,7 @@ def _parse_learn(
         empirical_bayes=raw.empirical_bayes,
         explore_floor=raw.explore_floor,
         explore_cap=raw.explore_cap,
+        explore_spread=raw.explore_spread,
         default_advantage=raw.default_advantage,
         draws=raw.draws,
         context_bins=raw.context_bins,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import atexit
 import json
 import random
+import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -18,9 +18,9 @@ import pyarrow as pa
 
 from flywheel import align
 from flywheel.collect.record import Recorder
-from flywheel.collect.units import SALT_META_KEY, Pseudonymizer, salt
+from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
 from flywheel.collect.writer import BufferedWriter
-from flywheel.errors import FlywheelError, WrongTypeError
+from flywheel.errors import FlywheelError, StoreError, WrongTypeError
 from flywheel.playbook import Decider, Decision, IdFactory, LearnResult, Playbook, publish
 from flywheel.spec import Spec, load
 from flywheel.store import Store, open_store, tables_for
@@ -58,6 +58,7 @@ def open(
         batch_rows=batch_rows,
         max_delay=max_delay,
         refresh=refresh,
+        seed=seed,
     )
 
 
@@ -83,8 +84,18 @@ class Wheel:
         self.store = store
         self._clock = clock or time.time
         key, new_salt = salt(spec.unit_salt_env, store.get_meta(SALT_META_KEY))
+        check = store.get_meta(CHECK_META_KEY)
+        if check is not None and check != fingerprint(key):
+            store.close()
+            raise StoreError(
+                f"privacy.unit_salt_env: the unit salt ({spec.unit_salt_env} or the store's own)"
+                " is not the one this store's units were hashed with; forget() and per-unit"
+                " data would silently miss them. Restore the original salt."
+            )
         if new_salt:
             store.set_meta(SALT_META_KEY, new_salt)
+        if check is None:
+            store.set_meta(CHECK_META_KEY, fingerprint(key))
         self._units = Pseudonymizer(key)
         self.tables = tables_for(spec)
         self._writer = BufferedWriter(
@@ -230,7 +241,7 @@ class Wheel:
         (nothing is published without new data since the newest version, unless ``force``).
         """
         self.flush()
-        when = as_of.timestamp() if isinstance(as_of, datetime) else as_of
+        when = None if as_of is None else align.moment(as_of).timestamp()
         result, playbook = publish.learn(self.store, self.spec, as_of=when, seed=seed, force=force)
         if playbook is not None:
             self._decider.use(playbook)
@@ -270,9 +281,10 @@ class Wheel:
         return playbook
 
     def _load_playbook(self) -> None:
-        playbook = self.load_playbook()
-        if playbook is not None and playbook.meta.get("spec_digest") == self.spec.digest:
-            self._decider.use(playbook)
+        """Serve the newest playbook, if it was learned for this spec (else: cold start)."""
+        found = self.store.playbook()
+        if found is not None and json.loads(found[1]).get("spec_digest") == self.spec.digest:
+            self._decider.use(Playbook.load(self.spec, *found))
 
     def _refresh(self) -> None:
         """Pick up a version published by another process (a cheap query, off the hot path)."""
@@ -334,7 +346,7 @@ class _Watcher:
         self._thread.join()
 
 
-_OPEN: weakref.WeakSet[Wheel] = weakref.WeakSet()
+_OPEN: set[Wheel] = set()  # strong references: a wheel dropped unclosed is still flushed at exit
 
 
 def _track(wheel: Wheel) -> None:
@@ -352,4 +364,7 @@ def _track(wheel: Wheel) -> None:
 
 def _close_at_exit() -> None:
     for wheel in list(_OPEN):
-        wheel.close()
+        try:
+            wheel.close()
+        except Exception as err:  # one wheel's failure must not cost the others their rows
+            print(f"flywheel: could not flush a wheel at exit: {err}", file=sys.stderr)

@@ -67,8 +67,26 @@ def test_gaussian_link_recovers_means_and_noise() -> None:
     posterior = fit(cells, Design.build({}, {"a": 3}))
     assert posterior.link == "gaussian"
     x = posterior.design.matrix({"a": np.arange(3)}, 3)
-    np.testing.assert_allclose(x @ posterior.mean, [10.0, 12.0, 15.0], atol=0.2)
-    assert posterior.noise == pytest.approx(2.0, rel=0.05)
+    np.testing.assert_allclose(posterior.response(x @ posterior.mean), [10.0, 12.0, 15.0], atol=0.2)
+    assert posterior.noise * posterior.scale == pytest.approx(2.0, rel=0.05)
+
+
+@pytest.mark.parametrize("unit", [1.0, 1000.0])
+def test_gaussian_fit_does_not_depend_on_the_rewards_units(unit: float) -> None:
+    rng = np.random.default_rng(7)
+    n = 400
+    a = rng.integers(0, 2, n)
+    y = (np.array([5.0, 7.0])[a] + rng.normal(0, 1.0, n)) * unit
+    posterior = fit(Cells({"a": a}, np.ones(n), y, y * y).compact(), Design.build({}, {"a": 2}))
+    x = posterior.design.matrix({"a": np.arange(2)}, 2)
+    np.testing.assert_allclose(posterior.response(x @ posterior.mean) / unit, [5.0, 7.0], atol=0.25)
+
+
+def test_a_constant_reward_keeps_some_doubt() -> None:
+    y = np.full(50, 3.0)
+    a = np.arange(50) % 2
+    posterior = fit(Cells({"a": a}, np.ones(50), y, y * y).compact(), Design.build({}, {"a": 2}))
+    assert np.all(np.isfinite(posterior.mean)) and np.all(np.diag(posterior.cov) > 0)
 
 
 def test_no_data_gives_the_prior_not_an_error() -> None:

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-import time
+import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
 
 from flywheel.align.sql import aligned_rows_sql, summary_sql
+from flywheel.errors import WrongTypeError
 from flywheel.spec import Spec
 from flywheel.store import Store
 
-__all__ = ["Summary", "aligned", "summary"]
+__all__ = ["Summary", "aligned", "moment", "summary"]
 
 
-def _as_of(as_of: float | datetime | None) -> datetime:
-    if isinstance(as_of, datetime):
-        return as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(time.time() if as_of is None else as_of, tz=UTC)
+def moment(when: float | datetime | None) -> datetime:
+    """A moment as an aware datetime: epoch seconds, a datetime (naive means UTC) or now."""
+    if isinstance(when, datetime):
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    if when is None:
+        return datetime.now(tz=UTC)
+    if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
+        raise WrongTypeError("as_of", f"expected epoch seconds or a datetime, got {when!r}")
+    return datetime.fromtimestamp(when, tz=UTC)
 
 
 def aligned(store: Store, spec: Spec, as_of: float | datetime | None = None) -> pa.Table:
     """The aligned rows as of ``as_of`` (default: now), one per decision made by then."""
-    return store.query(aligned_rows_sql(spec, store.dialect), {"as_of": _as_of(as_of)})
+    return store.query(aligned_rows_sql(spec, store.dialect), {"as_of": moment(as_of)})
 
 
 @dataclass(frozen=True)
@@ -49,5 +55,5 @@ class Summary:
 
 
 def summary(store: Store, spec: Spec, as_of: float | datetime | None = None) -> Summary:
-    row = store.query(summary_sql(spec, store.dialect), {"as_of": _as_of(as_of)}).to_pylist()[0]
+    row = store.query(summary_sql(spec, store.dialect), {"as_of": moment(as_of)}).to_pylist()[0]
     return Summary(**{k: int(v) for k, v in row.items()})

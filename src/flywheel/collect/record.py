@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from flywheel.collect.edits import edit_distance, unified_diff
 from flywheel.collect.redact import redact
 from flywheel.collect.units import Pseudonymizer
@@ -30,7 +32,9 @@ DECISION_ID = re.compile(
 )
 MAX_KEY_LENGTH = 256
 RECENT_IDS = 65_536
-_NUMBER_TYPES = (int, float)
+_NUMBER_TYPES = (int, float, np.integer, np.floating)
+EARLIEST, LATEST = 0.0, 7_258_118_400.0  # 1970-01-01 and 2200-01-01, in epoch seconds
+EARLIEST, LATEST = 0.0, 7_258_118_400.0  # 1970-01-01 and 2200-01-01, in epoch seconds
 _FAST_TYPES = frozenset({int, float, bool})
 
 Clock = Callable[[], float]
@@ -40,10 +44,25 @@ def timestamp(value: object, field: str = "ts") -> float:
     """Epoch seconds from a number or a datetime (naive datetimes are taken as UTC)."""
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return aware.timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    raise WrongTypeError(field, "expected epoch seconds or a datetime")
+        seconds = aware.timestamp()
+    elif isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise WrongTypeError(field, "expected epoch seconds or a datetime")
+    if not EARLIEST <= seconds <= LATEST:  # also NaN, and milliseconds passed as seconds
+        raise ValueNotAllowedError(field, f"{value!r} is not epoch seconds between 1970 and 2200")
+    return seconds
+
+
+def text(field: str, value: object) -> str:
+    """Text that can be stored: a str that encodes as UTF-8 (no lone surrogates)."""
+    if not isinstance(value, str):
+        raise WrongTypeError(field, f"expected text, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueNotAllowedError(field, "is not valid Unicode text (a lone surrogate)") from None
+    return value
 
 
 def _type_name(dtype: DType) -> str:
@@ -160,9 +179,12 @@ class Recorder:
     ) -> float:
         if isinstance(value, bool):
             return 1.0 if value else 0.0
-        if not isinstance(value, _NUMBER_TYPES):
+        if not isinstance(value, _NUMBER_TYPES) or isinstance(value, np.bool_):
             raise WrongTypeError(field, f"expected a number or a boolean, got {value!r}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueNotAllowedError(field, f"{value!r} is too large") from None
         if not math.isfinite(number):
             raise ValueNotAllowedError(field, f"{value!r} is not a finite number")
         if (lo is not None and number < lo) or (hi is not None and number > hi):
@@ -189,7 +211,7 @@ class Recorder:
             raise WrongTypeError(
                 "key", f"expected non-empty text of at most {MAX_KEY_LENGTH} characters"
             )
-        return key + suffix
+        return text("key", key) + suffix
 
     def _signal_row(
         self,
@@ -200,16 +222,15 @@ class Recorder:
         key: str | None,
         unit: str | None,
     ) -> tuple[Any, ...]:
+        if not isinstance(name, str):
+            raise WrongTypeError("name", f"expected a signal name, got {name!r}")
         sig = self._signals.get(name)
         if sig is None:
             raise UnknownNameError(
-                name if isinstance(name, str) else "name",
-                "is not a declared signal (declare it under [signals] in the spec)",
+                name, "is not a declared signal (declare it under [signals] in the spec)"
             )
         if sig.kind == "text":
-            if not isinstance(value, str):
-                raise WrongTypeError(name, f"expected text, got {value!r}")
-            return (decision_id, name, None, self._redact(value), ts, key, unit)
+            return (decision_id, name, None, self._redact(text(name, value)), ts, key, unit)
         return (decision_id, name, self._number(name, value, sig.min, sig.max), None, ts, key, unit)
 
     # --- recording -------------------------------------------------------------------------------
@@ -253,7 +274,7 @@ class Recorder:
         key: object = None,
         unit: object = None,
     ) -> None:
-        bounds = self._numeric.get(name)
+        bounds = self._numeric.get(name) if type(name) is str else None
         if (
             bounds is not None
             and type(decision) is str
@@ -347,10 +368,7 @@ class Recorder:
         key: object = None,
         unit: object = None,
     ) -> float:
-        for field, text in (("draft", draft), ("final", final)):
-            if not isinstance(text, str):
-                raise WrongTypeError(field, f"expected text, got {type(text).__name__}")
-        assert isinstance(draft, str) and isinstance(final, str)
+        draft, final = text("draft", draft), text("final", final)
         ident, when, hashed = self.decision_id(decision), self._when(ts), self._unit(unit)
         distance = edit_distance(draft, final)
         clean_draft, clean_final = self._redact(draft), self._redact(final)

@@ -9,6 +9,12 @@ import secrets
 from flywheel.errors import WrongTypeError
 
 SALT_META_KEY = "unit_salt"
+CHECK_META_KEY = "unit_salt_check"
+
+
+def fingerprint(key: bytes) -> str:
+    """A value that tells whether two salts are the same, without revealing either."""
+    return hmac.digest(key, b"flywheel unit salt check", "sha256")[:8].hex()
 
 
 class Pseudonymizer:
@@ -30,7 +36,11 @@ class Pseudonymizer:
         raw = str(unit)
         if not raw:
             raise WrongTypeError(field, "must not be empty")
-        return hmac.digest(self._key, raw.encode(), "sha256")[:16].hex()
+        try:
+            encoded = raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise WrongTypeError(field, "is not valid Unicode text (a lone surrogate)") from None
+        return hmac.digest(self._key, encoded, "sha256")[:16].hex()
 
 
 def salt(env_var: str, stored: str | None) -> tuple[bytes, str | None]:

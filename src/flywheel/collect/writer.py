@@ -55,8 +55,10 @@ class BufferedWriter:
         self._batch_rows = batch_rows
         self._max_delay = max_delay
         self._max_pending = max(max_pending, batch_rows)
-        # One queue for every table, so rows appended together are written together.
+        # One queue for every table, so rows appended together are written together. Appends go
+        # through ``_inbox``, the same deque until close() swaps in one that refuses them.
         self._queue: deque[tuple[str, Row]] = deque()
+        self._inbox: deque[tuple[str, Row]] = self._queue
         self._woken = False
         self._requested = 0  # flush generations asked for
         self._completed = 0  # flush generations durable
@@ -68,16 +70,16 @@ class BufferedWriter:
 
     def append(self, table: str, row: Row) -> None:
         """Queue one row: the hot path."""
-        queue = self._queue
+        queue = self._inbox
         queue.append((table, row))  # raises once closed: see _Closed
-        if len(queue) >= self._batch_rows and not self._woken:
+        if len(queue) >= self._batch_rows and (not self._woken or len(queue) >= self._max_pending):
             self._batch_ready()
 
     def append_many(self, items: Iterable[tuple[str, Row]]) -> None:
         """Queue rows for several tables at once: they land in the same batch."""
-        queue = self._queue
+        queue = self._inbox
         queue.extend(items)
-        if len(queue) >= self._batch_rows and not self._woken:
+        if len(queue) >= self._batch_rows and (not self._woken or len(queue) >= self._max_pending):
             self._batch_ready()
 
     def _batch_ready(self) -> None:
@@ -85,18 +87,29 @@ class BufferedWriter:
             self._woken = True
             self._cond.notify_all()
             while (
-                len(self._queue) >= self._max_pending and self._error is None and not self._closed
+                len(self._queue) >= self._max_pending
+                and self._error is None
+                and self._thread.is_alive()
             ):
-                self._cond.wait()  # back-pressure: the writer is behind
+                self._cond.wait(0.1)  # back-pressure: the writer is behind
 
     def flush(self) -> None:
         """Return once every row appended so far is durable; raise if the store refused it."""
+        if not self._thread.is_alive():
+            raise FlywheelError(
+                "this wheel is closed"
+                if self._closed
+                else "this wheel was opened in another"
+                " process (a forked child): open a new one here"
+            )
         with self._cond:
             self._requested += 1
             generation = self._requested
             self._cond.notify_all()
             while self._completed < generation and self._error is None:
-                self._cond.wait()
+                self._cond.wait(1.0)
+                if not self._thread.is_alive():
+                    raise FlywheelError("the writer stopped before the rows were written")
             if self._error is not None:
                 error, self._error = self._error, None
                 raise StoreError(
@@ -104,9 +117,10 @@ class BufferedWriter:
                 ) from error
 
     def close(self) -> None:
-        """Flush, then stop the background thread. Later appends raise."""
+        """Refuse new rows, write everything appended before, stop the background thread."""
         if self._closed:
             return
+        self._inbox = _Closed()
         try:
             self.flush()
         finally:
@@ -114,7 +128,6 @@ class BufferedWriter:
                 self._closed = True
                 self._cond.notify_all()
             self._thread.join()
-            self._queue = _Closed()
 
     @property
     def pending(self) -> int:

@@ -92,6 +92,10 @@ class Design:
             out[t.offset : t.offset + t.size] = GROUPS.index(t.group)
         return out
 
+    def term_index(self) -> np.ndarray:
+        """The term index (into :attr:`terms`) of every parameter."""
+        return np.repeat(np.arange(len(self.terms)), [t.size for t in self.terms])
+
     def columns(self, codes: Mapping[str, np.ndarray | int], n: int) -> np.ndarray:
         """Parameter index per row and term, shape ``(n, terms)``; codes may be scalars."""
         out = np.empty((n, len(self.terms)), dtype=np.int64)

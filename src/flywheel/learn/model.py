@@ -38,6 +38,8 @@ DEFAULT_SCALES: dict[str, float] = {
     "knob×knob": 0.5,
     "knob×context": 0.5,
 }
+TERM_POOLING = 4.0
+NOISE_FLOOR = 0.01  # standardised units: a constant reward still leaves the model some doubt
 SCALE_BOUNDS: dict[str, tuple[float, float]] = {
     "intercept": (3.0, 3.0),
     "context": (0.05, 2.0),
@@ -56,7 +58,9 @@ class Posterior:
     mean: np.ndarray
     cov: np.ndarray
     scales: Mapping[str, float]
-    noise: float = 1.0  # Gaussian link: the residual standard deviation
+    noise: float = 1.0  # Gaussian link: the residual standard deviation (standardised units)
+    center: float = 0.0  # Gaussian link: rewards are modelled as center + scale * (linear part)
+    scale: float = 1.0
     iterations: int = 0
     converged: bool = True
     cells: int = 0
@@ -71,10 +75,11 @@ class Posterior:
         assert self._chol is not None
         return self._chol
 
-    def draws(self, m: int, rng: np.random.Generator) -> np.ndarray:
-        """``m`` parameter vectors from the posterior, shape ``(m, size)``."""
+    def draws(self, m: int, rng: np.random.Generator, spread: float = 1.0) -> np.ndarray:
+        """``m`` parameter vectors from the posterior, shape ``(m, size)``; ``spread`` scales
+        their deviation from the mean (1: the posterior itself)."""
         z = rng.standard_normal((self.design.size, m))
-        result: np.ndarray = (self.mean[:, None] + self.chol @ z).T
+        result: np.ndarray = (self.mean[:, None] + spread * (self.chol @ z)).T
         return result
 
     def response(self, eta: np.ndarray) -> np.ndarray:
@@ -82,7 +87,7 @@ class Posterior:
         if self.link == "logistic":
             result: np.ndarray = 1.0 / (1.0 + np.exp(-eta))
             return result
-        return eta
+        return self.center + self.scale * eta
 
 
 @dataclass(frozen=True)
@@ -114,8 +119,24 @@ def fit(cells: Cells, design: Design, settings: Settings | None = None) -> Poste
     settings = settings or Settings()
     link = choose_link(cells, settings.link)
     groups = design.groups()
+    terms = design.term_index()
+    group_of_term = np.array([GROUPS.index(t.group) for t in design.terms])
     scales: dict[str, float] = {g: float(settings.scales.get(g, DEFAULT_SCALES[g])) for g in GROUPS}
+    term_scales = np.array([scales[t.group] for t in design.terms])
     prior_mean = settings.prior_mean if settings.prior_mean is not None else np.zeros(design.size)
+    center, scale = 0.0, 1.0
+    if link == "gaussian" and len(cells):
+        # Standardise, so the priors' scales mean the same whatever the reward's units.
+        center = float(cells.s.sum() / max(cells.n.sum(), 1e-12))
+        spread = float(cells.ss.sum() / max(cells.n.sum(), 1e-12) - center**2)
+        scale = float(np.sqrt(spread)) if spread > 1e-18 else 1.0
+        cells = Cells(
+            cells.codes,
+            cells.n,
+            (cells.s - cells.n * center) / scale,
+            (cells.ss - 2 * center * cells.s + cells.n * center**2) / scale**2,
+            cells.rows,
+        )
     x = design.matrix(cells.codes, len(cells))
     beta = prior_mean.copy()
     if len(cells) and link == "logistic":
@@ -126,12 +147,13 @@ def fit(cells: Cells, design: Design, settings: Settings | None = None) -> Poste
     noise = 1.0
     if link == "gaussian" and len(cells):
         mean = cells.s.sum() / max(cells.n.sum(), 1e-12)
-        noise = float(np.sqrt(max(cells.ss.sum() / max(cells.n.sum(), 1e-12) - mean**2, 1e-12)))
+        variance = cells.ss.sum() / max(cells.n.sum(), 1e-12) - mean**2
+        noise = float(np.sqrt(max(variance, NOISE_FLOOR**2)))
     total, converged = 0, False
     hessian = np.eye(design.size)
     rounds = 12 if settings.empirical_bayes else 1
     for _ in range(rounds):
-        precision = 1.0 / np.array([scales[GROUPS[g]] for g in groups]) ** 2
+        precision = 1.0 / term_scales[terms] ** 2
         beta, hessian, steps, converged = _mode(
             x, cells, link, beta, prior_mean, precision, noise, settings
         )
@@ -141,12 +163,13 @@ def fit(cells: Cells, design: Design, settings: Settings | None = None) -> Poste
             noise = _noise(x, cells, beta, noise)
         if not settings.empirical_bayes:
             break
-        updated = _update_scales(beta - prior_mean, cov, groups, scales)
-        change = max(abs(np.log(updated[g] / scales[g])) for g in GROUPS)
-        scales = updated
+        scales = _update_scales(beta - prior_mean, cov, groups, scales)
+        updated = _term_scales(beta - prior_mean, cov, terms, group_of_term, scales)
+        change = float(np.max(np.abs(np.log(updated / term_scales))))
+        term_scales = updated
         if change < 1e-3:
             break
-    precision = 1.0 / np.array([scales[GROUPS[g]] for g in groups]) ** 2
+    precision = 1.0 / term_scales[terms] ** 2
     beta, hessian, steps, converged = _mode(
         x, cells, link, beta, prior_mean, precision, noise, settings
     )
@@ -158,6 +181,8 @@ def fit(cells: Cells, design: Design, settings: Settings | None = None) -> Poste
         cov=_inverse(hessian),
         scales=scales,
         noise=noise,
+        center=center,
+        scale=scale,
         iterations=total,
         converged=converged,
         cells=len(cells),
@@ -246,7 +271,30 @@ def _noise(x: sp.csr_matrix, cells: Cells, beta: np.ndarray, noise: float) -> fl
     total = cells.total
     if total <= 1:
         return noise
-    return float(np.sqrt(max(rss / total, 1e-12)))
+    return float(np.sqrt(max(rss / total, NOISE_FLOOR**2)))
+
+
+def _term_scales(
+    effects: np.ndarray,
+    cov: np.ndarray,
+    terms: np.ndarray,
+    group_of_term: np.ndarray,
+    scales: Mapping[str, float],
+) -> np.ndarray:
+    """Each term's own scale (automatic relevance), pooled towards its group's.
+
+    A term's variance is the mean of its effects' second moments, with ``TERM_POOLING``
+    pseudo-parameters at the group's variance: a term the data shows to matter gets room,
+    the many that do not are shrunk hard, and a term with little data stays near its group.
+    """
+    moments = np.bincount(terms, effects**2 + np.diag(cov), minlength=len(group_of_term))
+    sizes = np.bincount(terms, minlength=len(group_of_term))
+    group_variance = np.array([scales[GROUPS[g]] ** 2 for g in group_of_term])
+    values = np.sqrt((moments + TERM_POOLING * group_variance) / (sizes + TERM_POOLING))
+    lo = np.array([SCALE_BOUNDS[GROUPS[g]][0] for g in group_of_term])
+    hi = np.array([SCALE_BOUNDS[GROUPS[g]][1] for g in group_of_term])
+    result: np.ndarray = np.clip(values, lo, hi)
+    return result
 
 
 def _update_scales(

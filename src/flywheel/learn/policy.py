@@ -33,7 +33,8 @@ class SegmentPolicy:
 
     def __post_init__(self) -> None:
         cum = np.cumsum(self.probs)
-        cum[-1] = 1.0
+        if len(cum):
+            cum[-1] = 1.0
         object.__setattr__(self, "cumulative", cum)
 
 
@@ -51,6 +52,9 @@ def segment_policy(
     ``knob_codes`` are the space's code rows (one column per knob, in design order), ``rows``
     the allowed ones for this segment, ``draws`` posterior samples ``(m, size)``.
     """
+    if len(rows) == 0:  # the rules allow nothing here: decide refuses such contexts
+        empty = np.zeros(0)
+        return SegmentPolicy(rows, empty, -1, empty, empty, empty)
     design = posterior.design
     codes: dict[str, np.ndarray | int] = dict(context_codes)
     for i, knob in enumerate(design.knobs):

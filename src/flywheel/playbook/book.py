@@ -106,6 +106,8 @@ class Playbook:
         out = []
         for context in self.segment_contexts():
             table = self.segment(context)
+            if len(table.rows) == 0:
+                continue
             row = int(table.rows[table.best])
             params = self.spec.space.params(row)
             out.append(
@@ -163,6 +165,8 @@ class Playbook:
             "link": self.posterior.link,
             "scales": dict(self.posterior.scales),
             "noise": self.posterior.noise,
+            "center": self.posterior.center,
+            "scale": self.posterior.scale,
             "iterations": self.posterior.iterations,
             "converged": self.posterior.converged,
             "cells": self.posterior.cells,
@@ -190,6 +194,8 @@ class Playbook:
             cov=arrays["cov"],
             scales=post["scales"],
             noise=post["noise"],
+            center=post.get("center", 0.0),
+            scale=post.get("scale", 1.0),
             iterations=post["iterations"],
             converged=post["converged"],
             cells=post["cells"],

@@ -88,7 +88,7 @@ def learn(
         posterior = fit(cells, design, settings)
         fit_seconds = time.perf_counter() - fitted
         rng = np.random.default_rng(seed)
-        draws = posterior.draws(spec.learn.draws, rng)
+        draws = posterior.draws(spec.learn.draws, rng, spec.learn.explore_spread)
     meta: dict[str, Any] = {
         "created_at": datetime.now(tz=UTC).isoformat(),
         "spec_digest": spec.digest,
@@ -107,6 +107,7 @@ def learn(
             "half_life_seconds": spec.learn.half_life_seconds,
             "explore_floor": spec.learn.explore_floor,
             "explore_cap": spec.learn.explore_cap,
+            "explore_spread": spec.learn.explore_spread,
             "draws": spec.learn.draws,
         },
     }
@@ -139,6 +140,10 @@ def restore(store: Store, spec: Spec, version: int) -> Playbook:
         raise InvalidInputError("version", f"there is no playbook version {version}")
     _, meta_json, payload = found
     meta = json.loads(meta_json)
+    if meta.get("spec_digest") != spec.digest:
+        raise InvalidInputError(
+            "version", f"version {version} was learned for another spec; it cannot serve this one"
+        )
     meta["restored_from"] = version
     meta["created_at"] = datetime.now(tz=UTC).isoformat()
     new_version = store.publish(

@@ -185,6 +185,11 @@ class DuckDBStore:
             con = self._con
             con.execute("BEGIN")
             ids = "SELECT id FROM decisions WHERE unit = $unit"
+            con.execute(
+                "DELETE FROM signal_keys WHERE key IN (SELECT key FROM signals"
+                f" WHERE key IS NOT NULL AND (unit = $unit OR decision_id IN ({ids})))",
+                {"unit": unit},
+            )
             for table in ("signals", "edits"):
                 row = con.execute(
                     f"DELETE FROM {table} WHERE unit = $unit OR decision_id IN ({ids}) RETURNING 1",

@@ -1,0 +1,622 @@
+"""Learning benchmark: Flywheel against bandit baselines on simulated worlds.
+
+Every policy faces the same contexts and the same reward draws (common random numbers): for
+each decision ``t`` a context and a uniform ``u_t`` are drawn up front, and whatever a policy
+plays at ``t`` earns ``1 if u_t < P(reward | context, played, t) else 0``. The reward of
+decision ``t`` becomes visible to the policy ``--delay`` decisions later; batch policies refit
+every ``--refit`` decisions on the rewards visible by then. Flywheel runs through its public
+SDK only (decide / signal / learn) on a fresh DuckDB file, with a simulated clock: decision
+``t`` happens at ``T0 + 60 t`` seconds and each reward is signalled when it becomes visible.
+
+Metrics: cumulative regret (sum over decisions of the oracle's P minus the P of what was
+played; true probabilities, not draws), final simple regret (expected regret of the policy's
+greedy recommendation per context at the end, weighted exactly by the context law), skeleton
+violations, and wall time.
+
+Run: ``.venv/bin/python bench/learning.py`` (all worlds, 3 seeds, 20,000 decisions), or a
+smoke run: ``.venv/bin/python bench/learning.py --worlds factorial --seeds 1 --decisions 3000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import worlds as W  # type: ignore[import-not-found]
+from _common import report  # type: ignore[import-not-found]
+
+import flywheel
+
+T0 = 1_700_000_000.0
+GAMMAS = (10, 100, 1000)
+BASELINES = ("uniform", "ab_then_commit", "epsilon_greedy", "marginal_greedy")
+VW_POLICIES = tuple(f"vw_g{g}" for g in GAMMAS)  # learns at each refit, like everyone
+VW_ONLINE = tuple(
+    f"vw_online_g{g}" for g in GAMMAS
+)  # reference: learns every visible reward at once
+POLICIES = ("flywheel", *BASELINES, *VW_POLICIES, *VW_ONLINE, "oracle")
+EPSILON = 0.1
+COMMIT_SHARE = 0.2
+CHECKPOINTS = 10
+TIE = 1e-12
+NOTES = [
+    "Common random numbers: per world and seed, the contexts and the uniforms behind every"
+    " reward draw are drawn once; every policy faces the same ones. The worlds' effects are"
+    " fixed (drawn from constant seeds), only the contexts, draws and policies vary by seed.",
+    "The reward of decision t becomes visible at decision t + delay; batch policies refit"
+    " every `refit` decisions on the visible rewards; VW learns each reward when it becomes"
+    " visible. At the end, one last refit on what is visible, then the recommendations.",
+    "Flywheel: public SDK only, a fresh DuckDB file per run, clock T0 + 60 s per decision,"
+    " each reward signalled (0 or 1) at the time it becomes visible, learn(as_of=now) every"
+    " refit. Its serving draws come from its own unseeded generator, so Flywheel's figures"
+    " vary a little from one run to the next even for the same seed.",
+    "Recommendations (simple regret): Flywheel decide(explore=False); VW the most likely"
+    " action of its PMF over the full allowed set; marginal_greedy its greedy combination;"
+    " uniform, ab_then_commit and epsilon_greedy the allowed combination with the best"
+    " observed mean, shrunk by one pseudo-observation at the segment mean (pooled over"
+    " segments when a segment has no data). ab_then_commit commits with the same rule.",
+    "VW: --cb_explore_adf --squarecb, cost 1 - reward, -q for every knob pair and context x"
+    " knob; one action per allowed combination. Where a context allows more than"
+    " vw_max_actions combinations (the large world), each decision offers VW a random subset"
+    " of that many, which always includes the segment's incumbent (the most likely action of"
+    " its previous decision there); the logged probability is the PMF within the subset.",
+    "Wall time is per run (one policy, one world, one seed), runs spread over `jobs`"
+    " processes (one BLAS thread each).",
+]
+
+
+def _key(*parts: object) -> list[int]:
+    """A stable seed sequence from names and numbers (the same in every process)."""
+    return [p if isinstance(p, int) else zlib.crc32(str(p).encode()) for p in parts]
+
+
+# --- policies ------------------------------------------------------------------------------------
+
+
+class Policy:
+    """Plays grid indices (see ``worlds.World.grid_codes``) for context segments.
+
+    ``observe`` is called when a reward becomes visible, ``refit`` every ``--refit``
+    decisions, ``choose`` once per decision, ``recommend`` at the end (greedy, no exploration).
+    """
+
+    def __init__(self, world: W.World, rng: np.random.Generator, args: argparse.Namespace):
+        self.world = world
+        self.rng = rng
+        self.args = args
+        self.notes: dict[str, Any] = {}
+
+    def observe(self, t: int, seg: int, grid: int, reward: int, now: float) -> None:
+        pass
+
+    def refit(self, t: int, now: float) -> None:
+        pass
+
+    def choose(self, t: int, seg: int, now: float) -> int:
+        raise NotImplementedError
+
+    def recommend(self, seg: int, now: float) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def _uniform(self, seg: int) -> int:
+        allowed = self.world.allowed_grid[seg]
+        return int(allowed[self.rng.integers(len(allowed))])
+
+
+class Oracle(Policy):
+    def choose(self, t: int, seg: int, now: float) -> int:
+        return int(self.world.best_grid[self.world.phase(t), seg])
+
+    def recommend(self, seg: int, now: float) -> int:
+        return int(self.world.best_grid[-1, seg])
+
+
+class CellPolicy(Policy):
+    """Keeps per (segment, combination) counts of the visible rewards."""
+
+    def __init__(self, world: W.World, rng: np.random.Generator, args: argparse.Namespace):
+        super().__init__(world, rng, args)
+        shape = (len(world.segments), len(world.grid_codes))
+        self.n = np.zeros(shape)
+        self.s = np.zeros(shape)
+
+    def observe(self, t: int, seg: int, grid: int, reward: int, now: float) -> None:
+        self.n[seg, grid] += 1
+        self.s[seg, grid] += reward
+
+    def best_observed(self, seg: int) -> int:
+        """The allowed combination with the best observed mean in the segment, shrunk by one
+        pseudo-observation at the segment's mean (so 1 success in 1 trial does not win);
+        pooled over segments when the segment has no data; uniform when nothing is known."""
+        allowed = self.world.allowed_grid[seg]
+        for counts, sums in ((self.n[seg], self.s[seg]), (self.n.sum(0), self.s.sum(0))):
+            n, s = counts[allowed], sums[allowed]
+            if n.sum() == 0:
+                continue
+            prior = s.sum() / n.sum()
+            score = np.where(n > 0, (s + prior) / (n + 1), -np.inf)
+            return int(allowed[_argmax(score, self.rng)])
+        return self._uniform(seg)
+
+    def recommend(self, seg: int, now: float) -> int:
+        return self.best_observed(seg)
+
+
+class Uniform(CellPolicy):
+    def choose(self, t: int, seg: int, now: float) -> int:
+        return self._uniform(seg)
+
+
+class AbThenCommit(CellPolicy):
+    """Uniform for the first 20% of decisions, then the best observed combination for good."""
+
+    def __init__(self, world: W.World, rng: np.random.Generator, args: argparse.Namespace):
+        super().__init__(world, rng, args)
+        self.commit_at = int(COMMIT_SHARE * args.decisions)
+        self.committed: list[int] | None = None
+
+    def choose(self, t: int, seg: int, now: float) -> int:
+        if t < self.commit_at:
+            return self._uniform(seg)
+        if self.committed is None:  # on the data visible at the commit time
+            self.committed = [self.best_observed(s) for s in range(len(self.world.segments))]
+        return self.committed[seg]
+
+    def recommend(self, seg: int, now: float) -> int:
+        return self.committed[seg] if self.committed is not None else self.best_observed(seg)
+
+
+class EpsilonGreedy(CellPolicy):
+    """ε = 0.1; otherwise the best cell mean of the last refit (unseen cells count as 1.0,
+    ties broken uniformly)."""
+
+    def __init__(self, world: W.World, rng: np.random.Generator, args: argparse.Namespace):
+        super().__init__(world, rng, args)
+        self.greedy = list(world.allowed_grid)  # before any data: every cell ties
+
+    def refit(self, t: int, now: float) -> None:
+        for seg, allowed in enumerate(self.world.allowed_grid):
+            n, s = self.n[seg, allowed], self.s[seg, allowed]
+            mean = np.where(n > 0, s / np.maximum(n, 1), 1.0)
+            self.greedy[seg] = allowed[mean >= mean.max() - TIE]
+
+    def choose(self, t: int, seg: int, now: float) -> int:
+        if self.rng.random() < EPSILON:
+            return self._uniform(seg)
+        best = self.greedy[seg]
+        return int(best[self.rng.integers(len(best))])
+
+
+class MarginalGreedy(CellPolicy):
+    """10% uniform; otherwise each knob at the level with the best marginal mean in the
+    segment (unseen levels count as 1.0); when the skeleton forbids that combination, the
+    allowed one with the best sum of marginal means (the same argmax over allowed rows)."""
+
+    def __init__(self, world: W.World, rng: np.random.Generator, args: argparse.Namespace):
+        super().__init__(world, rng, args)
+        codes = world.grid_codes
+        self.offsets = np.concatenate([[0], np.cumsum([len(v) for v in world.knobs.values()])])
+        self.onehot = np.zeros((len(codes), int(self.offsets[-1])))
+        for k in range(codes.shape[1]):
+            self.onehot[np.arange(len(codes)), self.offsets[k] + codes[:, k]] = 1.0
+        self.greedy = list(world.allowed_grid)
+
+    def refit(self, t: int, now: float) -> None:
+        for seg, allowed in enumerate(self.world.allowed_grid):
+            n, s = self.n[seg] @ self.onehot, self.s[seg] @ self.onehot  # per knob level
+            marginal = np.where(n > 0, s / np.maximum(n, 1), 1.0)
+            score = self.onehot[allowed] @ marginal
+            self.greedy[seg] = allowed[score >= score.max() - TIE]
+
+    def choose(self, t: int, seg: int, now: float) -> int:
+        if self.rng.random() < EPSILON:
+            return self._uniform(seg)
+        best = self.greedy[seg]
+        return int(best[self.rng.integers(len(best))])
+
+    def recommend(self, seg: int, now: float) -> int:
+        best = self.greedy[seg]
+        return int(best[self.rng.integers(len(best))])
+
+
+class VowpalWabbit(Policy):
+    """``--cb_explore_adf --squarecb`` with context × knob and knob × knob interactions; one
+    action per allowed combination, or, above ``--vw-max-actions``, a random subset of that
+    many plus the segment's incumbent (the previous decision's most likely action)."""
+
+    def __init__(
+        self,
+        world: W.World,
+        rng: np.random.Generator,
+        args: argparse.Namespace,
+        gamma: int,
+        online: bool,
+    ):
+        super().__init__(world, rng, args)
+        self.online = online
+        self.queue: list[list[str]] = []
+        from vowpalwabbit import Workspace  # type: ignore[import-untyped]
+
+        letters = "abcdefghijklmnop"[: len(world.knobs)]  # the context is "x"
+        pairs = [f"{a}{b}" for i, a in enumerate(letters) for b in letters[i + 1 :]]
+        if world.features:
+            pairs += [f"x{a}" for a in letters]
+        seed = int(rng.integers(2**31))
+        flags = f"--cb_explore_adf --squarecb --gamma_scale {gamma} --quiet --random_seed {seed}"
+        self.vw = Workspace(flags + "".join(f" -q {p}" for p in pairs), enable_logging=False)
+        self.lines = [
+            " ".join(
+                f"|{letter} {k}={vals[c]}"
+                for letter, (k, vals), c in zip(letters, world.knobs.items(), codes, strict=True)
+            )
+            for codes in world.grid_codes
+        ]
+        self.shared = [
+            "shared |x " + " ".join(f"{f}={v}" for f, v in ctx.items()) if ctx else None
+            for ctx in world.segments
+        ]
+        self.pending: dict[int, tuple[np.ndarray, int, float]] = {}
+        self.max_actions = args.vw_max_actions
+        self.incumbent = [int(a[0]) for a in world.allowed_grid]
+        subset = any(len(a) > self.max_actions for a in world.allowed_grid)
+        self.notes["action_subset"] = self.max_actions if subset else None
+
+    def _example(self, seg: int, actions: np.ndarray, label: tuple[int, str] | None = None):
+        lines = [self.lines[g] for g in actions]
+        if label is not None:
+            lines[label[0]] = label[1] + lines[label[0]]
+        shared = self.shared[seg]
+        return lines if shared is None else [shared, *lines]
+
+    def choose(self, t: int, seg: int, now: float) -> int:
+        allowed = self.world.allowed_grid[seg]
+        if len(allowed) > self.max_actions:
+            actions = self.rng.choice(allowed, size=self.max_actions, replace=False)
+            if self.incumbent[seg] not in actions:
+                actions[0] = self.incumbent[seg]
+        else:
+            actions = allowed
+        pmf = np.asarray(self.vw.predict(self._example(seg, actions)), dtype=float)
+        pmf /= pmf.sum()
+        i = min(int(np.searchsorted(np.cumsum(pmf), self.rng.random(), side="right")), len(pmf) - 1)
+        self.incumbent[seg] = int(actions[int(np.argmax(pmf))])
+        self.pending[t] = (actions, i, float(pmf[i]))
+        return int(actions[i])
+
+    def observe(self, t: int, seg: int, grid: int, reward: int, now: float) -> None:
+        actions, i, prob = self.pending.pop(t)
+        example = self._example(seg, actions, (i, f"0:{1 - reward}:{prob} "))
+        if self.online:
+            self.vw.learn(example)
+        else:
+            self.queue.append(example)
+
+    def refit(self, t: int, now: float) -> None:
+        for example in self.queue:  # the protocol: models update at refits
+            self.vw.learn(example)
+        self.queue.clear()
+
+    def recommend(self, seg: int, now: float) -> int:
+        allowed = self.world.allowed_grid[seg]  # the full set, subset or not
+        pmf = np.asarray(self.vw.predict(self._example(seg, allowed)), dtype=float)
+        return int(allowed[int(np.argmax(pmf))])
+
+    def close(self) -> None:
+        self.vw.finish()
+
+
+class Flywheel(Policy):
+    """Flywheel through its SDK: decide, signal the reward when visible, learn every refit."""
+
+    def __init__(
+        self, world: W.World, rng: np.random.Generator, args: argparse.Namespace, folder: str
+    ):
+        super().__init__(world, rng, args)
+        self.now = T0
+        spec = dict(world.spec)
+        spec["learn"] = {**spec.get("learn", {}), **args.learn}
+        self.wheel = flywheel.open(
+            spec,
+            store=f"duckdb:///{Path(folder) / 'learning.duckdb'}",
+            clock=lambda: self.now,
+            refresh=0,
+            seed=int(rng.integers(2**31)),
+        )
+        self.knobs = list(world.knobs)
+        self.ids: dict[int, str] = {}
+        self.published = 0
+        self.learn_seconds = 0.0
+        self.violations = 0
+
+    def _grid(self, seg: int, params: dict[str, Any]) -> int:
+        """The grid index of served knob values; counts skeleton violations."""
+        knobs = {k: params[k] for k in self.knobs}
+        row = self.world.parsed.space.row_of(knobs)
+        allowed = self.world.parsed.space.allowed(self.world.segments[seg])
+        if row is None or row not in allowed:
+            self.violations += 1
+        return int(self.world.grid_index(knobs))
+
+    def choose(self, t: int, seg: int, now: float) -> int:
+        self.now = now
+        d = self.wheel.decide(self.world.segments[seg])
+        self.ids[t] = d.id
+        return self._grid(seg, d.params)
+
+    def observe(self, t: int, seg: int, grid: int, reward: int, now: float) -> None:
+        self.now = now
+        self.wheel.signal(self.ids.pop(t), "converted", reward, ts=now)
+
+    def refit(self, t: int, now: float) -> None:
+        self.now = now
+        started = time.perf_counter()
+        result = self.wheel.learn(as_of=now, seed=int(self.rng.integers(2**31)))
+        self.learn_seconds += time.perf_counter() - started
+        self.published += int(result.published)
+
+    def recommend(self, seg: int, now: float) -> int:
+        self.now = now
+        return self._grid(seg, self.wheel.decide(self.world.segments[seg], explore=False).params)
+
+    def close(self) -> None:
+        self.wheel.close()
+        self.notes.update(
+            playbooks=self.published,
+            learn_seconds=round(self.learn_seconds, 2),
+            served_violations=self.violations,
+        )
+
+
+def _argmax(score: np.ndarray, rng: np.random.Generator) -> int:
+    best = np.flatnonzero(score >= score.max() - TIE)
+    return int(best[rng.integers(len(best))])
+
+
+def make_policy(name: str, world: W.World, rng: np.random.Generator, args, folder: str) -> Policy:
+    if name == "flywheel":
+        return Flywheel(world, rng, args, folder)
+    if name.startswith("vw_g"):
+        return VowpalWabbit(world, rng, args, int(name.removeprefix("vw_g")), online=False)
+    if name.startswith("vw_online_g"):
+        return VowpalWabbit(world, rng, args, int(name.removeprefix("vw_online_g")), online=True)
+    classes: dict[str, type[Policy]] = {
+        "uniform": Uniform,
+        "ab_then_commit": AbThenCommit,
+        "epsilon_greedy": EpsilonGreedy,
+        "marginal_greedy": MarginalGreedy,
+        "oracle": Oracle,
+    }
+    return classes[name](world, rng, args)
+
+
+# --- one run -------------------------------------------------------------------------------------
+
+
+def draws(world: W.World, seed: int, decisions: int) -> tuple[np.ndarray, np.ndarray]:
+    """The contexts (segment indices) and uniforms every policy faces in one run."""
+    rng = np.random.default_rng(_key("draws", world.name, seed))
+    return world.sample_segments(rng, decisions), rng.random(decisions)
+
+
+def run(world_name: str, seed: int, policy_name: str, args: argparse.Namespace) -> dict[str, Any]:
+    world = W.make(world_name, args.decisions)
+    segs, uniforms = draws(world, seed, args.decisions)
+    n, delay, refit = args.decisions, args.delay, args.refit
+    phases = np.array([world.phase(t) for t in range(n)])
+    rng = np.random.default_rng(_key("policy", world.name, seed, policy_name))
+    played = np.empty(n, dtype=np.int64)
+    rewards = np.empty(n, dtype=np.int64)
+    probs = world.probs
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        policy = make_policy(policy_name, world, rng, args, folder)
+        for t in range(n):
+            now = T0 + W.SECONDS_PER_DECISION * t
+            s = t - delay
+            if s >= 0:  # the reward of decision s becomes visible now, not before
+                policy.observe(s, int(segs[s]), int(played[s]), int(rewards[s]), now)
+            if t > 0 and t % refit == 0:
+                policy.refit(t, now)
+            seg = int(segs[t])
+            g = policy.choose(t, seg, now)
+            played[t] = g
+            rewards[t] = int(uniforms[t] < probs[phases[t], seg, g])
+        now = T0 + W.SECONDS_PER_DECISION * n  # the end: what is visible then, one last refit
+        for s in range(max(0, n - delay), n + 1 - delay):
+            policy.observe(s, int(segs[s]), int(played[s]), int(rewards[s]), now)
+        policy.refit(n, now)
+        recommended = [policy.recommend(seg, now) for seg in range(len(world.segments))]
+        policy.close()
+        wall = time.perf_counter() - started
+    regret = world.best_prob[phases, segs] - probs[phases, segs, played]
+    last = world.phase(n - 1)
+    simple = world.best_prob[last] - probs[last, np.arange(len(recommended)), recommended]
+    allowed = [np.zeros(probs.shape[2], dtype=bool) for _ in world.segments]
+    for seg, grid in enumerate(world.allowed_grid):
+        allowed[seg][grid] = True
+    violations = sum(int(not allowed[s][g]) for s, g in zip(segs, played, strict=True))
+    marks = np.linspace(n / CHECKPOINTS, n, CHECKPOINTS).astype(int) - 1
+    return {
+        "world": world_name,
+        "seed": seed,
+        "policy": policy_name,
+        "cumulative_regret": float(regret.sum()),
+        "curve": [round(float(c), 2) for c in np.cumsum(regret)[marks]],
+        "simple_regret": float(np.dot(world.segment_weights, simple)),
+        "mean_reward": float(rewards.mean()),
+        "violations": violations,
+        "wall_s": wall,
+        "notes": policy.notes,
+    }
+
+
+def _run(task: tuple[str, int, str, argparse.Namespace]) -> dict[str, Any]:
+    return run(*task)
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+def _stats(values: list[float], digits: int) -> dict[str, Any]:
+    return {
+        "mean": round(float(np.mean(values)), digits),
+        "min": round(float(np.min(values)), digits),
+        "max": round(float(np.max(values)), digits),
+        "per_seed": [round(float(v), digits) for v in values],
+    }
+
+
+def summarise(world: W.World, runs: list[dict[str, Any]], policies: list[str]) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for name in policies:
+        mine = sorted((r for r in runs if r["policy"] == name), key=lambda r: r["seed"])
+        table[name] = {
+            "cumulative_regret": _stats([r["cumulative_regret"] for r in mine], 1),
+            "simple_regret": _stats([r["simple_regret"] for r in mine], 4),
+            "mean_reward": round(float(np.mean([r["mean_reward"] for r in mine])), 4),
+            "violations": sum(r["violations"] for r in mine),
+            "wall_s": round(float(np.mean([r["wall_s"] for r in mine])), 2),
+            "curve": [round(float(c), 1) for c in np.mean([r["curve"] for r in mine], axis=0)],
+            "notes": mine[0]["notes"],
+        }
+    out: dict[str, Any] = {**world.summary(), "policies": table}
+    vws = [v for v in VW_POLICIES if v in table]
+    for metric in ("cumulative_regret", "simple_regret"):
+        mean = {name: table[name][metric]["mean"] for name in table}
+        if vws:
+            best_vw = min(vws, key=lambda v: mean[v])
+            out[f"vw_best_gamma_{metric}"] = int(best_vw.removeprefix("vw_g"))
+        candidates = [b for b in BASELINES if b in table] + ([best_vw] if vws else [])
+        if "flywheel" in table and candidates:
+            best = min(candidates, key=lambda b: mean[b])
+            ratio = mean["flywheel"] / mean[best] if mean[best] > 0 else None
+            out[f"flywheel_vs_best_baseline_{metric}"] = {
+                "baseline": best,
+                "baseline_value": mean[best],
+                "flywheel_value": mean["flywheel"],
+                "ratio": None if ratio is None else round(ratio, 3),
+            }
+        online = [v for v in VW_ONLINE if v in table]
+        if "flywheel" in table and online:
+            best_online = min(online, key=lambda v: mean[v])
+            out[f"flywheel_vs_vw_online_{metric}"] = {
+                "baseline": best_online,
+                "baseline_value": mean[best_online],
+                "flywheel_value": mean["flywheel"],
+                "ratio": round(mean["flywheel"] / mean[best_online], 3)
+                if mean[best_online] > 0
+                else None,
+            }
+    return out
+
+
+def print_table(name: str, summary: dict[str, Any]) -> None:
+    print(f"\n== {name}: {summary['combinations']} combinations, {summary['segments']} segments")
+    header = (
+        f"{'policy':<16}{'cum regret':>12}{'(min-max)':>20}{'simple':>9}{'viol':>6}{'wall s':>8}"
+    )
+    print(header)
+    for policy, row in summary["policies"].items():
+        c, s = row["cumulative_regret"], row["simple_regret"]
+        spread = f"{c['min']:.0f}-{c['max']:.0f}"
+        print(
+            f"{policy:<16}{c['mean']:>12.1f}{spread:>20}{s['mean']:>9.4f}"
+            f"{row['violations']:>6}{row['wall_s']:>8.2f}"
+        )
+    for metric in ("cumulative_regret", "simple_regret"):
+        versus = summary.get(f"flywheel_vs_best_baseline_{metric}")
+        if versus:
+            ratio = versus["ratio"]
+            shown = "n/a (the best baseline is at 0)" if ratio is None else f"{ratio:.3f}"
+            print(f"flywheel / {versus['baseline']} ({metric}): {shown}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worlds", default=",".join(W.WORLDS))
+    parser.add_argument("--policies", default=",".join(POLICIES), help="'vw': all gammas")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--decisions", type=int, default=20_000)
+    parser.add_argument("--delay", type=int, default=200)
+    parser.add_argument("--refit", type=int, default=500)
+    parser.add_argument("--vw-max-actions", type=int, default=256)
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--learn",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a [learn] setting of Flywheel's spec (JSON value), e.g. explore_floor=0.01",
+    )
+    args = parser.parse_args()
+    args.learn = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.learn)}
+    world_names = [w for w in args.worlds.split(",") if w]
+    policies: list[str] = []
+    for p in args.policies.split(","):
+        policies += (
+            list(VW_POLICIES)
+            if p == "vw"
+            else list(VW_ONLINE)
+            if p == "vw_online"
+            else [p]
+            if p
+            else []
+        )
+    unknown = [p for p in policies if p not in POLICIES] + [
+        w for w in world_names if w not in W.WORLDS
+    ]
+    if unknown:
+        parser.error(f"unknown world or policy: {', '.join(unknown)}")
+    tasks = [
+        (w, seed, p, args) for w in world_names for seed in range(args.seeds) for p in policies
+    ]
+    # slowest first, so the pool stays busy to the end
+    tasks.sort(
+        key=lambda t: (t[2] in ("flywheel", *VW_POLICIES, *VW_ONLINE), t[0] == "large"),
+        reverse=True,
+    )
+    started = time.perf_counter()
+    if args.jobs > 1:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")  # one thread per worker: no oversubscription
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            runs = list(pool.map(_run, tasks))
+    else:
+        runs = [_run(t) for t in tasks]
+    results: dict[str, Any] = {
+        "settings": {
+            "decisions": args.decisions,
+            "seeds": args.seeds,
+            "delay": args.delay,
+            "refit": args.refit,
+            "seconds_per_decision": W.SECONDS_PER_DECISION,
+            "vw_max_actions": args.vw_max_actions,
+            "jobs": args.jobs,
+            "total_wall_s": round(time.perf_counter() - started, 1),
+        },
+        "notes": NOTES,
+        "worlds": {},
+    }
+    for name in world_names:
+        world = W.make(name, args.decisions)
+        summary = summarise(world, [r for r in runs if r["world"] == name], policies)
+        results["worlds"][name] = summary
+        print_table(name, summary)
+    report("learning", results)
+
+
+if __name__ == "__main__":
+    main()
