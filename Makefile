@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint types unit bench clean
+.PHONY: demo test lint types unit bench bench-learning clean
 
 $(BIN)/flywheel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,15 @@ types: $(VENV)/.dev
 unit: $(VENV)/.dev
 	$(BIN)/pytest
 
-bench: $(VENV)/.dev ## the benchmarks behind BENCHMARKS.md
+bench: $(VENV)/.dev ## the speed benchmarks behind BENCHMARKS.md (a few minutes)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/align.py
+	$(BIN)/python bench/learn.py
+
+bench-learning: $(VENV)/.dev ## the learning benchmark (about 20 minutes on 2 cores)
+	$(BIN)/python -m pip install --quiet vowpalwabbit
+	$(BIN)/python bench/learning.py
 
 clean:
 	rm -rf $(VENV) .flywheel .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -52,13 +52,16 @@ NOTES = [
     "Common random numbers: per world and seed, the contexts and the uniforms behind every"
     " reward draw are drawn once; every policy faces the same ones. The worlds' effects are"
     " fixed (drawn from constant seeds), only the contexts, draws and policies vary by seed.",
-    "The reward of decision t becomes visible at decision t + delay; batch policies refit"
-    " every `refit` decisions on the visible rewards; VW learns each reward when it becomes"
-    " visible. At the end, one last refit on what is visible, then the recommendations.",
+    "The reward of decision t becomes visible at decision t + delay; every policy refits"
+    " every `refit` decisions on the rewards visible by then (the protocol), VW included:"
+    " vw_g* learns the visible rewards at each refit. vw_online_g* learns each reward the"
+    " moment it becomes visible; it is reported for reference, outside the protocol. At the"
+    " end, one last refit on what is visible, then the recommendations.",
     "Flywheel: public SDK only, a fresh DuckDB file per run, clock T0 + 60 s per decision,"
     " each reward signalled (0 or 1) at the time it becomes visible, learn(as_of=now) every"
-    " refit. Its serving draws come from its own unseeded generator, so Flywheel's figures"
-    " vary a little from one run to the next even for the same seed.",
+    " refit, its serving generator seeded per run. Its figures still vary a little from one"
+    " run to the next for the same seed: the store sums cells in parallel, so the fits differ"
+    " in the last bits, and a single different choice changes the rest of the run.",
     "Recommendations (simple regret): Flywheel decide(explore=False); VW the most likely"
     " action of its PMF over the full allowed set; marginal_greedy its greedy combination;"
     " uniform, ab_then_commit and epsilon_greedy the allowed combination with the best"
@@ -247,7 +250,7 @@ class VowpalWabbit(Policy):
         super().__init__(world, rng, args)
         self.online = online
         self.queue: list[list[str]] = []
-        from vowpalwabbit import Workspace  # type: ignore[import-untyped]
+        from vowpalwabbit import Workspace
 
         letters = "abcdefghijklmnop"[: len(world.knobs)]  # the context is "x"
         pairs = [f"{a}{b}" for i, a in enumerate(letters) for b in letters[i + 1 :]]

@@ -113,9 +113,9 @@ class Learn:
     half_life_seconds: float | None = None
     link: Literal["auto", "logistic", "gaussian"] = "auto"
     empirical_bayes: bool = True
-    explore_floor: float = 0.02
+    explore_floor: float = 0.005
     explore_cap: float = 1.0
-    explore_spread: float = 1.0
+    explore_spread: float = 0.75
     default_advantage: float = 0.0
     draws: int = 512
     context_bins: int = 4
@@ -241,9 +241,9 @@ class _Learn(_Model):
     half_life: str | None = None
     link: Literal["auto", "logistic", "gaussian"] = "auto"
     empirical_bayes: bool = True
-    explore_floor: float = Field(default=0.02, ge=0.0, le=1.0)
+    explore_floor: float = Field(default=0.005, ge=0.0, le=1.0)
     explore_cap: float = Field(default=1.0, ge=0.0, le=1.0)
-    explore_spread: float = Field(default=1.0, gt=0.0, le=2.0)
+    explore_spread: float = Field(default=0.75, gt=0.0, le=2.0)
     default_advantage: float = 0.0
     draws: int = Field(default=512, ge=16, le=10_000)
     context_bins: int = Field(default=4, ge=1, le=50)
