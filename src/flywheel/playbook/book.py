@@ -84,8 +84,9 @@ class Playbook:
 
     # --- contents --------------------------------------------------------------------------------
 
-    def segment_contexts(self) -> list[dict[str, Any]]:
-        """One representative context per tabulated segment (a bin's midpoint for numbers)."""
+    def segment_contexts(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """One representative context per segment (a bin's midpoint for numbers), at most
+        ``limit`` of them (segments are enumerated lazily, however many there are)."""
         values: list[list[Any]] = []
         for f in self.spec.context:
             if f.name in self.encoding.edges:
@@ -96,15 +97,14 @@ class Playbook:
                 values.append(mids)
             else:
                 values.append(list(f.values))
-        return [
-            dict(zip([f.name for f in self.spec.context], combo, strict=True))
-            for combo in itertools.product(*values)
-        ]
+        names = [f.name for f in self.spec.context]
+        combos = itertools.islice(itertools.product(*values), limit)
+        return [dict(zip(names, combo, strict=True)) for combo in combos]
 
     def best(self) -> list[dict[str, Any]]:
         """Per segment: the best combination as exact parameters, expected result, interval."""
         out = []
-        for context in self.segment_contexts():
+        for context in self.segment_contexts(MAX_TABULATED_SEGMENTS):
             table = self.segment(context)
             if len(table.rows) == 0:
                 continue

@@ -113,7 +113,7 @@ def learn(
     }
     playbook = Playbook(0, meta, encoding, posterior, draws, {}, spec)
     with threadpool_limits(limits=1, user_api="blas"):
-        for context in playbook.segment_contexts()[:MAX_TABULATED_SEGMENTS]:
+        for context in playbook.segment_contexts(MAX_TABULATED_SEGMENTS):
             playbook.segment(context)
     meta["diagnostics"] = {
         "link": posterior.link,
