@@ -83,8 +83,11 @@ def test_demo_runs_through_the_sdk(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "aligned rows" in result.output
     assert (tmp_path / "demo" / "demo.duckdb").exists()
+    assert (tmp_path / "demo" / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "completion per learn cycle" in result.output and "v1" in result.output
     with flywheel.open(spec) as wheel:
         summary = wheel.summary()
+        assert wheel.playbook is not None and wheel.playbook.version >= 5  # it learned
     assert summary.decisions == 2000
     assert summary.complete > 1000 and summary.pending > 0 and summary.expired > 0
 
