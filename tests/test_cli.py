@@ -62,7 +62,7 @@ def test_status_and_forget(project: Path) -> None:
         1,
         3,
     )
-    assert counts["coverage"] == 1.0
+    assert counts["coverage"] == 1.0 and counts["playbook"] is None
     assert "coverage" in runner.invoke(app, ["status"]).output
     result = runner.invoke(app, ["forget", "ann"])
     assert result.exit_code == 0

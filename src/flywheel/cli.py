@@ -95,16 +95,19 @@ def check(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False)
 
 @app.command()
 def status(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False) -> None:
-    """Counts: decisions, signals, orphans, pending, expired and alignment coverage."""
+    """Counts (decisions, signals, orphans, pending, expired, coverage) and the playbook served."""
     try:
-        with flywheel.open(spec) as wheel:
+        with flywheel.open(spec, refresh=0) as wheel:
             counts = wheel.summary().as_dict()
+            playbook = wheel.playbook.version if wheel.playbook else None
     except FlywheelError as err:
         raise _fail(err) from None
     if as_json:
-        print(json.dumps(counts, indent=2))
+        print(json.dumps({**counts, "playbook": playbook}, indent=2))
         return
     console.print(_counts_table(counts))
+    serving = f"playbook {playbook}" if playbook else "the cold start (no playbook yet)"
+    console.print(f"serving: {serving}")
 
 
 def _counts_table(counts: dict[str, float]) -> Table:

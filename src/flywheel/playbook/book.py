@@ -26,6 +26,7 @@ from flywheel.spec import Spec
 
 Key = tuple[int, ...]
 MAX_TABULATED_SEGMENTS = 2_000
+MAX_EXACT_TABLES = 4_096
 
 
 def design_for(spec: Spec, encoding: Encoding) -> Design:
@@ -49,6 +50,14 @@ class Playbook:
     segments: dict[Key, SegmentPolicy]
     spec: Spec = field(repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Rules that read a numeric feature make the allowed set depend on its exact value, not
+    # on its bin: such tables are cached per exact value (bounded).
+    _exact: dict[tuple[Any, ...], SegmentPolicy] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._numbers_in_rules = tuple(
+            n for n in self.spec.space.context_names if n in self.encoding.edges
+        )
 
     # --- serving ---------------------------------------------------------------------------------
 
@@ -58,13 +67,21 @@ class Playbook:
     def segment(self, context: Mapping[str, Any]) -> SegmentPolicy:
         """The serving table for a context (tabulated at publish, or computed once here)."""
         key = self.key(context)
-        rules_read_numbers = any(n in self.encoding.edges for n in self.spec.space.context_names)
-        table = None if rules_read_numbers else self.segments.get(key)
+        if self._numbers_in_rules:
+            exact = (*key, *(context[n] for n in self._numbers_in_rules))
+            table = self._exact.get(exact)
+            if table is None:
+                table = self._compute(key, context)
+                with self._lock:
+                    if len(self._exact) >= MAX_EXACT_TABLES:
+                        self._exact.clear()
+                    self._exact[exact] = table
+            return table
+        table = self.segments.get(key)
         if table is None:
             table = self._compute(key, context)
-            if not rules_read_numbers:
-                with self._lock:
-                    self.segments[key] = table
+            with self._lock:
+                self.segments[key] = table
         return table
 
     def _compute(self, key: Key, context: Mapping[str, Any]) -> SegmentPolicy:
