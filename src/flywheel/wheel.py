@@ -119,30 +119,18 @@ class Wheel:
     ) -> Decision:
         """Parameters for a context, recorded as a decision (``explore=False``: no exploration)."""
         clean = self._recorder.context({} if context is None else context)
-        choice = self._decider.choose(clean, explore)
-        params = self._decider.params(choice.row)
-        ident = self._ids()
+        d = self._decider.decide(self._ids(), clean, explore)
         self._recorder.decision(
-            ident,
+            d.id,
             self._clock(),
             None if unit is None else self._units(unit),
-            choice.policy,
-            choice.playbook,
-            choice.propensity,
+            d.policy,
+            d.playbook,
+            d.propensity,
             clean,
-            params,
+            d.params,
         )
-        return Decision(
-            ident,
-            params,
-            clean,
-            choice.policy,
-            choice.propensity,
-            choice.playbook,
-            choice.expected,
-            choice.low,
-            choice.high,
-        )
+        return d
 
     def signal(
         self,

@@ -56,11 +56,11 @@ def test_no_served_combination_breaks_a_rule(
     context = {"g": g, "size": float(size)}
     if len(spec.space.allowed(context)) == 0:
         with pytest.raises(SkeletonViolationError, match="allow no combination"):
-            decider.choose(context, explore)
+            decider.decide("t", context, explore)
         return
     for _ in range(30):
-        choice = decider.choose(context, explore)
-        params, propensity = decider.params(choice.row), choice.propensity
+        decision = decider.decide("t", context, explore)
+        params, propensity = decision.params, decision.propensity
         assert params["mode"] == "safe"
         assert 0 < propensity <= 1
         columns = {**{k: params[k] for k in params}, **context}
@@ -73,7 +73,7 @@ def test_uniform_policy_is_uniform_over_allowed() -> None:
         {"knobs": {"a": [1, 2, 3]}, "skeleton": {"rules": ["a <> 2"]}, "reward": {"formula": "x"}}
     )
     decider = Decider(spec)
-    counts = Counter(decider.params(decider.choose({}).row)["a"] for _ in range(6000))
+    counts = Counter(decider.decide("t", {}).params["a"] for _ in range(6000))
     assert set(counts) == {1, 3}
     assert abs(counts[1] - 3000) < 300  # ~6 standard deviations
 

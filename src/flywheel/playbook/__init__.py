@@ -1,11 +1,10 @@
 """Playbooks and the decide path: what the product receives for a context."""
 
 from flywheel.playbook.book import Playbook
-from flywheel.playbook.decide import Choice, Decider, Decision, IdFactory
+from flywheel.playbook.decide import Decider, Decision, IdFactory
 from flywheel.playbook.publish import LearnResult, learn, restore
 
 __all__ = [
-    "Choice",
     "Decider",
     "Decision",
     "IdFactory",

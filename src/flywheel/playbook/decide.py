@@ -73,17 +73,6 @@ class IdFactory:
         return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
-    row: int
-    policy: str
-    propensity: float
-    playbook: int | None = None
-    expected: float | None = None
-    low: float | None = None
-    high: float | None = None
-
-
 class Decider:
     """Chooses knob values: from the active playbook, or by the cold-start policy."""
 
@@ -99,43 +88,43 @@ class Decider:
         """Serve from ``playbook`` from the next call on (one reference swap: atomic)."""
         self.playbook = playbook
 
-    def params(self, row: int) -> dict[str, Any]:
+    def _params(self, row: int) -> dict[str, Any]:
         params = self._space.params(row)
         params.update(self._fixed)
         return params
 
-    def choose(self, context: Mapping[str, Any], explore: bool = True) -> Choice:
+    def decide(self, ident: str, context: dict[str, Any], explore: bool = True) -> Decision:
+        """The decision ``ident`` for a validated context."""
         playbook = self.playbook
         if playbook is not None:
-            return self._from_playbook(playbook, context, explore and self.spec.explore)
+            return self._from_playbook(ident, playbook, context, explore and self.spec.explore)
         rows = self._space.allowed(context)
         if len(rows) == 0:
-            raise SkeletonViolationError(
-                "context", f"the skeleton's rules allow no combination for {dict(context)}"
-            )
+            raise _nothing_allowed(context)
         if explore and self.spec.explore:
-            return Choice(int(rows[self._rng.randrange(len(rows))]), "uniform", 1.0 / len(rows))
+            row = int(rows[self._rng.randrange(len(rows))])
+            return Decision(ident, self._params(row), context, "uniform", 1.0 / len(rows))
         row = self._default_row if self._default_row is not None else int(rows[0])
         if self._space.context_rules and row not in rows:  # default broken here by a rule
             row = int(rows[0])
-        return Choice(row, "default", 1.0)
+        return Decision(ident, self._params(row), context, "default", 1.0)
 
     def _from_playbook(
-        self, playbook: Playbook, context: Mapping[str, Any], explore: bool
-    ) -> Choice:
+        self, ident: str, playbook: Playbook, context: dict[str, Any], explore: bool
+    ) -> Decision:
         table = playbook.segment(context)
         if len(table.rows) == 0:
-            raise SkeletonViolationError(
-                "context", f"the skeleton's rules allow no combination for {dict(context)}"
-            )
+            raise _nothing_allowed(context)
         if explore:
             i = int(table.cumulative.searchsorted(self._rng.random(), side="right"))
             i = min(i, len(table.rows) - 1)
             policy, propensity = "thompson", float(table.probs[i])
         else:
             i, policy, propensity = table.best, "greedy", 1.0
-        return Choice(
-            int(table.rows[i]),
+        return Decision(
+            ident,
+            self._params(int(table.rows[i])),
+            context,
             policy,
             propensity,
             playbook.version,
@@ -143,3 +132,9 @@ class Decider:
             float(table.low[i]),
             float(table.high[i]),
         )
+
+
+def _nothing_allowed(context: Mapping[str, Any]) -> SkeletonViolationError:
+    return SkeletonViolationError(
+        "context", f"the skeleton's rules allow no combination for {dict(context)}"
+    )
