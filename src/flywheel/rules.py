@@ -230,3 +230,54 @@ def check_reward_formula(sql: str, signals: Iterable[str]) -> exp.Expression:
 def referenced_signals(sql: str) -> list[str]:
     """Signal names a reward formula uses (parsing only; no validation)."""
     return column_names(parse(sql))
+
+
+SQL_TYPE = {"text": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE", "boolean": "BOOLEAN"}
+"""The SQL type of each spec dtype."""
+
+# Functions a quality rule may call, beyond the reward formula's: text checks.
+QUALITY_FUNCTIONS = REWARD_FUNCTIONS | {"lower", "upper", "length", "trim"}
+
+
+def quote_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def check_quality_rule(sql: str, types: Mapping[str, str]) -> str:
+    """Validate a quality rule, a boolean SQL condition over the columns in ``types`` (name ->
+    SQL type), and return it as DuckDB SQL. The rule is bound against an empty table of those
+    types, so type errors (``stage > 5`` on text) surface at load time, not at learn time."""
+    node = parse(sql)
+    inner = node
+    while isinstance(inner, exp.Paren):
+        inner = inner.this
+    if not isinstance(inner, _PREDICATES):
+        raise ExpressionError(f"is not a boolean condition ({node.sql()!r})")
+    for forbidden in (exp.Subquery, exp.Select, exp.Star):
+        if node.find(forbidden) is not None:
+            raise ExpressionError("may not contain subqueries or *")
+    for func in node.find_all(exp.Func):
+        if isinstance(func, exp.Cast | exp.Case | exp.If | exp.Coalesce | exp.Paren):
+            continue
+        name = (func.sql_name() if not isinstance(func, exp.Anonymous) else func.name).lower()
+        if name not in QUALITY_FUNCTIONS:
+            raise ExpressionError(
+                f"calls {name}(), which is not allowed"
+                f" (allowed: {', '.join(sorted(QUALITY_FUNCTIONS))}, CASE and CAST)"
+            )
+    check_names(node, types, "a knob, context feature, signal or reward")
+    rendered = node.sql(dialect="duckdb")
+    _bind(rendered, types)
+    return rendered
+
+
+def _bind(sql: str, types: Mapping[str, str]) -> None:
+    import duckdb  # the store's engine; imported here so rules stay importable without it
+
+    columns = ", ".join(f"CAST(NULL AS {t}) AS {quote_name(n)}" for n, t in types.items())
+    try:
+        with duckdb.connect() as con:
+            con.execute(f"SELECT CAST(({sql}) AS BOOLEAN) FROM (SELECT {columns}) WHERE false")
+    except duckdb.Error as err:
+        reason = str(err).splitlines()[0].split(": ", 1)[-1]
+        raise ExpressionError(f"cannot be evaluated: {reason}") from None

@@ -115,6 +115,14 @@ class Space:
         row = int(np.searchsorted(self._flat, flat))
         return row if row < len(self._flat) and self._flat[row] == flat else None
 
+    def rows_of_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Row numbers of many assignments given as value codes ``(n, knobs)``; -1 where the
+        knob-only rules exclude one (vectorised :meth:`row_of`)."""
+        flat = np.asarray(codes, dtype=np.int64) @ self._strides
+        rows = np.minimum(np.searchsorted(self._flat, flat), max(len(self._flat) - 1, 0))
+        found = len(self._flat) > 0 and self._flat[rows] == flat
+        return np.where(found, rows, -1)
+
     def context_assignments(
         self, categorical: Mapping[str, Sequence[Value]]
     ) -> list[dict[str, Value]]:

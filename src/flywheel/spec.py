@@ -24,7 +24,16 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlglot import exp
 
 from flywheel.errors import FieldError, SpecError
-from flywheel.rules import ExpressionError, Rule, check_reward_formula, compile_rule, parse
+from flywheel.rules import (
+    SQL_TYPE,
+    ExpressionError,
+    Rule,
+    check_quality_rule,
+    check_reward_formula,
+    compile_rule,
+    parse,
+    quote_name,
+)
 from flywheel.skeleton import Dimension, Space, Value
 
 Combine = Literal["last", "first", "sum", "max", "min", "mean"]
@@ -123,6 +132,46 @@ class Learn:
 
 
 @dataclass(frozen=True)
+class Quality:
+    """Row checks applied before learning (``[quality]``); failing rows go to quarantine.
+
+    ``rules`` maps each check's name to its SQL condition: the user's rules (named by their
+    text), ``required`` signals (``rating IS NOT NULL``) and value ``ranges`` (``rating
+    BETWEEN 1 AND 5``). A condition that evaluates to NULL passes, as in a SQL ``CHECK``.
+    ``unique`` names the columns whose repeated values make a row a duplicate (the earliest
+    row is kept).
+    """
+
+    rules: Mapping[str, str] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    unique: tuple[str, ...] = ()
+    max_failure_rate: float = 0.05
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rules or self.unique)
+
+
+@dataclass(frozen=True)
+class Seatbelt:
+    """How the gate, the monitors and the negative-loop guard decide (``[seatbelt]``)."""
+
+    enabled: bool = True
+    halt_on: tuple[str, ...] = ("quality", "drift", "srm", "reward_shift")
+    alpha: float = 0.01
+    drift_distance: float = 0.1
+    min_shift: float = 0.25
+    min_rows: int = 100
+    ope_tolerance: float = 0.02
+    guard_alpha: float = 0.05
+    guard_min_rows: int = 200
+    period_seconds: float = 86400.0
+    baseline_periods: int = 7
+    volume_ratio: float = 0.8
+    stale_after_seconds: float = 7 * 86400.0
+
+
+@dataclass(frozen=True)
 class Spec:
     """A validated flywheel declaration. Build it with :func:`load` or :meth:`from_dict`."""
 
@@ -142,6 +191,8 @@ class Spec:
     base_dir: Path
     digest: str
     space: Space = field(repr=False, compare=False)
+    quality: Quality = field(default_factory=Quality)
+    seatbelt: Seatbelt = field(default_factory=Seatbelt)
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -250,6 +301,33 @@ class _Learn(_Model):
     min_rows: int = Field(default=20, ge=1)
 
 
+class _Quality(_Model):
+    rules: list[str] = Field(default_factory=list)
+    required: list[str] = Field(default_factory=list)
+    ranges: dict[str, list[float | int]] = Field(default_factory=dict)
+    unique: list[str] = Field(default_factory=list)
+    max_failure_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+
+
+HaltingCheck = Literal["quality", "drift", "srm", "reward_shift"]
+
+
+class _Seatbelt(_Model):
+    enabled: bool = True
+    halt_on: list[HaltingCheck] = Field(default_factory=lambda: list(get_args(HaltingCheck)))
+    alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
+    drift_distance: float = Field(default=0.1, gt=0.0, le=1.0)
+    min_shift: float = Field(default=0.25, ge=0.0)
+    min_rows: int = Field(default=100, ge=1)
+    ope_tolerance: float = Field(default=0.02, ge=0.0)
+    guard_alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    guard_min_rows: int = Field(default=200, ge=1)
+    period: str = "1d"
+    baseline_periods: int = Field(default=7, ge=1, le=1000)
+    volume_ratio: float = Field(default=0.8, ge=0.0, le=1.0)
+    stale_after: str = "7d"
+
+
 class _Spec(_Model):
     name: str = "flywheel"
     knobs: dict[str, Any]
@@ -261,6 +339,8 @@ class _Spec(_Model):
     storage: _Storage = Field(default_factory=_Storage)
     policy: _Policy = Field(default_factory=_Policy)
     learn: _Learn = Field(default_factory=_Learn)
+    quality: _Quality = Field(default_factory=_Quality)
+    seatbelt: _Seatbelt = Field(default_factory=_Seatbelt)
 
 
 # --- semantics -----------------------------------------------------------------------------------
@@ -282,6 +362,8 @@ _SECTIONS: dict[str, type[_Model]] = {
     "storage": _Storage,
     "policy": _Policy,
     "learn": _Learn,
+    "quality": _Quality,
+    "seatbelt": _Seatbelt,
 }
 
 
@@ -322,10 +404,12 @@ def _structure(data: Mapping[str, Any], errors: _Errors) -> _Spec:
 
 
 def _digest(raw: _Spec) -> str:
-    """A hash of what shapes decisions and learning (not where data lives or its privacy):
-    a playbook fits a spec with the same digest."""
+    """A hash of what shapes decisions and learning (not where data lives, its privacy, or
+    the seatbelt's checks): a playbook fits a spec with the same digest."""
     shape = raw.model_dump(
-        mode="json", exclude={"name", "storage", "privacy"}, exclude_defaults=True
+        mode="json",
+        exclude={"name", "storage", "privacy", "quality", "seatbelt"},
+        exclude_defaults=True,
     )
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -381,6 +465,8 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
     reward = _parse_reward(raw.reward, signals, errors)
     default = _parse_default(raw.skeleton.default, knobs, set(raw.knobs), errors)
     learn = _parse_learn(raw.learn, raw.knobs, raw.context, errors)
+    quality = _parse_quality(raw.quality, knobs, context, signals, errors)
+    seatbelt = _parse_seatbelt(raw.seatbelt, errors)
     if errors.items:
         raise SpecError(errors.items, source)
     space = _build_space(knobs, rules, context, default, errors)
@@ -404,6 +490,8 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         base_dir=base_dir,
         digest=_digest(raw),
         space=space,
+        quality=quality,
+        seatbelt=seatbelt,
         source=source,
         raw=raw.model_dump(mode="json"),
     )
@@ -700,6 +788,64 @@ def _parse_learn(
         draws=raw.draws,
         context_bins=raw.context_bins,
         min_rows=raw.min_rows,
+    )
+
+
+def _parse_quality(
+    raw: _Quality,
+    knobs: Sequence[Knob],
+    context: Sequence[Feature],
+    signals: Mapping[str, SignalDef],
+    errors: _Errors,
+) -> Quality:
+    types: dict[str, str] = {f.name: SQL_TYPE[f.dtype] for f in context}
+    types.update({k.name: SQL_TYPE[k.dtype] for k in knobs})
+    types.update({n: "VARCHAR" if s.kind == "text" else "DOUBLE" for n, s in signals.items()})
+    types["reward"] = "DOUBLE"
+    rules: dict[str, str] = {}
+    for i, text in enumerate(raw.rules):
+        name = " ".join(text.split())
+        try:
+            rules[name] = check_quality_rule(text, types)
+        except ExpressionError as err:
+            errors.add(f"quality.rules[{i}]", f"{text!r} {err}")
+    for name in raw.required:
+        if name not in signals:
+            errors.add(f"quality.required.{name}", "is not a signal")
+        else:
+            rules[f"{name} is required"] = f"{quote_name(name)} IS NOT NULL"
+    numeric = {n for n, t in types.items() if t in ("DOUBLE", "BIGINT")}
+    for name, bounds in raw.ranges.items():
+        if name not in types:
+            errors.add(f"quality.ranges.{name}", "is not a signal, knob or context feature")
+        elif name not in numeric:
+            errors.add(f"quality.ranges.{name}", "is not numeric")
+        elif len(bounds) != 2 or bounds[0] > bounds[1]:
+            errors.add(f"quality.ranges.{name}", "expected [low, high] with low <= high")
+        else:
+            lo, hi = (float(b) for b in bounds)
+            rules[f"{name} in [{lo:g}, {hi:g}]"] = f"{quote_name(name)} BETWEEN {lo!r} AND {hi!r}"
+    for name in raw.unique:
+        if name not in types and name != "unit":
+            errors.add(f"quality.unique.{name}", "is not a knob, context feature or unit")
+    return Quality(rules, tuple(raw.required), tuple(raw.unique), raw.max_failure_rate)
+
+
+def _parse_seatbelt(raw: _Seatbelt, errors: _Errors) -> Seatbelt:
+    return Seatbelt(
+        enabled=raw.enabled,
+        halt_on=tuple(raw.halt_on),
+        alpha=raw.alpha,
+        drift_distance=raw.drift_distance,
+        min_shift=raw.min_shift,
+        min_rows=raw.min_rows,
+        ope_tolerance=raw.ope_tolerance,
+        guard_alpha=raw.guard_alpha,
+        guard_min_rows=raw.guard_min_rows,
+        period_seconds=_duration("seatbelt.period", raw.period, errors),
+        baseline_periods=raw.baseline_periods,
+        volume_ratio=raw.volume_ratio,
+        stale_after_seconds=_duration("seatbelt.stale_after", raw.stale_after, errors),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import random
 import sys
 import threading
@@ -22,6 +23,8 @@ from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer,
 from flywheel.collect.writer import BufferedWriter
 from flywheel.errors import FlywheelError, StoreError, WrongTypeError
 from flywheel.playbook import Decider, Decision, IdFactory, LearnResult, Playbook, publish
+from flywheel.seatbelt import breaker, monitors, quality
+from flywheel.seatbelt.status import Status
 from flywheel.spec import Spec, load
 from flywheel.store import Store, open_store, tables_for
 
@@ -196,10 +199,26 @@ class Wheel:
         results: Mapping[str, object],
         unit: object = None,
         ts: float | datetime | None = None,
+        playbook: int | None = None,
+        propensity: float | None = None,
     ) -> str:
-        """Record an already-complete row (an import, a decision made by a person); its id."""
+        """Record an already-complete row (an import, a decision made by a person); its id.
+
+        A decision the product served itself from a published playbook (a copy fetched
+        earlier) names that ``playbook`` version and the ``propensity`` it was served with,
+        so the seatbelt can check it against the policy and off-policy estimates can use it.
+        """
         ident = self._ids()
-        self._recorder.complete_row(ident, context, params, results, ts=ts, unit=unit)
+        self._recorder.complete_row(
+            ident,
+            context,
+            params,
+            results,
+            ts=ts,
+            unit=unit,
+            playbook=playbook,
+            propensity=propensity,
+        )
         return ident
 
     def aligned(self, as_of: float | datetime | None = None) -> pa.Table:
@@ -229,11 +248,77 @@ class Wheel:
         (nothing is published without new data since the newest version, unless ``force``).
         """
         self.flush()
-        when = None if as_of is None else align.moment(as_of).timestamp()
+        when = self._clock() if as_of is None else align.moment(as_of).timestamp()
         result, playbook = publish.learn(self.store, self.spec, as_of=when, seed=seed, force=force)
         if playbook is not None:
             self._decider.use(playbook)
         return result
+
+    # --- the seatbelt ----------------------------------------------------------------------------
+
+    def check(self, as_of: float | datetime | None = None) -> LearnResult | None:
+        """Run the negative-loop guard now (``learn`` runs it first): if the playbook served
+        does significantly worse live than the one it replaced, roll back to that one and
+        halt. Returns what was done, or ``None`` when nothing needed doing."""
+        self.flush()
+        when = self._moment(as_of).timestamp()
+        result, playbook = publish.check(self.store, self.spec, as_of=when)
+        if playbook is not None:
+            self._decider.use(playbook)
+        return result
+
+    def status(self, as_of: float | datetime | None = None) -> Status:
+        """Counts, quality (received = accepted + quarantined), the playbook served, the
+        halted state, the monitors' alerts and the last seatbelt entries."""
+        self.flush()
+        moment = self._moment(as_of)
+        report = None
+        if self.spec.seatbelt.enabled:
+            report = quality.scan(self.store, self.spec, moment, moment)
+        current = self._decider.playbook
+        return Status(
+            counts=align.summary(self.store, self.spec, moment),
+            quality=report,
+            playbook=None if current is None else current.version,
+            halt=breaker.halted(self.store),
+            monitors=tuple(monitors.scheduled(self.store, self.spec, moment)),
+            events=tuple(breaker.events(self.store, limit=10)),
+        )
+
+    def resume(self, reason: str, *, actor: str | None = None) -> breaker.Halt | None:
+        """Lift a halt (recorded with ``reason`` and ``actor``); returns the halt lifted.
+
+        The gate's next windows start now: data judged before the resume is accepted as is.
+        """
+        who = actor or os.environ.get("USER") or "unknown"
+        return breaker.resume(self.store, self._moment(None), who, reason)
+
+    def quarantined(self, limit: int | None = 100) -> pa.Table:
+        """Quarantined rows (aligned, with the checks each failed), oldest first."""
+        self.flush()
+        moment = self._moment(None)
+        quality.scan(self.store, self.spec, moment, moment)
+        return quality.quarantined(self.store, self.spec, moment, limit)
+
+    def release(
+        self, ids: list[str] | None = None, *, accept: bool = False, actor: str | None = None
+    ) -> tuple[int, int]:
+        """Re-check quarantined rows (all, or ``ids``) after a rule or data fix: those that
+        pass are released to learning. ``accept`` releases them regardless, as a recorded
+        override. Returns (released, still quarantined)."""
+        self.flush()
+        moment = self._moment(None)
+        who = actor or os.environ.get("USER") or "unknown"
+        released, kept = quality.release(
+            self.store, self.spec, moment, moment, ids, accept=accept, actor=who
+        )
+        if accept and released:
+            reason = f"accepted {released} quarantined rows without a re-check"
+            breaker.audit(self.store, moment, "override", reason, {"ids": ids}, actor=who)
+        return released, kept
+
+    def _moment(self, as_of: float | datetime | None) -> datetime:
+        return align.moment(self._clock() if as_of is None else as_of)
 
     @property
     def playbook(self) -> Playbook | None:

@@ -188,9 +188,14 @@ def test_half_life_lets_the_policy_follow_a_shift(
     for _ in range(4):
         play(wheel, clock, 500, rng)
         wheel.learn(as_of=clock.now)
+    halts = []
     for _ in range(8):  # the best combination changes for everyone
         play(wheel, clock, 500, rng, flipped=True)
-        wheel.learn(as_of=clock.now)
+        result = wheel.learn(as_of=clock.now)
+        if result.halted:  # a genuine shift looks like a broken metric: a person confirms it
+            halts.append(result.reason)
+            wheel.resume("the market changed; the new results are real")
+    assert halts and all("reward_shift" in r or "rolled back" in r for r in halts)
     best = wheel.decide({"genre": "thriller"}, explore=False)
     assert (best.params["opening"], best.params["twists"]) == ("question", 1)
 

@@ -254,6 +254,23 @@ class Recorder:
         self._writer.append("decisions", row)
         self._remember(ident)
 
+    @staticmethod
+    def _served(playbook: object, propensity: object) -> tuple[str, int | None, float | None]:
+        if playbook is None and propensity is None:
+            return "logged", None, None
+        if not isinstance(playbook, int) or isinstance(playbook, bool) or playbook < 1:
+            raise WrongTypeError("playbook", "expected the version (a positive integer) served")
+        if (
+            not isinstance(propensity, int | float)
+            or isinstance(propensity, bool)
+            or not 0 < propensity <= 1
+        ):
+            raise InvalidInputError(
+                "propensity",
+                f"expected the probability it was served with, in (0, 1]; got {propensity!r}",
+            )
+        return "local", playbook, float(propensity)
+
     def _remember(self, ident: str) -> None:
         """Keep recently issued ids, so their signals skip the id pattern check.
 
@@ -389,9 +406,13 @@ class Recorder:
         *,
         ts: object = None,
         unit: object = None,
+        playbook: object = None,
+        propensity: object = None,
     ) -> None:
-        """A decision that already has its results (imports, decisions made by people)."""
+        """A decision that already has its results (imports, decisions made by people, or
+        served by the product itself from a playbook: then ``playbook`` and ``propensity``)."""
         clean_context, clean_params = self.context(context), self.params(params)
+        policy, version, chance = self._served(playbook, propensity)
         if not isinstance(results, Mapping):
             raise WrongTypeError("results", "expected a mapping of signal names to values")
         when, hashed = self._when(ts), self._unit(unit)
@@ -401,7 +422,7 @@ class Recorder:
             if value is not None
         ]
         decision = (
-            ident, when, hashed, "logged", None, None,
+            ident, when, hashed, policy, version, chance,
             *[clean_context[n] for n in self._context_names],
             *[clean_params[n] for n in self._knob_names],
         )  # fmt: skip

@@ -12,6 +12,7 @@ from flywheel.spec import Spec
 def cells_sql(spec: Spec, edges: Mapping[str, Sequence[float]], dialect: str = "duckdb") -> str:
     """Weighted count, sum and sum of squares of the reward per context (numeric features in
     their bins) × knob combination, plus the data's signature (rows, sum, newest decision).
+    Quarantined rows are left out.
 
     With ``learn.half_life`` each row weighs 2^(-age / half_life), age counted to ``$as_of``.
     """
@@ -34,7 +35,9 @@ def cells_sql(spec: Spec, edges: Mapping[str, Sequence[float]], dialect: str = "
     complete = " AND ".join([f"{k} IS NOT NULL" for k in knobs] + ["reward IS NOT NULL"])
     return f"""
 WITH a AS ({aligned_rows_sql(spec, dialect)}),
-w AS (SELECT *, {weight} AS _w FROM a WHERE {complete})
+w AS (SELECT *, {weight} AS _w FROM a WHERE {complete} AND NOT EXISTS (
+    SELECT 1 FROM quarantine_state q
+    WHERE q.action = 'quarantined' AND q.decision_id = CAST(a.decision_id AS UUID)))
 SELECT {", ".join([*features, *knobs])},
     CAST(sum(_w) AS DOUBLE) AS n, CAST(sum(_w * reward) AS DOUBLE) AS s,
     CAST(sum(_w * reward * reward) AS DOUBLE) AS ss, count(*) AS rows,

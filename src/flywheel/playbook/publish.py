@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,18 +20,30 @@ from flywheel.learn.design import Design, Encoding
 from flywheel.learn.model import DEFAULT_SCALES, Settings, fit
 from flywheel.learn.sql import cells_sql, quantiles_sql
 from flywheel.playbook.book import MAX_TABULATED_SEGMENTS, Playbook, design_for
+from flywheel.seatbelt import breaker, gate, guard, quality
+from flywheel.seatbelt.monitors import Check
+from flywheel.seatbelt.quality import QualityReport
 from flywheel.spec import Spec
 from flywheel.store import Store
 
 
 @dataclass(frozen=True)
 class LearnResult:
-    """What a learn cycle did: ``published`` a new ``version``, or not, and why."""
+    """What a learn cycle did: ``published`` a new ``version``, or not, and why.
+
+    ``checks`` are the seatbelt's verdicts; ``halted`` is true when the seatbelt stopped
+    publishing (this cycle or before), ``rolled_back`` when the guard restored an earlier
+    version (``version`` is then the restored copy, now served).
+    """
 
     published: bool
     version: int | None
     reason: str
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    checks: tuple[Check, ...] = ()
+    halted: bool = False
+    rolled_back: bool = False
+    quality: QualityReport | None = None
 
 
 def learn(
@@ -43,23 +56,43 @@ def learn(
 ) -> tuple[LearnResult, Playbook | None]:
     """Run one learn cycle on everything the store holds up to ``as_of`` (default: now).
 
-    Without new data since the newest playbook nothing is published, unless ``force``.
+    With the seatbelt on (the default) the cycle first lets the negative-loop guard judge the
+    live playbook, refuses to run while halted, quarantines rows that fail the quality checks,
+    and publishes only if the gate passes (see :mod:`flywheel.seatbelt.gate`). Without new
+    data since the newest playbook nothing is published, unless ``force``.
+
+    Returns the result and the playbook decide should serve from now on (``None``: no change).
     """
     started = time.perf_counter()
     now = time.time() if as_of is None else as_of
-    when = {"as_of": datetime.fromtimestamp(now, tz=UTC)}
+    moment = datetime.fromtimestamp(now, tz=UTC)
+    when = {"as_of": moment}
+    previous = store.playbook()
+    previous_version = previous[0] if previous else None
+    incumbent = _incumbent(spec, previous)
+    belt = spec.seatbelt.enabled
+    report = None
+    if belt:
+        rolled = _guard(store, spec, moment, incumbent)
+        if rolled is not None:
+            return rolled
+        stop = breaker.halted(store)
+        if stop is not None:
+            reason = f"halted since {stop.since} by {stop.check}: {stop.reason}"
+            return LearnResult(False, previous_version, reason, halted=True), None
+        report = quality.scan(store, spec, moment, moment, since=_cut(store, incumbent))
     encoding = _encoding(store, spec, when)
     table = store.query(cells_sql(spec, encoding.edges, store.dialect), when)
     rows = int(pc.sum(table.column("rows")).as_py() or 0) if table.num_rows else 0
-    previous = store.playbook()
-    previous_version = previous[0] if previous else None
     if rows == 0:
-        return LearnResult(False, previous_version, "no decisions with a reward yet"), None
+        reason = "no decisions with a reward yet"
+        return LearnResult(False, previous_version, reason, quality=report), None
     if rows < spec.learn.min_rows:
         return LearnResult(
             False,
             previous_version,
             f"only {rows} rows with a reward; learn.min_rows is {spec.learn.min_rows}",
+            quality=report,
         ), None
     signature = [
         rows,
@@ -70,9 +103,75 @@ def learn(
         old = json.loads(previous[1])
         if old.get("signature") == signature and old.get("spec_digest") == spec.digest:
             return LearnResult(
-                False, previous_version, f"no new data since version {previous_version}"
+                False,
+                previous_version,
+                f"no new data since version {previous_version}",
+                quality=report,
             ), None
 
+    checks: list[Check] = []
+    data = None
+    if belt and incumbent is not None and report is not None:
+        data = gate.windows(store, spec, moment, _cut(store, incumbent) or moment)
+        checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec))
+        failed = [c for c in checks if c.critical and not c.ok]
+        if failed:
+            stop = breaker.halt(
+                store,
+                moment,
+                failed[0].name,
+                "; ".join(c.summary for c in failed),
+                {"checks": [c.as_dict() for c in checks]},
+            )
+            reason = f"halted by {stop.check}: {stop.reason}"
+            return LearnResult(
+                False, previous_version, reason, checks=tuple(checks), halted=True, quality=report
+            ), None
+
+    playbook = _fit(store, spec, table, encoding, rows, signature, now, seed)
+    if data is not None and incumbent is not None:
+        ope = gate.ope_check(spec, playbook, incumbent, data)
+        checks.append(ope)
+        if not ope.ok:
+            breaker.audit(store, moment, "rejected", ope.summary, ope.detail)
+            reason = f"not published: the candidate looks worse than version {incumbent.version}"
+            return LearnResult(
+                False,
+                previous_version,
+                f"{reason} ({ope.summary})",
+                checks=tuple(checks),
+                quality=report,
+            ), None
+    meta = playbook.meta
+    meta["replaces"] = previous_version
+    if checks or report is not None:
+        meta["seatbelt"] = {
+            "checks": [c.as_dict() for c in checks],
+            "quality": None if report is None else report.as_dict(),
+        }
+    version = store.publish(spec.digest, playbook.meta_json(), playbook.payload())
+    playbook.version = version
+    meta["diagnostics"]["learn_seconds"] = round(time.perf_counter() - started, 4)
+    reason = f"fitted {rows} rows in {meta['training']['cells']} cells" + (
+        f"; replaces version {previous_version}" if previous_version else "; first playbook"
+    )
+    return LearnResult(
+        True, version, reason, meta["diagnostics"], tuple(checks), quality=report
+    ), playbook
+
+
+def _fit(
+    store: Store,
+    spec: Spec,
+    table: pa.Table,
+    encoding: Encoding,
+    rows: int,
+    signature: list[Any],
+    now: float,
+    seed: int | None,
+) -> Playbook:
+    """Fit the model on the cells and tabulate the candidate playbook (not yet published)."""
+    del store
     cells = _cells(table, spec, encoding)
     design = design_for(spec, encoding)
     settings = Settings(
@@ -124,13 +223,68 @@ def learn(
         "fit_seconds": round(fit_seconds, 4),
         "segments": len(playbook.segments),
     }
-    version = store.publish(spec.digest, playbook.meta_json(), playbook.payload())
-    playbook.version = version
-    meta["diagnostics"]["learn_seconds"] = round(time.perf_counter() - started, 4)
-    reason = f"fitted {rows} rows in {len(cells)} cells" + (
-        f"; replaces version {previous_version}" if previous_version else "; first playbook"
+    return playbook
+
+
+def _incumbent(spec: Spec, found: tuple[int, str, bytes] | None) -> Playbook | None:
+    if found is None or json.loads(found[1]).get("spec_digest") != spec.digest:
+        return None
+    return Playbook.load(spec, *found)
+
+
+def _loader(store: Store, spec: Spec) -> Callable[[int], Playbook | None]:
+    cache: dict[int, Playbook | None] = {}
+
+    def load(version: int) -> Playbook | None:
+        if version not in cache:
+            cache[version] = _incumbent(spec, store.playbook(version))
+        return cache[version]
+
+    return load
+
+
+def _cut(store: Store, incumbent: Playbook | None) -> datetime | None:
+    """Where the gate's recent window starts: the incumbent's training cut-off, or the last
+    resume when that is later (what was judged before a resume counts as accepted)."""
+    cut = None if incumbent is None else datetime.fromisoformat(incumbent.meta["training"]["as_of"])
+    resumed = breaker.resumed_at(store)
+    if resumed is not None and (cut is None or resumed > cut):
+        cut = resumed
+    return cut
+
+
+def check(
+    store: Store, spec: Spec, *, as_of: float | None = None
+) -> tuple[LearnResult | None, Playbook | None]:
+    """Run the negative-loop guard now (learn runs it first thing); a rollback is returned."""
+    now = time.time() if as_of is None else as_of
+    moment = datetime.fromtimestamp(now, tz=UTC)
+    rolled = _guard(store, spec, moment, _incumbent(spec, store.playbook()))
+    return rolled if rolled is not None else (None, None)
+
+
+def _guard(
+    store: Store, spec: Spec, moment: datetime, incumbent: Playbook | None
+) -> tuple[LearnResult, Playbook | None] | None:
+    """The negative-loop guard: roll back a live version doing significantly worse than the
+    one it replaced, and halt. ``None`` when there is nothing to do."""
+    if incumbent is None or not incumbent.meta.get("replaces"):
+        return None
+    old = int(incumbent.meta["replaces"])
+    test = guard.live(store, spec, moment, incumbent.version, old)
+    if test.n_new < spec.seatbelt.guard_min_rows or not test.drop:
+        return None
+    restored = restore(store, spec, old)
+    reason = (
+        f"version {incumbent.version} earned {test.difference:+.4f} less than version {old}"
+        f" live (interval {test.low:+.4f} to {test.high:+.4f}, always-valid p ="
+        f" {test.p_value:.2g}, {test.n_new:,} vs {test.n_old:,} results);"
+        f" rolled back to version {old} (now served as version {restored.version})"
     )
-    return LearnResult(True, version, reason, meta["diagnostics"]), playbook
+    detail = {"from": incumbent.version, "to": old, "served_as": restored.version, **test.as_dict()}
+    breaker.audit(store, moment, "rollback", reason, detail)
+    breaker.halt(store, moment, "negative_loop", reason, detail)
+    return LearnResult(False, restored.version, reason, halted=True, rolled_back=True), restored
 
 
 def restore(store: Store, spec: Spec, version: int) -> Playbook:
@@ -145,6 +299,7 @@ def restore(store: Store, spec: Spec, version: int) -> Playbook:
             "version", f"version {version} was learned for another spec; it cannot serve this one"
         )
     meta["restored_from"] = version
+    meta["replaces"] = store.latest_version()  # a restore is a publish: the guard judges it
     meta["created_at"] = datetime.now(tz=UTC).isoformat()
     new_version = store.publish(
         meta.get("spec_digest", spec.digest), json.dumps(meta, sort_keys=True), payload

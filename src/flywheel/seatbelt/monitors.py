@@ -10,12 +10,18 @@ alarm at 0.1). The population stability index is available for either.
 Sample-ratio mismatch compares what was served with what the policy should have served
 (chi-square goodness of fit, alarm at p < 0.001): the signature of mislabelled or mis-logged
 knob tags.
+
+The scheduled monitors watch the store itself: volume (decisions and signals in the last
+``seatbelt.period`` against the mean of the ``baseline_periods`` before it, alert below
+``volume_ratio``) and staleness (no ``quality.required`` signal, or none of the reward's
+signals, for longer than ``stale_after``). They warn; they do not halt.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -23,11 +29,33 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from flywheel.errors import InvalidInputError
+from flywheel.spec import Spec
+from flywheel.store import Store
 
 SMALL_SAMPLE = 1_000
 P_THRESHOLD = 0.05
 DISTANCE_THRESHOLD = 0.1
 SRM_THRESHOLD = 0.001
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's verdict. A failed ``critical`` check stops a learn cycle."""
+
+    name: str
+    ok: bool
+    critical: bool
+    summary: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "critical": self.critical,
+            "summary": self.summary,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -49,7 +77,13 @@ def _counts(reference: np.ndarray, recent: np.ndarray) -> tuple[np.ndarray, np.n
     return ref, new
 
 
-def categorical_drift(reference: ArrayLike, recent: ArrayLike) -> Drift:
+def categorical_drift(
+    reference: ArrayLike,
+    recent: ArrayLike,
+    *,
+    p_threshold: float = P_THRESHOLD,
+    distance_threshold: float = DISTANCE_THRESHOLD,
+) -> Drift:
     """Drift of a categorical column between a reference and a recent window."""
     reference = np.asarray(reference, dtype=object)
     recent = np.asarray(recent, dtype=object)
@@ -58,16 +92,22 @@ def categorical_drift(reference: ArrayLike, recent: ArrayLike) -> Drift:
     ref, new = _counts(reference, recent)
     if min(len(reference), len(recent)) <= SMALL_SAMPLE:
         if len(ref) < 2:
-            return Drift("chi-square", 0.0, P_THRESHOLD, False, 1.0)
+            return Drift("chi-square", 0.0, p_threshold, False, 1.0)
         table = np.vstack([ref, new])
         table = table[:, table.sum(axis=0) > 0]
         chi2, p, _, _ = stats.chi2_contingency(table)
-        return Drift("chi-square", float(chi2), P_THRESHOLD, bool(p < P_THRESHOLD), float(p))
+        return Drift("chi-square", float(chi2), p_threshold, bool(p < p_threshold), float(p))
     distance = float(jensenshannon(ref / ref.sum(), new / new.sum(), base=2))
-    return Drift("jensen-shannon", distance, DISTANCE_THRESHOLD, distance >= DISTANCE_THRESHOLD)
+    return Drift("jensen-shannon", distance, distance_threshold, distance >= distance_threshold)
 
 
-def numeric_drift(reference: ArrayLike, recent: ArrayLike) -> Drift:
+def numeric_drift(
+    reference: ArrayLike,
+    recent: ArrayLike,
+    *,
+    p_threshold: float = P_THRESHOLD,
+    distance_threshold: float = DISTANCE_THRESHOLD,
+) -> Drift:
     """Drift of a numeric column (a context feature, the reward) between two windows."""
     ref, new = np.asarray(reference, dtype=float), np.asarray(recent, dtype=float)
     if not len(ref) or not len(new):
@@ -75,10 +115,10 @@ def numeric_drift(reference: ArrayLike, recent: ArrayLike) -> Drift:
     if min(len(ref), len(new)) <= SMALL_SAMPLE:
         result = stats.ks_2samp(ref, new)
         p = float(result.pvalue)
-        return Drift("ks", float(result.statistic), P_THRESHOLD, p < P_THRESHOLD, p)
+        return Drift("ks", float(result.statistic), p_threshold, p < p_threshold, p)
     scale = float(np.std(ref)) or 1.0
     distance = float(stats.wasserstein_distance(ref, new)) / scale
-    return Drift("wasserstein", distance, DISTANCE_THRESHOLD, distance >= DISTANCE_THRESHOLD)
+    return Drift("wasserstein", distance, distance_threshold, distance >= distance_threshold)
 
 
 def psi(reference: ArrayLike, recent: ArrayLike, bins: int = 10) -> float:
@@ -100,7 +140,9 @@ class SampleRatio:
     alarm: bool
 
 
-def sample_ratio_mismatch(observed: ArrayLike, expected_share: ArrayLike) -> SampleRatio:
+def sample_ratio_mismatch(
+    observed: ArrayLike, expected_share: ArrayLike, threshold: float = SRM_THRESHOLD
+) -> SampleRatio:
     """Chi-square goodness of fit of served counts to the policy's serving probabilities."""
     counts = np.asarray(observed, dtype=float)
     share = np.asarray(expected_share, dtype=float)
@@ -113,4 +155,77 @@ def sample_ratio_mismatch(observed: ArrayLike, expected_share: ArrayLike) -> Sam
     if np.any(counts[~keep] > 0):  # served what the policy never serves: certainly wrong
         return SampleRatio(float("inf"), 0.0, True)
     chi2, p = stats.chisquare(counts[keep], expected[keep])
-    return SampleRatio(float(chi2), float(p), bool(p < SRM_THRESHOLD))
+    return SampleRatio(float(chi2), float(p), bool(p < threshold))
+
+
+def scheduled(store: Store, spec: Spec, as_of: datetime) -> list[Check]:
+    """The volume and staleness monitors as of ``as_of``."""
+    return [*_volume(store, spec, as_of), *_staleness(store, spec, as_of)]
+
+
+def _volume(store: Store, spec: Spec, as_of: datetime) -> list[Check]:
+    belt = spec.seatbelt
+    period = belt.period_seconds
+    start = as_of - timedelta(seconds=period * (belt.baseline_periods + 1))
+    out = []
+    for table in ("decisions", "signals"):
+        rows = store.query(
+            f"""SELECT CAST(floor((epoch($as_of) - epoch(ts)) / {period!r}) AS BIGINT) AS k,
+                count(*) AS n, min(ts) AS first
+            FROM {table} WHERE ts <= $as_of AND ts > $start GROUP BY k""",
+            {"as_of": as_of, "start": start},
+        ).to_pylist()
+        oldest = store.query(f"SELECT min(ts) AS t FROM {table}").to_pylist()[0]["t"]
+        counts = {int(r["k"]): int(r["n"]) for r in rows}
+        if oldest is None:
+            continue
+        history = int((as_of - oldest).total_seconds() // period)  # full periods before this
+        baseline_periods = min(belt.baseline_periods, history)
+        if baseline_periods < 1:
+            out.append(Check(f"volume.{table}", True, False, "not judged: under one period old"))
+            continue
+        total = sum(counts.get(k, 0) for k in range(1, baseline_periods + 1))
+        baseline = total / baseline_periods
+        current = counts.get(0, 0)
+        ok = current >= belt.volume_ratio * baseline
+        summary = (
+            f"{current:,} {table} in the last period vs {baseline:,.1f} per period before"
+            f" ({current / baseline:.0%})"
+            if baseline
+            else f"{current:,} {table} in the last period; none before"
+        )
+        detail = {"current": current, "baseline": baseline, "periods": baseline_periods}
+        out.append(Check(f"volume.{table}", ok, False, summary, detail))
+    return out
+
+
+def _staleness(store: Store, spec: Spec, as_of: datetime) -> list[Check]:
+    names = spec.quality.required or spec.reward.signals
+    if not names:
+        return []
+    rows = store.query(
+        "SELECT name, max(ts) AS last FROM signals WHERE ts <= $as_of GROUP BY name",
+        {"as_of": as_of},
+    ).to_pylist()
+    last = {r["name"]: r["last"] for r in rows}
+    first_decision = store.query("SELECT min(ts) AS t FROM decisions").to_pylist()[0]["t"]
+    limit = timedelta(seconds=spec.seatbelt.stale_after_seconds)
+    out = []
+    for name in names:
+        seen = last.get(name)
+        if seen is None:
+            ok = first_decision is None or as_of - first_decision <= limit
+            summary = f"no {name} signal received yet"
+        else:
+            ok = as_of - seen <= limit
+            summary = f"last {name} signal {_ago(as_of - seen)} ago"
+        out.append(Check(f"staleness.{name}", ok, False, summary))
+    return out
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"

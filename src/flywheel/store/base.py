@@ -9,6 +9,10 @@ Tables (one row per event, never updated in place):
 - ``orphans``: a view of the signals whose decision id is unknown (they stay stored: a decision
   may still arrive from another process);
 - ``playbooks``: published playbooks, immutable, one row per version;
+- ``quarantine``: the seatbelt's verdicts on decisions (quarantined with the failed rules,
+  released, accepted), appended in order; the ``quarantine_state`` view holds each
+  decision's latest;
+- ``audit``: every halt, rollback, resume and override, with time, reason and who;
 - ``meta`` and ``schema_version``: settings and applied migrations.
 """
 

@@ -57,6 +57,26 @@ MIGRATIONS += (
         """,
     ),
 )
+MIGRATIONS += (
+    (
+        3,
+        """
+        CREATE SEQUENCE IF NOT EXISTS seatbelt_seq;
+        CREATE TABLE IF NOT EXISTS quarantine (
+            seq BIGINT NOT NULL DEFAULT nextval('seatbelt_seq'), decision_id UUID NOT NULL,
+            ts TIMESTAMPTZ NOT NULL, action VARCHAR NOT NULL, rules VARCHAR, actor VARCHAR
+        );
+        CREATE TABLE IF NOT EXISTS audit (
+            seq BIGINT NOT NULL DEFAULT nextval('seatbelt_seq'), ts TIMESTAMPTZ NOT NULL,
+            action VARCHAR NOT NULL, reason VARCHAR NOT NULL, detail VARCHAR, actor VARCHAR
+        );
+        CREATE OR REPLACE VIEW quarantine_state AS
+            SELECT decision_id, arg_max(action, seq) AS action, arg_max(rules, seq) AS rules,
+                max(ts) AS ts
+            FROM quarantine GROUP BY decision_id;
+        """,
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -196,6 +216,7 @@ class DuckDBStore:
                     {"unit": unit},
                 ).fetchall()
                 deleted[table] = len(row)
+            con.execute(f"DELETE FROM quarantine WHERE decision_id IN ({ids})", {"unit": unit})
             row = con.execute(
                 "DELETE FROM decisions WHERE unit = $unit RETURNING 1", {"unit": unit}
             ).fetchall()

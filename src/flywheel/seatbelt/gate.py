@@ -1,0 +1,390 @@
+"""The gate a learn cycle passes before it publishes.
+
+The cycle's *recent window* holds the rows decided since the incumbent playbook's training
+cut-off (or since the last resume, if later); the *reference window* the rows before it. The
+data checks compare the two (each needs ``seatbelt.min_rows`` rows on both sides):
+
+- ``quality``: the share of the recent window's rows quarantined is over
+  ``quality.max_failure_rate``;
+- ``drift``: a context feature's distribution moved (chi-square / Kolmogorov–Smirnov on small
+  samples, Jensen–Shannon / Wasserstein on large: see :mod:`~flywheel.seatbelt.monitors`);
+- ``srm``: the knob values logged by a playbook's decisions do not match what its policy
+  serves (chi-square per knob, p < 0.001);
+- ``reward_shift``: one knob level's result moved against the incumbent model's prediction
+  while the other levels' did not (a difference of mean residuals between the windows, both
+  significant and at least ``seatbelt.min_shift`` standard deviations of the reward);
+- ``reward_drift`` (never halts: a policy that learns *should* move the reward).
+
+Statistical checks share the false-alarm budget ``seatbelt.alpha`` per cycle (Bonferroni).
+After the fit, ``ope`` compares the candidate with the incumbent on the recent decisions the
+incumbent served, by a doubly robust estimate of the difference of their values; a candidate
+confidently worse by more than ``seatbelt.ope_tolerance`` is not published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy.stats import norm
+
+from flywheel.align.sql import aligned_rows_sql, quote
+from flywheel.playbook.book import Playbook
+from flywheel.seatbelt.monitors import (
+    Check,
+    categorical_drift,
+    numeric_drift,
+    sample_ratio_mismatch,
+)
+from flywheel.seatbelt.quality import QualityReport
+from flywheel.spec import Spec
+from flywheel.store import Store
+
+WINDOW_ROWS = 100_000  # newest rows read per window: plenty of power, bounded cost
+MIN_EXPECTED = 5.0  # chi-square cells expecting fewer are pooled
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Rows with a result (quarantined ones left out), split at ``cut``."""
+
+    recent: pa.Table
+    reference: pa.Table
+    cut: datetime
+
+
+def windows(store: Store, spec: Spec, as_of: datetime, cut: datetime) -> Windows:
+    columns = ", ".join(
+        quote(n) for n in (*(f.name for f in spec.context), *(k.name for k in spec.knobs))
+    )
+    table = store.query(
+        f"""WITH a AS ({aligned_rows_sql(spec, store.dialect)}),
+        r AS (
+            SELECT ts, playbook, policy, propensity, {columns}, reward, ts > $cut AS recent
+            FROM a WHERE reward IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM quarantine_state q WHERE q.action = 'quarantined'
+                AND q.decision_id = CAST(a.decision_id AS UUID))
+        )
+        SELECT * FROM r QUALIFY row_number() OVER (PARTITION BY recent ORDER BY ts DESC)
+            <= {WINDOW_ROWS}""",
+        {"as_of": as_of, "cut": cut},
+    )
+    recent = np.asarray(table.column("recent").to_numpy(zero_copy_only=False), dtype=bool)
+    return Windows(table.filter(pa.array(recent)), table.filter(pa.array(~recent)), cut)
+
+
+# --- data checks ---------------------------------------------------------------------------------
+
+
+def data_checks(
+    spec: Spec,
+    quality: QualityReport,
+    data: Windows,
+    incumbent: Playbook,
+    load: Callable[[int], Playbook | None],
+) -> list[Check]:
+    """Every data check of the recent window (the incumbent's model predicts the rewards)."""
+    belt = spec.seatbelt
+    checks = [_quality(spec, quality)]
+    n_new, n_old = data.recent.num_rows, data.reference.num_rows
+    if min(n_new, n_old) < belt.min_rows:
+        note = f"{n_new} recent and {n_old} reference rows; checks need {belt.min_rows} each"
+        return [*checks, Check("drift", True, False, f"not judged: {note}")]
+    tests = len(spec.context) + len(spec.knobs) + sum(len(k.values) for k in spec.knobs)
+    alpha = belt.alpha / max(tests, 1)
+    checks.append(_drift(spec, data, alpha))
+    checks.append(_srm(spec, data, load, alpha))
+    checks.append(_reward_shift(spec, data, incumbent, alpha))
+    checks.append(_reward_drift(spec, data, alpha))
+    return checks
+
+
+def _critical(spec: Spec, name: str) -> bool:
+    return name in spec.seatbelt.halt_on
+
+
+def _quality(spec: Spec, report: QualityReport) -> Check:
+    limit = spec.quality.max_failure_rate
+    rate = report.recent_failure_rate
+    judged = report.recent_received >= spec.seatbelt.min_rows
+    ok = not judged or rate <= limit
+    summary = (
+        f"{report.recent_quarantined:,} of {report.recent_received:,} recent rows quarantined"
+        f" ({rate:.1%}; limit {limit:.1%})"
+    )
+    if not judged:
+        summary += f"; not judged below {spec.seatbelt.min_rows} rows"
+    worst = sorted(report.rules, key=lambda r: -r.failed)[:5]
+    return Check(
+        "quality", ok, _critical(spec, "quality"), summary, {"rules": [r.line() for r in worst]}
+    )
+
+
+def _drift(spec: Spec, data: Windows, alpha: float) -> Check:
+    alarms, found = [], {}
+    for f in spec.context:
+        ref = data.reference.column(f.name).to_numpy(zero_copy_only=False)
+        new = data.recent.column(f.name).to_numpy(zero_copy_only=False)
+        test = numeric_drift if f.kind == "numeric" else categorical_drift
+        result = test(ref, new, p_threshold=alpha, distance_threshold=spec.seatbelt.drift_distance)
+        found[f.name] = {
+            "method": result.method,
+            "statistic": round(result.statistic, 4),
+            "p_value": result.p_value,
+            "alarm": result.alarm,
+        }
+        if result.alarm:
+            alarms.append(f"{f.name} ({result.method} {result.statistic:.3g})")
+    summary = "context drifted: " + ", ".join(alarms) if alarms else "no context drift"
+    return Check("drift", not alarms, _critical(spec, "drift"), summary, found)
+
+
+def _reward_drift(spec: Spec, data: Windows, alpha: float) -> Check:
+    ref = data.reference.column("reward").to_numpy()
+    new = data.recent.column("reward").to_numpy()
+    result = numeric_drift(
+        ref, new, p_threshold=alpha, distance_threshold=spec.seatbelt.drift_distance
+    )
+    summary = (
+        f"reward moved from {ref.mean():.4g} to {new.mean():.4g}"
+        f" ({result.method} {result.statistic:.3g})"
+    )
+    detail = {"reference_mean": float(ref.mean()), "recent_mean": float(new.mean())}
+    return Check("reward_drift", not result.alarm, False, summary, detail)
+
+
+def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alpha: float) -> Check:
+    """Logged knob values against what the serving playbooks' policies serve."""
+    recent = data.recent
+    served = pc.is_in(recent.column("policy"), pa.array(["thompson", "greedy", "local"]))
+    rows = recent.filter(served)
+    if rows.num_rows < spec.seatbelt.min_rows:
+        return Check("srm", True, False, f"not judged: {rows.num_rows} playbook-served rows")
+    observed = {k.name: np.zeros(len(k.values)) for k in spec.knobs}
+    expected = {k.name: np.zeros(len(k.values)) for k in spec.knobs}
+    versions = rows.column("playbook").to_numpy(zero_copy_only=False)
+    greedy = np.asarray(rows.column("policy").to_pylist()) == "greedy"
+    for version in np.unique(versions):
+        playbook = load(int(version))
+        if playbook is None:
+            continue
+        mine = versions == version
+        part = rows.filter(pa.array(mine))
+        codes = knob_codes(spec, part)
+        for j, k in enumerate(spec.knobs):
+            observed[k.name] += np.bincount(codes[:, j], minlength=len(k.values))
+        for group, context, members in segments(playbook, part):
+            table = playbook.segment(context)
+            is_greedy = greedy[mine][members]
+            combos = spec.space.codes[table.rows]
+            for j, k in enumerate(spec.knobs):
+                share = np.bincount(combos[:, j], weights=table.probs, minlength=len(k.values))
+                best = np.zeros(len(k.values))
+                best[combos[table.best, j]] = 1.0
+                expected[k.name] += (~is_greedy).sum() * share + is_greedy.sum() * best
+            del group
+    threshold = min(alpha * 10, 0.001)
+    alarms, found = [], {}
+    for k in spec.knobs:
+        obs, exp = _pool(observed[k.name], expected[k.name])
+        if len(obs) < 2:
+            continue
+        result = sample_ratio_mismatch(obs, exp, threshold)
+        found[k.name] = {"p_value": result.p_value, "alarm": result.alarm,
+                         "observed": observed[k.name].tolist(),
+                         "expected": np.round(expected[k.name], 2).tolist()}  # fmt: skip
+        if result.alarm:
+            alarms.append(f"{k.name} (chi-square p = {result.p_value:.2g})")
+    summary = (
+        "logged knob values do not match the policy: " + ", ".join(alarms)
+        if alarms
+        else "logged knob values match the policy"
+    )
+    return Check("srm", not alarms, _critical(spec, "srm"), summary, found)
+
+
+def _pool(observed: np.ndarray, expected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pool the cells expecting fewer than MIN_EXPECTED rows into one (chi-square's rule)."""
+    small = expected < MIN_EXPECTED
+    if not small.any():
+        return observed, expected
+    obs = np.append(observed[~small], observed[small].sum())
+    exp = np.append(expected[~small], expected[small].sum())
+    if exp[-1] == 0 and obs[-1] == 0:
+        obs, exp = obs[:-1], exp[:-1]
+    return obs, exp
+
+
+def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) -> Check:
+    """Per knob level: did its results move between the windows more than everyone else's?
+
+    Compared within cells (one context segment and one full combination each), so a policy
+    that now serves other combinations, or other contexts, moves nothing by itself; a change
+    shared by every cell (a genuine trend) cancels in the difference between levels.
+    """
+    both = pa.concat_tables([data.reference, data.recent])
+    recent = np.arange(both.num_rows) >= data.reference.num_rows
+    codes = context_codes(incumbent, both)
+    knobs = knob_codes(spec, both)
+    key = np.column_stack([*(codes[f.name] for f in spec.context), knobs])
+    _, cell = np.unique(key, axis=0, return_inverse=True)
+    cell = cell.ravel()
+    reward = both.column("reward").to_numpy()
+    cells = int(cell.max()) + 1
+    n_new = np.bincount(cell[recent], minlength=cells)
+    n_old = np.bincount(cell[~recent], minlength=cells)
+    shared = (n_new > 0) & (n_old > 0)
+    mean_new = np.bincount(cell[recent], reward[recent], cells) / np.maximum(n_new, 1)
+    mean_old = np.bincount(cell[~recent], reward[~recent], cells) / np.maximum(n_old, 1)
+    diff = mean_new - mean_old
+    weight = np.where(shared, 1.0 / (1.0 / np.maximum(n_new, 1) + 1.0 / np.maximum(n_old, 1)), 0)
+    level_of_cell = np.zeros((cells, len(spec.knobs)), dtype=np.int64)
+    level_of_cell[cell] = knobs
+    scale = float(np.std(data.reference.column("reward").to_numpy())) or 1.0
+    z_limit = float(norm.ppf(1 - alpha / 2))
+    alarms, found = [], {}
+    for j, k in enumerate(spec.knobs):
+        for level, value in enumerate(k.values):
+            mine = level_of_cell[:, j] == level
+            w_in, w_out = weight[mine].sum(), weight[~mine].sum()
+            if min(w_in, w_out) < 10:  # too few rows in cells seen in both windows
+                continue
+            shift = (weight[mine] @ diff[mine]) / w_in - (weight[~mine] @ diff[~mine]) / w_out
+            z = shift / (scale * np.sqrt(1 / w_in + 1 / w_out))
+            traffic = (
+                float(n_new[mine].sum() / max(n_new.sum(), 1)),
+                float(n_old[mine].sum() / max(n_old.sum(), 1)),
+            )
+            alarm = abs(z) > z_limit and abs(shift) >= spec.seatbelt.min_shift * scale
+            if abs(z) > z_limit:
+                found[f"{k.name}={value}"] = {
+                    "shift": round(float(shift), 4),
+                    "z": round(float(z), 2),
+                    "traffic_recent": round(traffic[0], 4),
+                    "traffic_reference": round(traffic[1], 4),
+                    "alarm": bool(alarm),
+                }
+            if alarm:
+                alarms.append(
+                    f"{k.name} = {value!r} moved {shift:+.3g} against the other levels"
+                    f" (z = {z:.1f}; traffic {traffic[1]:.0%} -> {traffic[0]:.0%})"
+                )
+    summary = (
+        "reward shifted for " + "; ".join(alarms) if alarms else "no knob level's reward shifted"
+    )
+    return Check("reward_shift", not alarms, _critical(spec, "reward_shift"), summary, found)
+
+
+# --- the candidate against the incumbent ---------------------------------------------------------
+
+
+def ope_check(spec: Spec, candidate: Playbook, incumbent: Playbook, data: Windows) -> Check:
+    """Doubly robust difference of values (candidate - incumbent) on the decisions the
+    incumbent's policy sampled recently, with the candidate's model as the outcome model."""
+    rows = data.recent
+    version = rows.column("playbook").to_numpy(zero_copy_only=False)
+    policy = np.asarray(rows.column("policy").to_pylist())
+    sampled = (policy == "thompson") | (policy == "local")
+    rows = rows.filter(pa.array((version == incumbent.version) & sampled))
+    if rows.num_rows < spec.seatbelt.min_rows:
+        note = f"not judged: {rows.num_rows} rows served by the incumbent"
+        return Check("ope", True, False, note)
+    combos = spec.space.rows_of_codes(knob_codes(spec, rows))
+    reward = rows.column("reward").to_numpy()
+    logged = rows.column("propensity").to_numpy()
+    terms = np.zeros(rows.num_rows)
+    value_c, value_i = np.zeros(rows.num_rows), np.zeros(rows.num_rows)
+    for _, context, members in segments(candidate, rows):
+        new, old = candidate.segment(context), incumbent.segment(context)
+        if len(new.rows) == 0:
+            continue
+        mean = new.mean
+        old_probs = _align(old.rows, old.probs, new.rows)
+        at = np.searchsorted(new.rows, combos[members])
+        at = np.clip(at, 0, len(new.rows) - 1)
+        hit = new.rows[at] == combos[members]
+        q_new = np.where(hit, new.probs[at], 0.0)
+        q_old = np.where(hit, old_probs[at], 0.0)
+        mu = np.where(hit, mean[at], reward[members])
+        value_c[members] = float(new.probs @ mean)
+        value_i[members] = float(old_probs @ mean)
+        weights = (q_new - q_old) / logged[members]
+        terms[members] = value_c[members] - value_i[members] + weights * (reward[members] - mu)
+    n = len(terms)
+    diff = float(terms.mean())
+    se = float(terms.std(ddof=1) / np.sqrt(n))
+    low, high = diff - 1.96 * se, diff + 1.96 * se
+    tolerance = spec.seatbelt.ope_tolerance
+    ok = not (diff < -tolerance and high < 0)
+    summary = f"candidate - incumbent = {diff:+.4f} ({low:+.4f} to {high:+.4f}) on {n:,} decisions"
+    detail = {"difference": diff, "low": low, "high": high, "rows": n, "tolerance": tolerance}
+    return Check("ope", ok, True, summary, detail)
+
+
+def _align(rows: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    at = np.clip(np.searchsorted(rows, wanted), 0, max(len(rows) - 1, 0))
+    hit = rows[at] == wanted if len(rows) else np.zeros(len(wanted), dtype=bool)
+    return np.where(hit, values[at] if len(rows) else 0.0, 0.0)
+
+
+# --- row helpers ---------------------------------------------------------------------------------
+
+
+def knob_codes(spec: Spec, rows: pa.Table) -> np.ndarray:
+    """The knob value codes of each row, shape ``(rows, knobs)``."""
+    out = np.zeros((rows.num_rows, len(spec.knobs)), dtype=np.int64)
+    for j, k in enumerate(spec.knobs):
+        column = rows.column(k.name)
+        index = pc.index_in(column, value_set=pa.array(k.values, type=column.type))
+        out[:, j] = index.fill_null(0).to_numpy()
+    return out
+
+
+def context_codes(playbook: Playbook, rows: pa.Table) -> dict[str, np.ndarray]:
+    """The model's code of each row's context features (numbers by the playbook's bins)."""
+    out: dict[str, np.ndarray] = {}
+    for f in playbook.spec.context:
+        column = rows.column(f.name)
+        if f.name in playbook.encoding.edges:
+            edges = np.asarray(playbook.encoding.edges[f.name], dtype=float)
+            out[f.name] = np.searchsorted(edges, column.to_numpy(), side="right")
+        else:
+            values = pa.array(f.values, type=column.type)
+            out[f.name] = pc.index_in(column, value_set=values).fill_null(0).to_numpy()
+    return out
+
+
+def predict(playbook: Playbook, rows: pa.Table) -> np.ndarray:
+    """The playbook's model's expected reward of each row (its context and knob values)."""
+    codes: dict[str, np.ndarray | int] = dict(context_codes(playbook, rows))
+    knobs = knob_codes(playbook.spec, rows)
+    for j, k in enumerate(playbook.spec.knobs):
+        codes[k.name] = knobs[:, j]
+    x = playbook.posterior.design.matrix(codes, rows.num_rows)
+    return playbook.posterior.response(x @ playbook.posterior.mean)
+
+
+def segments(playbook: Playbook, rows: pa.Table) -> list[tuple[int, dict[str, Any], np.ndarray]]:
+    """Rows grouped by serving segment: (group, a representative context, row indices)."""
+    spec = playbook.spec
+    if not spec.context:
+        return [(0, {}, np.arange(rows.num_rows))]
+    codes = context_codes(playbook, rows)
+    key = np.column_stack([codes[f.name] for f in spec.context]).astype(float)
+    exact = [n for n in spec.space.context_names if n in playbook.encoding.edges]
+    if exact:  # rules read these numbers: their exact values pick the allowed set
+        key = np.column_stack([key, *(rows.column(n).to_numpy() for n in exact)])
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    names = [f.name for f in spec.context]
+    columns = {n: rows.column(n) for n in names}
+    out = []
+    for g, i in enumerate(first):
+        context = {n: columns[n][int(i)].as_py() for n in names}
+        out.append((g, context, np.flatnonzero(inverse == g)))
+    return out

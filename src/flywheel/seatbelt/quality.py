@@ -1,0 +1,233 @@
+"""Quality rules and quarantine: rows that fail a ``[quality]`` check never reach the learner.
+
+A row is *received* once it has a result (a reward). Each scan evaluates every received row
+against the spec's checks (rules, required signals, ranges, duplicate keys) and quarantines
+those that fail and were not quarantined or accepted before, with every failed check named.
+``received = accepted + quarantined`` holds by construction and is what ``flywheel status``
+shows; the learner reads only accepted rows.
+
+The ``quarantine`` table is append-only: each decision's latest entry is its state
+(``quarantined``, ``released`` after a re-check passed, ``accepted`` when a person overrides).
+A released row is checked again by the next scan like any other; an accepted one never is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from flywheel.align.sql import aligned_rows_sql, quote
+from flywheel.errors import InvalidInputError
+from flywheel.spec import Spec
+from flywheel.store import Store
+
+SEPARATOR = "\n"  # between failed check names; rules are stored on one line
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    """How many received rows one check kept."""
+
+    rule: str
+    failed: int
+    checked: int
+
+    @property
+    def kept(self) -> int:
+        return self.checked - self.failed
+
+    def line(self) -> str:
+        share = self.kept / self.checked if self.checked else 1.0
+        return f"{self.rule}: kept {self.kept:,}/{self.checked:,} ({share:.1%})"
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """One scan: counts, the keep ratio per check, and how many rows it newly quarantined."""
+
+    received: int
+    accepted: int
+    quarantined: int
+    newly_quarantined: int
+    rules: tuple[RuleCount, ...]
+    recent_received: int = 0
+    recent_quarantined: int = 0
+
+    @property
+    def recent_failure_rate(self) -> float:
+        return self.recent_quarantined / self.recent_received if self.recent_received else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "quarantined": self.quarantined,
+            "newly_quarantined": self.newly_quarantined,
+            "rules": {r.rule: {"kept": r.kept, "checked": r.checked} for r in self.rules},
+        }
+
+
+def checks(spec: Spec) -> dict[str, str]:
+    """Every check's name and its failure condition (SQL, true when the row fails)."""
+    out = {
+        name: f"NOT coalesce(CAST(({sql}) AS BOOLEAN), true)"
+        for name, sql in spec.quality.rules.items()
+    }
+    if spec.quality.unique:
+        out[f"duplicate {', '.join(spec.quality.unique)}"] = "_duplicate"
+    return out
+
+
+def checked_sql(spec: Spec, dialect: str = "duckdb") -> str:
+    """Every received row with its decision id, time, quarantine state and failed checks."""
+    failed = [f"CASE WHEN {cond} THEN {_literal(name)} END" for name, cond in checks(spec).items()]
+    failed_expr = f"concat_ws(chr(10), {', '.join(failed)})" if failed else "''"
+    keys = spec.quality.unique
+    duplicate = (
+        f"{' AND '.join(f'{quote(k)} IS NOT NULL' for k in keys)} AND row_number() OVER"
+        f" (PARTITION BY {', '.join(quote(k) for k in keys)} ORDER BY ts, decision_id) > 1"
+        if keys
+        else "false"
+    )
+    return f"""
+WITH a AS ({aligned_rows_sql(spec, dialect)}),
+r AS (SELECT *, {duplicate} AS _duplicate FROM a WHERE reward IS NOT NULL)
+SELECT r.decision_id, r.ts, q.action AS state, {failed_expr} AS failed,
+    count(*) OVER () AS received
+FROM r LEFT JOIN quarantine_state q ON q.decision_id = CAST(r.decision_id AS UUID)
+"""
+
+
+def scan(
+    store: Store, spec: Spec, as_of: datetime, now: datetime, since: datetime | None = None
+) -> QualityReport:
+    """Check every received row up to ``as_of``; quarantine new failures (stamped ``now``).
+
+    ``since`` marks the recent window whose failure rate the gate judges.
+    """
+    rows = store.query(
+        f"SELECT * FROM ({checked_sql(spec, store.dialect)}) c"
+        " WHERE failed <> '' OR state IS NOT NULL OR ts > $since",
+        {"as_of": as_of, "since": since or as_of},
+    ).to_pylist()
+    total = rows[0]["received"] if rows else _received(store, spec, as_of)
+    fresh: list[dict[str, Any]] = []
+    per_rule: Counter[str] = Counter()
+    quarantined = recent = recent_quarantined = 0
+    for row in rows:
+        names = row["failed"].split(SEPARATOR) if row["failed"] else []
+        per_rule.update(names)
+        state = row["state"]
+        if names and state in (None, "released"):
+            fresh.append({"decision_id": row["decision_id"], "rules": row["failed"]})
+            state = "quarantined"
+        is_recent = since is not None and row["ts"] > since
+        recent += is_recent
+        if state == "quarantined":
+            quarantined += 1
+            recent_quarantined += is_recent
+    _append(store, fresh, "quarantined", now, actor="seatbelt")
+    counts = tuple(RuleCount(name, per_rule[name], int(total)) for name in checks(spec))
+    return QualityReport(
+        received=int(total),
+        accepted=int(total) - quarantined,
+        quarantined=quarantined,
+        newly_quarantined=len(fresh),
+        rules=counts,
+        recent_received=recent,
+        recent_quarantined=recent_quarantined,
+    )
+
+
+def _received(store: Store, spec: Spec, as_of: datetime) -> int:
+    sql = f"SELECT count(*) AS n FROM ({aligned_rows_sql(spec, store.dialect)}) a"
+    return int(store.query(f"{sql} WHERE reward IS NOT NULL", {"as_of": as_of})["n"][0].as_py())
+
+
+def quarantined(store: Store, spec: Spec, as_of: datetime, limit: int | None = None) -> pa.Table:
+    """The quarantined rows (aligned, with the checks they failed), oldest first."""
+    cap = "" if limit is None else f" LIMIT {int(limit)}"
+    return store.query(
+        f"""SELECT q.rules AS failed, q.ts AS quarantined_at, a.*
+        FROM ({aligned_rows_sql(spec, store.dialect)}) a
+        JOIN quarantine_state q ON q.decision_id = CAST(a.decision_id AS UUID)
+        WHERE q.action = 'quarantined' ORDER BY q.ts, a.ts{cap}""",
+        {"as_of": as_of},
+    )
+
+
+def history(store: Store, decision_id: str) -> list[dict[str, Any]]:
+    """Every quarantine entry of one decision, in order."""
+    return store.query(
+        "SELECT ts, action, rules, actor FROM quarantine"
+        " WHERE decision_id = CAST($id AS UUID) ORDER BY seq",
+        {"id": _uuid(decision_id)},
+    ).to_pylist()
+
+
+def release(
+    store: Store,
+    spec: Spec,
+    as_of: datetime,
+    now: datetime,
+    ids: Iterable[str] | None = None,
+    *,
+    accept: bool = False,
+    actor: str = "user",
+) -> tuple[int, int]:
+    """Re-check quarantined rows (all, or ``ids``) against the current rules and data.
+
+    Rows that now pass are released (and learned from); the rest stay. ``accept`` releases
+    them regardless, as a recorded override. Returns (released, still quarantined).
+    """
+    wanted = None if ids is None else {_uuid(i) for i in ids}
+    current = store.query(
+        f"SELECT c.decision_id, c.failed FROM ({checked_sql(spec, store.dialect)}) c"
+        " WHERE c.state = 'quarantined'",
+        {"as_of": as_of},
+    ).to_pylist()
+    if wanted is not None:
+        known = {r["decision_id"] for r in current}
+        missing = sorted(wanted - known)
+        if missing:
+            raise InvalidInputError("ids", f"not in quarantine: {', '.join(missing[:5])}")
+        current = [r for r in current if r["decision_id"] in wanted]
+    passing = [r for r in current if accept or not r["failed"]]
+    for_action = [{"decision_id": r["decision_id"], "rules": r["failed"] or None} for r in passing]
+    _append(store, for_action, "accepted" if accept else "released", now, actor=actor)
+    return len(passing), len(current) - len(passing)
+
+
+def _append(
+    store: Store, rows: list[dict[str, Any]], action: str, now: datetime, actor: str
+) -> None:
+    if not rows:
+        return
+    table = pa.table(
+        {
+            "decision_id": pa.array([r["decision_id"] for r in rows], pa.string()),
+            "ts": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
+            "action": pa.array([action] * len(rows), pa.string()),
+            "rules": pa.array([r["rules"] for r in rows], pa.string()),
+            "actor": pa.array([actor] * len(rows), pa.string()),
+        }
+    )
+    store.write({"quarantine": table})
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _uuid(text: str) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(str(text)))
+    except ValueError:
+        raise InvalidInputError("id", f"{text!r} is not a decision id") from None
