@@ -95,19 +95,44 @@ def check(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False)
 
 @app.command()
 def status(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False) -> None:
-    """Counts (decisions, signals, orphans, pending, expired, coverage) and the playbook served."""
+    """Counts, quality (received = accepted + quarantined), the playbook served, whether the
+    seatbelt halted publishing and why, the monitors' alerts and the latest seatbelt events."""
     try:
         with flywheel.open(spec, refresh=0) as wheel:
-            counts = wheel.summary().as_dict()
-            playbook = wheel.playbook.version if wheel.playbook else None
+            state = wheel.status()
     except FlywheelError as err:
         raise _fail(err) from None
     if as_json:
-        print(json.dumps({**counts, "playbook": playbook}, indent=2))
+        print(json.dumps(state.as_dict(), indent=2, default=str))
         return
-    console.print(_counts_table(counts))
-    serving = f"playbook {playbook}" if playbook else "the cold start (no playbook yet)"
+    console.print(_counts_table(state.counts.as_dict()))
+    if state.quality is not None:
+        q = state.quality
+        console.print(
+            f"quality: received {q.received:,} = accepted {q.accepted:,}"
+            f" + quarantined {q.quarantined:,}"
+        )
+        for rule in q.rules:
+            console.print(f"  {escape(rule.line())}", highlight=False)
+    serving = f"playbook {state.playbook}" if state.playbook else "the cold start (no playbook yet)"
     console.print(f"serving: {serving}")
+    if state.halt is not None:
+        console.print(
+            f"[bold red]halted[/] since {state.halt.since} by {state.halt.check}:"
+            f" {escape(state.halt.reason)}\n  publish again with [bold]flywheel resume[/]",
+            highlight=False,
+        )
+    else:
+        console.print("seatbelt: [green]publishing allowed[/]")
+    for check in state.monitors:
+        mark = "[green]ok[/]" if check.ok else "[yellow]alert[/]"
+        console.print(f"  {mark} {check.name}: {escape(check.summary)}", highlight=False)
+    for event in state.events[:5]:
+        console.print(
+            f"  {str(event['ts'])[:19]} {event['action']} ({event['actor']}):"
+            f" {escape(event['reason'])}",
+            highlight=False,
+        )
 
 
 def _counts_table(counts: dict[str, float]) -> Table:
@@ -153,13 +178,101 @@ def learn(
         if result.published
         else "[yellow]not published[/]"
     )
-    console.print(f"{mark}: {result.reason}")
+    console.print(f"{mark}: {escape(result.reason)}", highlight=False)
+    for c in result.checks:
+        if not c.ok:
+            console.print(f"  [red]✗[/] {c.name}: {escape(c.summary)}", highlight=False)
+    if result.halted:
+        console.print(
+            "  publishing is halted; see [bold]flywheel status[/], then [bold]flywheel resume[/]"
+        )
     if result.published:
         d = result.diagnostics
         console.print(
             f"  link {d['link']}, {d['parameters']} parameters, {d['iterations']} Newton steps,"
             f" {d['segments']} segments, {d['learn_seconds']:.2f} s"
         )
+
+
+@app.command()
+def resume(
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is safe to go on.")],
+    spec: SpecOption = Path("flywheel.toml"),
+) -> None:
+    """Lift the seatbelt's halt, with an audit entry; the next learn may publish again."""
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            lifted = wheel.resume(reason)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    if lifted is None:
+        console.print("was not halted; recorded the resume anyway")
+    else:
+        console.print(f"resumed (was halted by {lifted.check} since {lifted.since})")
+
+
+quarantine_app = typer.Typer(
+    help="Rows that failed the spec's [quality] checks: list, show, release.",
+    no_args_is_help=True,
+)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    spec: SpecOption = Path("flywheel.toml"),
+    limit: Annotated[int, typer.Option("--limit", help="At most this many rows.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Quarantined rows, oldest first, with every check each failed."""
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            rows = wheel.quarantined(limit).to_pylist()
+    except FlywheelError as err:
+        raise _fail(err) from None
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=f"quarantine ({len(rows)} shown)")
+    for col in ("decision", "decided", "failed checks"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["decision_id"], str(row["ts"])[:19], escape(row["failed"] or ""))
+    console.print(table)
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    decision: Annotated[str, typer.Argument(help="A decision id from `quarantine list`.")],
+    spec: SpecOption = Path("flywheel.toml"),
+) -> None:
+    """One quarantined row: its values, the checks it failed and its history."""
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            rows = [r for r in wheel.quarantined(None).to_pylist() if r["decision_id"] == decision]
+            history = wheel.quarantine_history(decision)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    print(json.dumps({"row": rows[0] if rows else None, "history": history}, indent=2, default=str))
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    decisions: Annotated[
+        list[str] | None, typer.Argument(help="Decision ids (default: every quarantined row).")
+    ] = None,
+    accept: Annotated[
+        bool, typer.Option("--accept", help="Release without re-checking (an audited override).")
+    ] = False,
+    spec: SpecOption = Path("flywheel.toml"),
+) -> None:
+    """Re-check quarantined rows against the current rules and data; release those that pass."""
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            released, kept = wheel.release(decisions or None, accept=accept)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    console.print(f"released {released:,}; still quarantined {kept:,}")
 
 
 playbook_app = typer.Typer(

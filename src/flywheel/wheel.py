@@ -309,6 +309,7 @@ class Wheel:
         self.flush()
         moment = self._moment(None)
         who = actor or os.environ.get("USER") or "unknown"
+        quality.scan(self.store, self.spec, moment, moment)  # judge what arrived since
         released, kept = quality.release(
             self.store, self.spec, moment, moment, ids, accept=accept, actor=who
         )
@@ -316,6 +317,11 @@ class Wheel:
             reason = f"accepted {released} quarantined rows without a re-check"
             breaker.audit(self.store, moment, "override", reason, {"ids": ids}, actor=who)
         return released, kept
+
+    def quarantine_history(self, decision_id: str) -> list[dict[str, Any]]:
+        """Every quarantine entry of one decision (quarantined, released, accepted), in order."""
+        self.flush()
+        return quality.history(self.store, decision_id)
 
     def _moment(self, as_of: float | datetime | None) -> datetime:
         return align.moment(self._clock() if as_of is None else as_of)
@@ -348,9 +354,13 @@ class Wheel:
         return out
 
     def rollback(self, version: int) -> Playbook:
-        """Restore an earlier version: it is published again as the newest and served."""
+        """Restore an earlier version: it is published again as the newest and served (an
+        audited action; the negative-loop guard judges it like any new version)."""
         playbook = publish.restore(self.store, self.spec, version)
         self._decider.use(playbook)
+        who = os.environ.get("USER") or "unknown"
+        reason = f"restored version {version} as version {playbook.version}"
+        breaker.audit(self.store, self._moment(None), "rollback", reason, actor=who)
         return playbook
 
     def _load_playbook(self) -> None:

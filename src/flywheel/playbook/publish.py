@@ -263,6 +263,25 @@ def check(
     return rolled if rolled is not None else (None, None)
 
 
+def _baseline(store: Store, version: int, min_rows: int) -> int | None:
+    """The version whose live results a new one is compared with: the one it replaced, or,
+    if that served too little (replaced at once), the nearest before it that served enough."""
+    served = store.query(
+        "SELECT playbook, count(*) AS n FROM decisions WHERE playbook IS NOT NULL GROUP BY ALL"
+    ).to_pylist()
+    counts = {int(r["playbook"]): int(r["n"]) for r in served}
+    current: int | None = version
+    for _ in range(20):
+        if current is None:
+            return None
+        if counts.get(current, 0) >= min_rows:
+            return current
+        found = store.playbook(current)
+        replaced = None if found is None else json.loads(found[1]).get("replaces")
+        current = None if replaced is None else int(replaced)
+    return None
+
+
 def _guard(
     store: Store, spec: Spec, moment: datetime, incumbent: Playbook | None
 ) -> tuple[LearnResult, Playbook | None] | None:
@@ -271,12 +290,15 @@ def _guard(
     if incumbent is None or not incumbent.meta.get("replaces"):
         return None
     old = int(incumbent.meta["replaces"])
-    test = guard.live(store, spec, moment, incumbent.version, old)
+    baseline = _baseline(store, old, spec.seatbelt.guard_min_rows)
+    if baseline is None:
+        return None
+    test = guard.live(store, spec, moment, incumbent.version, baseline)
     if test.n_new < spec.seatbelt.guard_min_rows or not test.drop:
         return None
     restored = restore(store, spec, old)
     reason = (
-        f"version {incumbent.version} earned {test.difference:+.4f} less than version {old}"
+        f"version {incumbent.version} earned {test.difference:+.4f} less than version {baseline}"
         f" live (interval {test.low:+.4f} to {test.high:+.4f}, always-valid p ="
         f" {test.p_value:.2g}, {test.n_new:,} vs {test.n_old:,} results);"
         f" rolled back to version {old} (now served as version {restored.version})"

@@ -1,0 +1,189 @@
+"""The gate before publishing: each critical check halts a simulated wheel that needs it,
+and stays quiet on clean data."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flywheel
+from flywheel.playbook import Decider, LearnResult
+from flywheel.seatbelt import gate
+from flywheel.seatbelt.breaker import halted
+from tests.conftest import Clock
+
+OPENINGS = ["question", "suspense", "dialogue"]
+
+
+def spec(**seatbelt: Any) -> dict[str, Any]:
+    return {
+        "knobs": {"opening": OPENINGS, "twists": [0, 1, 2]},
+        "context": {"genre": ["thriller", "romance"]},
+        "reward": {"formula": "converted", "window": "1000d"},
+        "learn": {"min_rows": 50},
+        "seatbelt": {"min_rows": 100, **seatbelt},
+    }
+
+
+def truth(context: dict[str, Any], params: dict[str, Any]) -> float:
+    best = {"thriller": ("suspense", 2), "romance": ("dialogue", 0)}[context["genre"]]
+    hits = (params["opening"] == best[0]) + (params["twists"] == best[1])
+    return (0.15, 0.3, 0.6)[hits]
+
+
+class Sim:
+    """A product in front of a wheel: contexts, decisions, results (through the SDK)."""
+
+    def __init__(self, wheel: flywheel.Wheel, clock: Clock, seed: int) -> None:
+        self.wheel, self.clock, self.rng = wheel, clock, random.Random(seed)
+        self.romance_share = 0.5
+
+    def context(self) -> dict[str, Any]:
+        return {"genre": "romance" if self.rng.random() < self.romance_share else "thriller"}
+
+    def play(self, n: int, bug: Callable[[dict[str, Any], float], float] | None = None) -> None:
+        for _ in range(n):
+            self.clock.now += 60
+            context = self.context()
+            d = self.wheel.decide(context)
+            reward = float(self.rng.random() < truth(context, d.params))
+            self.wheel.signal(d, "converted", bug(d.params, reward) if bug else reward)
+
+    def play_locally(self, n: int, swap: float) -> None:
+        """Serve from the playbook in the product and log it, mislabelling a share of rows."""
+        playbook = self.wheel.playbook
+        decider = Decider(self.wheel.spec, random.Random(self.rng.random()))
+        decider.use(playbook)
+        swapped = {"suspense": "dialogue", "dialogue": "suspense", "question": "question"}
+        for _ in range(n):
+            self.clock.now += 60
+            context = self.context()
+            d = decider.decide("00000000-0000-4000-8000-000000000000", context)
+            reward = float(self.rng.random() < truth(context, d.params))
+            logged = dict(d.params)
+            if self.rng.random() < swap:
+                logged["opening"] = swapped[logged["opening"]]
+            self.wheel.log(
+                context=context,
+                params=logged,
+                results={"converted": reward},
+                playbook=d.playbook,
+                propensity=d.propensity,
+            )
+
+    def learn(self) -> LearnResult:
+        return self.wheel.learn(seed=self.rng.randrange(2**31))
+
+
+def warmed(make_wheel: Callable[..., flywheel.Wheel], clock: Clock, seed: int = 1) -> Sim:
+    sim = Sim(make_wheel(spec(), seed=seed), clock, seed)
+    for _ in range(3):
+        sim.play(600)
+        result = sim.learn()
+        assert result.published and not result.halted, result.reason
+    return sim
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_clean_cycles_publish_without_alarms(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock, seed: int
+) -> None:
+    sim = warmed(make_wheel, clock, seed)
+    for _ in range(3):
+        sim.play(600)
+        result = sim.learn()
+        assert result.published, result.reason
+        names = {c.name for c in result.checks}
+        assert {"quality", "drift", "srm", "reward_shift", "ope"} <= names
+        assert all(c.ok for c in result.checks if c.critical), result.checks
+
+
+def test_an_instrumentation_bug_halts_learning_until_a_person_resumes(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    sim = warmed(make_wheel, clock)
+    before = sim.wheel.playbook
+    sim.play(600, bug=lambda params, r: 1.0 if params["twists"] == 0 else r)
+    result = sim.learn()
+    assert result.halted and not result.published
+    assert "reward_shift" in result.reason and "twists = 0" in result.reason
+    assert sim.wheel.playbook is before  # still served: the last good version
+
+    status = sim.wheel.status()
+    assert status.halted and status.halt is not None and status.halt.check == "reward_shift"
+    again = sim.learn()
+    assert again.halted and again.reason.startswith("halted since")
+    lifted = sim.wheel.resume("metric fixed; the bad rows were removed", actor="ops")
+    assert lifted is not None and lifted.check == "reward_shift"
+    actions = [(e["action"], e["actor"]) for e in sim.wheel.status().events]
+    assert actions[:2] == [("resume", "ops"), ("halt", "seatbelt")]
+    assert halted(sim.wheel.store) is None
+
+
+def test_mislogged_knob_tags_trip_the_sample_ratio_check(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    sim = warmed(make_wheel, clock)
+    sim.play_locally(600, swap=0.0)  # served locally, logged right: nothing to see
+    assert sim.learn().published
+    sim.play_locally(600, swap=0.2)
+    result = sim.learn()
+    assert result.halted, result.reason
+    srm = next(c for c in result.checks if c.name == "srm")
+    assert not srm.ok and "opening" in srm.summary
+
+
+def test_a_context_shift_trips_the_drift_check(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    sim = warmed(make_wheel, clock)
+    sim.romance_share = 0.95
+    sim.play(600)
+    result = sim.learn()
+    assert result.halted and "drift" in result.reason and "genre" in result.reason
+
+
+def test_a_high_quarantine_rate_halts(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    rules = {"quality": {"rules": ["converted IN (0, 1)"], "max_failure_rate": 0.1}}
+    sim = Sim(make_wheel({**spec(), **rules}, seed=4), clock, 4)
+    for _ in range(3):
+        sim.play(600)
+        assert sim.learn().published
+    sim.play(600, bug=lambda params, r: 2.0 if r and params["opening"] == "suspense" else r)
+    result = sim.learn()
+    assert result.halted and "quality" in result.reason
+    assert result.quality is not None and result.quality.recent_quarantined > 60
+
+
+def test_the_off_policy_check_refuses_a_worse_candidate(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock, tmp_path: Path
+) -> None:
+    sim = warmed(make_wheel, clock)
+    sim.play(300)
+    sim.wheel.flush()
+    good = sim.wheel.playbook
+    assert good is not None
+    data = gate.windows(
+        sim.wheel.store,
+        sim.wheel.spec,
+        flywheel.align.moment(clock.now),
+        flywheel.align.moment(clock.now - 300 * 60),
+    )
+    # a candidate learned where every result was inverted: it prefers the worst combinations
+    with flywheel.open(
+        spec(), store=f"duckdb:///{tmp_path / 'other.duckdb'}", clock=clock
+    ) as other:
+        Sim(other, clock, 9).play(600, bug=lambda params, r: 1.0 - r)
+        assert other.learn().published
+        bad = other.playbook
+    assert bad is not None
+    worse = gate.ope_check(sim.wheel.spec, bad, good, data)
+    assert not worse.ok and worse.detail["high"] < -0.1, worse.summary
+    same = gate.ope_check(sim.wheel.spec, good, good, data)
+    assert same.ok and abs(same.detail["difference"]) < 1e-9
