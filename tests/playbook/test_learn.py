@@ -183,7 +183,7 @@ def test_default_advantage_seeds_the_default(
 def test_half_life_lets_the_policy_follow_a_shift(
     make_wheel: Callable[..., flywheel.Wheel], clock: Clock
 ) -> None:
-    wheel = make_wheel(spec(half_life="1d"))  # 1,440 decisions at one a minute
+    wheel = make_wheel(spec(half_life="1d"), seed=7)  # 1,440 decisions at one a minute
     rng = random.Random(7)
     for _ in range(4):
         play(wheel, clock, 500, rng)
@@ -195,7 +195,8 @@ def test_half_life_lets_the_policy_follow_a_shift(
         if result.halted:  # a genuine shift looks like a broken metric: a person confirms it
             halts.append(result.reason)
             wheel.resume("the market changed; the new results are real")
-    assert halts and all("reward_shift" in r or "rolled back" in r for r in halts)
+    assert 1 <= len(halts) <= 2  # once judged real, the change is the new normal
+    assert all("reward_shift" in r or "rolled back" in r for r in halts)
     best = wheel.decide({"genre": "thriller"}, explore=False)
     assert (best.params["opening"], best.params["twists"]) == ("question", 1)
 

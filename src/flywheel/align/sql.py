@@ -23,8 +23,9 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def aligned_rows_sql(spec: Spec, dialect: str = "duckdb") -> str:
-    """SQL for the aligned rows as of the timestamp parameter ``$as_of``.
+def aligned_rows_sql(spec: Spec, dialect: str = "duckdb", since: bool = False) -> str:
+    """SQL for the aligned rows as of the timestamp parameter ``$as_of`` (and, with
+    ``since``, of the decisions made after the parameter ``$since`` only: cheaper).
 
     Columns: decision_id, ts, unit, policy, playbook, propensity, the context features, the
     knobs, one column per signal (repeats combined as the spec says), n_signals, late_signals,
@@ -44,11 +45,12 @@ def aligned_rows_sql(spec: Spec, dialect: str = "duckdb") -> str:
     )
     formula = parse(spec.reward.formula).sql(dialect=dialect)
     missing = "NULL" if spec.reward.missing is None else repr(float(spec.reward.missing))
+    after = " AND d.ts > $since" if since else ""
     return f"""
 WITH s AS (
     SELECT s.decision_id, s.name, s.value, s.text, s.ts, s.ts <= d.ts + {window} AS in_window
     FROM signals s JOIN decisions d ON d.id = s.decision_id
-    WHERE s.ts <= $as_of AND d.ts <= $as_of
+    WHERE s.ts <= $as_of AND d.ts <= $as_of{after}
 ),
 c AS (
     SELECT s.decision_id,
@@ -64,7 +66,7 @@ r AS (
         CAST(({formula}) AS DOUBLE) AS _observed,
         d.ts + {window} > $as_of AS _open
     FROM decisions d LEFT JOIN c ON c.decision_id = d.id
-    WHERE d.ts <= $as_of
+    WHERE d.ts <= $as_of{after}
 )
 SELECT * EXCLUDE (_observed, _open),
     CASE WHEN _observed IS NOT NULL THEN _observed WHEN _open THEN NULL ELSE {missing} END

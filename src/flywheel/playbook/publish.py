@@ -80,10 +80,13 @@ def learn(
         if stop is not None:
             reason = f"halted since {stop.since} by {stop.check}: {stop.reason}"
             return LearnResult(False, previous_version, reason, halted=True), None
-        report = quality.scan(store, spec, moment, moment, since=_cut(store, incumbent))
+        if spec.quality.active:
+            report = quality.scan(store, spec, moment, moment, since=_cut(store, incumbent))
     encoding = _encoding(store, spec, when)
     table = store.query(cells_sql(spec, encoding.edges, store.dialect), when)
     rows = int(pc.sum(table.column("rows")).as_py() or 0) if table.num_rows else 0
+    if belt and report is None:  # no checks: nothing new can be quarantined; count the rest
+        report = quality.counted(store, rows)
     if rows == 0:
         reason = "no decisions with a reward yet"
         return LearnResult(False, previous_version, reason, quality=report), None
@@ -112,7 +115,8 @@ def learn(
     checks: list[Check] = []
     data = None
     if belt and incumbent is not None and report is not None:
-        data = gate.windows(store, spec, moment, _cut(store, incumbent) or moment)
+        cut = _cut(store, incumbent) or moment
+        data = gate.windows(store, spec, moment, cut, floor=breaker.resumed_at(store))
         checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec))
         failed = [c for c in checks if c.critical and not c.ok]
         if failed:
@@ -293,7 +297,12 @@ def _guard(
     baseline = _baseline(store, old, spec.seatbelt.guard_min_rows)
     if baseline is None:
         return None
-    test = guard.live(store, spec, moment, incumbent.version, baseline)
+    found = store.playbook(baseline)
+    trained = json.loads(found[1])["training"]["as_of"] if found else None
+    since = datetime.fromisoformat(trained) if trained else datetime.fromtimestamp(0, tz=UTC)
+    resumed = breaker.resumed_at(store)
+    since = max(since, resumed) if resumed else since  # judged again only after a resume
+    test = guard.live(store, spec, moment, incumbent.version, baseline, since)
     if test.n_new < spec.seatbelt.guard_min_rows or not test.drop:
         return None
     restored = restore(store, spec, old)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -54,12 +54,24 @@ class Windows:
     cut: datetime
 
 
-def windows(store: Store, spec: Spec, as_of: datetime, cut: datetime) -> Windows:
+def windows(
+    store: Store, spec: Spec, as_of: datetime, cut: datetime, floor: datetime | None = None
+) -> Windows:
+    """The newest WINDOW_ROWS rows on each side of ``cut`` (only those decisions are aligned),
+    none decided before ``floor`` (the last resume: what a person accepted is the new normal,
+    so it is not the reference a later window is judged against either)."""
     columns = ", ".join(
         quote(n) for n in (*(f.name for f in spec.context), *(k.name for k in spec.knobs))
     )
+    bound = store.query(
+        f"SELECT ts FROM decisions WHERE ts <= $cut ORDER BY ts DESC LIMIT 1 OFFSET {WINDOW_ROWS}",
+        {"cut": cut},
+    ).to_pylist()
+    since = bound[0]["ts"] if bound else datetime.fromtimestamp(0, tz=UTC)
+    if floor is not None and floor > since:
+        since = floor
     table = store.query(
-        f"""WITH a AS ({aligned_rows_sql(spec, store.dialect)}),
+        f"""WITH a AS ({aligned_rows_sql(spec, store.dialect, since=True)}),
         r AS (
             SELECT ts, playbook, policy, propensity, {columns}, reward, ts > $cut AS recent
             FROM a WHERE reward IS NOT NULL AND NOT EXISTS (
@@ -68,7 +80,7 @@ def windows(store: Store, spec: Spec, as_of: datetime, cut: datetime) -> Windows
         )
         SELECT * FROM r QUALIFY row_number() OVER (PARTITION BY recent ORDER BY ts DESC)
             <= {WINDOW_ROWS}""",
-        {"as_of": as_of, "cut": cut},
+        {"as_of": as_of, "cut": cut, "since": since},
     )
     recent = np.asarray(table.column("recent").to_numpy(zero_copy_only=False), dtype=bool)
     return Windows(table.filter(pa.array(recent)), table.filter(pa.array(~recent)), cut)
@@ -105,6 +117,8 @@ def _critical(spec: Spec, name: str) -> bool:
 
 
 def _quality(spec: Spec, report: QualityReport) -> Check:
+    if not spec.quality.active:
+        return Check("quality", True, False, "no [quality] checks declared")
     limit = spec.quality.max_failure_rate
     rate = report.recent_failure_rate
     judged = report.recent_received >= spec.seatbelt.min_rows

@@ -80,14 +80,17 @@ def msprt(new: ArrayLike, old: ArrayLike, alpha: float = 0.05, tau: float = TAU)
     return Sequential(theta, theta - half, theta + half, p, len(a), len(b))
 
 
-def live(store: Store, spec: Spec, as_of: datetime, new: int, old: int) -> Sequential:
-    """The live rewards of playbook version ``new`` against those of ``old``."""
+def live(
+    store: Store, spec: Spec, as_of: datetime, new: int, old: int, since: datetime
+) -> Sequential:
+    """The live rewards of playbook version ``new`` against those of ``old`` (which was
+    published after ``since``: older decisions are not read)."""
     table = store.query(
-        f"""SELECT playbook, reward FROM ({aligned_rows_sql(spec, store.dialect)}) a
+        f"""SELECT playbook, reward FROM ({aligned_rows_sql(spec, store.dialect, since=True)}) a
         WHERE reward IS NOT NULL AND playbook IN ($new, $old) AND NOT EXISTS (
             SELECT 1 FROM quarantine_state q WHERE q.action = 'quarantined'
             AND q.decision_id = CAST(a.decision_id AS UUID))""",
-        {"as_of": as_of, "new": new, "old": old},
+        {"as_of": as_of, "new": new, "old": old, "since": since},
     )
     version = table.column("playbook").to_numpy()
     reward = table.column("reward").to_numpy()

@@ -144,6 +144,15 @@ def scan(
     )
 
 
+def counted(store: Store, accepted: int) -> QualityReport:
+    """The report when the spec declares no checks: nothing new is quarantined, and rows
+    quarantined under earlier rules stay where they are until released."""
+    held = store.query(
+        "SELECT count(*) AS n FROM quarantine_state WHERE action = 'quarantined'"
+    ).to_pylist()[0]["n"]
+    return QualityReport(accepted + int(held), accepted, int(held), 0, ())
+
+
 def _received(store: Store, spec: Spec, as_of: datetime) -> int:
     sql = f"SELECT count(*) AS n FROM ({aligned_rows_sql(spec, store.dialect)}) a"
     return int(store.query(f"{sql} WHERE reward IS NOT NULL", {"as_of": as_of})["n"][0].as_py())
