@@ -340,6 +340,7 @@ class Flywheel(Policy):
         self.knobs = list(world.knobs)
         self.ids: dict[int, str] = {}
         self.published = 0
+        self.halts = 0
         self.learn_seconds = 0.0
         self.violations = 0
 
@@ -368,6 +369,9 @@ class Flywheel(Policy):
         result = self.wheel.learn(as_of=now, seed=int(self.rng.integers(2**31)))
         self.learn_seconds += time.perf_counter() - started
         self.published += int(result.published)
+        if result.halted:  # the seatbelt stopped publishing: an operator who trusts the data
+            self.halts += 1
+            self.wheel.resume("benchmark: the world is as simulated")
 
     def recommend(self, seg: int, now: float) -> int:
         self.now = now
@@ -377,6 +381,7 @@ class Flywheel(Policy):
         self.wheel.close()
         self.notes.update(
             playbooks=self.published,
+            seatbelt_halts=self.halts,
             learn_seconds=round(self.learn_seconds, 2),
             served_violations=self.violations,
         )

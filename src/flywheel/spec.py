@@ -172,6 +172,23 @@ class Seatbelt:
 
 
 @dataclass(frozen=True)
+class Import:
+    """How spreadsheet and file columns map onto the spec (``[import]``).
+
+    Columns named like a knob, a context feature or a signal map by name; ``columns`` maps
+    other source column names onto those names. ``key`` joins a features file with a results
+    file; ``time`` and ``unit`` name the columns holding each row's time and unit; results
+    whose time is more than ``window_seconds`` after their features' time do not join.
+    """
+
+    columns: Mapping[str, str] = field(default_factory=dict)
+    key: str | None = None
+    time: str | None = None
+    unit: str | None = None
+    window_seconds: float | None = None
+
+
+@dataclass(frozen=True)
 class Spec:
     """A validated flywheel declaration. Build it with :func:`load` or :meth:`from_dict`."""
 
@@ -193,6 +210,7 @@ class Spec:
     space: Space = field(repr=False, compare=False)
     quality: Quality = field(default_factory=Quality)
     seatbelt: Seatbelt = field(default_factory=Seatbelt)
+    imports: Import = field(default_factory=Import)
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -328,6 +346,14 @@ class _Seatbelt(_Model):
     stale_after: str = "7d"
 
 
+class _Import(_Model):
+    columns: dict[str, str] = Field(default_factory=dict)
+    key: str | None = None
+    time: str | None = None
+    unit: str | None = None
+    window: str | None = None
+
+
 class _Spec(_Model):
     name: str = "flywheel"
     knobs: dict[str, Any]
@@ -341,6 +367,7 @@ class _Spec(_Model):
     learn: _Learn = Field(default_factory=_Learn)
     quality: _Quality = Field(default_factory=_Quality)
     seatbelt: _Seatbelt = Field(default_factory=_Seatbelt)
+    import_: _Import = Field(default_factory=_Import, alias="import")
 
 
 # --- semantics -----------------------------------------------------------------------------------
@@ -364,6 +391,7 @@ _SECTIONS: dict[str, type[_Model]] = {
     "learn": _Learn,
     "quality": _Quality,
     "seatbelt": _Seatbelt,
+    "import": _Import,
 }
 
 
@@ -405,10 +433,11 @@ def _structure(data: Mapping[str, Any], errors: _Errors) -> _Spec:
 
 def _digest(raw: _Spec) -> str:
     """A hash of what shapes decisions and learning (not where data lives, its privacy, or
-    the seatbelt's checks): a playbook fits a spec with the same digest."""
+    the seatbelt's checks, how files are imported): a playbook fits a spec with the same
+    digest."""
     shape = raw.model_dump(
         mode="json",
-        exclude={"name", "storage", "privacy", "quality", "seatbelt"},
+        exclude={"name", "storage", "privacy", "quality", "seatbelt", "import_"},
         exclude_defaults=True,
     )
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
@@ -467,6 +496,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
     learn = _parse_learn(raw.learn, raw.knobs, raw.context, errors)
     quality = _parse_quality(raw.quality, knobs, context, signals, errors)
     seatbelt = _parse_seatbelt(raw.seatbelt, errors)
+    imports = _parse_import(raw.import_, knobs, context, signals, errors)
     if errors.items:
         raise SpecError(errors.items, source)
     space = _build_space(knobs, rules, context, default, errors)
@@ -492,6 +522,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         space=space,
         quality=quality,
         seatbelt=seatbelt,
+        imports=imports,
         source=source,
         raw=raw.model_dump(mode="json"),
     )
@@ -829,6 +860,23 @@ def _parse_quality(
         if name not in types and name != "unit":
             errors.add(f"quality.unique.{name}", "is not a knob, context feature or unit")
     return Quality(rules, tuple(raw.required), tuple(raw.unique), raw.max_failure_rate)
+
+
+def _parse_import(
+    raw: _Import,
+    knobs: Sequence[Knob],
+    context: Sequence[Feature],
+    signals: Mapping[str, SignalDef],
+    errors: _Errors,
+) -> Import:
+    targets = {k.name for k in knobs} | {f.name for f in context} | set(signals)
+    for column, target in raw.columns.items():
+        if target not in targets:
+            errors.add(
+                f"import.columns.{column}", f"{target!r} is not a knob, context feature or signal"
+            )
+    window = None if raw.window is None else _duration("import.window", raw.window, errors)
+    return Import(dict(raw.columns), raw.key, raw.time, raw.unit, window)
 
 
 def _parse_seatbelt(raw: _Seatbelt, errors: _Errors) -> Seatbelt:
