@@ -195,6 +195,97 @@ def learn(
 
 
 @app.command()
+def analyze(
+    spec: SpecOption = Path("flywheel.toml"),
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="json, markdown or html (standalone, offline).")
+    ] = "markdown",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of printing.")
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option("--version", help="Playbook version (default: the newest).")
+    ] = None,
+    effect: Annotated[
+        float | None,
+        typer.Option("--effect", help="Smallest effect worth finding, in reward units."),
+    ] = None,
+) -> None:
+    """What works alone and in combination, the best combination per segment, readiness."""
+    from flywheel.analyze.render import FORMATS, render
+
+    if fmt not in FORMATS:
+        errors.print(f"[bold red]error:[/] --format: {fmt!r} is not one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            result = wheel.analyze(version, effect=effect)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    text = render(result, fmt)
+    if output is None:
+        print(text, end="")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, "utf-8")
+    console.print(f"wrote {output}: {len(result.found())} interactions found, {result.rows:,} rows")
+
+
+export_app = typer.Typer(
+    help="Write the playbook or the findings as a spreadsheet (xlsx, csv) or JSON.",
+    no_args_is_help=True,
+)
+app.add_typer(export_app, name="export")
+
+FormatOption = Annotated[str, typer.Option("--format", "-f", help="xlsx, csv or json.")]
+OutputOption = Annotated[Path, typer.Option("--output", "-o", help="The file to write.")]
+
+
+@export_app.command("playbook")
+def export_playbook(
+    output: OutputOption,
+    fmt: FormatOption = "xlsx",
+    spec: SpecOption = Path("flywheel.toml"),
+    version: Annotated[
+        int | None, typer.Option("--version", help="Playbook version (default: the newest).")
+    ] = None,
+) -> None:
+    """One row per context segment: context, each knob's exact value, expected result,
+    interval and support — the next round's parameters."""
+    from flywheel.analyze import export
+
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            rows = wheel.playbook_rows(version)
+        export.write([("playbook", rows)], fmt, output)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    console.print(f"wrote {output}: {len(rows)} segments")
+
+
+@export_app.command("findings")
+def export_findings(
+    output: OutputOption,
+    fmt: FormatOption = "xlsx",
+    spec: SpecOption = Path("flywheel.toml"),
+    version: Annotated[
+        int | None, typer.Option("--version", help="Playbook version (default: the newest).")
+    ] = None,
+) -> None:
+    """Best combinations, pairs, single dimensions, readiness and sentences (xlsx: one sheet
+    each; csv: one file each)."""
+    from flywheel.analyze import export
+
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            result = wheel.analyze(version)
+        export.write(export.findings_sheets(result), fmt, output)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    console.print(f"wrote {output}")
+
+
+@app.command()
 def resume(
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is safe to go on.")],
     spec: SpecOption = Path("flywheel.toml"),

@@ -18,10 +18,11 @@ from typing import Any
 import pyarrow as pa
 
 from flywheel import align
+from flywheel.analyze import Analysis, analyze, export
 from flywheel.collect.record import Recorder
 from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
 from flywheel.collect.writer import BufferedWriter
-from flywheel.errors import FlywheelError, StoreError, WrongTypeError
+from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.playbook import Decider, Decision, IdFactory, LearnResult, Playbook, publish
 from flywheel.seatbelt import breaker, monitors, quality
 from flywheel.seatbelt.status import Status
@@ -325,6 +326,31 @@ class Wheel:
 
     def _moment(self, as_of: float | datetime | None) -> datetime:
         return align.moment(self._clock() if as_of is None else as_of)
+
+    def analyze(
+        self, version: int | None = None, *, effect: float | None = None, seed: int = 0
+    ) -> Analysis:
+        """Findings of a playbook (the one served by default) on the rows it was fitted on:
+        single-dimension and cross-dimensional effects, best combinations, readiness, and
+        plain sentences. ``effect`` is the smallest effect worth finding (reward units)."""
+        self.flush()
+        playbook = self._decider.playbook if version is None else self.load_playbook(version)
+        if playbook is None:
+            reason = "no playbook yet: run learn first" if version is None else "no such version"
+            raise InvalidInputError("version", reason)
+        return analyze(self.store, self.spec, playbook, effect=effect, seed=seed)
+
+    def playbook_rows(self, version: int | None = None) -> list[dict[str, Any]]:
+        """The playbook as rows: one per context segment, each knob's exact value, the
+        expected result, its interval and the training rows behind the segment."""
+        self.flush()
+        playbook = self._decider.playbook if version is None else self.load_playbook(version)
+        if playbook is None:
+            reason = "no playbook yet: run learn first" if version is None else "no such version"
+            raise InvalidInputError("version", reason)
+        as_of = datetime.fromisoformat(playbook.meta["training"]["as_of"])
+        cells = publish.training_cells(self.store, self.spec, playbook.encoding, as_of)
+        return export.playbook_rows(playbook, cells)
 
     @property
     def playbook(self) -> Playbook | None:

@@ -176,7 +176,7 @@ def _fit(
 ) -> Playbook:
     """Fit the model on the cells and tabulate the candidate playbook (not yet published)."""
     del store
-    cells = _cells(table, spec, encoding)
+    cells = cells_of(table, spec, encoding)
     design = design_for(spec, encoding)
     settings = Settings(
         link=spec.learn.link,
@@ -361,7 +361,16 @@ def _encoding(store: Store, spec: Spec, when: dict[str, datetime]) -> Encoding:
     return Encoding(categorical, edges)
 
 
-def _cells(table: pa.Table, spec: Spec, encoding: Encoding) -> Cells:
+def training_cells(store: Store, spec: Spec, encoding: Encoding, as_of: datetime) -> Cells:
+    """The cells a playbook with ``encoding`` is fitted on, from the rows up to ``as_of``."""
+    table = store.query(cells_sql(spec, encoding.edges, store.dialect), {"as_of": as_of})
+    if not table.num_rows:
+        return Cells.empty((*(f.name for f in spec.context), *(k.name for k in spec.knobs)))
+    return cells_of(table, spec, encoding)
+
+
+def cells_of(table: pa.Table, spec: Spec, encoding: Encoding) -> Cells:
+    """Cells from the learner's aggregation query (rows whose values left the spec dropped)."""
     codes: dict[str, np.ndarray] = {}
     for f in spec.context:
         column = table.column(f.name)
