@@ -17,6 +17,7 @@ from rich.table import Table
 import flywheel
 from flywheel.demo import DemoResult, example_text
 from flywheel.errors import FlywheelError, SpecError
+from flywheel.spec import duration
 
 app = typer.Typer(
     help="Flywheel: decide, signal, align, learn, publish. Every command takes --spec.",
@@ -192,6 +193,74 @@ def learn(
             f"  link {d['link']}, {d['parameters']} parameters, {d['iterations']} Newton steps,"
             f" {d['segments']} segments, {d['learn_seconds']:.2f} s"
         )
+
+
+@app.command("import")
+def import_(
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="One file of complete rows, or a features file then a results file."),
+    ],
+    spec: SpecOption = Path("flywheel.toml"),
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map", "-m", help="SOURCE=NAME: map a column onto a knob, feature or signal."
+        ),
+    ] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Join column of two files.")] = None,
+    time: Annotated[str | None, typer.Option("--time", help="Column with each row's time.")] = None,
+    unit: Annotated[str | None, typer.Option("--unit", help="Column with each row's unit.")] = None,
+    window: Annotated[
+        str | None, typer.Option("--window", help="Results later than this do not join (7d).")
+    ] = None,
+    rejected: Annotated[
+        Path | None, typer.Option("--rejected", help="Write rejected rows (CSV) here.")
+    ] = None,
+    sheet: Annotated[str | None, typer.Option("--sheet", help="XLSX sheet to read.")] = None,
+) -> None:
+    """Import rows from CSV, XLSX, Parquet or JSONL; ends with `read N, imported A, rejected R`."""
+    columns = {}
+    for item in mapping or []:
+        source, sep, target = item.partition("=")
+        if not sep or not source or not target:
+            errors.print(f"[bold red]error:[/] --map: {item!r} is not SOURCE=NAME")
+            raise typer.Exit(2)
+        columns[source] = target
+    try:
+        seconds = None if window is None else duration(window, "--window")
+        if rejected is None:
+            rejected = files[0].with_name(f"{files[0].stem}.rejected.csv")
+        with (
+            flywheel.open(spec, refresh=0) as wheel,
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar,
+        ):
+            task = bar.add_task("import", total=None)
+            report = wheel.import_rows(
+                files,
+                columns=columns or None,
+                key=key,
+                time=time,
+                unit=unit,
+                window_seconds=seconds,
+                rejected_path=rejected,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                sheet=sheet,
+            )
+    except FlywheelError as err:
+        raise _fail(err) from None
+    for line in report.details(10):
+        console.print(f"  [yellow]rejected[/] {escape(line)}", highlight=False)
+    if report.rejected:
+        console.print(f"  rejected rows, with their reasons: {rejected}", highlight=False)
+    console.print(report.summary(), highlight=False)
 
 
 @app.command()

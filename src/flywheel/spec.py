@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from sqlglot import exp
 
-from flywheel.errors import FieldError, SpecError
+from flywheel.errors import FieldError, InvalidInputError, SpecError
 from flywheel.rules import (
     SQL_TYPE,
     ExpressionError,
@@ -767,6 +767,16 @@ def _parse_reward(raw: _Reward, signals: Mapping[str, SignalDef], errors: _Error
     seconds = _duration("reward.window", raw.window, errors)
     missing = None if raw.missing == "pending" else float(raw.missing)
     return Reward(raw.formula, seconds, missing, names)
+
+
+def duration(text: str, field: str = "window") -> float:
+    """Seconds in a duration such as ``30m``, ``12h``, ``7d`` or ``2w``; raises
+    :class:`~flywheel.errors.InvalidInputError` naming ``field`` otherwise."""
+    errors = _Errors(None)
+    seconds = _duration(field, text, errors)
+    if errors.items:
+        raise InvalidInputError(field, errors.items[0].message)
+    return seconds
 
 
 def _duration(path: str, text: str, errors: _Errors) -> float:

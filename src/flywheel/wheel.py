@@ -9,7 +9,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from flywheel import align
 from flywheel.analyze import Analysis, analyze, export
+from flywheel.collect import importers
 from flywheel.collect.record import Recorder
 from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
 from flywheel.collect.writer import BufferedWriter
@@ -221,6 +222,40 @@ class Wheel:
             propensity=propensity,
         )
         return ident
+
+    def import_rows(
+        self,
+        sources: Sequence[str | Path | pa.Table],
+        *,
+        columns: Mapping[str, str] | None = None,
+        key: str | None = None,
+        time: str | None = None,
+        unit: str | None = None,
+        window_seconds: float | None = None,
+        rejected_path: str | Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        sheet: str | None = None,
+    ) -> importers.ImportReport:
+        """Import rows from files (CSV, XLSX, Parquet, JSONL) or Arrow tables: one source of
+        complete rows, or a features source and a results source joined on ``key``.
+
+        Columns named like knobs, context features and signals map by name; ``columns`` (and
+        the spec's ``[import]``) map the rest. Rows that cannot be used are rejected with
+        their row number and reason (written to ``rejected_path``), never dropped: the
+        report's ``read == imported + rejected``.
+        """
+        return importers.import_rows(
+            self,
+            [s if isinstance(s, pa.Table) else Path(s) for s in sources],
+            columns=columns,
+            key=key,
+            time=time,
+            unit=unit,
+            window_seconds=window_seconds,
+            rejected_path=None if rejected_path is None else Path(rejected_path),
+            progress=progress,
+            sheet=sheet,
+        )
 
     def aligned(self, as_of: float | datetime | None = None) -> pa.Table:
         """Aligned rows as an Arrow table (see :func:`flywheel.align.aligned`)."""

@@ -17,6 +17,7 @@ from flywheel.analyze.findings import (
     LevelFinding,
     Readiness,
     compute,
+    level_name,
 )
 from flywheel.errors import InvalidInputError
 from flywheel.playbook.book import Playbook
@@ -111,10 +112,6 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def _where(context: dict[str, Any]) -> str:
-    return ", ".join(f"{k} = {v}" for k, v in context.items()) if context else "everyone"
-
-
 def _assignment(params: dict[str, Any], fixed: dict[str, Any]) -> str:
     """The knob values of a combination (the skeleton's fixed values go without saying)."""
     return " with ".join(f"{k} = {v}" for k, v in params.items() if k not in fixed)
@@ -137,17 +134,18 @@ def _sentences(f: Findings, fixed: dict[str, Any]) -> list[str]:
         involved = [q_by_factor[k] for k in b.params if k in q_by_factor]
         evidence = f"; {_q(min(involved))}" if involved else ""
         out.append(
-            f"For {_where(b.context)}, {_assignment(b.params, fixed)} gives {_fmt(b.expected)}"
+            f"For {b.segment}, {_assignment(b.params, fixed)} gives {_fmt(b.expected)}"
             f" ({_fmt(b.low)}–{_fmt(b.high)}) vs {_fmt(b.default)} for the default"
             f" (P(best) = {b.p_best:.2f}{evidence})."
         )
     for i in found[:5]:
         c = i.strongest
         direction = "better" if c.effect > 0 else "worse"
+        first, second = (level_name(f, v) for f, v in zip(i.factors, c.levels, strict=True))
         out.append(
-            f"{i.name} interact ({_q(i.q_value)}): {i.factors[0]} = {c.levels[0]} with"
-            f" {i.factors[1]} = {c.levels[1]} does {_fmt(abs(c.effect))} {direction} than the two"
-            f" effects alone predict ({_fmt(c.low)} to {_fmt(c.high)})."
+            f"{i.name} interact ({_q(i.q_value)}): {first} with {second} does"
+            f" {_fmt(abs(c.effect))} {direction} than the two effects alone predict"
+            f" ({_fmt(c.low)} to {_fmt(c.high)})."
         )
     for s in sorted(
         (s for s in f.single if s.clear and s.kind == "knob"), key=lambda s: -abs(s.lift)
@@ -156,21 +154,28 @@ def _sentences(f: Findings, fixed: dict[str, Any]) -> list[str]:
             f"On its own, {s.factor} = {s.level} changes the result by {s.lift:+.3g}"
             f" ({s.lift_low:+.3g} to {s.lift_high:+.3g}) against {s.factor} = {s.reference}."
         )
-    for r in f.readiness:
-        name = " × ".join(r.factors)
-        kind = "cross-dimensional analysis" if r.order == "pair" else "single-dimension analysis"
-        if r.ready:
-            out.append(
-                f"{kind.capitalize()} supported for {name}: effects of {_fmt(r.effect)} are"
-                f" detectable (minimum detectable {_fmt(r.mde)})."
-            )
-        else:
-            more = f"~{r.more_rows:,} more rows" if r.more_rows >= 0 else "rows in every cell"
-            out.append(
-                f"Not yet {kind} for {name} at effects of {_fmt(r.effect)}: only effects of"
-                f" {_fmt(r.mde)} or more are detectable; needs {more}."
-            )
+    for order, kind in (("main", "Single-dimension"), ("pair", "Cross-dimensional")):
+        group = [r for r in f.readiness if r.order == order]
+        if group:
+            out.append(_readiness_sentence(kind, group, f.effect))
     return out
+
+
+def _readiness_sentence(kind: str, group: list[Readiness], effect: float) -> str:
+    """``Cross-dimensional analysis supported for a × b; not yet for c × d (~N more rows).``"""
+    ready = [" × ".join(r.factors) for r in group if r.ready]
+    waiting = sorted((r for r in group if not r.ready), key=lambda r: r.more_rows)
+    parts = [f"{kind} analysis at effects of {_fmt(effect)}:"]
+    if ready:
+        parts.append(f"supported for {', '.join(ready)}" + (";" if waiting else "."))
+    if waiting:
+        needs = ", ".join(
+            f"{' × '.join(r.factors)} (detects {_fmt(r.mde)}; "
+            + (f"~{r.more_rows:,} more rows)" if r.more_rows >= 0 else "needs rows in every cell)")
+            for r in waiting
+        )
+        parts.append(f"not yet for {needs}.")
+    return " ".join(parts)
 
 
 def _warnings(f: Findings, observational: int, rows: int) -> list[str]:
@@ -203,7 +208,7 @@ def _warnings(f: Findings, observational: int, rows: int) -> list[str]:
             if alone is not None and alone.kind == "knob" and alone.lift_high < 0:
                 out.append(
                     f"{name} = {value} looks worse on its own ({alone.lift:+.3g}), yet for"
-                    f" {_where(b.context)} it is part of the best combination: judge it in"
+                    f" {b.segment} it is part of the best combination: judge it in"
                     " combination, not alone."
                 )
     del rows

@@ -105,6 +105,7 @@ class Interaction:
 class Best:
     """The best combination of one segment, as exact values."""
 
+    segment: str  # "genre = thriller, 10 <= size < 50"
     context: dict[str, Any]
     params: dict[str, Any]
     expected: float
@@ -343,9 +344,11 @@ class _Compute:
             mask = np.ones(len(self.cells), dtype=bool)
             for f, code in zip(self.spec.context, key, strict=True):
                 mask &= self.cells.codes[f.name] == code
+            described = self.playbook.describe_context(context)
             out.append(
                 Best(
-                    context=self.playbook.describe_context(context),
+                    segment=segment_name(described, self.playbook.encoding.edges),
+                    context=described,
                     params={**space.params(int(table.rows[best])), **self.spec.fixed},
                     expected=float(table.mean[best]),
                     low=float(table.low[best]),
@@ -391,6 +394,19 @@ class _Compute:
             needed = total * (mde / self.effect) ** 2 if np.isfinite(mde) else float("inf")
             more = int(np.ceil(needed - total)) if np.isfinite(needed) else -1
         return Readiness(order, factors, rows, mde, self.effect, ready, more)
+
+
+def level_name(factor: str, level: Any) -> str:
+    """``factor = level``, or a numeric bin's own label (``10 <= size < 50``)."""
+    text = str(level)
+    return text if "<" in text and factor in text else f"{factor} = {text}"
+
+
+def segment_name(context: Mapping[str, Any], numeric: Mapping[str, Any]) -> str:
+    """A segment in words: categorical features as ``name = value``, numeric ones as their
+    bin (``10 <= size < 50``); ``everyone`` without context."""
+    parts = [str(v) if k in numeric else f"{k} = {v}" for k, v in context.items()]
+    return ", ".join(p for p in parts if p != "any") or "everyone"
 
 
 def _harmonic(counts: np.ndarray) -> float:

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from flywheel.analyze import Q_LEVEL, Analysis
-from flywheel.analyze.findings import Interaction, LevelFinding
+from flywheel.analyze.findings import Interaction, LevelFinding, level_name
 
 FORMATS = ("json", "markdown", "html")
 
@@ -71,7 +71,7 @@ def _pair_rows(items: tuple[Interaction, ...]) -> list[list[str]]:
         out.append(
             [
                 i.name,
-                f"{i.factors[0]} = {c.levels[0]}, {i.factors[1]} = {c.levels[1]}",
+                f"{level_name(i.factors[0], c.levels[0])}, {level_name(i.factors[1], c.levels[1])}",
                 f"{c.effect:+.3g} ({c.low:+.3g} to {c.high:+.3g})",
                 f"{c.rows:,}",
                 _n(c.observed),
@@ -85,7 +85,7 @@ def _pair_rows(items: tuple[Interaction, ...]) -> list[list[str]]:
 def _best_rows(a: Analysis) -> list[list[str]]:
     return [
         [
-            ", ".join(f"{k} = {v}" for k, v in b.context.items()) or "everyone",
+            b.segment,
             ", ".join(f"{k} = {v}" for k, v in b.params.items()),
             f"{_n(b.expected)} ({_n(b.low)}–{_n(b.high)})",
             f"{b.p_best:.2f}",
