@@ -65,6 +65,7 @@ class Posterior:
     converged: bool = True
     cells: int = 0
     weight: float = 0.0  # total (decayed) rows the fit saw
+    term_scales: tuple[float, ...] = ()  # each term's prior scale in the final fit
     _chol: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -180,6 +181,7 @@ def fit(cells: Cells, design: Design, settings: Settings | None = None) -> Poste
         mean=beta,
         cov=_inverse(hessian),
         scales=scales,
+        term_scales=tuple(float(v) for v in term_scales),
         noise=noise,
         center=center,
         scale=scale,

@@ -181,6 +181,7 @@ class Playbook:
         meta["posterior"] = {
             "link": self.posterior.link,
             "scales": dict(self.posterior.scales),
+            "term_scales": list(self.posterior.term_scales),
             "noise": self.posterior.noise,
             "center": self.posterior.center,
             "scale": self.posterior.scale,
@@ -210,6 +211,7 @@ class Playbook:
             mean=arrays["mean"],
             cov=arrays["cov"],
             scales=post["scales"],
+            term_scales=tuple(post.get("term_scales", ())),
             noise=post["noise"],
             center=post.get("center", 0.0),
             scale=post.get("scale", 1.0),
