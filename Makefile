@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint types unit bench bench-learning clean
+.PHONY: demo test lint types unit bench bench-learning bench-seatbelt bench-analysis clean
 
 $(BIN)/flywheel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,17 @@ bench: $(VENV)/.dev ## the speed benchmarks behind BENCHMARKS.md (a few minutes)
 	$(BIN)/python bench/decide.py
 	$(BIN)/python bench/align.py
 	$(BIN)/python bench/learn.py
+	$(BIN)/python bench/importer.py
 
 bench-learning: $(VENV)/.dev ## the learning benchmark (about 20 minutes on 2 cores)
 	$(BIN)/python -m pip install --quiet vowpalwabbit
 	$(BIN)/python bench/learning.py
+
+bench-seatbelt: $(VENV)/.dev ## the seatbelt benchmark (about 7 minutes on 2 cores)
+	$(BIN)/python bench/seatbelt.py
+
+bench-analysis: $(VENV)/.dev ## the analysis's error rates, power and coverage (about 2 minutes)
+	$(BIN)/python bench/analysis.py
 
 clean:
 	rm -rf $(VENV) .flywheel .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

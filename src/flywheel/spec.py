@@ -163,7 +163,7 @@ class Seatbelt:
     min_shift: float = 0.25
     min_rows: int = 100
     ope_tolerance: float = 0.02
-    guard_alpha: float = 0.05
+    guard_alpha: float = 0.01
     guard_min_rows: int = 200
     period_seconds: float = 86400.0
     baseline_periods: int = 7
@@ -338,7 +338,7 @@ class _Seatbelt(_Model):
     min_shift: float = Field(default=0.25, ge=0.0)
     min_rows: int = Field(default=100, ge=1)
     ope_tolerance: float = Field(default=0.02, ge=0.0)
-    guard_alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    guard_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     guard_min_rows: int = Field(default=200, ge=1)
     period: str = "1d"
     baseline_periods: int = Field(default=7, ge=1, le=1000)

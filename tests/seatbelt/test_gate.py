@@ -111,7 +111,11 @@ def test_an_instrumentation_bug_halts_learning_until_a_person_resumes(
     result = sim.learn()
     assert result.halted and not result.published
     assert "reward_shift" in result.reason and "twists = 0" in result.reason
-    assert sim.wheel.playbook is before  # still served: the last good version
+    # the versions learned inside the window the check looked at are in doubt: the one
+    # before it is served again (this run has three; the window spans them)
+    served = sim.wheel.playbook
+    assert result.rolled_back and served is not None and served is not before
+    assert served.meta["restored_from"] == 1 and served.meta["replaces"] is None
 
     status = sim.wheel.status()
     assert status.halted and status.halt is not None and status.halt.check == "reward_shift"
@@ -120,7 +124,7 @@ def test_an_instrumentation_bug_halts_learning_until_a_person_resumes(
     lifted = sim.wheel.resume("metric fixed; the bad rows were removed", actor="ops")
     assert lifted is not None and lifted.check == "reward_shift"
     actions = [(e["action"], e["actor"]) for e in sim.wheel.status().events]
-    assert actions[:2] == [("resume", "ops"), ("halt", "seatbelt")]
+    assert actions[:3] == [("resume", "ops"), ("rollback", "seatbelt"), ("halt", "seatbelt")]
     assert halted(sim.wheel.store) is None
 
 

@@ -116,7 +116,9 @@ def learn(
     data = None
     if belt and incumbent is not None and report is not None:
         cut = _cut(store, incumbent) or moment
-        data = gate.windows(store, spec, moment, cut, floor=breaker.resumed_at(store))
+        floor = breaker.resumed_at(store)
+        long_cut, before = _long_cut(store, incumbent, cut)
+        data = gate.windows(store, spec, moment, cut, floor=floor, long_cut=long_cut)
         checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec))
         failed = [c for c in checks if c.critical and not c.ok]
         if failed:
@@ -128,6 +130,20 @@ def learn(
                 {"checks": [c.as_dict() for c in checks]},
             )
             reason = f"halted by {stop.check}: {stop.reason}"
+            if before is not None and before != incumbent.version:
+                # versions learned inside the window in doubt go too: serve the one before it
+                restored = restore(store, spec, before, guarded=False)
+                note = f"restored version {before} as version {restored.version}"
+                breaker.audit(store, moment, "rollback", f"{note}: {stop.check} alarm", None)
+                return LearnResult(
+                    False,
+                    restored.version,
+                    f"{reason}; {note} (learned before the data in doubt)",
+                    checks=tuple(checks),
+                    halted=True,
+                    rolled_back=True,
+                    quality=report,
+                ), restored
             return LearnResult(
                 False, previous_version, reason, checks=tuple(checks), halted=True, quality=report
             ), None
@@ -267,6 +283,23 @@ def check(
     return rolled if rolled is not None else (None, None)
 
 
+def _long_cut(store: Store, incumbent: Playbook, cut: datetime) -> tuple[datetime, int | None]:
+    """The training cut-off of the version ``gate.SHIFT_CYCLES - 1`` publishes before the
+    incumbent (following what each version replaced), and that version; ``cut`` and the
+    incumbent's version when there is no such history."""
+    meta, found, version = incumbent.meta, cut, incumbent.meta.get("restored_from")
+    version = version or incumbent.version
+    for _ in range(gate.SHIFT_CYCLES - 1):
+        replaced = meta.get("replaces")
+        row = None if replaced is None else store.playbook(int(replaced))
+        if row is None:
+            break
+        meta = json.loads(row[1])
+        if meta.get("restored_from") is None:
+            found, version = datetime.fromisoformat(meta["training"]["as_of"]), row[0]
+    return min(found, cut), version
+
+
 def _baseline(store: Store, version: int, min_rows: int) -> int | None:
     """The version whose live results a new one is compared with: the one it replaced, or,
     if that served too little (replaced at once), the nearest before it that served enough."""
@@ -318,8 +351,12 @@ def _guard(
     return LearnResult(False, restored.version, reason, halted=True, rolled_back=True), restored
 
 
-def restore(store: Store, spec: Spec, version: int) -> Playbook:
-    """Publish a copy of an earlier version as the newest one (history stays immutable)."""
+def restore(store: Store, spec: Spec, version: int, *, guarded: bool = True) -> Playbook:
+    """Publish a copy of an earlier version as the newest one (history stays immutable).
+
+    The negative-loop guard judges the copy against the version it replaces, unless not
+    ``guarded`` (the seatbelt's own rollback away from data in doubt: the replaced version's
+    live results are in doubt too)."""
     found = store.playbook(version)
     if found is None:
         raise InvalidInputError("version", f"there is no playbook version {version}")
@@ -330,7 +367,7 @@ def restore(store: Store, spec: Spec, version: int) -> Playbook:
             "version", f"version {version} was learned for another spec; it cannot serve this one"
         )
     meta["restored_from"] = version
-    meta["replaces"] = store.latest_version()  # a restore is a publish: the guard judges it
+    meta["replaces"] = store.latest_version() if guarded else None  # the guard judges it
     meta["created_at"] = datetime.now(tz=UTC).isoformat()
     new_version = store.publish(
         meta.get("spec_digest", spec.digest), json.dumps(meta, sort_keys=True), payload

@@ -41,31 +41,42 @@ from flywheel.seatbelt.quality import QualityReport
 from flywheel.spec import Spec
 from flywheel.store import Store
 
+SHIFT_CYCLES = 3  # the reward-shift check's recent side spans this many publishes
 WINDOW_ROWS = 100_000  # newest rows read per window: plenty of power, bounded cost
 MIN_EXPECTED = 5.0  # chi-square cells expecting fewer are pooled
 
 
 @dataclass(frozen=True)
 class Windows:
-    """Rows with a result (quarantined ones left out), split at ``cut``."""
+    """Rows with a result (quarantined ones left out), split at ``cut`` (the incumbent's
+    training cut-off) and at ``long_cut`` (that of the version SHIFT_CYCLES publishes back)."""
 
     recent: pa.Table
     reference: pa.Table
     cut: datetime
+    long_recent: pa.Table
+    long_reference: pa.Table
 
 
 def windows(
-    store: Store, spec: Spec, as_of: datetime, cut: datetime, floor: datetime | None = None
+    store: Store,
+    spec: Spec,
+    as_of: datetime,
+    cut: datetime,
+    floor: datetime | None = None,
+    long_cut: datetime | None = None,
 ) -> Windows:
-    """The newest WINDOW_ROWS rows on each side of ``cut`` (only those decisions are aligned),
-    none decided before ``floor`` (the last resume: what a person accepted is the new normal,
-    so it is not the reference a later window is judged against either)."""
+    """The newest WINDOW_ROWS rows on each side of ``long_cut`` (default ``cut``; only those
+    decisions are aligned), none decided before ``floor`` (the last resume: what a person
+    accepted is the new normal, so it is not the reference a later window is judged against
+    either)."""
+    long_cut = min(long_cut or cut, cut)
     columns = ", ".join(
         quote(n) for n in (*(f.name for f in spec.context), *(k.name for k in spec.knobs))
     )
     bound = store.query(
         f"SELECT ts FROM decisions WHERE ts <= $cut ORDER BY ts DESC LIMIT 1 OFFSET {WINDOW_ROWS}",
-        {"cut": cut},
+        {"cut": long_cut},
     ).to_pylist()
     since = bound[0]["ts"] if bound else datetime.fromtimestamp(0, tz=UTC)
     if floor is not None and floor > since:
@@ -73,17 +84,25 @@ def windows(
     table = store.query(
         f"""WITH a AS ({aligned_rows_sql(spec, store.dialect, since=True)}),
         r AS (
-            SELECT ts, playbook, policy, propensity, {columns}, reward, ts > $cut AS recent
+            SELECT ts, playbook, policy, propensity, {columns}, reward, ts > $cut AS recent,
+                ts > $long_cut AS long_recent
             FROM a WHERE reward IS NOT NULL AND NOT EXISTS (
                 SELECT 1 FROM quarantine_state q WHERE q.action = 'quarantined'
                 AND q.decision_id = CAST(a.decision_id AS UUID))
         )
-        SELECT * FROM r QUALIFY row_number() OVER (PARTITION BY recent ORDER BY ts DESC)
+        SELECT * FROM r QUALIFY row_number() OVER (PARTITION BY long_recent ORDER BY ts DESC)
             <= {WINDOW_ROWS}""",
-        {"as_of": as_of, "cut": cut, "since": since},
+        {"as_of": as_of, "cut": cut, "since": since, "long_cut": long_cut},
     )
     recent = np.asarray(table.column("recent").to_numpy(zero_copy_only=False), dtype=bool)
-    return Windows(table.filter(pa.array(recent)), table.filter(pa.array(~recent)), cut)
+    longer = np.asarray(table.column("long_recent").to_numpy(zero_copy_only=False), dtype=bool)
+    return Windows(
+        table.filter(pa.array(recent)),
+        table.filter(pa.array(~recent)),
+        cut,
+        table.filter(pa.array(longer)),
+        table.filter(pa.array(~longer)),
+    )
 
 
 # --- data checks ---------------------------------------------------------------------------------
@@ -199,7 +218,7 @@ def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alph
                 cells[combos[table.best, j]] += n_greedy
                 expected[k.name].append(cells)
                 observed[k.name].append(np.bincount(codes[members, j], minlength=len(k.values)))
-    threshold = min(alpha * 10, SRM_THRESHOLD)
+    threshold = min(alpha * 10, SRM_THRESHOLD) / len(spec.knobs)  # p < 0.001 across the knobs
     alarms, found = [], {}
     for k in spec.knobs:
         if not observed[k.name]:
@@ -240,14 +259,37 @@ def _pool(observed: np.ndarray, expected: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) -> Check:
+    """The shift check on the last cycle and on the last SHIFT_CYCLES (sharing ``alpha``): a
+    sudden break shows at once in the short window, a slow one or one on a rarely served
+    level accumulates in the long one."""
+    spans = [(data.reference, data.recent, "last cycle")]
+    if data.long_recent.num_rows > data.recent.num_rows:
+        spans.append((data.long_reference, data.long_recent, f"last {SHIFT_CYCLES} cycles"))
+    alarms: list[str] = []
+    found: dict[str, Any] = {}
+    for reference, recent, label in spans:
+        if min(reference.num_rows, recent.num_rows) < spec.seatbelt.min_rows:
+            continue
+        more, detail = _shift(spec, reference, recent, incumbent, alpha / len(spans))
+        alarms += [f"{a} over the {label}" for a in more]
+        found.update({f"{k} ({label})": v for k, v in detail.items()})
+    summary = (
+        "reward shifted for " + "; ".join(alarms) if alarms else "no knob level's reward shifted"
+    )
+    return Check("reward_shift", not alarms, _critical(spec, "reward_shift"), summary, found)
+
+
+def _shift(
+    spec: Spec, reference: pa.Table, recent_rows: pa.Table, incumbent: Playbook, alpha: float
+) -> tuple[list[str], dict[str, Any]]:
     """Per knob level: did its results move between the windows more than everyone else's?
 
     Compared within cells (one context segment and one full combination each), so a policy
     that now serves other combinations, or other contexts, moves nothing by itself; a change
     shared by every cell (a genuine trend) cancels in the difference between levels.
     """
-    both = pa.concat_tables([data.reference, data.recent])
-    recent = np.arange(both.num_rows) >= data.reference.num_rows
+    both = pa.concat_tables([reference, recent_rows])
+    recent = np.arange(both.num_rows) >= reference.num_rows
     codes = context_codes(incumbent, both)
     knobs = knob_codes(spec, both)
     key = np.column_stack([*(codes[f.name] for f in spec.context), knobs])
@@ -264,7 +306,7 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
     weight = np.where(shared, 1.0 / (1.0 / np.maximum(n_new, 1) + 1.0 / np.maximum(n_old, 1)), 0)
     level_of_cell = np.zeros((cells, len(spec.knobs)), dtype=np.int64)
     level_of_cell[cell] = knobs
-    scale = float(np.std(data.reference.column("reward").to_numpy())) or 1.0
+    scale = float(np.std(reference.column("reward").to_numpy())) or 1.0
     z_limit = float(norm.ppf(1 - alpha / 2))
     alarms, found = [], {}
     for j, k in enumerate(spec.knobs):
@@ -293,10 +335,7 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
                     f"{k.name} = {value!r} moved {shift:+.3g} against the other levels"
                     f" (z = {z:.1f}; traffic {traffic[1]:.0%} -> {traffic[0]:.0%})"
                 )
-    summary = (
-        "reward shifted for " + "; ".join(alarms) if alarms else "no knob level's reward shifted"
-    )
-    return Check("reward_shift", not alarms, _critical(spec, "reward_shift"), summary, found)
+    return alarms, found
 
 
 # --- the candidate against the incumbent ---------------------------------------------------------
