@@ -260,6 +260,13 @@ def import_(
         console.print(f"  [yellow]rejected[/] {escape(line)}", highlight=False)
     if report.rejected:
         console.print(f"  rejected rows, with their reasons: {rejected}", highlight=False)
+    if report.unmatched_features:
+        rows = ", ".join(map(str, report.unmatched_feature_rows[:20]))
+        more = " …" if report.unmatched_features > 20 else ""
+        console.print(
+            f"  {files[0].name} rows without results (imported, reward pending): {rows}{more}",
+            highlight=False,
+        )
     console.print(report.summary(), highlight=False)
 
 
