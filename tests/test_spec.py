@@ -185,3 +185,17 @@ def test_digest_is_stable_and_changes_with_content() -> None:
     assert (
         Spec.from_dict(minimal()).digest != Spec.from_dict(minimal(knobs={"tone": ["warm"]})).digest
     )
+
+
+def test_a_spec_round_trips_through_its_raw_mapping() -> None:
+    spec = Spec.from_dict(
+        {
+            "knobs": {"a": ["x", "y"]},
+            "reward": {"formula": "ok"},
+            "import": {"key": "lead_id"},
+            "quality": {"rules": ["ok >= 0"]},
+        }
+    )
+    again = Spec.from_dict(spec.raw)
+    assert again.digest == spec.digest and again.imports.key == "lead_id"
+    assert dict(again.quality.rules) == dict(spec.quality.rules)

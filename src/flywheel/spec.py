@@ -524,7 +524,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         seatbelt=seatbelt,
         imports=imports,
         source=source,
-        raw=raw.model_dump(mode="json"),
+        raw=raw.model_dump(mode="json", by_alias=True),
     )
 
 
