@@ -223,14 +223,31 @@ def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alph
     for k in spec.knobs:
         if not observed[k.name]:
             continue
-        obs, exp = _pool(np.concatenate(observed[k.name]), np.concatenate(expected[k.name]))
+        all_obs = np.concatenate(observed[k.name]).astype(float)
+        all_exp = np.concatenate(expected[k.name])
+        rare = all_exp < MIN_EXPECTED
+        obs, exp = _pool(all_obs, all_exp)
         if len(obs) < 2:
             continue
         if np.any((exp == 0) & (obs > 0)):  # logged what the policy never serves
             chi2, p = np.inf, 0.0
         else:
             chi2, p = (float(v) for v in stats.chisquare(obs[exp > 0], exp[exp > 0]))
-        found[k.name] = {"chi2": round(chi2, 3), "cells": len(obs), "p_value": p}
+        excess = 1.0
+        if rare.any() and all_exp[rare].sum() < MIN_EXPECTED:
+            # values the policy almost never serves, logged often: chi-square's pooling would
+            # hide them in a big cell, so they get their own exact (Poisson) tail, two tests
+            # sharing the threshold
+            excess = float(stats.poisson.sf(all_obs[rare].sum() - 1, all_exp[rare].sum()))
+            p = min(1.0, 2 * min(p, excess))
+        found[k.name] = {
+            "chi2": round(chi2, 3),
+            "cells": len(obs),
+            "p_value": p,
+            "rare_logged": float(all_obs[rare].sum()),
+            "rare_expected": round(float(all_exp[rare].sum()), 3),
+            "rare_p_value": excess,
+        }
         if p < threshold:
             alarms.append(f"{k.name} (chi-square {chi2:.1f} over {len(obs)} cells, p = {p:.2g})")
     summary = (
