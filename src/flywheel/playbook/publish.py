@@ -120,35 +120,11 @@ def learn(
         long_cut, before = _long_cut(store, incumbent, cut)
         data = gate.windows(store, spec, moment, cut, floor=floor, long_cut=long_cut)
         checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec))
-        failed = [c for c in checks if c.critical and not c.ok]
-        if failed:
-            stop = breaker.halt(
-                store,
-                moment,
-                failed[0].name,
-                "; ".join(c.summary for c in failed),
-                {"checks": [c.as_dict() for c in checks]},
-            )
-            reason = f"halted by {stop.check}: {stop.reason}"
-            if before is not None and before != incumbent.version:
-                # versions learned inside the window in doubt go too: serve the one before it
-                restored = restore(store, spec, before, guarded=False)
-                note = f"restored version {before} as version {restored.version}"
-                breaker.audit(store, moment, "rollback", f"{note}: {stop.check} alarm", None)
-                return LearnResult(
-                    False,
-                    restored.version,
-                    f"{reason}; {note} (learned before the data in doubt)",
-                    checks=tuple(checks),
-                    halted=True,
-                    rolled_back=True,
-                    quality=report,
-                ), restored
-            return LearnResult(
-                False, previous_version, reason, checks=tuple(checks), halted=True, quality=report
-            ), None
+        stopped = _halt_on(store, spec, moment, checks, incumbent, before, report)
+        if stopped is not None:
+            return stopped
 
-    playbook = _fit(store, spec, table, encoding, rows, signature, now, seed)
+    playbook = _fit(spec, table, encoding, rows, signature, now, seed)
     if data is not None and incumbent is not None:
         ope = gate.ope_check(spec, playbook, incumbent, data)
         checks.append(ope)
@@ -181,7 +157,6 @@ def learn(
 
 
 def _fit(
-    store: Store,
     spec: Spec,
     table: pa.Table,
     encoding: Encoding,
@@ -191,7 +166,6 @@ def _fit(
     seed: int | None,
 ) -> Playbook:
     """Fit the model on the cells and tabulate the candidate playbook (not yet published)."""
-    del store
     cells = cells_of(table, spec, encoding)
     design = design_for(spec, encoding)
     settings = Settings(
@@ -244,6 +218,41 @@ def _fit(
         "segments": len(playbook.segments),
     }
     return playbook
+
+
+def _halt_on(
+    store: Store,
+    spec: Spec,
+    moment: datetime,
+    checks: list[Check],
+    incumbent: Playbook,
+    before: int | None,
+    report: QualityReport,
+) -> tuple[LearnResult, Playbook | None] | None:
+    """Halt when a critical data check failed (``None`` when none did). The versions learned
+    inside the window in doubt go too: ``before``, the version from before it, is restored."""
+    failed = [c for c in checks if c.critical and not c.ok]
+    if not failed:
+        return None
+    detail = {"checks": [c.as_dict() for c in checks]}
+    stop = breaker.halt(store, moment, failed[0].name, "; ".join(c.summary for c in failed), detail)
+    reason = f"halted by {stop.check}: {stop.reason}"
+    if before is None or before == incumbent.version:
+        return LearnResult(
+            False, incumbent.version, reason, checks=tuple(checks), halted=True, quality=report
+        ), None
+    restored = restore(store, spec, before, guarded=False)
+    note = f"restored version {before} as version {restored.version}"
+    breaker.audit(store, moment, "rollback", f"{note}: {stop.check} alarm", None)
+    return LearnResult(
+        False,
+        restored.version,
+        f"{reason}; {note} (learned before the data in doubt)",
+        checks=tuple(checks),
+        halted=True,
+        rolled_back=True,
+        quality=report,
+    ), restored
 
 
 def _incumbent(spec: Spec, found: tuple[int, str, bytes] | None) -> Playbook | None:
