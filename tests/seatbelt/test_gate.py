@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 import flywheel
@@ -191,3 +193,30 @@ def test_the_off_policy_check_refuses_a_worse_candidate(
     assert not worse.ok and worse.detail["high"] < -0.1, worse.summary
     same = gate.ope_check(sim.wheel.spec, good, good, data)
     assert same.ok and abs(same.detail["difference"]) < 1e-9
+
+
+def test_a_stuck_outcome_is_caught_from_a_few_dozen_rows(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    sim = warmed(make_wheel, clock)
+    sim.play(600)
+    sim.wheel.flush()
+    incumbent = sim.wheel.playbook
+    assert incumbent is not None
+    now = flywheel.align.moment(clock.now)
+    data = gate.windows(
+        sim.wheel.store, sim.wheel.spec, now, flywheel.align.moment(clock.now - 600 * 60)
+    )
+    assert gate._stuck(sim.wheel.spec, data.reference, data.recent, incumbent, 0.01) == []
+    # keep 30 of the recent rows with twists = 0 (a value served that rarely), and report
+    # every one of them as a success
+    twists = np.asarray(data.recent.column("twists").to_pylist())
+    keep = (twists != 0) | (np.cumsum(twists == 0) <= 30)
+    recent = data.recent.filter(pa.array(keep))
+    kept = twists[keep] == 0
+    forced = np.where(kept, 1.0, recent.column("reward").to_numpy())
+    recent = recent.set_column(recent.schema.get_field_index("reward"), "reward", pa.array(forced))
+    alarms = gate._stuck(sim.wheel.spec, data.reference, recent, incumbent, 0.01)
+    # (the policy serves twists = 0 only with dialogue openings: both levels carry the 30)
+    assert any(a.startswith("twists = 0: all 30 recent results are 1") for a in alarms)
+    assert all("all 30 recent results are 1" in a for a in alarms)

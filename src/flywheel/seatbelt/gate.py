@@ -284,16 +284,66 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
         spans.append((data.long_reference, data.long_recent, f"last {SHIFT_CYCLES} cycles"))
     alarms: list[str] = []
     found: dict[str, Any] = {}
+    tests = len(spans) + 1  # the shift on each span, and the stuck-outcome test
     for reference, recent, label in spans:
         if min(reference.num_rows, recent.num_rows) < spec.seatbelt.min_rows:
             continue
-        more, detail = _shift(spec, reference, recent, incumbent, alpha / len(spans))
+        more, detail = _shift(spec, reference, recent, incumbent, alpha / tests)
         alarms += [f"{a} over the {label}" for a in more]
         found.update({f"{k} ({label})": v for k, v in detail.items()})
+    if min(data.reference.num_rows, data.recent.num_rows) >= spec.seatbelt.min_rows:
+        alarms += _stuck(spec, data.reference, data.recent, incumbent, alpha / tests)
     summary = (
         "reward shifted for " + "; ".join(alarms) if alarms else "no knob level's reward shifted"
     )
     return Check("reward_shift", not alarms, _critical(spec, "reward_shift"), summary, found)
+
+
+STUCK_ROWS = 10  # a level needs this many recent results before "all the same" means much
+
+
+def _stuck(
+    spec: Spec, reference: pa.Table, recent: pa.Table, incumbent: Playbook, alpha: float
+) -> list[str]:
+    """Binary results only: a knob level whose every recent result is the same (all 1 or all
+    0), when the reference makes that improbable (exactly: the product over its rows of the
+    reference cell's rate of that outcome, each cell's rate with two pseudo-rows at the
+    reference's overall rate).
+    A forced success or failure, the classic broken instrumentation, shows here as soon as a
+    few dozen rows carry it, before a shift in means is significant."""
+    old = reference.column("reward").to_numpy()
+    new = recent.column("reward").to_numpy()
+    if not (np.isin(old, (0.0, 1.0)).all() and np.isin(new, (0.0, 1.0)).all()):
+        return []
+    both = pa.concat_tables([reference, recent])
+    codes = context_codes(incumbent, both)
+    knobs = knob_codes(spec, both)
+    key = np.column_stack([*(codes[f.name] for f in spec.context), knobs])
+    _, cell = np.unique(key, axis=0, return_inverse=True)
+    cell = cell.ravel()
+    size = int(cell.max()) + 1
+    cell_old, cell_new = cell[: len(old)], cell[len(old) :]
+    prior = float(old.mean())  # two pseudo-rows at the overall rate: thin cells lean on it
+    rate = (np.bincount(cell_old, old, size) + 2 * prior) / (
+        np.bincount(cell_old, minlength=size) + 2
+    )
+    knobs_new = knobs[len(old) :]
+    alarms = []
+    tested = sum(len(k.values) for k in spec.knobs) * 2  # each level, each outcome
+    for j, k in enumerate(spec.knobs):
+        for level, value in enumerate(k.values):
+            mine = knobs_new[:, j] == level
+            if mine.sum() < STUCK_ROWS or len(np.unique(new[mine])) != 1:
+                continue
+            outcome = new[mine][0]
+            chance = rate[cell_new[mine]] if outcome == 1 else 1 - rate[cell_new[mine]]
+            log_p = float(np.log(chance).sum())
+            if log_p < np.log(alpha / tested):
+                alarms.append(
+                    f"{k.name} = {value!r}: all {int(mine.sum())} recent results are"
+                    f" {int(outcome)} (P = {np.exp(log_p):.2g} by the reference)"
+                )
+    return alarms
 
 
 def _shift(
