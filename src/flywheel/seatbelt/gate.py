@@ -299,6 +299,16 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
     return Check("reward_shift", not alarms, _critical(spec, "reward_shift"), summary, found)
 
 
+def _cells(spec: Spec, playbook: Playbook, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's cell (its context segment and full combination, numbered from 0) and its
+    knob value codes."""
+    codes = context_codes(playbook, rows)
+    knobs = knob_codes(spec, rows)
+    key = np.column_stack([*(codes[f.name] for f in spec.context), knobs])
+    _, cell = np.unique(key, axis=0, return_inverse=True)
+    return cell.ravel(), knobs
+
+
 STUCK_ROWS = 10  # a level needs this many recent results before "all the same" means much
 
 
@@ -316,11 +326,7 @@ def _stuck(
     if not (np.isin(old, (0.0, 1.0)).all() and np.isin(new, (0.0, 1.0)).all()):
         return []
     both = pa.concat_tables([reference, recent])
-    codes = context_codes(incumbent, both)
-    knobs = knob_codes(spec, both)
-    key = np.column_stack([*(codes[f.name] for f in spec.context), knobs])
-    _, cell = np.unique(key, axis=0, return_inverse=True)
-    cell = cell.ravel()
+    cell, knobs = _cells(spec, incumbent, both)
     size = int(cell.max()) + 1
     cell_old, cell_new = cell[: len(old)], cell[len(old) :]
     prior = float(old.mean())  # two pseudo-rows at the overall rate: thin cells lean on it
@@ -357,11 +363,7 @@ def _shift(
     """
     both = pa.concat_tables([reference, recent_rows])
     recent = np.arange(both.num_rows) >= reference.num_rows
-    codes = context_codes(incumbent, both)
-    knobs = knob_codes(spec, both)
-    key = np.column_stack([*(codes[f.name] for f in spec.context), knobs])
-    _, cell = np.unique(key, axis=0, return_inverse=True)
-    cell = cell.ravel()
+    cell, knobs = _cells(spec, incumbent, both)
     reward = both.column("reward").to_numpy()
     cells = int(cell.max()) + 1
     n_new = np.bincount(cell[recent], minlength=cells)
