@@ -416,7 +416,7 @@ def quarantine_show(
     """One quarantined row: its values, the checks it failed and its history."""
     try:
         with flywheel.open(spec, refresh=0) as wheel:
-            rows = [r for r in wheel.quarantined(None).to_pylist() if r["decision_id"] == decision]
+            rows = wheel.quarantined(None, decision=decision).to_pylist()
             history = wheel.quarantine_history(decision)
     except FlywheelError as err:
         raise _fail(err) from None

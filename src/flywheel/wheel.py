@@ -329,12 +329,13 @@ class Wheel:
         who = actor or os.environ.get("USER") or "unknown"
         return breaker.resume(self.store, self._moment(None), who, reason)
 
-    def quarantined(self, limit: int | None = 100) -> pa.Table:
-        """Quarantined rows (aligned, with the checks each failed), oldest first."""
+    def quarantined(self, limit: int | None = 100, *, decision: str | None = None) -> pa.Table:
+        """Quarantined rows (aligned, with the checks each failed), oldest first; or only the
+        row of ``decision`` (empty when it is not quarantined)."""
         self.flush()
         moment = self._moment(None)
         quality.scan(self.store, self.spec, moment, moment)
-        return quality.quarantined(self.store, self.spec, moment, limit)
+        return quality.quarantined(self.store, self.spec, moment, limit, decision)
 
     def release(
         self, ids: list[str] | None = None, *, accept: bool = False, actor: str | None = None

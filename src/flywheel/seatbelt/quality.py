@@ -158,15 +158,26 @@ def _received(store: Store, spec: Spec, as_of: datetime) -> int:
     return int(store.query(f"{sql} WHERE reward IS NOT NULL", {"as_of": as_of})["n"][0].as_py())
 
 
-def quarantined(store: Store, spec: Spec, as_of: datetime, limit: int | None = None) -> pa.Table:
-    """The quarantined rows (aligned, with the checks they failed), oldest first."""
+def quarantined(
+    store: Store,
+    spec: Spec,
+    as_of: datetime,
+    limit: int | None = None,
+    decision_id: str | None = None,
+) -> pa.Table:
+    """The quarantined rows (aligned, with the checks they failed), oldest first; or the one
+    row of ``decision_id`` (empty when it is not quarantined)."""
     cap = "" if limit is None else f" LIMIT {int(limit)}"
+    only = "" if decision_id is None else " AND q.decision_id = CAST($id AS UUID)"
+    params: dict[str, Any] = {"as_of": as_of}
+    if decision_id is not None:
+        params["id"] = _uuid(decision_id)
     return store.query(
         f"""SELECT q.rules AS failed, q.ts AS quarantined_at, a.*
         FROM ({aligned_rows_sql(spec, store.dialect)}) a
         JOIN quarantine_state q ON q.decision_id = CAST(a.decision_id AS UUID)
-        WHERE q.action = 'quarantined' ORDER BY q.ts, a.ts{cap}""",
-        {"as_of": as_of},
+        WHERE q.action = 'quarantined'{only} ORDER BY q.ts, a.ts{cap}""",
+        params,
     )
 
 
