@@ -335,7 +335,6 @@ def _stuck(
     )
     knobs_new = knobs[len(old) :]
     alarms = []
-    tested = sum(len(k.values) for k in spec.knobs) * 2  # each level, each outcome
     for j, k in enumerate(spec.knobs):
         for level, value in enumerate(k.values):
             mine = knobs_new[:, j] == level
@@ -344,7 +343,7 @@ def _stuck(
             outcome = new[mine][0]
             chance = rate[cell_new[mine]] if outcome == 1 else 1 - rate[cell_new[mine]]
             log_p = float(np.log(chance).sum())
-            if log_p < np.log(alpha / tested):
+            if log_p < np.log(alpha / 2):  # ``alpha`` is already a level's share; two outcomes
                 alarms.append(
                     f"{k.name} = {value!r}: all {int(mine.sum())} recent results are"
                     f" {int(outcome)} (P = {np.exp(log_p):.2g} by the reference)"
