@@ -362,6 +362,41 @@ def export_findings(
 
 
 @app.command()
+def serve(
+    spec: SpecOption = Path("flywheel.toml"),
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8765,
+) -> None:
+    """Serve the HTTP API (/v1/decide, /v1/signals, /v1/playbook, /v1/status, /v1/learn,
+    DELETE /v1/units/UNIT) until interrupted (then in-flight requests finish and the store is
+    flushed and closed). Loopback only until API keys exist."""
+    import ipaddress
+
+    import uvicorn
+
+    from flywheel.server import create_app
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        errors.print(
+            f"[bold red]error:[/] --host: {host} is not a loopback address, and API keys do not"
+            " exist yet: the server only listens on 127.0.0.1 or ::1"
+        )
+        raise typer.Exit(2)
+    try:
+        wheel = flywheel.open(spec)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    try:
+        uvicorn.run(create_app(wheel), host=host, port=port, log_level="warning")
+    finally:
+        wheel.close()
+
+
+@app.command()
 def resume(
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why it is safe to go on.")],
     spec: SpecOption = Path("flywheel.toml"),

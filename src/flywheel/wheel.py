@@ -150,6 +150,12 @@ class Wheel:
         """Record one named signal (a number or a boolean; text for text signals)."""
         self._recorder.signal(decision, name, value, ts, key, unit)
 
+    def signal_batch(self, items: Sequence[Mapping[str, Any]]) -> int:
+        """Many signals (each a mapping of ``decision``, ``name``, ``value`` and optionally
+        ``ts``, ``key``, ``unit``), all or none: all are validated before any is recorded, and an
+        error names its position. Returns how many were recorded."""
+        return self._recorder.signal_batch(items)
+
     def feedback(
         self,
         decision: Decision | str,

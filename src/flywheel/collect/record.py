@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -314,6 +314,27 @@ class Recorder:
             self._unit(unit),
         )
         self._writer.append("signals", row)
+
+    def signal_batch(self, items: Sequence[Mapping[str, Any]]) -> int:
+        """Signals of any decisions, all or none: every one is validated before any is queued,
+        and an error names its position (``signals[3].value``)."""
+        rows = []
+        for i, item in enumerate(items):
+            try:
+                rows.append(
+                    self._signal_row(
+                        self.decision_id(item.get("decision")),
+                        item.get("name"),  # type: ignore[arg-type]
+                        item.get("value"),
+                        self._when(item.get("ts")),
+                        self._key(item.get("key")),
+                        self._unit(item.get("unit")),
+                    )
+                )
+            except InvalidInputError as err:
+                raise type(err)(f"signals[{i}].{err.field}", err.reason) from None
+        self._writer.append_many([("signals", row) for row in rows])
+        return len(rows)
 
     def signals(
         self,

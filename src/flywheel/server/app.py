@@ -1,0 +1,136 @@
+"""The HTTP API, first part: the SDK's calls over JSON, with one error shape.
+
+Every endpoint is a thin shell over one :class:`~flywheel.Wheel`. A 2xx answer to a write
+(``/v1/decide``, ``/v1/signals``) comes after its rows were flushed to the store, so it means
+they are durable; a rejected request stores nothing. Every error has the same body (a test
+fixes it)::
+
+    {"ok": false, "status": 422, "error": "…", "errors": [{"field": "…", "reason": "…"}]}
+
+Still to come: API keys and scopes, complete rows, OTLP trace intake, the PostgreSQL backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from flywheel.errors import FlywheelError, InvalidInputError
+from flywheel.wheel import Wheel
+
+MAX_BATCH = 100_000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecideBody(_Body):
+    context: dict[str, Any] = Field(default_factory=dict)
+    unit: str | None = None
+    explore: bool = True
+
+
+class SignalBody(_Body):
+    decision: str
+    name: str
+    value: float | bool | str
+    ts: float | None = None
+    key: str | None = None
+    unit: str | None = None
+
+
+class SignalsBody(_Body):
+    signals: list[SignalBody] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+def error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+    """The one error body of every endpoint."""
+    body = {"ok": False, "status": status, "error": message, "errors": errors or []}
+    return JSONResponse(body, status_code=status)
+
+
+def create_app(wheel: Wheel) -> FastAPI:
+    """The API over one open wheel (the caller opens and closes it)."""
+    app = FastAPI(title="Flywheel", version="1")
+
+    @app.exception_handler(InvalidInputError)
+    async def invalid_input(_request: Request, err: InvalidInputError) -> JSONResponse:
+        return error(422, str(err), [{"field": err.field, "reason": err.reason}])
+
+    @app.exception_handler(FlywheelError)
+    async def flywheel_error(_request: Request, err: FlywheelError) -> JSONResponse:
+        return error(503, str(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request: Request, err: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": str(e["msg"])}
+            for e in err.errors()
+        ]
+        return error(422, "the request is not valid", fields)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, err: HTTPException) -> JSONResponse:
+        return error(err.status_code, str(err.detail))
+
+    @app.post("/v1/decide")
+    def decide(body: DecideBody) -> dict[str, Any]:
+        """Parameters for a context, recorded as a decision (durable when answered)."""
+        d = wheel.decide(body.context, unit=body.unit, explore=body.explore)
+        wheel.flush()
+        return {
+            "ok": True,
+            "id": d.id,
+            "params": d.params,
+            "policy": d.policy,
+            "propensity": d.propensity,
+            "playbook": d.playbook,
+            "expected": d.expected,
+            "low": d.low,
+            "high": d.high,
+        }
+
+    @app.post("/v1/signals")
+    def signals(body: SignalsBody) -> dict[str, Any]:
+        """A batch of signals, all or none (durable when answered); idempotency by ``key``."""
+        recorded = wheel.signal_batch([s.model_dump() for s in body.signals])
+        wheel.flush()
+        return {"ok": True, "recorded": recorded}
+
+    @app.get("/v1/playbook")
+    def playbook() -> dict[str, Any]:
+        """The playbook served now, one row per segment (so SDKs can serve it locally)."""
+        book = wheel.playbook
+        if book is None:
+            return {"ok": True, "version": None, "segments": []}
+        return {"ok": True, "version": book.version, "segments": wheel.playbook_rows()}
+
+    @app.get("/v1/status")
+    def status() -> dict[str, Any]:
+        """What ``flywheel status --json`` prints."""
+        return {"ok": True, **wheel.status().as_dict()}
+
+    @app.post("/v1/learn")
+    def learn() -> dict[str, Any]:
+        result = wheel.learn()
+        return {
+            "ok": True,
+            "published": result.published,
+            "version": result.version,
+            "reason": result.reason,
+            "halted": result.halted,
+            "checks": [c.as_dict() for c in result.checks],
+        }
+
+    @app.delete("/v1/units/{unit}")
+    def forget(unit: str) -> dict[str, Any]:
+        """Delete every row of a unit, everywhere."""
+        return {"ok": True, "deleted": wheel.forget(unit)}
+
+    return app

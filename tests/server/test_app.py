@@ -1,0 +1,117 @@
+"""The HTTP API on a real uvicorn server on loopback, spoken to with the standard library."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+import flywheel
+from flywheel.demo import example_spec
+from flywheel.server import create_app
+from tests.conftest import PARAMS, THRILLER
+
+
+class Client:
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"content-type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Client, flywheel.Wheel]]:
+    wheel = flywheel.open(example_spec(), store=f"duckdb:///{tmp_path / 'api.duckdb'}", refresh=0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(wheel), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    yield Client(f"http://127.0.0.1:{port}"), wheel
+    server.should_exit = True
+    thread.join(timeout=20)
+    wheel.close()
+
+
+def test_decide_and_signals_are_durable_when_answered(
+    served: tuple[Client, flywheel.Wheel],
+) -> None:
+    client, wheel = served
+    status, decision = client.call("POST", "/v1/decide", {"context": THRILLER, "unit": "ada"})
+    assert status == 200 and decision["ok"] and decision["policy"] == "uniform"
+    assert set(PARAMS) <= set(decision["params"])
+    status, answer = client.call(
+        "POST",
+        "/v1/signals",
+        {"signals": [{"decision": decision["id"], "name": "completed", "value": 1, "key": "k1"}]},
+    )
+    assert (status, answer) == (200, {"ok": True, "recorded": 1})
+    # answered means stored: read the store directly, no flush
+    stored = wheel.store.query("SELECT count(*) AS n FROM signals").to_pylist()[0]["n"]
+    assert stored == 1
+    status, counts = client.call("GET", "/v1/status")
+    assert status == 200 and counts["decisions"] == 1 and counts["complete"] == 1
+    status, book = client.call("GET", "/v1/playbook")
+    assert (status, book["version"], book["segments"]) == (200, None, [])
+    status, forgot = client.call("DELETE", "/v1/units/ada")
+    assert status == 200 and forgot["deleted"]["decisions"] == 1
+
+
+def test_every_error_has_one_shape_and_a_rejected_batch_stores_nothing(
+    served: tuple[Client, flywheel.Wheel],
+) -> None:
+    client, wheel = served
+    _, decision = client.call("POST", "/v1/decide", {"context": THRILLER})
+    good = {"decision": decision["id"], "name": "completed", "value": 1}
+    too_high = {**good, "value": 1e9, "name": "rating"}
+    no_id = {"name": "completed", "value": 1}
+    cases = [
+        ("POST", "/v1/decide", {"context": {"genre": "western"}}, "context.genre"),
+        ("POST", "/v1/decide", {"context": THRILLER, "surprise": 1}, "surprise"),
+        ("POST", "/v1/signals", {"signals": [good, {**good, "name": "nope"}]}, "signals[1]."),
+        ("POST", "/v1/signals", {"signals": [good, too_high]}, "signals[1]."),
+        ("POST", "/v1/signals", {"signals": []}, "signals"),
+        ("POST", "/v1/signals", {"signals": [no_id]}, "signals.0.decision"),
+        ("GET", "/v1/nothing-here", None, None),
+    ]
+    for method, path, body, field in cases:
+        status, answer = client.call(method, path, body)
+        assert 400 <= status < 500, (path, body, status)
+        assert set(answer) == {"ok", "status", "error", "errors"} and answer["ok"] is False
+        assert answer["status"] == status
+        if field is not None:
+            assert any(e["field"].startswith(field) for e in answer["errors"]), answer
+    assert wheel.store.query("SELECT count(*) AS n FROM signals").to_pylist()[0]["n"] == 0
+
+
+def test_serve_refuses_a_non_loopback_address() -> None:
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "not a loopback address" in result.output
