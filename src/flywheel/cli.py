@@ -369,31 +369,88 @@ def serve(
 ) -> None:
     """Serve the HTTP API (/v1/decide, /v1/signals, /v1/playbook, /v1/status, /v1/learn,
     DELETE /v1/units/UNIT) until interrupted (then in-flight requests finish and the store is
-    flushed and closed). Loopback only until API keys exist."""
+    flushed and closed). With API keys every request needs one; without, loopback only."""
     import ipaddress
 
     import uvicorn
 
     from flywheel.server import create_app
+    from flywheel.server import keys as api_keys
 
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
-    if not loopback:
-        errors.print(
-            f"[bold red]error:[/] --host: {host} is not a loopback address, and API keys do not"
-            " exist yet: the server only listens on 127.0.0.1 or ::1"
-        )
-        raise typer.Exit(2)
     try:
         wheel = flywheel.open(spec)
     except FlywheelError as err:
         raise _fail(err) from None
+    keys = [k for k in api_keys.load(wheel.store) if k.revoked_at is None]
+    if not loopback and not keys:
+        wheel.close()
+        errors.print(
+            f"[bold red]error:[/] --host: {host} is not a loopback address and no API key"
+            " exists: create one with `flywheel keys create --scope admin` first"
+        )
+        raise typer.Exit(2)
     try:
-        uvicorn.run(create_app(wheel), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(wheel, keys), host=host, port=port, log_level="warning")
     finally:
         wheel.close()
+
+
+keys_app = typer.Typer(
+    help="API keys for `flywheel serve`: create, list, revoke.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option("--scope", help="ingest, decide or admin.")],
+    spec: SpecOption = Path("flywheel.toml"),
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from flywheel.server import keys as api_keys
+
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            key, text = api_keys.create(wheel.store, scope)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    console.print(f"key {key.id} ({key.scope}); shown once, keep it safe:", highlight=False)
+    print(text)
+
+
+@keys_app.command("list")
+def keys_list(spec: SpecOption = Path("flywheel.toml")) -> None:
+    """Every key's id, scope, creation and revocation (never the key itself)."""
+    from flywheel.server import keys as api_keys
+
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            found = api_keys.load(wheel.store)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    for key in found:
+        state = f"revoked {key.revoked_at[:19]}" if key.revoked_at else "active"
+        console.print(f"{key.id}  {key.scope:<6}  created {key.created_at[:19]}  {state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ident: Annotated[str, typer.Argument(help="The key's id (from `flywheel keys list`).")],
+    spec: SpecOption = Path("flywheel.toml"),
+) -> None:
+    """Revoke a key: a server started afterwards refuses it."""
+    from flywheel.server import keys as api_keys
+
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            api_keys.revoke(wheel.store, ident)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    console.print(f"revoked {ident}")
 
 
 @app.command()

@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import uvicorn
 import flywheel
 from flywheel.demo import example_spec
 from flywheel.server import create_app
+from flywheel.server import keys as api_keys
+from flywheel.server.keys import ApiKey
 from tests.conftest import PARAMS, THRILLER
 
 
@@ -25,10 +28,15 @@ class Client:
     def __init__(self, base: str) -> None:
         self.base = base
 
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    def call(
+        self, method: str, path: str, body: Any = None, key: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         data = None if body is None else json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        if key is not None:
+            headers["authorization"] = f"Bearer {key}"
         request = urllib.request.Request(
-            self.base + path, data=data, method=method, headers={"content-type": "application/json"}
+            self.base + path, data=data, method=method, headers=headers
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
@@ -37,24 +45,37 @@ class Client:
             return err.code, json.loads(err.read())
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Client, flywheel.Wheel]]:
-    wheel = flywheel.open(example_spec(), store=f"duckdb:///{tmp_path / 'api.duckdb'}", refresh=0)
+@contextmanager
+def serving(wheel: flywheel.Wheel, keys: list[ApiKey] | None = None) -> Iterator[Client]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(wheel), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(wheel, keys), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
     while not server.started and time.time() < deadline:
         time.sleep(0.02)
-    yield Client(f"http://127.0.0.1:{port}"), wheel
-    server.should_exit = True
-    thread.join(timeout=20)
+    try:
+        yield Client(f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+@pytest.fixture
+def wheel_on_file(tmp_path: Path) -> Iterator[flywheel.Wheel]:
+    wheel = flywheel.open(example_spec(), store=f"duckdb:///{tmp_path / 'api.duckdb'}", refresh=0)
+    yield wheel
     wheel.close()
+
+
+@pytest.fixture
+def served(wheel_on_file: flywheel.Wheel) -> Iterator[tuple[Client, flywheel.Wheel]]:
+    with serving(wheel_on_file) as client:
+        yield client, wheel_on_file
 
 
 def test_decide_and_signals_are_durable_when_answered(
@@ -108,10 +129,45 @@ def test_every_error_has_one_shape_and_a_rejected_batch_stores_nothing(
     assert wheel.store.query("SELECT count(*) AS n FROM signals").to_pylist()[0]["n"] == 0
 
 
-def test_serve_refuses_a_non_loopback_address() -> None:
+def test_serve_refuses_a_non_loopback_address_without_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from flywheel.cli import app
 
-    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    result = runner.invoke(app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "not a loopback address" in result.output
+    created = runner.invoke(app, ["keys", "create", "--scope", "ingest"])
+    assert created.exit_code == 0 and created.output.strip().splitlines()[-1].startswith("fw_")
+    listed = runner.invoke(app, ["keys", "list"])
+    assert "ingest" in listed.output and "active" in listed.output
+
+
+def test_keys_and_scopes(wheel_on_file: flywheel.Wheel) -> None:
+    store = wheel_on_file.store
+    ingest = api_keys.create(store, "ingest")[1]
+    decide = api_keys.create(store, "decide")[1]
+    admin_key, admin = api_keys.create(store, "admin")
+    raw = store.get_meta(api_keys.META_KEY) or ""
+    assert admin.split("_", 2)[2] not in raw  # only the hash is kept
+    with serving(wheel_on_file, api_keys.load(store)) as client:
+        body = {"context": THRILLER}
+        assert client.call("POST", "/v1/decide", body)[0] == 401
+        assert client.call("POST", "/v1/decide", body, key="fw_nope_x")[0] == 401
+        status, answer = client.call("POST", "/v1/decide", body, key=ingest)
+        assert status == 403 and set(answer) == {"ok", "status", "error", "errors"}
+        status, decision = client.call("POST", "/v1/decide", body, key=decide)
+        assert status == 200
+        signal = {"signals": [{"decision": decision["id"], "name": "completed", "value": 1}]}
+        assert client.call("POST", "/v1/signals", signal, key=ingest)[0] == 200
+        assert client.call("GET", "/v1/playbook", key=ingest)[0] == 403  # ingest reads nothing
+        assert client.call("DELETE", "/v1/units/ada", key=decide)[0] == 403
+        assert client.call("DELETE", "/v1/units/ada", key=admin)[0] == 200
+    api_keys.revoke(store, admin_key.id)
+    with serving(wheel_on_file, api_keys.load(store)) as client:
+        assert client.call("GET", "/v1/status", key=admin)[0] == 401
+        assert client.call("GET", "/v1/status", key=decide)[0] == 200

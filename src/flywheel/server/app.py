@@ -7,20 +7,23 @@ fixes it)::
 
     {"ok": false, "status": 422, "error": "…", "errors": [{"field": "…", "reason": "…"}]}
 
-Still to come: API keys and scopes, complete rows, OTLP trace intake, the PostgreSQL backend.
+With API keys (:mod:`flywheel.server.keys`) every request needs one whose scope allows it.
+Still to come: complete rows, OTLP trace intake, the PostgreSQL backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from flywheel.errors import FlywheelError, InvalidInputError
+from flywheel.server.keys import ApiKey, Scope, check
 from flywheel.wheel import Wheel
 
 MAX_BATCH = 100_000
@@ -55,9 +58,23 @@ def error(status: int, message: str, errors: list[dict[str, Any]] | None = None)
     return JSONResponse(body, status_code=status)
 
 
-def create_app(wheel: Wheel) -> FastAPI:
-    """The API over one open wheel (the caller opens and closes it)."""
+def create_app(wheel: Wheel, keys: list[ApiKey] | None = None) -> FastAPI:
+    """The API over one open wheel (the caller opens and closes it). With active ``keys``,
+    every request needs ``Authorization: Bearer <key>`` of a scope that allows it."""
     app = FastAPI(title="Flywheel", version="1")
+    active = [k for k in keys or [] if k.revoked_at is None]
+
+    def need(scope: Scope) -> Callable[[Request], None]:
+        def guard(request: Request) -> None:
+            if not active:
+                return
+            verdict = check(active, request.headers.get("authorization"), scope)
+            if verdict == 401:
+                raise HTTPException(401, "send a valid key: Authorization: Bearer fw_…")
+            if verdict == 403:
+                raise HTTPException(403, f"this key's scope does not allow this ({scope} needed)")
+
+        return guard
 
     @app.exception_handler(InvalidInputError)
     async def invalid_input(_request: Request, err: InvalidInputError) -> JSONResponse:
@@ -79,7 +96,7 @@ def create_app(wheel: Wheel) -> FastAPI:
     async def http_error(_request: Request, err: HTTPException) -> JSONResponse:
         return error(err.status_code, str(err.detail))
 
-    @app.post("/v1/decide")
+    @app.post("/v1/decide", dependencies=[Depends(need("decide"))])
     def decide(body: DecideBody) -> dict[str, Any]:
         """Parameters for a context, recorded as a decision (durable when answered)."""
         d = wheel.decide(body.context, unit=body.unit, explore=body.explore)
@@ -96,14 +113,14 @@ def create_app(wheel: Wheel) -> FastAPI:
             "high": d.high,
         }
 
-    @app.post("/v1/signals")
+    @app.post("/v1/signals", dependencies=[Depends(need("ingest"))])
     def signals(body: SignalsBody) -> dict[str, Any]:
         """A batch of signals, all or none (durable when answered); idempotency by ``key``."""
         recorded = wheel.signal_batch([s.model_dump() for s in body.signals])
         wheel.flush()
         return {"ok": True, "recorded": recorded}
 
-    @app.get("/v1/playbook")
+    @app.get("/v1/playbook", dependencies=[Depends(need("decide"))])
     def playbook() -> dict[str, Any]:
         """The playbook served now, one row per segment (so SDKs can serve it locally)."""
         book = wheel.playbook
@@ -111,12 +128,12 @@ def create_app(wheel: Wheel) -> FastAPI:
             return {"ok": True, "version": None, "segments": []}
         return {"ok": True, "version": book.version, "segments": wheel.playbook_rows()}
 
-    @app.get("/v1/status")
+    @app.get("/v1/status", dependencies=[Depends(need("decide"))])
     def status() -> dict[str, Any]:
         """What ``flywheel status --json`` prints."""
         return {"ok": True, **wheel.status().as_dict()}
 
-    @app.post("/v1/learn")
+    @app.post("/v1/learn", dependencies=[Depends(need("admin"))])
     def learn() -> dict[str, Any]:
         result = wheel.learn()
         return {
@@ -128,7 +145,7 @@ def create_app(wheel: Wheel) -> FastAPI:
             "checks": [c.as_dict() for c in result.checks],
         }
 
-    @app.delete("/v1/units/{unit}")
+    @app.delete("/v1/units/{unit}", dependencies=[Depends(need("admin"))])
     def forget(unit: str) -> dict[str, Any]:
         """Delete every row of a unit, everywhere."""
         return {"ok": True, "deleted": wheel.forget(unit)}

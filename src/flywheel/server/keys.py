@@ -1,0 +1,86 @@
+"""API keys: created once, shown once, stored hashed, each with one scope.
+
+A key reads ``fw_<id>_<secret>``; the store keeps the id, the scope and the SHA-256 of the
+secret (a random 256-bit secret needs no slow hash). Scopes nest: ``ingest`` may send signals;
+``decide`` may also decide and read the playbook and status; ``admin`` may do everything,
+learn and forget units included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from flywheel.errors import InvalidInputError
+from flywheel.store import Store
+
+Scope = Literal["ingest", "decide", "admin"]
+SCOPES: tuple[Scope, ...] = ("ingest", "decide", "admin")
+META_KEY = "api_keys"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    scope: Scope
+    digest: str
+    created_at: str
+    revoked_at: str | None = None
+
+    def allows(self, needed: Scope) -> bool:
+        return self.revoked_at is None and SCOPES.index(self.scope) >= SCOPES.index(needed)
+
+
+def load(store: Store) -> list[ApiKey]:
+    raw = store.get_meta(META_KEY)
+    return [ApiKey(**item) for item in json.loads(raw)] if raw else []
+
+
+def _save(store: Store, keys: list[ApiKey]) -> None:
+    store.set_meta(META_KEY, json.dumps([asdict(k) for k in keys]))
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create(store: Store, scope: str) -> tuple[ApiKey, str]:
+    """A new key of ``scope``; returns it and the full key text (shown this once)."""
+    if scope not in SCOPES:
+        raise InvalidInputError("scope", f"{scope!r} is not one of {', '.join(SCOPES)}")
+    ident, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
+    key = ApiKey(ident, scope, _digest(secret), datetime.now(tz=UTC).isoformat())
+    _save(store, [*load(store), key])
+    return key, f"fw_{ident}_{secret}"
+
+
+def revoke(store: Store, ident: str) -> ApiKey:
+    keys = load(store)
+    for i, key in enumerate(keys):
+        if key.id == ident:
+            if key.revoked_at is None:
+                keys[i] = ApiKey(key.id, key.scope, key.digest, key.created_at,
+                                 datetime.now(tz=UTC).isoformat())  # fmt: skip
+                _save(store, keys)
+            return keys[i]
+    raise InvalidInputError("id", f"there is no key {ident!r}")
+
+
+def check(keys: list[ApiKey], header: str | None, needed: Scope) -> int:
+    """0 when a key in ``header`` (``Bearer fw_…``) allows ``needed``; else 401 or 403."""
+    if not header or not header.startswith("Bearer "):
+        return 401
+    parts = header.removeprefix("Bearer ").strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != "fw":
+        return 401
+    found = next((k for k in keys if k.id == parts[1]), None)
+    if found is None or found.revoked_at is not None:
+        return 401
+    if not hmac.compare_digest(found.digest, _digest(parts[2])):
+        return 401
+    return 0 if found.allows(needed) else 403
