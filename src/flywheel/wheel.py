@@ -263,6 +263,13 @@ class Wheel:
             sheet=sheet,
         )
 
+    def log_many(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Many complete rows (each a mapping of the arguments of :meth:`log`), all or none:
+        all are validated before any is recorded, and an error names its position. Their ids."""
+        idents = [self._ids() for _ in rows]
+        self._recorder.complete_rows(idents, rows)
+        return idents
+
     def aligned(self, as_of: float | datetime | None = None) -> pa.Table:
         """Aligned rows as an Arrow table (see :func:`flywheel.align.aligned`)."""
         self.flush()

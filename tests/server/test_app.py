@@ -171,3 +171,34 @@ def test_keys_and_scopes(wheel_on_file: flywheel.Wheel) -> None:
     with serving(wheel_on_file, api_keys.load(store)) as client:
         assert client.call("GET", "/v1/status", key=admin)[0] == 401
         assert client.call("GET", "/v1/status", key=decide)[0] == 200
+
+
+def test_complete_rows_go_in_whole(served: tuple[Client, flywheel.Wheel]) -> None:
+    client, wheel = served
+    row = {"context": THRILLER, "params": PARAMS, "results": {"completed": 1}}
+    bad = {**row, "params": {**PARAMS, "twist_count": 9}}
+    status, answer = client.call("POST", "/v1/rows", {"rows": [row, bad]})
+    assert status == 422 and answer["errors"][0]["field"].startswith("rows[1].")
+    assert wheel.store.query("SELECT count(*) AS n FROM decisions").to_pylist()[0]["n"] == 0
+    status, answer = client.call("POST", "/v1/rows", {"rows": [row, row]})
+    assert status == 200 and len(answer["ids"]) == 2
+    assert wheel.store.query("SELECT count(*) AS n FROM decisions").to_pylist()[0]["n"] == 2
+
+
+def test_the_committed_openapi_document_is_current() -> None:
+    """Our routes and request bodies as committed (FastAPI's own parts may vary by version)."""
+    from flywheel.server.app import openapi_document
+
+    committed = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
+    current = json.loads(openapi_document())
+
+    def ours(document: dict[str, Any]) -> dict[str, Any]:
+        routes = {(p, m) for p, methods in document["paths"].items() for m in methods}
+        bodies = {
+            name: (sorted(schema["properties"]), sorted(schema.get("required", [])))
+            for name, schema in document["components"]["schemas"].items()
+            if name.endswith("Body")
+        }
+        return {"routes": routes, "bodies": bodies}
+
+    assert ours(committed) == ours(current), "regenerate: python -m flywheel.server"

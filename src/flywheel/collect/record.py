@@ -432,6 +432,42 @@ class Recorder:
     ) -> None:
         """A decision that already has its results (imports, decisions made by people, or
         served by the product itself from a playbook: then ``playbook`` and ``propensity``)."""
+        self._writer.append_many(
+            self._complete(ident, context, params, results, ts, unit, playbook, propensity)
+        )
+
+    def complete_rows(self, idents: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+        """Many complete rows (mappings of ``context``, ``params``, ``results`` and optionally
+        ``ts``, ``unit``, ``playbook``, ``propensity``), all or none: every one is validated
+        before any is queued, and an error names its position (``rows[2].context.genre``)."""
+        queued: list[tuple[str, tuple[Any, ...]]] = []
+        for i, (ident, row) in enumerate(zip(idents, rows, strict=True)):
+            try:
+                queued += self._complete(
+                    ident,
+                    row.get("context"),
+                    row.get("params"),
+                    row.get("results"),
+                    row.get("ts"),
+                    row.get("unit"),
+                    row.get("playbook"),
+                    row.get("propensity"),
+                )
+            except InvalidInputError as err:
+                raise type(err)(f"rows[{i}].{err.field}", err.reason) from None
+        self._writer.append_many(queued)
+
+    def _complete(
+        self,
+        ident: str,
+        context: object,
+        params: object,
+        results: object,
+        ts: object,
+        unit: object,
+        playbook: object,
+        propensity: object,
+    ) -> list[tuple[str, tuple[Any, ...]]]:
         clean_context, clean_params = self.context(context), self.params(params)
         policy, version, chance = self._served(playbook, propensity)
         if not isinstance(results, Mapping):
@@ -447,4 +483,4 @@ class Recorder:
             *[clean_context[n] for n in self._context_names],
             *[clean_params[n] for n in self._knob_names],
         )  # fmt: skip
-        self._writer.append_many([("decisions", decision), *(("signals", s) for s in signals)])
+        return [("decisions", decision), *(("signals", s) for s in signals)]

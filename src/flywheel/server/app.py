@@ -8,7 +8,7 @@ fixes it)::
     {"ok": false, "status": 422, "error": "…", "errors": [{"field": "…", "reason": "…"}]}
 
 With API keys (:mod:`flywheel.server.keys`) every request needs one whose scope allows it.
-Still to come: complete rows, OTLP trace intake, the PostgreSQL backend.
+Still to come: OTLP trace intake, the PostgreSQL backend.
 """
 
 from __future__ import annotations
@@ -50,6 +50,18 @@ class SignalBody(_Body):
 
 class SignalsBody(_Body):
     signals: list[SignalBody] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RowBody(_Body):
+    context: dict[str, Any]
+    params: dict[str, Any]
+    results: dict[str, Any]
+    unit: str | None = None
+    ts: float | None = None
+
+
+class RowsBody(_Body):
+    rows: list[RowBody] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 def error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
@@ -120,6 +132,13 @@ def create_app(wheel: Wheel, keys: list[ApiKey] | None = None) -> FastAPI:
         wheel.flush()
         return {"ok": True, "recorded": recorded}
 
+    @app.post("/v1/rows", dependencies=[Depends(need("ingest"))])
+    def rows(body: RowsBody) -> dict[str, Any]:
+        """Complete rows (context, knob values, results), all or none (durable when answered)."""
+        ids = wheel.log_many([r.model_dump() for r in body.rows])
+        wheel.flush()
+        return {"ok": True, "ids": ids}
+
     @app.get("/v1/playbook", dependencies=[Depends(need("decide"))])
     def playbook() -> dict[str, Any]:
         """The playbook served now, one row per segment (so SDKs can serve it locally)."""
@@ -151,3 +170,16 @@ def create_app(wheel: Wheel, keys: list[ApiKey] | None = None) -> FastAPI:
         return {"ok": True, "deleted": wheel.forget(unit)}
 
     return app
+
+
+def openapi_document() -> str:
+    """The API's OpenAPI document as committed in ``docs/openapi.json`` (regenerate with
+    ``python -m flywheel.server > docs/openapi.json``; a test keeps the two equal)."""
+    import json
+
+    import flywheel
+    from flywheel.demo import example_spec
+
+    with flywheel.open(example_spec(), store="duckdb:///:memory:", refresh=0) as wheel:
+        document = create_app(wheel).openapi()
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
