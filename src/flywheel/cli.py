@@ -394,7 +394,8 @@ def serve(
         )
         raise typer.Exit(2)
     try:
-        uvicorn.run(create_app(wheel, keys), host=host, port=port, log_level="warning")
+        app = create_app(wheel, keys, close_on_shutdown=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         wheel.close()
 

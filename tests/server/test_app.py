@@ -202,3 +202,55 @@ def test_the_committed_openapi_document_is_current() -> None:
         return {"routes": routes, "bodies": bodies}
 
     assert ours(committed) == ours(current), "regenerate: python -m flywheel.server"
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_answered_writes_survive_the_server_process(tmp_path: Path, signal_name: str) -> None:
+    """`flywheel serve` as its own process: what it answered 2xx is in the store after a
+    SIGKILL; a SIGTERM lets it finish and exit cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    spec = tmp_path / "flywheel.toml"
+    from flywheel.demo import example_text
+
+    spec.write_text(example_text().replace(".flywheel/flywheel.duckdb", "api.duckdb"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "flywheel.cli", "serve", "--spec", str(spec)]
+    process = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    client = Client(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                status, decision = client.call("POST", "/v1/decide", {"context": THRILLER})
+                break
+            except OSError:
+                assert time.time() < deadline and process.poll() is None, "server did not start"
+                time.sleep(0.1)
+        assert status == 200
+        batch = [
+            {"decision": decision["id"], "name": "rating", "value": 1 + i % 5, "key": f"k{i}"}
+            for i in range(500)
+        ]
+        assert client.call("POST", "/v1/signals", {"signals": batch})[0] == 200
+        os.kill(process.pid, getattr(signal, signal_name))
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert (code in (0, -signal.SIGTERM)) if signal_name == "SIGTERM" else (code != 0), code
+    wal_left = (tmp_path / "api.duckdb.wal").exists()
+    with flywheel.open(spec, refresh=0) as wheel:
+        counts = wheel.store.query(
+            "SELECT (SELECT count(*) FROM decisions) AS d, (SELECT count(*) FROM signals) AS s"
+        ).to_pylist()[0]
+    assert counts == {"d": 1, "s": 500}
+    # the graceful shutdown closed the store (its write-ahead log folded in); a kill did not
+    assert wal_left == (signal_name == "SIGKILL")

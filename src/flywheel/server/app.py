@@ -13,7 +13,8 @@ Still to come: OTLP trace intake, the PostgreSQL backend.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -70,10 +71,21 @@ def error(status: int, message: str, errors: list[dict[str, Any]] | None = None)
     return JSONResponse(body, status_code=status)
 
 
-def create_app(wheel: Wheel, keys: list[ApiKey] | None = None) -> FastAPI:
-    """The API over one open wheel (the caller opens and closes it). With active ``keys``,
-    every request needs ``Authorization: Bearer <key>`` of a scope that allows it."""
-    app = FastAPI(title="Flywheel", version="1")
+def create_app(
+    wheel: Wheel, keys: list[ApiKey] | None = None, *, close_on_shutdown: bool = False
+) -> FastAPI:
+    """The API over one open wheel (the caller opens it, and closes it unless
+    ``close_on_shutdown``: then the server's graceful shutdown, on SIGTERM, flushes and
+    closes it after the last request). With active ``keys``, every request needs
+    ``Authorization: Bearer <key>`` of a scope that allows it."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if close_on_shutdown:
+            wheel.close()
+
+    app = FastAPI(title="Flywheel", version="1", lifespan=lifespan)
     active = [k for k in keys or [] if k.revoked_at is None]
 
     def need(scope: Scope) -> Callable[[Request], None]:
