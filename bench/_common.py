@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import platform
 import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +35,15 @@ def report(name: str, results: dict[str, Any]) -> None:
     folder.mkdir(exist_ok=True)
     (folder / f"{name}.json").write_text(text + "\n")
     sys.stdout.flush()
+
+
+def run_all(work: Callable[[Any], Any], tasks: Sequence[Any], jobs: int) -> list[Any]:
+    """``work`` over ``tasks`` in ``jobs`` processes (one BLAS thread each, no
+    oversubscription), or in this process when ``jobs`` is 1; results in task order."""
+    if jobs <= 1:
+        return [work(t) for t in tasks]
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        return list(pool.map(work, tasks))

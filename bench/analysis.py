@@ -37,19 +37,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import os
 import tempfile
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import report  # type: ignore[import-not-found]
+from _common import report, run_all  # type: ignore[import-not-found]
 
 import flywheel
 from flywheel.analyze import Analysis
@@ -717,14 +715,7 @@ def main() -> None:
         for seed in range(args.seeds)
     ]
     started = time.perf_counter()
-    if args.jobs > 1:
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(var, "1")
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            runs = list(pool.map(_task, tasks))
-    else:
-        runs = [_task(t) for t in tasks]
+    runs = run_all(_task, tasks, args.jobs)
     by_world: dict[str, list[dict[str, Any]]] = {}
     for task, run in zip(tasks, runs, strict=True):
         by_world.setdefault(task[0], []).append(run)

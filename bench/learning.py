@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import tempfile
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import worlds as W  # type: ignore[import-not-found]
-from _common import report  # type: ignore[import-not-found]
+from _common import report, run_all  # type: ignore[import-not-found]
 
 import flywheel
 
@@ -596,14 +594,7 @@ def main() -> None:
         reverse=True,
     )
     started = time.perf_counter()
-    if args.jobs > 1:
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(var, "1")  # one thread per worker: no oversubscription
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            runs = list(pool.map(_run, tasks))
-    else:
-        runs = [_run(t) for t in tasks]
+    runs = run_all(_run, tasks, args.jobs)
     results: dict[str, Any] = {
         "settings": {
             "decisions": args.decisions,

@@ -39,20 +39,18 @@ cores), or a smoke run: ``.venv/bin/python bench/seatbelt.py --quick``.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import random
 import subprocess
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import worlds as W  # type: ignore[import-not-found]
-from _common import report  # type: ignore[import-not-found]
+from _common import report, run_all  # type: ignore[import-not-found]
 from learning import T0, _key, draws  # type: ignore[import-not-found]
 
 import flywheel
@@ -563,14 +561,7 @@ def main() -> None:
         ]
     code = revision()
     started = time.perf_counter()
-    if args.jobs > 1:
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(var, "1")
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            runs = list(pool.map(_run, tasks))
-    else:
-        runs = [_run(t) for t in tasks]
+    runs = run_all(_run, tasks, args.jobs)
     results: dict[str, Any] = {
         "settings": {
             "decisions": args.decisions,

@@ -890,19 +890,11 @@ def _parse_import(
 
 
 def _parse_seatbelt(raw: _Seatbelt, errors: _Errors) -> Seatbelt:
+    same = raw.model_dump(exclude={"halt_on", "period", "stale_after"})
     return Seatbelt(
-        enabled=raw.enabled,
+        **same,
         halt_on=tuple(raw.halt_on),
-        alpha=raw.alpha,
-        drift_distance=raw.drift_distance,
-        min_shift=raw.min_shift,
-        min_rows=raw.min_rows,
-        ope_tolerance=raw.ope_tolerance,
-        guard_alpha=raw.guard_alpha,
-        guard_min_rows=raw.guard_min_rows,
         period_seconds=_duration("seatbelt.period", raw.period, errors),
-        baseline_periods=raw.baseline_periods,
-        volume_ratio=raw.volume_ratio,
         stale_after_seconds=_duration("seatbelt.stale_after", raw.stale_after, errors),
     )
 

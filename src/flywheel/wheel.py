@@ -339,7 +339,7 @@ class Wheel:
 
         The gate's next windows start now: data judged before the resume is accepted as is.
         """
-        who = actor or os.environ.get("USER") or "unknown"
+        who = _actor(actor)
         return breaker.resume(self.store, self._moment(None), who, reason)
 
     def quarantined(self, limit: int | None = 100, *, decision: str | None = None) -> pa.Table:
@@ -358,7 +358,7 @@ class Wheel:
         override. Returns (released, still quarantined)."""
         self.flush()
         moment = self._moment(None)
-        who = actor or os.environ.get("USER") or "unknown"
+        who = _actor(actor)
         quality.scan(self.store, self.spec, moment, moment)  # judge what arrived since
         released, kept = quality.release(
             self.store, self.spec, moment, moment, ids, accept=accept, actor=who
@@ -373,6 +373,14 @@ class Wheel:
         self.flush()
         return quality.history(self.store, decision_id)
 
+    def _served_or(self, version: int | None) -> Playbook:
+        """The playbook served (``version`` None) or a stored version; an error if none."""
+        playbook = self._decider.playbook if version is None else self.load_playbook(version)
+        if playbook is None:
+            reason = "no playbook yet: run learn first" if version is None else "no such version"
+            raise InvalidInputError("version", reason)
+        return playbook
+
     def _moment(self, as_of: float | datetime | None) -> datetime:
         return align.moment(self._clock() if as_of is None else as_of)
 
@@ -383,20 +391,14 @@ class Wheel:
         single-dimension and cross-dimensional effects, best combinations, readiness, and
         plain sentences. ``effect`` is the smallest effect worth finding (reward units)."""
         self.flush()
-        playbook = self._decider.playbook if version is None else self.load_playbook(version)
-        if playbook is None:
-            reason = "no playbook yet: run learn first" if version is None else "no such version"
-            raise InvalidInputError("version", reason)
+        playbook = self._served_or(version)
         return analyze(self.store, self.spec, playbook, effect=effect, seed=seed)
 
     def playbook_rows(self, version: int | None = None) -> list[dict[str, Any]]:
         """The playbook as rows: one per context segment, each knob's exact value, the
         expected result, its interval and the training rows behind the segment."""
         self.flush()
-        playbook = self._decider.playbook if version is None else self.load_playbook(version)
-        if playbook is None:
-            reason = "no playbook yet: run learn first" if version is None else "no such version"
-            raise InvalidInputError("version", reason)
+        playbook = self._served_or(version)
         as_of = datetime.fromisoformat(playbook.meta["training"]["as_of"])
         cells = publish.training_cells(self.store, self.spec, playbook.encoding, as_of)
         return export.playbook_rows(playbook, cells)
@@ -433,7 +435,7 @@ class Wheel:
         audited action; the negative-loop guard judges it like any new version)."""
         playbook = publish.restore(self.store, self.spec, version)
         self._decider.use(playbook)
-        who = os.environ.get("USER") or "unknown"
+        who = _actor(None)
         reason = f"restored version {version} as version {playbook.version}"
         breaker.audit(self.store, self._moment(None), "rollback", reason, actor=who)
         return playbook
@@ -480,6 +482,11 @@ class Wheel:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _actor(given: str | None) -> str:
+    """Who an audited action is recorded as: the given name, else the login user."""
+    return given or os.environ.get("USER") or "unknown"
 
 
 class _Watcher:

@@ -19,6 +19,12 @@ _COMBINE = {
 }
 
 
+NOT_QUARANTINED = """NOT EXISTS (
+    SELECT 1 FROM quarantine_state q
+    WHERE q.action = 'quarantined' AND q.decision_id = CAST(a.decision_id AS UUID))"""
+"""True for an aligned row (aliased ``a``) that the seatbelt has not quarantined."""
+
+
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from flywheel.align.sql import aligned_rows_sql, quote
+from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql, quote
 from flywheel.spec import Spec
 
 
@@ -35,9 +35,7 @@ def cells_sql(spec: Spec, edges: Mapping[str, Sequence[float]], dialect: str = "
     complete = " AND ".join([f"{k} IS NOT NULL" for k in knobs] + ["reward IS NOT NULL"])
     return f"""
 WITH a AS ({aligned_rows_sql(spec, dialect)}),
-w AS (SELECT *, {weight} AS _w FROM a WHERE {complete} AND NOT EXISTS (
-    SELECT 1 FROM quarantine_state q
-    WHERE q.action = 'quarantined' AND q.decision_id = CAST(a.decision_id AS UUID)))
+w AS (SELECT *, {weight} AS _w FROM a WHERE {complete} AND {NOT_QUARANTINED})
 SELECT {", ".join([*features, *knobs])},
     CAST(sum(_w) AS DOUBLE) AS n, CAST(sum(_w * reward) AS DOUBLE) AS s,
     CAST(sum(_w * reward * reward) AS DOUBLE) AS ss, count(*) AS rows,

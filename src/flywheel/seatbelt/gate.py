@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from scipy import stats
 from scipy.stats import norm
 
-from flywheel.align.sql import aligned_rows_sql, quote
+from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql, quote
 from flywheel.playbook.book import Playbook
 from flywheel.seatbelt.monitors import SRM_THRESHOLD, Check, categorical_drift, numeric_drift
 from flywheel.seatbelt.quality import QualityReport
@@ -86,9 +86,7 @@ def windows(
         r AS (
             SELECT ts, playbook, policy, propensity, {columns}, reward, ts > $cut AS recent,
                 ts > $long_cut AS long_recent
-            FROM a WHERE reward IS NOT NULL AND NOT EXISTS (
-                SELECT 1 FROM quarantine_state q WHERE q.action = 'quarantined'
-                AND q.decision_id = CAST(a.decision_id AS UUID))
+            FROM a WHERE reward IS NOT NULL AND {NOT_QUARANTINED}
         )
         SELECT * FROM r QUALIFY row_number() OVER (PARTITION BY long_recent ORDER BY ts DESC)
             <= {WINDOW_ROWS}""",

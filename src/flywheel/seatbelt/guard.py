@@ -24,7 +24,7 @@ from datetime import datetime
 import numpy as np
 from numpy.typing import ArrayLike
 
-from flywheel.align.sql import aligned_rows_sql
+from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
 from flywheel.spec import Spec
 from flywheel.store import Store
 
@@ -87,9 +87,7 @@ def live(
     published after ``since``: older decisions are not read)."""
     table = store.query(
         f"""SELECT playbook, reward FROM ({aligned_rows_sql(spec, store.dialect, since=True)}) a
-        WHERE reward IS NOT NULL AND playbook IN ($new, $old) AND NOT EXISTS (
-            SELECT 1 FROM quarantine_state q WHERE q.action = 'quarantined'
-            AND q.decision_id = CAST(a.decision_id AS UUID))""",
+        WHERE reward IS NOT NULL AND playbook IN ($new, $old) AND {NOT_QUARANTINED}""",
         {"as_of": as_of, "new": new, "old": old, "since": since},
     )
     version = table.column("playbook").to_numpy()

@@ -13,6 +13,7 @@ A released row is checked again by the next scan like any other; an accepted one
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -245,8 +246,6 @@ def _literal(text: str) -> str:
 
 
 def _uuid(text: str) -> str:
-    import uuid
-
     try:
         return str(uuid.UUID(str(text)))
     except ValueError:
