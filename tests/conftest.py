@@ -1,11 +1,16 @@
-"""Shared fixtures: the example spec, wheels on real DuckDB files, a controllable clock."""
+"""Shared fixtures: the example spec, wheels on real DuckDB files (or, with
+``FLYWHEEL_TEST_STORE=postgresql``, every wheel on the local PostgreSQL server), fresh
+PostgreSQL schemas, a controllable clock."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 import flywheel
@@ -42,14 +47,49 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "store" / "flywheel.duckdb"
 
 
+POSTGRES = os.environ.get("FLYWHEEL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+"""The PostgreSQL server the tests use (each test gets its own schema, dropped afterwards)."""
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """The server's URL; skips when it is unreachable, except under CI, where it must run."""
+    try:
+        psycopg.connect(POSTGRES, connect_timeout=3).close()
+    except psycopg.Error as err:
+        reason = f"PostgreSQL is not reachable at {POSTGRES}: {err}".strip()
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI must run the PostgreSQL tests)")
+        pytest.skip(reason)
+    return POSTGRES
+
+
 @pytest.fixture
-def make_wheel(db: Path, clock: Clock) -> Iterator[Callable[..., flywheel.Wheel]]:
+def pg_url(postgres: str) -> Iterator[str]:
+    """A store URL on a schema of its own, dropped after the test."""
+    schema = f"flywheel_test_{uuid.uuid4().hex[:12]}"
+    yield f"{postgres}?schema={schema}"
+    with psycopg.connect(postgres, autocommit=True) as con:
+        con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, db: Path) -> str:
+    """Where the test's wheels live: a DuckDB file, or PostgreSQL when
+    ``FLYWHEEL_TEST_STORE=postgresql`` (to run the whole suite on that backend)."""
+    if os.environ.get("FLYWHEEL_TEST_STORE") == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return f"duckdb:///{db}"
+
+
+@pytest.fixture
+def make_wheel(store_url: str, clock: Clock) -> Iterator[Callable[..., flywheel.Wheel]]:
     opened: list[flywheel.Wheel] = []
 
     def make(spec: Spec | dict[str, Any] | None = None, **kwargs: Any) -> flywheel.Wheel:
         kwargs.setdefault("clock", clock)
         wheel = flywheel.open(
-            spec if spec is not None else example_spec(), store=f"duckdb:///{db}", **kwargs
+            spec if spec is not None else example_spec(), store=store_url, **kwargs
         )
         opened.append(wheel)
         return wheel

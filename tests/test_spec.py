@@ -150,6 +150,10 @@ def test_reward_formula_checks() -> None:
     )
     assert spec.reward.signals == ("converted", "rating")
     assert spec.reward.missing == 0.0
+    either = Spec.from_dict(
+        minimal(reward={"formula": "CAST(converted > 0 OR rating >= 4 AS INT)"})
+    )
+    assert either.reward.signals == ("converted", "rating")
     assert "converted" in spec.signals  # formula names are declared implicitly
 
 

@@ -211,20 +211,29 @@ def _isin(subject: Any, options: list[Any]) -> Any:
 def check_reward_formula(sql: str, signals: Iterable[str]) -> exp.Expression:
     """Validate a reward formula: arithmetic over signal names and a few SQL functions."""
     node = parse(sql)
-    for func in node.find_all(exp.Func):
-        name = (func.sql_name() if not isinstance(func, exp.Anonymous) else func.name).lower()
-        if isinstance(func, exp.Cast | exp.Case | exp.If | exp.Coalesce | exp.Paren):
-            continue
-        if name not in REWARD_FUNCTIONS:
-            raise ExpressionError(
-                f"calls {name}(), which is not allowed"
-                f" (allowed: {', '.join(sorted(REWARD_FUNCTIONS))}, CASE and CAST)"
-            )
+    _check_calls(node, REWARD_FUNCTIONS)
     for forbidden in (exp.Subquery, exp.Select, exp.Star):
         if node.find(forbidden) is not None:
             raise ExpressionError("may not contain subqueries or *")
     check_names(node, signals, "a signal")
     return node
+
+
+_NOT_CALLS = (exp.Connector, exp.Binary, exp.Unary, exp.Cast, exp.Case, exp.If, exp.Coalesce)
+"""Nodes sqlglot may class as functions that are operators or allowed constructs (``AND``,
+``OR``, ``NOT`` and arithmetic are functions in some sqlglot versions)."""
+
+
+def _check_calls(node: exp.Expression, allowed: frozenset[str] | set[str]) -> None:
+    for func in node.find_all(exp.Func):
+        if isinstance(func, _NOT_CALLS):
+            continue
+        name = (func.sql_name() if not isinstance(func, exp.Anonymous) else func.name).lower()
+        if name not in allowed:
+            raise ExpressionError(
+                f"calls {name}(), which is not allowed"
+                f" (allowed: {', '.join(sorted(allowed))}, CASE and CAST)"
+            )
 
 
 def referenced_signals(sql: str) -> list[str]:
@@ -256,15 +265,7 @@ def check_quality_rule(sql: str, types: Mapping[str, str]) -> str:
     for forbidden in (exp.Subquery, exp.Select, exp.Star):
         if node.find(forbidden) is not None:
             raise ExpressionError("may not contain subqueries or *")
-    for func in node.find_all(exp.Func):
-        if isinstance(func, exp.Cast | exp.Case | exp.If | exp.Coalesce | exp.Paren):
-            continue
-        name = (func.sql_name() if not isinstance(func, exp.Anonymous) else func.name).lower()
-        if name not in QUALITY_FUNCTIONS:
-            raise ExpressionError(
-                f"calls {name}(), which is not allowed"
-                f" (allowed: {', '.join(sorted(QUALITY_FUNCTIONS))}, CASE and CAST)"
-            )
+    _check_calls(node, QUALITY_FUNCTIONS)
     check_names(node, types, "a knob, context feature, signal or reward")
     rendered = node.sql(dialect="duckdb")
     _bind(rendered, types)

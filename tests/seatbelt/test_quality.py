@@ -62,6 +62,12 @@ def test_invalid_quality_rules_are_load_errors_naming_each_rule() -> None:
     assert "is not a knob" in found["quality.unique.ghost"]
 
 
+def test_rules_may_combine_conditions_with_and_or_not() -> None:
+    rules = ["amount IS NULL OR amount > 0", "probability >= 0 AND NOT (stage = 'lost')"]
+    spec = flywheel.Spec.from_dict(sales(rules=rules))
+    assert list(spec.quality.rules)[:2] == rules
+
+
 def test_quality_settings_do_not_change_the_playbook_digest() -> None:
     a = flywheel.Spec.from_dict(sales())
     b = flywheel.Spec.from_dict({**sales(rules=[]), "seatbelt": {"alpha": 0.001}})

@@ -29,7 +29,7 @@ def moment(when: float | datetime | None) -> datetime:
 
 def aligned(store: Store, spec: Spec, as_of: float | datetime | None = None) -> pa.Table:
     """The aligned rows as of ``as_of`` (default: now), one per decision made by then."""
-    return store.query(aligned_rows_sql(spec, store.dialect), {"as_of": moment(as_of)})
+    return store.query(aligned_rows_sql(spec), {"as_of": moment(as_of)})
 
 
 @dataclass(frozen=True)
@@ -55,5 +55,5 @@ class Summary:
 
 
 def summary(store: Store, spec: Spec, as_of: float | datetime | None = None) -> Summary:
-    row = store.query(summary_sql(spec, store.dialect), {"as_of": moment(as_of)}).to_pylist()[0]
+    row = store.query(summary_sql(spec), {"as_of": moment(as_of)}).to_pylist()[0]
     return Summary(**{k: int(v) for k, v in row.items()})

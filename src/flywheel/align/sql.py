@@ -29,7 +29,7 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def aligned_rows_sql(spec: Spec, dialect: str = "duckdb", since: bool = False) -> str:
+def aligned_rows_sql(spec: Spec, since: bool = False) -> str:
     """SQL for the aligned rows as of the timestamp parameter ``$as_of`` (and, with
     ``since``, of the decisions made after the parameter ``$since`` only: cheaper).
 
@@ -37,7 +37,7 @@ def aligned_rows_sql(spec: Spec, dialect: str = "duckdb", since: bool = False) -
     knobs, one column per signal (repeats combined as the spec says), n_signals, late_signals,
     reward and status (complete | pending | expired).
     """
-    window = f"to_microseconds(CAST({round(spec.reward.window_seconds * 1e6)} AS BIGINT))"
+    window = f"INTERVAL '{round(spec.reward.window_seconds * 1e6)} microseconds'"
     aggregates = []
     for name, sig in spec.signals.items():
         column = "s.text" if sig.kind == "text" else "s.value"
@@ -45,11 +45,11 @@ def aligned_rows_sql(spec: Spec, dialect: str = "duckdb", since: bool = False) -
         aggregates.append(
             f"{expr} FILTER (WHERE s.name = '{name}' AND s.in_window) AS {quote(name)}"
         )
+    names = [*(f.name for f in spec.context), *(k.name for k in spec.knobs), *spec.signals]
+    columns = ", ".join(quote(n) for n in names)
     signal_cols = ", ".join(f"c.{quote(n)}" for n in spec.signals)
-    features = ", ".join(
-        f"d.{quote(n)}" for n in (*(f.name for f in spec.context), *(k.name for k in spec.knobs))
-    )
-    formula = parse(spec.reward.formula).sql(dialect=dialect)
+    features = ", ".join(f"d.{quote(n)}" for n in names[: len(names) - len(spec.signals)])
+    formula = parse(spec.reward.formula).sql(dialect="duckdb")
     missing = "NULL" if spec.reward.missing is None else repr(float(spec.reward.missing))
     after = " AND d.ts > $since" if since else ""
     return f"""
@@ -74,7 +74,7 @@ r AS (
     FROM decisions d LEFT JOIN c ON c.decision_id = d.id
     WHERE d.ts <= $as_of{after}
 )
-SELECT * EXCLUDE (_observed, _open),
+SELECT decision_id, ts, unit, policy, playbook, propensity, {columns}, n_signals, late_signals,
     CASE WHEN _observed IS NOT NULL THEN _observed WHEN _open THEN NULL ELSE {missing} END
         AS reward,
     CASE WHEN _observed IS NOT NULL THEN 'complete' WHEN _open THEN 'pending' ELSE 'expired' END
@@ -83,10 +83,10 @@ FROM r
 """
 
 
-def summary_sql(spec: Spec, dialect: str = "duckdb") -> str:
+def summary_sql(spec: Spec) -> str:
     """Counts over the aligned rows, plus the signals, orphans and edits tables."""
     return f"""
-WITH a AS ({aligned_rows_sql(spec, dialect)})
+WITH a AS ({aligned_rows_sql(spec)})
 SELECT
     (SELECT count(*) FROM a) AS decisions,
     (SELECT count(*) FROM a WHERE status = 'complete') AS complete,

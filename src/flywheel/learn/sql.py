@@ -9,7 +9,7 @@ from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql, quote
 from flywheel.spec import Spec
 
 
-def cells_sql(spec: Spec, edges: Mapping[str, Sequence[float]], dialect: str = "duckdb") -> str:
+def cells_sql(spec: Spec, edges: Mapping[str, Sequence[float]]) -> str:
     """Weighted count, sum and sum of squares of the reward per context (numeric features in
     their bins) × knob combination, plus the data's signature (rows, sum, newest decision).
     Quarantined rows are left out.
@@ -34,13 +34,13 @@ def cells_sql(spec: Spec, edges: Mapping[str, Sequence[float]], dialect: str = "
     )
     complete = " AND ".join([f"{k} IS NOT NULL" for k in knobs] + ["reward IS NOT NULL"])
     return f"""
-WITH a AS ({aligned_rows_sql(spec, dialect)}),
+WITH a AS ({aligned_rows_sql(spec)}),
 w AS (SELECT *, {weight} AS _w FROM a WHERE {complete} AND {NOT_QUARANTINED})
 SELECT {", ".join([*features, *knobs])},
     CAST(sum(_w) AS DOUBLE) AS n, CAST(sum(_w * reward) AS DOUBLE) AS s,
     CAST(sum(_w * reward * reward) AS DOUBLE) AS ss, count(*) AS rows,
     CAST(sum(reward) AS DOUBLE) AS reward_sum, min(ts) AS first_ts, max(ts) AS last_ts
-FROM w GROUP BY ALL
+FROM w GROUP BY {", ".join(str(i + 1) for i in range(len(features) + len(knobs)))}
 """
 
 

@@ -83,7 +83,7 @@ def learn(
         if spec.quality.active:
             report = quality.scan(store, spec, moment, moment, since=_cut(store, incumbent))
     encoding = _encoding(store, spec, when)
-    table = store.query(cells_sql(spec, encoding.edges, store.dialect), when)
+    table = store.query(cells_sql(spec, encoding.edges), when)
     rows = int(pc.sum(table.column("rows")).as_py() or 0) if table.num_rows else 0
     if belt and report is None:  # no checks: nothing new can be quarantined; count the rest
         report = quality.counted(store, rows)
@@ -313,7 +313,7 @@ def _baseline(store: Store, version: int, min_rows: int) -> int | None:
     """The version whose live results a new one is compared with: the one it replaced, or,
     if that served too little (replaced at once), the nearest before it that served enough."""
     served = store.query(
-        "SELECT playbook, count(*) AS n FROM decisions WHERE playbook IS NOT NULL GROUP BY ALL"
+        "SELECT playbook, count(*) AS n FROM decisions WHERE playbook IS NOT NULL GROUP BY playbook"
     ).to_pylist()
     counts = {int(r["playbook"]): int(r["n"]) for r in served}
     current: int | None = version
@@ -409,7 +409,7 @@ def _encoding(store: Store, spec: Spec, when: dict[str, datetime]) -> Encoding:
 
 def training_cells(store: Store, spec: Spec, encoding: Encoding, as_of: datetime) -> Cells:
     """The cells a playbook with ``encoding`` is fitted on, from the rows up to ``as_of``."""
-    table = store.query(cells_sql(spec, encoding.edges, store.dialect), {"as_of": as_of})
+    table = store.query(cells_sql(spec, encoding.edges), {"as_of": as_of})
     if not table.num_rows:
         return Cells.empty((*(f.name for f in spec.context), *(k.name for k in spec.knobs)))
     return cells_of(table, spec, encoding)

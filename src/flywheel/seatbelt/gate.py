@@ -82,7 +82,7 @@ def windows(
     if floor is not None and floor > since:
         since = floor
     table = store.query(
-        f"""WITH a AS ({aligned_rows_sql(spec, store.dialect, since=True)}),
+        f"""WITH a AS ({aligned_rows_sql(spec, since=True)}),
         r AS (
             SELECT ts, playbook, policy, propensity, {columns}, reward, ts > $cut AS recent,
                 ts > $long_cut AS long_recent

@@ -86,7 +86,7 @@ def live(
     """The live rewards of playbook version ``new`` against those of ``old`` (which was
     published after ``since``: older decisions are not read)."""
     table = store.query(
-        f"""SELECT playbook, reward FROM ({aligned_rows_sql(spec, store.dialect, since=True)}) a
+        f"""SELECT playbook, reward FROM ({aligned_rows_sql(spec, since=True)}) a
         WHERE reward IS NOT NULL AND playbook IN ($new, $old) AND {NOT_QUARANTINED}""",
         {"as_of": as_of, "new": new, "old": old, "since": since},
     )

@@ -84,7 +84,7 @@ def checks(spec: Spec) -> dict[str, str]:
     return out
 
 
-def checked_sql(spec: Spec, dialect: str = "duckdb") -> str:
+def checked_sql(spec: Spec) -> str:
     """Every received row with its decision id, time, quarantine state and failed checks."""
     failed = [f"CASE WHEN {cond} THEN {_literal(name)} END" for name, cond in checks(spec).items()]
     failed_expr = f"concat_ws(chr(10), {', '.join(failed)})" if failed else "''"
@@ -96,7 +96,7 @@ def checked_sql(spec: Spec, dialect: str = "duckdb") -> str:
         else "false"
     )
     return f"""
-WITH a AS ({aligned_rows_sql(spec, dialect)}),
+WITH a AS ({aligned_rows_sql(spec)}),
 r AS (SELECT *, {duplicate} AS _duplicate FROM a WHERE reward IS NOT NULL)
 SELECT r.decision_id, r.ts, q.action AS state, {failed_expr} AS failed,
     count(*) OVER () AS received
@@ -112,7 +112,7 @@ def scan(
     ``since`` marks the recent window whose failure rate the gate judges.
     """
     rows = store.query(
-        f"SELECT * FROM ({checked_sql(spec, store.dialect)}) c"
+        f"SELECT * FROM ({checked_sql(spec)}) c"
         " WHERE failed <> '' OR state IS NOT NULL OR ts > $since",
         {"as_of": as_of, "since": since or as_of},
     ).to_pylist()
@@ -155,7 +155,7 @@ def counted(store: Store, accepted: int) -> QualityReport:
 
 
 def _received(store: Store, spec: Spec, as_of: datetime) -> int:
-    sql = f"SELECT count(*) AS n FROM ({aligned_rows_sql(spec, store.dialect)}) a"
+    sql = f"SELECT count(*) AS n FROM ({aligned_rows_sql(spec)}) a"
     return int(store.query(f"{sql} WHERE reward IS NOT NULL", {"as_of": as_of})["n"][0].as_py())
 
 
@@ -175,7 +175,7 @@ def quarantined(
         params["id"] = _uuid(decision_id)
     return store.query(
         f"""SELECT q.rules AS failed, q.ts AS quarantined_at, a.*
-        FROM ({aligned_rows_sql(spec, store.dialect)}) a
+        FROM ({aligned_rows_sql(spec)}) a
         JOIN quarantine_state q ON q.decision_id = CAST(a.decision_id AS UUID)
         WHERE q.action = 'quarantined'{only} ORDER BY q.ts, a.ts{cap}""",
         params,
@@ -208,7 +208,7 @@ def release(
     """
     wanted = None if ids is None else {_uuid(i) for i in ids}
     current = store.query(
-        f"SELECT c.decision_id, c.failed FROM ({checked_sql(spec, store.dialect)}) c"
+        f"SELECT c.decision_id, c.failed FROM ({checked_sql(spec)}) c"
         " WHERE c.state = 'quarantined'",
         {"as_of": as_of},
     ).to_pylist()

@@ -1,5 +1,6 @@
 """Tables and backends. The rest of Flywheel sees Arrow tables and this interface, never SQL
-dialects: DuckDB (embedded, the default) today, PostgreSQL for servers later."""
+dialects: DuckDB (embedded, the default) and PostgreSQL (for servers; several processes may share
+one database)."""
 
 from __future__ import annotations
 
@@ -26,4 +27,10 @@ def open_store(spec: Spec, url: str | None = None) -> Store:
             return DuckDBStore(":memory:", tables_for(spec))
         resolved = Path(path) if Path(path).is_absolute() else spec.base_dir / path
         return DuckDBStore(str(resolved), tables_for(spec))
-    raise StoreError(f"storage.url: backend {scheme!r} is not available (supported: duckdb)")
+    if scheme in ("postgresql", "postgres"):
+        from flywheel.store.postgres import PostgresStore
+
+        return PostgresStore(url, tables_for(spec))
+    raise StoreError(
+        f"storage.url: backend {scheme!r} is not available (supported: duckdb, postgresql)"
+    )

@@ -101,8 +101,6 @@ class Store(Protocol):
     """What a backend provides. Every backend passes the same conformance tests."""
 
     url: str
-    dialect: str
-    """The sqlglot dialect of :meth:`query` (``duckdb``, ``postgres``)."""
 
     def write(self, batch: Mapping[str, pa.Table]) -> None:
         """Append event rows to their tables in one transaction: all of it or none of it.
@@ -112,7 +110,8 @@ class Store(Protocol):
         """
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
-        """Run a read-only query written in :attr:`dialect` and return the rows."""
+        """Run a read-only query and return the rows. Queries are written once, in DuckDB's
+        SQL with ``?`` or ``$name`` parameters; other backends translate them."""
 
     def forget(self, unit: str) -> dict[str, int]:
         """Delete every row of a (pseudonymised) unit, in every table; return rows deleted."""

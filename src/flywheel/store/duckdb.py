@@ -83,8 +83,6 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 class DuckDBStore:
     """A DuckDB file (or ``:memory:``). One process may hold a file open for writing."""
 
-    dialect = "duckdb"
-
     def __init__(self, path: str, tables: Tables) -> None:
         self.url = f"duckdb:///{path}"
         self.path = path

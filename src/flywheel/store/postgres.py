@@ -1,0 +1,425 @@
+"""The server backend: PostgreSQL through psycopg 3, bulk writes by ``COPY``.
+
+Several processes may share one database: every write is one transaction, idempotency keys are
+claimed with ``INSERT … ON CONFLICT DO NOTHING`` (so two writers never both store a key),
+playbook versions are numbered under a lock, and migrations run under an advisory lock.
+
+The rest of Flywheel writes its queries once, in DuckDB's SQL; :func:`translate` turns them
+into PostgreSQL's with sqlglot (plus the one rewrite sqlglot leaves to us: ``arg_max`` and
+``arg_min`` become ordered ``array_agg``) and caches the result.
+
+URL: ``postgresql://user@host:port/database?schema=name`` (every other query parameter is
+passed to libpq; the schema, ``flywheel`` by default, is created when missing).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import sqlglot
+from psycopg import sql as pgsql
+from psycopg.types.numeric import FloatLoader
+from psycopg.types.string import TextLoader
+from sqlglot import exp
+
+from flywheel.errors import StoreError
+from flywheel.store.base import TIMESTAMP, Tables
+
+SQL_TYPES = {
+    pa.string(): "text",
+    pa.int64(): "bigint",
+    pa.float64(): "double precision",
+    pa.bool_(): "boolean",
+}
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL);
+        CREATE TABLE IF NOT EXISTS decisions (
+            id uuid NOT NULL, ts timestamptz NOT NULL, unit text, policy text NOT NULL,
+            playbook bigint, propensity double precision
+        );
+        CREATE INDEX IF NOT EXISTS decisions_id ON decisions (id);
+        CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
+        CREATE INDEX IF NOT EXISTS decisions_unit ON decisions (unit);
+        CREATE TABLE IF NOT EXISTS signals (
+            decision_id uuid NOT NULL, name text NOT NULL, value double precision, text text,
+            ts timestamptz NOT NULL, key text, unit text
+        );
+        CREATE INDEX IF NOT EXISTS signals_decision ON signals (decision_id);
+        CREATE INDEX IF NOT EXISTS signals_unit ON signals (unit);
+        CREATE TABLE IF NOT EXISTS signal_keys (key text PRIMARY KEY);
+        CREATE TABLE IF NOT EXISTS edits (
+            decision_id uuid NOT NULL, ts timestamptz NOT NULL, unit text, draft text,
+            final text, diff text, distance double precision
+        );
+        CREATE INDEX IF NOT EXISTS edits_decision ON edits (decision_id);
+        CREATE OR REPLACE VIEW orphans AS
+            SELECT s.* FROM signals s
+            WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.id = s.decision_id);
+        CREATE TABLE IF NOT EXISTS playbooks (
+            version integer PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now(),
+            spec_digest text NOT NULL, meta text NOT NULL, payload bytea NOT NULL
+        );
+        CREATE SEQUENCE IF NOT EXISTS seatbelt_seq;
+        CREATE TABLE IF NOT EXISTS quarantine (
+            seq bigint NOT NULL DEFAULT nextval('seatbelt_seq'), decision_id uuid NOT NULL,
+            ts timestamptz NOT NULL, action text NOT NULL, rules text, actor text
+        );
+        CREATE INDEX IF NOT EXISTS quarantine_decision ON quarantine (decision_id, seq);
+        CREATE TABLE IF NOT EXISTS audit (
+            seq bigint NOT NULL DEFAULT nextval('seatbelt_seq'), ts timestamptz NOT NULL,
+            action text NOT NULL, reason text NOT NULL, detail text, actor text
+        );
+        CREATE OR REPLACE VIEW quarantine_state AS
+            SELECT DISTINCT ON (decision_id) decision_id, action, rules, ts
+            FROM quarantine ORDER BY decision_id, seq DESC;
+        """,
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+_LOCK_ID = 0x466C7977  # the advisory lock that serialises migrations ("Flyw")
+_PARAM = re.compile(r"__fw_param_(\d+)__")
+_PG_ARROW: dict[str, pa.DataType] = {
+    "bool": pa.bool_(),
+    "int2": pa.int64(),
+    "int4": pa.int64(),
+    "int8": pa.int64(),
+    "float4": pa.float64(),
+    "float8": pa.float64(),
+    "numeric": pa.float64(),
+    "text": pa.string(),
+    "varchar": pa.string(),
+    "uuid": pa.string(),
+    "timestamptz": TIMESTAMP,
+    "bytea": pa.binary(),
+    "_float8": pa.list_(pa.float64()),
+    "_numeric": pa.list_(pa.float64()),
+}
+
+
+class PostgresStore:
+    """A schema in a PostgreSQL database, shared safely by several processes."""
+
+    def __init__(self, url: str, tables: Tables) -> None:
+        self._tables = tables
+        self._lock = threading.RLock()
+        conninfo, self.schema = _split_url(url)
+        self.url = url
+        try:
+            self._con = psycopg.connect(conninfo, autocommit=True)
+        except psycopg.Error as err:
+            raise StoreError(f"cannot connect to {_redact(url)}: {err}".strip()) from None
+        self._con.adapters.register_loader("numeric", FloatLoader)
+        self._con.adapters.register_loader("uuid", TextLoader)
+        self._con.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self._schema_id))
+        self._con.execute(pgsql.SQL("SET search_path TO {}").format(self._schema_id))
+        self._migrate()
+
+    @property
+    def _schema_id(self) -> pgsql.Identifier:
+        return pgsql.Identifier(self.schema)
+
+    # --- schema ----------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._lock, self._con.transaction():
+            con = self._con
+            con.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY,"
+                " applied_at timestamptz DEFAULT now())"
+            )
+            row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"schema {self.schema} has version {current}, newer than this Flywheel"
+                    f" ({SCHEMA_VERSION}); upgrade Flywheel"
+                )
+            for version, statements in MIGRATIONS:
+                if version > current:
+                    con.execute(statements)
+                    con.execute("INSERT INTO schema_version (version) VALUES (%s)", [version])
+            self._add_spec_columns()
+
+    def _add_spec_columns(self) -> None:
+        existing: dict[str, str] = dict(
+            self._con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = %s AND table_name = 'decisions'",
+                [self.schema],
+            ).fetchall()
+        )
+        for name in (*self._tables.context, *self._tables.knobs):
+            wanted = SQL_TYPES[self._tables.decisions.field(name).type]
+            have = existing.get(name)
+            if have is None:
+                self._con.execute(
+                    pgsql.SQL("ALTER TABLE decisions ADD COLUMN {} {}").format(
+                        pgsql.Identifier(name), pgsql.SQL(wanted)
+                    )
+                )
+            elif have != wanted:
+                raise StoreError(
+                    f"decisions.{name}: stored as {have} but the spec now declares {wanted};"
+                    " rename the knob or feature, or use a new store"
+                )
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def write(self, batch: Mapping[str, pa.Table]) -> None:
+        with self._lock:
+            try:
+                with self._con.transaction():
+                    for table, given in batch.items():
+                        if given.num_rows == 0:
+                            continue
+                        rows = self._drop_seen_keys(given) if table == "signals" else given
+                        self._copy(table, rows)
+            except psycopg.Error as err:
+                raise StoreError(f"write failed, nothing was stored: {err}") from err
+
+    def _copy(self, table: str, rows: pa.Table) -> None:
+        """Append Arrow rows with ``COPY … FROM STDIN``, as CSV written by Arrow (in C++):
+        quoted values, so an unquoted empty field is NULL and ``""`` an empty string."""
+        if rows.num_rows == 0:
+            return
+        buffer = io.BytesIO()
+        options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
+        pacsv.write_csv(rows, buffer, options)
+        statement = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            pgsql.Identifier(table), pgsql.SQL(", ").join(map(pgsql.Identifier, rows.column_names))
+        )
+        with self._con.cursor().copy(statement) as copy:
+            copy.write(buffer.getbuffer())
+
+    def _drop_seen_keys(self, rows: pa.Table) -> pa.Table:
+        keys = rows.column("key")
+        if keys.null_count == rows.num_rows:
+            return rows
+        fresh = self._con.execute(
+            "INSERT INTO signal_keys SELECT DISTINCT k FROM unnest(%s::text[]) AS k"
+            " WHERE k IS NOT NULL ON CONFLICT DO NOTHING RETURNING key",
+            [keys.to_pylist()],
+        ).fetchall()
+        fresh_keys = {k for (k,) in fresh}
+        mask = []
+        for key in keys.to_pylist():
+            first = key is None or key in fresh_keys
+            if key is not None:
+                fresh_keys.discard(key)  # a repeat within the batch is not fresh
+            mask.append(first)
+        return rows.filter(pa.array(mask))
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
+        try:
+            statement, names = translate(sql)
+        except sqlglot.errors.SqlglotError as err:
+            raise StoreError(f"query failed: cannot translate it for PostgreSQL: {err}") from err
+        named = isinstance(params, Mapping)
+        args = [params[name] for name in names] if named else list(params)  # type: ignore[call-overload]
+        with self._lock:
+            try:
+                cursor = self._con.execute(statement, args)
+                rows = cursor.fetchall() if cursor.description else []
+                description = cursor.description or []
+            except psycopg.Error as err:
+                raise StoreError(f"query failed: {err}".strip()) from err
+        return _to_arrow(self._con, description, rows)
+
+    def forget(self, unit: str) -> dict[str, int]:
+        deleted: dict[str, int] = {}
+        ids = "SELECT id FROM decisions WHERE unit = %(unit)s"
+        args = {"unit": unit}
+        with self._lock:
+            with self._con.transaction():
+                con = self._con
+                con.execute(
+                    "DELETE FROM signal_keys WHERE key IN (SELECT key FROM signals"
+                    f" WHERE key IS NOT NULL AND (unit = %(unit)s OR decision_id IN ({ids})))",
+                    args,
+                )
+                for table in ("signals", "edits"):
+                    cursor = con.execute(
+                        f"DELETE FROM {table} WHERE unit = %(unit)s OR decision_id IN ({ids})",
+                        args,
+                    )
+                    deleted[table] = cursor.rowcount
+                con.execute(f"DELETE FROM quarantine WHERE decision_id IN ({ids})", args)
+                cursor = con.execute("DELETE FROM decisions WHERE unit = %(unit)s", args)
+                deleted["decisions"] = cursor.rowcount
+            if any(deleted.values()):
+                # Dead rows stay in their pages until vacuumed; vacuum now so the space (and
+                # the bytes, as pages are reused) goes. VACUUM FULL rewrites the tables.
+                self._con.execute("VACUUM signals, edits, quarantine, decisions, signal_keys")
+        return deleted
+
+    def publish(self, spec_digest: str, meta: str, payload: bytes) -> int:
+        with self._lock:
+            try:
+                with self._con.transaction():
+                    self._con.execute("LOCK TABLE playbooks IN SHARE ROW EXCLUSIVE MODE")
+                    row = self._con.execute(
+                        "INSERT INTO playbooks (version, spec_digest, meta, payload)"
+                        " SELECT coalesce(max(version), 0) + 1, %s, %s, %s FROM playbooks"
+                        " RETURNING version",
+                        [spec_digest, meta, payload],
+                    ).fetchone()
+            except psycopg.Error as err:
+                raise StoreError(f"publishing failed, nothing was stored: {err}") from err
+        assert row is not None
+        return int(row[0])
+
+    def latest_version(self) -> int | None:
+        with self._lock:
+            row = self._con.execute("SELECT max(version) FROM playbooks").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def playbook(self, version: int | None = None) -> tuple[int, str, bytes] | None:
+        statement = "SELECT version, meta, payload FROM playbooks"
+        if version is None:
+            statement += " ORDER BY version DESC LIMIT 1"
+            args: list[Any] = []
+        else:
+            statement += " WHERE version = %s"
+            args = [version]
+        with self._lock:
+            row = self._con.execute(statement, args).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), bytes(row[2]))
+
+    def playbook_list(self) -> list[tuple[int, Any, str]]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT version, created_at, meta FROM playbooks ORDER BY version DESC"
+            ).fetchall()
+        return [(int(v), c, str(m)) for v, c, m in rows]
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._con.execute("SELECT value FROM meta WHERE key = %s", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._con.execute(
+                "INSERT INTO meta VALUES (%s, %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+
+# --- translation ---------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1024)
+def translate(duckdb_sql: str) -> tuple[str, tuple[str, ...]]:
+    """DuckDB SQL as PostgreSQL SQL with ``%s`` placeholders, and the parameter names in the
+    order the placeholders appear (an empty name for a positional ``?``)."""
+    tree = sqlglot.parse_one(duckdb_sql, read="duckdb").transform(_ordered_array_agg)
+    tree = tree.transform(_boolean_to_number)
+    names: list[str] = []
+
+    def mark(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Placeholder):
+            names.append(str(node.name or ""))
+            return exp.var(f"__fw_param_{len(names) - 1}__")
+        return node
+
+    text = tree.transform(mark).sql(dialect="postgres").replace("%", "%%")
+    order: list[str] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        order.append(names[int(match.group(1))])
+        return "%s"
+
+    return _PARAM.sub(placeholder, text), tuple(order)
+
+
+def _ordered_array_agg(node: exp.Expression) -> exp.Expression:
+    """``arg_max(x, y) [FILTER (WHERE c)]`` → ``(array_agg(x ORDER BY y DESC) FILTER (WHERE
+    x IS NOT NULL AND y IS NOT NULL [AND c]))[1]``: DuckDB's meaning, NULLs skipped."""
+    inner = node.this if isinstance(node, exp.Filter) else node
+    if not isinstance(inner, (exp.ArgMax, exp.ArgMin)):
+        return node
+    value, key = inner.this, inner.expression
+    ordered = exp.Order(
+        this=value.copy(),
+        expressions=[exp.Ordered(this=key.copy(), desc=isinstance(inner, exp.ArgMax))],
+    )
+    condition: exp.Condition = exp.and_(
+        exp.Not(this=exp.Is(this=value.copy(), expression=exp.null())),
+        exp.Not(this=exp.Is(this=key.copy(), expression=exp.null())),
+    )
+    if isinstance(node, exp.Filter):
+        condition = exp.and_(condition, node.expression.this.copy())
+    aggregate = exp.Filter(this=exp.ArrayAgg(this=ordered), expression=exp.Where(this=condition))
+    return exp.Bracket(
+        this=exp.Paren(this=aggregate), expressions=[exp.Literal.number(1)], offset=1
+    )
+
+
+def _boolean_to_number(node: exp.Expression) -> exp.Expression:
+    """``CAST(a > b AS DOUBLE)``: DuckDB casts booleans to numbers, PostgreSQL only to integer."""
+    if not isinstance(node, exp.Cast) or not node.to.is_type(*exp.DataType.NUMERIC_TYPES):
+        return node
+    inner = node.this.unnest()
+    if not isinstance(inner, (exp.Predicate, exp.Connector, exp.Not, exp.Boolean)):
+        return node
+    return exp.cast(exp.cast(node.this, exp.DataType.Type.INT), node.to)
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+def _to_arrow(
+    con: psycopg.Connection[Any], description: Sequence[Any], rows: list[Any]
+) -> pa.Table:
+    arrays = []
+    names = []
+    for i, column in enumerate(description):
+        info = con.adapters.types.get(column.type_code)
+        name = "" if info is None else info.name
+        if info is not None and column.type_code == info.array_oid:
+            name = f"_{name}"
+        arrow_type = _PG_ARROW.get(name)
+        values = [row[i] for row in rows]
+        arrays.append(pa.array(values, type=arrow_type))
+        names.append(column.name)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """libpq's connection URL and the schema (the ``schema`` query parameter)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    schema = next((v for k, v in query if k == "schema"), "flywheel")
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
+    return urlunsplit((scheme, parts.netloc, parts.path, rest, parts.fragment)), schema
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
