@@ -135,12 +135,28 @@ def test_mislogged_knob_tags_trip_the_sample_ratio_check(
 ) -> None:
     sim = warmed(make_wheel, clock)
     sim.play_locally(600, swap=0.0)  # served locally, logged right: nothing to see
-    assert sim.learn().published
+    clean = sim.learn()
+    assert clean.published
+    assert next(c for c in clean.checks if c.name == "srm").detail["mislogged_rows"] == 0
     sim.play_locally(600, swap=0.2)
     result = sim.learn()
     assert result.halted, result.reason
     srm = next(c for c in result.checks if c.name == "srm")
     assert not srm.ok and "opening" in srm.summary
+
+
+def test_a_few_mislogged_rows_contradict_their_logged_propensity(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """Too few swapped tags for any share to move, but each swapped row names a combination
+    its playbook gives another probability than the one logged with it."""
+    sim = warmed(make_wheel, clock)
+    sim.play_locally(600, swap=0.03)
+    result = sim.learn()
+    srm = next(c for c in result.checks if c.name == "srm")
+    assert result.halted and not srm.ok, result.reason
+    assert "logged a combination" in srm.summary
+    assert 3 <= srm.detail["mislogged_rows"] <= 600 * 0.06
 
 
 def test_a_context_shift_trips_the_drift_check(

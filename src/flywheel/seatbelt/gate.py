@@ -35,6 +35,7 @@ from scipy import stats
 from scipy.stats import norm
 
 from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql, quote
+from flywheel.learn.policy import SegmentPolicy
 from flywheel.playbook.book import Playbook
 from flywheel.seatbelt.monitors import SRM_THRESHOLD, Check, categorical_drift, numeric_drift
 from flywheel.seatbelt.quality import QualityReport
@@ -44,6 +45,7 @@ from flywheel.store import Store
 SHIFT_CYCLES = 3  # the reward-shift check's recent side spans this many publishes
 WINDOW_ROWS = 100_000  # newest rows read per window: plenty of power, bounded cost
 MIN_EXPECTED = 5.0  # chi-square cells expecting fewer are pooled
+MISLOGGED_MIN, MISLOGGED_SHARE = 3, 0.01  # rows whose logged propensity contradicts the tags
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,12 @@ def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alph
     """Logged knob values against what the serving playbooks' policies serve, per knob: one
     chi-square over the (version, segment, value) cells, so a swap that leaves the overall
     shares alone (A logged as B in one segment, B as A in another) still shows. Cells the
-    policy rarely serves are pooled into one (chi-square needs about five expected rows)."""
+    policy rarely serves are pooled into one (chi-square needs about five expected rows).
+
+    Row by row too: a decision records the probability its playbook gave the combination it
+    served, so a logged combination whose probability under that playbook (in that context)
+    is not the logged propensity was not what was served: mislogged tags show at once, in
+    however few rows (an alarm once MISLOGGED_MIN rows and MISLOGGED_SHARE of them do)."""
     recent = data.recent
     served = pc.is_in(recent.column("policy"), pa.array(["thompson", "greedy", "local"]))
     rows = recent.filter(served)
@@ -199,6 +206,7 @@ def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alph
     expected: dict[str, list[np.ndarray]] = {k.name: [] for k in spec.knobs}
     versions = rows.column("playbook").to_numpy(zero_copy_only=False)
     greedy = np.asarray(rows.column("policy").to_pylist()) == "greedy"
+    mislogged = 0
     for version in np.unique(versions):
         playbook = load(int(version))
         if playbook is None:
@@ -206,9 +214,13 @@ def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alph
         mine = versions == version
         part = rows.filter(pa.array(mine))
         codes = knob_codes(spec, part)
+        logged = part.column("propensity").to_numpy(zero_copy_only=False)
         for _, context, members in segments(playbook, part):
             table = playbook.segment(context)
             n_greedy = int(greedy[mine][members].sum())
+            mislogged += _mislogged(
+                spec, table, codes[members], logged[members], greedy[mine][members]
+            )
             combos = spec.space.codes[table.rows]
             for j, k in enumerate(spec.knobs):
                 share = np.bincount(combos[:, j], weights=table.probs, minlength=len(k.values))
@@ -217,7 +229,8 @@ def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alph
                 expected[k.name].append(cells)
                 observed[k.name].append(np.bincount(codes[members, j], minlength=len(k.values)))
     threshold = min(alpha * 10, SRM_THRESHOLD) / len(spec.knobs)  # p < 0.001 across the knobs
-    alarms, found = [], {}
+    alarms: list[str] = []
+    found: dict[str, Any] = {}
     for k in spec.knobs:
         if not observed[k.name]:
             continue
@@ -248,12 +261,31 @@ def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alph
         }
         if p < threshold:
             alarms.append(f"{k.name} (chi-square {chi2:.1f} over {len(obs)} cells, p = {p:.2g})")
+    found["mislogged_rows"] = mislogged
+    if mislogged >= max(MISLOGGED_MIN, MISLOGGED_SHARE * rows.num_rows):
+        alarms.append(
+            f"{mislogged} of {rows.num_rows} rows logged a combination their playbook gives"
+            " another probability than the logged propensity"
+        )
     summary = (
         "logged knob values do not match the policy: " + ", ".join(alarms)
         if alarms
         else "logged knob values match the policy"
     )
     return Check("srm", not alarms, _critical(spec, "srm"), summary, found)
+
+
+def _mislogged(
+    spec: Spec, table: SegmentPolicy, codes: np.ndarray, logged: np.ndarray, greedy: np.ndarray
+) -> int:
+    """Rows whose logged combination does not have the logged propensity in the segment's
+    table (greedy rows: whose combination is not the table's best)."""
+    combos = spec.space.rows_of_codes(codes)
+    prob = _align(table.rows, table.probs, combos)
+    logged = logged.astype(float)
+    sampled_wrong = ~np.isnan(logged) & ~np.isclose(prob, logged, rtol=1e-6, atol=1e-12)
+    best = table.rows[table.best] if len(table.rows) else -1
+    return int(np.where(greedy, combos != best, sampled_wrong).sum())
 
 
 def _pool(observed: np.ndarray, expected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
