@@ -203,3 +203,35 @@ def test_a_spec_round_trips_through_its_raw_mapping() -> None:
     again = Spec.from_dict(spec.raw)
     assert again.digest == spec.digest and again.imports.key == "lead_id"
     assert dict(again.quality.rules) == dict(spec.quality.rules)
+
+
+def test_traces_map_targets_are_checked_at_load_and_leave_the_digest_alone() -> None:
+    mapped = Spec.from_dict(
+        minimal(
+            signals={"tokens": "sum"},
+            traces={
+                "map": {
+                    "gen_ai.request.model": "tone",
+                    "gen_ai.usage.output_tokens": "tokens",
+                    "app.genre": "genre",
+                    "enduser.id": "unit",
+                }
+            },
+        )
+    )
+    assert mapped.traces.map["gen_ai.request.model"] == "tone"
+    assert mapped.digest == Spec.from_dict(minimal(signals={"tokens": "sum"})).digest
+    text = (
+        '[knobs]\ntone = ["warm", "formal"]\n[reward]\nformula = "accepted"\n'
+        '[traces]\nmap = { "gen_ai.request.model" = "model", "flywheel.knob.tone" = "tone" }\n'
+    )
+    found = errors_of(text)
+    assert found == {
+        'traces.map."gen_ai.request.model"': (
+            "'model' is not a knob, context feature, signal or unit"
+        ),
+        'traces.map."flywheel.knob.tone"': (
+            "flywheel.* attributes map by convention; map other keys"
+        ),
+    }
+    assert "traces.map.x" in errors_of(minimal(traces={"map": {"x": 1}}))

@@ -189,6 +189,18 @@ class Import:
 
 
 @dataclass(frozen=True)
+class Traces:
+    """How OTLP span attributes map onto the spec (``[traces]``).
+
+    ``flywheel.knob.<name>``, ``flywheel.context.<name>``, ``flywheel.signal.<name>`` and
+    ``flywheel.unit`` map by convention; ``map`` maps other attribute keys (such as
+    ``gen_ai.request.model``) onto a knob, a context feature, a signal or ``unit``.
+    """
+
+    map: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Spec:
     """A validated flywheel declaration. Build it with :func:`load` or :meth:`from_dict`."""
 
@@ -211,6 +223,7 @@ class Spec:
     quality: Quality = field(default_factory=Quality)
     seatbelt: Seatbelt = field(default_factory=Seatbelt)
     imports: Import = field(default_factory=Import)
+    traces: Traces = field(default_factory=Traces)
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -354,6 +367,10 @@ class _Import(_Model):
     window: str | None = None
 
 
+class _Traces(_Model):
+    map: dict[str, str] = Field(default_factory=dict)
+
+
 class _Spec(_Model):
     name: str = "flywheel"
     knobs: dict[str, Any]
@@ -368,6 +385,7 @@ class _Spec(_Model):
     quality: _Quality = Field(default_factory=_Quality)
     seatbelt: _Seatbelt = Field(default_factory=_Seatbelt)
     import_: _Import = Field(default_factory=_Import, alias="import")
+    traces: _Traces = Field(default_factory=_Traces)
 
 
 # --- semantics -----------------------------------------------------------------------------------
@@ -392,6 +410,7 @@ _SECTIONS: dict[str, type[_Model]] = {
     "quality": _Quality,
     "seatbelt": _Seatbelt,
     "import": _Import,
+    "traces": _Traces,
 }
 
 
@@ -433,11 +452,11 @@ def _structure(data: Mapping[str, Any], errors: _Errors) -> _Spec:
 
 def _digest(raw: _Spec) -> str:
     """A hash of what shapes decisions and learning (not where data lives, its privacy, or
-    the seatbelt's checks, how files are imported): a playbook fits a spec with the same
-    digest."""
+    the seatbelt's checks, how files are imported or traces mapped): a playbook fits a spec
+    with the same digest."""
     shape = raw.model_dump(
         mode="json",
-        exclude={"name", "storage", "privacy", "quality", "seatbelt", "import_"},
+        exclude={"name", "storage", "privacy", "quality", "seatbelt", "import_", "traces"},
         exclude_defaults=True,
     )
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
@@ -497,6 +516,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
     quality = _parse_quality(raw.quality, knobs, context, signals, errors)
     seatbelt = _parse_seatbelt(raw.seatbelt, errors)
     imports = _parse_import(raw.import_, knobs, context, signals, errors)
+    traces = _parse_traces(raw.traces, knobs, context, signals, errors)
     if errors.items:
         raise SpecError(errors.items, source)
     space = _build_space(knobs, rules, context, default, errors)
@@ -523,6 +543,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         quality=quality,
         seatbelt=seatbelt,
         imports=imports,
+        traces=traces,
         source=source,
         raw=raw.model_dump(mode="json", by_alias=True),
     )
@@ -887,6 +908,25 @@ def _parse_import(
             )
     window = None if raw.window is None else _duration("import.window", raw.window, errors)
     return Import(dict(raw.columns), raw.key, raw.time, raw.unit, window)
+
+
+def _parse_traces(
+    raw: _Traces,
+    knobs: Sequence[Knob],
+    context: Sequence[Feature],
+    signals: Mapping[str, SignalDef],
+    errors: _Errors,
+) -> Traces:
+    targets = {k.name for k in knobs} | {f.name for f in context} | set(signals) | {"unit"}
+    for key, target in raw.map.items():
+        path = f'traces.map."{key}"'
+        if not key.strip():
+            errors.add(path, "an attribute key must not be empty")
+        elif key.startswith("flywheel."):
+            errors.add(path, "flywheel.* attributes map by convention; map other keys")
+        elif target not in targets:
+            errors.add(path, f"{target!r} is not a knob, context feature, signal or unit")
+    return Traces(dict(raw.map))
 
 
 def _parse_seatbelt(raw: _Seatbelt, errors: _Errors) -> Seatbelt:

@@ -21,6 +21,7 @@ from flywheel import align
 from flywheel.analyze import Analysis, analyze, export
 from flywheel.collect import importers
 from flywheel.collect.record import Recorder
+from flywheel.collect.traces import Format, Intake, TraceMapper
 from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
 from flywheel.collect.writer import BufferedWriter
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
@@ -111,6 +112,7 @@ class Wheel:
         )
         self._recorder = Recorder(spec, self._writer, self._units, self._clock)
         self._decider = Decider(spec, None if seed is None else random.Random(seed))
+        self._traces: TraceMapper | None = None
         self._ids = IdFactory()
         self._closed = False
         self._load_playbook()
@@ -269,6 +271,18 @@ class Wheel:
         idents = [self._ids() for _ in rows]
         self._recorder.complete_rows(idents, rows)
         return idents
+
+    def traces(self, body: bytes, fmt: Format = "protobuf") -> Intake:
+        """OTLP spans (an ExportTraceServiceRequest, ``protobuf`` or ``json``, uncompressed)
+        as decisions and signals: see :mod:`flywheel.collect.traces` for the mapping. Spans
+        that cannot be used are counted, with their reasons, and store nothing; a request
+        that cannot be read raises and stores nothing. Sending the same spans again records
+        nothing new (their decision ids are derived from the trace and span ids)."""
+        if self._traces is None:
+            self._traces = TraceMapper(self.spec, self._recorder, self._units)
+        intake = self._traces.convert(body, fmt)
+        self._writer.append_many(intake.rows)
+        return intake
 
     def aligned(self, as_of: float | datetime | None = None) -> pa.Table:
         """Aligned rows as an Arrow table (see :func:`flywheel.align.aligned`)."""

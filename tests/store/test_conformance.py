@@ -3,6 +3,7 @@ these tests unchanged."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +94,23 @@ def test_idempotency_keys_within_and_across_batches(store: Store) -> None:
     )
     store.write({"signals": signals(spec, [(0, "x", 1.0, "k1"), (0, "x", 1.0, "k2")])})
     assert count(store, "signals") == 4
+
+
+def test_decisions_with_name_based_ids_are_stored_once(store: Store) -> None:
+    """Version-5 UUIDs (derived from, say, an OTLP span sent again) are stored once, within a
+    batch and across batches; other decisions are appended as given."""
+    spec = example_spec()
+    named = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"span-{i}")) for i in (0, 1, 1)]
+    once = decisions(spec, 3).set_column(0, "id", pa.array(named))
+    store.write({"decisions": once})
+    store.write({"decisions": once.slice(0, 2)})
+    assert count(store, "decisions") == 2
+    store.write({"decisions": decisions(spec, 2)})
+    store.write({"decisions": decisions(spec, 2)})  # random (version 4) ids: as given
+    assert count(store, "decisions") == 6
+    store.forget("u")  # forgetting a unit forgets that its decisions were seen
+    store.write({"decisions": once})
+    assert count(store, "decisions") == 2
 
 
 def test_orphans_view(store: Store) -> None:

@@ -1,14 +1,17 @@
-"""The HTTP API, first part: the SDK's calls over JSON, with one error shape.
+"""The HTTP API: the SDK's calls over JSON, and OTLP/HTTP trace intake, with one error shape.
 
 Every endpoint is a thin shell over one :class:`~flywheel.Wheel`. A 2xx answer to a write
-(``/v1/decide``, ``/v1/signals``) comes after its rows were flushed to the store, so it means
-they are durable; a rejected request stores nothing. Every error has the same body (a test
-fixes it)::
+(``/v1/decide``, ``/v1/signals``, ``/v1/rows``, ``/v1/traces``) comes after its rows were
+flushed to the store, so it means they are durable; a rejected request stores nothing. Every
+error has the same body (a test fixes it)::
 
     {"ok": false, "status": 422, "error": "…", "errors": [{"field": "…", "reason": "…"}]}
 
+``POST /v1/traces`` speaks OTLP/HTTP (protobuf or JSON, optionally gzip): spans become
+decisions and signals (:mod:`flywheel.collect.traces`), and the answer is an OTLP
+ExportTraceServiceResponse whose ``partial_success`` counts the spans that could not be used.
+
 With API keys (:mod:`flywheel.server.keys`) every request needs one whose scope allows it.
-Still to come: OTLP trace intake, the PostgreSQL backend.
 """
 
 from __future__ import annotations
@@ -19,15 +22,35 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from flywheel.collect import traces as otlp
 from flywheel.errors import FlywheelError, InvalidInputError
 from flywheel.server.keys import ApiKey, Scope, check
 from flywheel.wheel import Wheel
 
 MAX_BATCH = 100_000
+OTLP_BODY = {
+    "required": True,
+    "description": "An OTLP ExportTraceServiceRequest; Content-Encoding gzip or deflate allowed.",
+    "content": {
+        otlp.PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+        otlp.JSON: {"schema": {"type": "object", "description": "OTLP/JSON (hex ids)"}},
+    },
+}
+OTLP_ANSWER = {
+    "200": {
+        "description": "An ExportTraceServiceResponse, in the request's format;"
+        " partial_success counts the spans that could not be used",
+        "content": {
+            otlp.PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
+            otlp.JSON: {"schema": {"type": "object"}},
+        },
+    }
+}
 
 
 class _Body(BaseModel):
@@ -151,6 +174,27 @@ def create_app(
         wheel.flush()
         return {"ok": True, "ids": ids}
 
+    @app.post(
+        "/v1/traces",
+        dependencies=[Depends(need("ingest"))],
+        openapi_extra={"requestBody": OTLP_BODY, "responses": OTLP_ANSWER},
+        response_class=Response,
+    )
+    async def traces(request: Request) -> Response:
+        """OTLP/HTTP trace export: spans become decisions and signals (durable when
+        answered); spans sent again are not stored twice."""
+        try:
+            fmt = otlp.media_format(request.headers.get("content-type"))
+            body = await _read(request)
+            intake = await run_in_threadpool(
+                _ingest_traces, wheel, body, request.headers.get("content-encoding"), fmt
+            )
+        except InvalidInputError as err:
+            status = err.status if isinstance(err, otlp.BodyError) else 400
+            return error(status, str(err), [{"field": err.field, "reason": err.reason}])
+        media = otlp.PROTOBUF if fmt == "protobuf" else otlp.JSON
+        return Response(otlp.answer(intake, fmt), media_type=media)
+
     @app.get("/v1/playbook", dependencies=[Depends(need("decide"))])
     def playbook() -> dict[str, Any]:
         """The playbook served now, one row per segment (so SDKs can serve it locally)."""
@@ -182,6 +226,26 @@ def create_app(
         return {"ok": True, "deleted": wheel.forget(unit)}
 
     return app
+
+
+async def _read(request: Request) -> bytes:
+    """The raw body, refused past ``otlp.MAX_BODY`` bytes before it is all read."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > otlp.MAX_BODY:
+            raise otlp.TooLargeError("body", f"is larger than {otlp.MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _ingest_traces(
+    wheel: Wheel, body: bytes, encoding: str | None, fmt: otlp.Format
+) -> otlp.Intake:
+    """Decompress, convert and record one OTLP request, then flush: off the event loop."""
+    intake = wheel.traces(otlp.decompress(body, encoding), fmt)
+    wheel.flush()
+    return intake
 
 
 def openapi_document() -> str:

@@ -6,6 +6,8 @@ Tables (one row per event, never updated in place):
   per knob (typed from the spec);
 - ``signals``: decision_id, name, value (numbers and booleans), text, ts, key (idempotency), unit;
 - ``edits``: decision_id, ts, unit, draft, final, diff, distance;
+- ``decision_keys``: the ids of decisions written with a name-based id (UUID version 5),
+  so each is stored once;
 - ``orphans``: a view of the signals whose decision id is unknown (they stay stored: a decision
   may still arrive from another process);
 - ``playbooks``: published playbooks, immutable, one row per version;
@@ -106,7 +108,10 @@ class Store(Protocol):
         """Append event rows to their tables in one transaction: all of it or none of it.
 
         Signals whose idempotency ``key`` was stored before (or repeats within the batch) are
-        skipped. Returns once the rows are durable.
+        skipped. Decisions whose id is a name-based UUID (version 5: derived from something a
+        sender may send again, such as an OTLP span) are idempotent the same way: one whose id
+        was stored before (or repeats within the batch) is skipped; other decisions are
+        appended as given. Returns once the rows are durable.
         """
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
@@ -114,7 +119,8 @@ class Store(Protocol):
         SQL with ``?`` or ``$name`` parameters; other backends translate them."""
 
     def forget(self, unit: str) -> dict[str, int]:
-        """Delete every row of a (pseudonymised) unit, in every table; return rows deleted."""
+        """Delete every row of a (pseudonymised) unit, in every table (idempotency keys of its
+        signals and decisions included); return rows deleted."""
 
     def publish(self, spec_digest: str, meta: str, payload: bytes) -> int:
         """Store a playbook as the next version, atomically; return its version."""

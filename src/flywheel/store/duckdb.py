@@ -10,6 +10,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flywheel.errors import StoreError, StoreLockedError
 from flywheel.store.base import Tables
@@ -74,6 +75,14 @@ MIGRATIONS += (
             SELECT decision_id, arg_max(action, seq) AS action, arg_max(rules, seq) AS rules,
                 max(ts) AS ts
             FROM quarantine GROUP BY decision_id;
+        """,
+    ),
+)
+MIGRATIONS += (
+    (
+        4,
+        """
+        CREATE TABLE IF NOT EXISTS decision_keys (id UUID PRIMARY KEY);
         """,
     ),
 )
@@ -154,7 +163,13 @@ class DuckDBStore:
                 for table, given in batch.items():
                     if given.num_rows == 0:
                         continue
-                    rows = self._drop_seen_keys(given) if table == "signals" else given
+                    rows = (
+                        self._drop_seen_keys(given)
+                        if table == "signals"
+                        else self._drop_seen_decisions(given)
+                        if table == "decisions"
+                        else given
+                    )
                     con.register("_batch", rows)
                     try:
                         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch")
@@ -186,6 +201,33 @@ class DuckDBStore:
             mask.append(first)
         return rows.filter(pa.array(mask))
 
+    def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
+        """Decisions with a name-based id (UUID version 5) are stored once: their ids go into
+        ``decision_keys``, and a row whose id was there before, or repeats in the batch, is
+        dropped. Other decisions (random ids) pass untouched, at the cost of one comparison."""
+        ids = rows.column("id")
+        named = pc.equal(pc.utf8_slice_codeunits(ids, 14, 15), pa.scalar("5"))
+        if not pc.any(named).as_py():
+            return rows
+        self._con.register("_ids", pa.table({"id": pc.filter(ids, named)}))
+        try:
+            fresh = self._con.execute(
+                "INSERT INTO decision_keys SELECT DISTINCT CAST(id AS UUID) FROM _ids"
+                " ON CONFLICT DO NOTHING RETURNING CAST(id AS VARCHAR)"
+            ).fetchall()
+        finally:
+            self._con.unregister("_ids")
+        fresh_ids = {i for (i,) in fresh}
+        mask = []
+        for ident, is_named in zip(ids.to_pylist(), named.to_pylist(), strict=True):
+            if not is_named:
+                mask.append(True)
+                continue
+            lowered = str(ident).lower()
+            mask.append(lowered in fresh_ids)
+            fresh_ids.discard(lowered)  # a repeat within the batch is not fresh
+        return rows.filter(pa.array(mask))
+
     # --- reading ---------------------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
@@ -203,6 +245,7 @@ class DuckDBStore:
             con = self._con
             con.execute("BEGIN")
             ids = "SELECT id FROM decisions WHERE unit = $unit"
+            con.execute(f"DELETE FROM decision_keys WHERE id IN ({ids})", {"unit": unit})
             con.execute(
                 "DELETE FROM signal_keys WHERE key IN (SELECT key FROM signals"
                 f" WHERE key IS NOT NULL AND (unit = $unit OR decision_id IN ({ids})))",

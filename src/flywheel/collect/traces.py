@@ -1,0 +1,639 @@
+"""OTLP trace intake: an ExportTraceServiceRequest (protobuf or JSON) to decision and signal rows.
+
+Each span becomes at most one decision, converted in one pass over the request:
+
+- its id is ``uuid5(NAMESPACE, trace_id + span_id)`` (both in lowercase hex), so a span sent
+  again maps to the same decision, which the store keeps once (name-based ids are idempotent:
+  see :meth:`flywheel.store.Store.write`); its time is the span's start;
+- knob values and context features come from ``flywheel.knob.<name>`` and
+  ``flywheel.context.<name>`` attributes, and from other keys the spec's ``[traces] map``
+  names (such as ``gen_ai.request.model``); the span's attributes win over its resource's,
+  and ``flywheel.*`` attributes over mapped ones;
+- the unit is ``flywheel.unit``, else ``gen_ai.conversation.id`` (pseudonymised like every
+  unit); ``flywheel.playbook`` and ``flywheel.propensity`` record a decision served from a
+  playbook, as in ``wheel.log``;
+- attributes mapped to a signal (``flywheel.signal.<name>``, or a map entry such as
+  ``gen_ai.usage.output_tokens = "tokens"``) become signals at the span's end time;
+- each ``gen_ai.evaluation.result`` event becomes a signal at the event's time: its name is
+  ``gen_ai.evaluation.name`` (as is, or in lower_snake_case) and its value the
+  ``gen_ai.evaluation.score.value``; a text signal takes ``gen_ai.evaluation.score.label``,
+  and a numeric one without a score takes a label of true/false, pass/fail or yes/no as 1/0.
+  An evaluation the spec has no signal for is ignored, with a note in the answer.
+
+A span is taken whole or not at all: one that lacks a knob or context feature, or carries a
+value the spec does not allow, is rejected and counted, with its reason, in the answer's
+``partial_success``. A request that cannot be read (not protobuf or JSON of the right shape,
+ids that are not hex) raises :class:`BodyError`, naming the field, and nothing of it is
+stored. Signals carry idempotency keys derived from the decision id, so re-sent spans
+duplicate nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import uuid
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flywheel.collect.record import Recorder, timestamp
+from flywheel.collect.units import Pseudonymizer
+from flywheel.errors import InvalidInputError
+from flywheel.spec import Spec
+
+Format = Literal["protobuf", "json"]
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+MAX_BODY = 64 * 1024 * 1024  # bytes of a request, after decompression
+NAMESPACE = uuid.UUID("6f1d2a34-5c3e-4b7a-9d0e-8f2b1c4a7e95")
+EVALUATION = "gen_ai.evaluation.result"
+CONVERSATION = "gen_ai.conversation.id"
+MAX_REASONS = 3  # rejection reasons quoted in an answer
+_BOOLEAN_LABELS = {"true": 1.0, "pass": 1.0, "yes": 1.0, "false": 0.0, "fail": 0.0, "no": 0.0}
+_EVAL_NAME, _EVAL_SCORE, _EVAL_LABEL = (
+    "gen_ai.evaluation.name",
+    "gen_ai.evaluation.score.value",
+    "gen_ai.evaluation.score.label",
+)
+_EVAL_KEYS = frozenset({_EVAL_NAME, _EVAL_SCORE, _EVAL_LABEL})
+_NS = NAMESPACE.bytes
+
+
+class BodyError(InvalidInputError):
+    """A request that cannot be read; nothing of it is stored. ``status`` is its HTTP status."""
+
+    status = 400
+
+
+class UnsupportedError(BodyError):
+    status = 415
+
+
+class TooLargeError(BodyError):
+    status = 413
+
+
+class _Missing:
+    pass
+
+
+class _Complex:
+    """An array, map or bytes attribute: not a value a knob, feature or signal can take."""
+
+
+MISSING: Any = _Missing()
+COMPLEX: Any = _Complex()
+
+
+def media_format(content_type: str | None) -> Format:
+    """The format of a request body from its ``Content-Type``."""
+    base = (content_type or "").split(";", 1)[0].strip().lower()
+    if base == PROTOBUF:
+        return "protobuf"
+    if base == JSON:
+        return "json"
+    raise UnsupportedError("content-type", f"expected {PROTOBUF} or {JSON}, got {content_type!r}")
+
+
+def decompress(body: bytes, encoding: str | None) -> bytes:
+    """The body without its ``Content-Encoding`` (identity, gzip or deflate), at most
+    ``MAX_BODY`` bytes."""
+    name = (encoding or "identity").strip().lower()
+    if name in ("", "identity"):
+        if len(body) > MAX_BODY:
+            raise TooLargeError("body", f"is larger than {MAX_BODY} bytes")
+        return body
+    if name not in ("gzip", "deflate"):
+        raise UnsupportedError(
+            "content-encoding", f"expected gzip, deflate or none, got {encoding!r}"
+        )
+    out = bytearray()
+    rest = body
+    try:
+        while rest:
+            # gzip; deflate is zlib-wrapped (47 detects either), or raw as some clients send it
+            wbits = 31 if name == "gzip" else (47 if rest[:1] in (b"\x78", b"\x1f") else -15)
+            inflater = zlib.decompressobj(wbits)
+            out += inflater.decompress(rest, MAX_BODY + 1 - len(out))
+            if len(out) > MAX_BODY or inflater.unconsumed_tail:
+                raise TooLargeError("body", f"is larger than {MAX_BODY} bytes uncompressed")
+            if not inflater.eof:
+                raise BodyError("body", f"the {name} data is cut short")
+            rest = inflater.unused_data  # gzip allows several members, one after another
+    except zlib.error as err:
+        raise BodyError("body", f"is not valid {name} data ({err})") from None
+    return bytes(out)
+
+
+def decision_id(trace_id: str, span_id: str) -> str:
+    """``str(uuid.uuid5(NAMESPACE, trace_id + span_id))`` (lowercase hex ids), computed
+    without the UUID object."""
+    digest = bytearray(hashlib.sha1(_NS + (trace_id + span_id).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass
+class Intake:
+    """What a request became: rows for the writer, and counts for the OTLP answer."""
+
+    rows: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    spans: int = 0
+    decisions: int = 0
+    signals: int = 0
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    notes: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        if len(self.reasons) < MAX_REASONS:
+            self.reasons.append(reason)
+
+    @property
+    def message(self) -> str:
+        """The answer's ``error_message``: why spans were rejected, and what was ignored."""
+        parts = []
+        if self.rejected:
+            more = self.rejected - len(self.reasons)
+            tail = f"; and {more} more" if more else ""
+            parts.append(
+                f"rejected {self.rejected} of {self.spans} spans: " + "; ".join(self.reasons) + tail
+            )
+        for note, count in self.notes.items():
+            parts.append(f"{note} ({count} {'event' if count == 1 else 'events'})")
+        return ". ".join(parts)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    kind: Literal["knob", "context", "signal", "unit", "playbook", "propensity"]
+    name: str
+    integer: bool = False  # an integer knob or feature: integral doubles are taken as ints
+
+
+class TraceMapper:
+    """Converts OTLP requests to rows for one spec; the lookups are prepared once."""
+
+    def __init__(self, spec: Spec, recorder: Recorder, units: Pseudonymizer) -> None:
+        self._recorder = recorder
+        self._units = units
+        self._signals = spec.signals
+        slots: list[_Slot] = []
+        keys: dict[str, tuple[int, int]] = {}  # attribute key -> (slot, priority)
+        by_name: dict[str, int] = {}
+
+        def slot(s: _Slot, convention: str | None) -> int:
+            slots.append(s)
+            index = len(slots) - 1
+            by_name[s.name] = index
+            if convention is not None:
+                keys[convention] = (index, 2)
+            return index
+
+        for k in spec.knobs:
+            slot(_Slot("knob", k.name, k.dtype == "integer"), f"flywheel.knob.{k.name}")
+        for f in spec.context:
+            slot(_Slot("context", f.name, f.dtype == "integer"), f"flywheel.context.{f.name}")
+        for name in spec.signals:
+            slot(_Slot("signal", name), f"flywheel.signal.{name}")
+        unit = slot(_Slot("unit", "unit"), "flywheel.unit")
+        keys[CONVERSATION] = (unit, 0)
+        self._playbook = slot(_Slot("playbook", "playbook"), "flywheel.playbook")
+        self._propensity = slot(_Slot("propensity", "propensity"), "flywheel.propensity")
+        for key, target in spec.traces.map.items():
+            keys[key] = (by_name[target], 1)
+        self._slots = tuple(slots)
+        self._keys = keys
+        self._unit = unit
+        self._knobs = [(by_name[k.name], k.name) for k in spec.knobs]
+        self._context = [(by_name[f.name], f.name) for f in spec.context]
+        self._signal_slots = [(by_name[n], n) for n in spec.signals]
+        self._empty = [MISSING] * len(slots)
+        self._evaluations: dict[str, str | None] = {}
+
+    # --- the two encodings -----------------------------------------------------------------------
+
+    def convert(self, body: bytes, fmt: Format) -> Intake:
+        """Rows of every usable span of a request (decompressed); raises :class:`BodyError`
+        when the request cannot be read."""
+        intake = Intake()
+        if fmt == "protobuf":
+            self._protobuf(body, intake)
+        else:
+            self._json(body, intake)
+        return intake
+
+    def _protobuf(self, body: bytes, intake: Intake) -> None:
+        from google.protobuf.message import DecodeError
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        try:
+            request = ExportTraceServiceRequest.FromString(body)
+        except DecodeError as err:
+            raise BodyError("body", f"is not an OTLP ExportTraceServiceRequest ({err})") from None
+        keys = self._keys
+        for i, resource_spans in enumerate(request.resource_spans):
+            base, base_unknown = self._values(
+                ((kv.key, kv.value) for kv in resource_spans.resource.attributes), _pb_value
+            )
+            for j, scope_spans in enumerate(resource_spans.scope_spans):
+                for k, span in enumerate(scope_spans.spans):
+                    trace_id, span_id = span.trace_id, span.span_id
+                    if len(trace_id) != 16 or not any(trace_id):
+                        where = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}].traceId"
+                        raise BodyError(where, "expected 16 bytes, not all zero")
+                    if len(span_id) != 8 or not any(span_id):
+                        where = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}].spanId"
+                        raise BodyError(where, "expected 8 bytes, not all zero")
+                    values, priority = list(base), [-1] * len(base)
+                    unknown = list(base_unknown)
+                    for kv in span.attributes:
+                        hit = keys.get(kv.key)
+                        if hit is None:
+                            if kv.key.startswith("flywheel."):
+                                unknown.append(kv.key)
+                        elif hit[1] >= priority[hit[0]]:
+                            values[hit[0]] = _pb_value(kv.value)
+                            priority[hit[0]] = hit[1]
+                    events = [
+                        (
+                            n,
+                            e.time_unix_nano,
+                            {
+                                a.key: _pb_value(a.value)
+                                for a in e.attributes
+                                if a.key in _EVAL_KEYS
+                            },
+                        )
+                        for n, e in enumerate(span.events)
+                        if e.name == EVALUATION
+                    ]
+                    self._span(
+                        intake,
+                        trace_id.hex(),
+                        span_id.hex(),
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        values,
+                        unknown,
+                        events,
+                    )
+
+    def _json(self, body: bytes, intake: Intake) -> None:
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise BodyError("body", f"is not JSON ({err})") from None
+        if not isinstance(document, dict):
+            raise BodyError("body", "expected an ExportTraceServiceRequest object")
+        keys = self._keys
+        for i, resource_spans in enumerate(_list(document, "resourceSpans", "resourceSpans")):
+            where = f"resourceSpans[{i}]"
+            resource = _object(resource_spans.get("resource") or {}, f"{where}.resource")
+            base, base_unknown = self._values(
+                _json_attributes(resource, f"{where}.resource"), _json_value
+            )
+            for j, scope_spans in enumerate(_list(resource_spans, "scopeSpans", where)):
+                for k, span in enumerate(_list(scope_spans, "spans", f"{where}.scopeSpans[{j}]")):
+                    at = f"{where}.scopeSpans[{j}].spans[{k}]"
+                    trace_id = _hex_id(span.get("traceId"), 16, f"{at}.traceId")
+                    span_id = _hex_id(span.get("spanId"), 8, f"{at}.spanId")
+                    values, priority = list(base), [-1] * len(base)
+                    unknown = list(base_unknown)
+                    for n, (key, value) in enumerate(_json_attributes(span, at)):
+                        hit = keys.get(key)
+                        if hit is None:
+                            if key.startswith("flywheel."):
+                                unknown.append(key)
+                        elif hit[1] >= priority[hit[0]]:
+                            values[hit[0]] = _json_value(value, f"{at}.attributes[{n}].value")
+                            priority[hit[0]] = hit[1]
+                    events = []
+                    for n, event in enumerate(_list(span, "events", at)):
+                        if event.get("name") == EVALUATION:
+                            here = f"{at}.events[{n}]"
+                            attributes = {
+                                key: _json_value(value, f"{here}.attributes")
+                                for key, value in _json_attributes(event, here)
+                                if key in _EVAL_KEYS
+                            }
+                            time = _nanos(event.get("timeUnixNano"), f"{here}.timeUnixNano")
+                            events.append((n, time, attributes))
+                    self._span(
+                        intake,
+                        trace_id,
+                        span_id,
+                        _nanos(span.get("startTimeUnixNano"), f"{at}.startTimeUnixNano"),
+                        _nanos(span.get("endTimeUnixNano"), f"{at}.endTimeUnixNano"),
+                        values,
+                        unknown,
+                        events,
+                    )
+
+    def _values(
+        self, attributes: Iterable[tuple[str, Any]], convert: Any
+    ) -> tuple[list[Any], list[str]]:
+        """A resource's mapped attribute values (spans start from these) and unknown
+        ``flywheel.*`` keys."""
+        values = list(self._empty)
+        unknown = []
+        priority = [-1] * len(values)
+        for key, value in attributes:
+            hit = self._keys.get(key)
+            if hit is None:
+                if key.startswith("flywheel."):
+                    unknown.append(key)
+            elif hit[1] >= priority[hit[0]]:
+                values[hit[0]] = convert(value, "resource.attributes")
+                priority[hit[0]] = hit[1]
+        return values, unknown
+
+    # --- one span --------------------------------------------------------------------------------
+
+    def _span(
+        self,
+        intake: Intake,
+        trace_id: str,
+        span_id: str,
+        start: int,
+        end: int,
+        values: list[Any],
+        unknown: list[str],
+        events: list[tuple[int, int, dict[str, Any]]],
+    ) -> None:
+        intake.spans += 1
+        try:
+            rows = self._rows(trace_id, span_id, start, end, values, unknown, events, intake)
+        except InvalidInputError as err:
+            intake.reject(f"span {trace_id}/{span_id}: {err}")
+            return
+        intake.decisions += 1
+        intake.signals += len(rows) - 1
+        intake.rows += rows
+
+    def _rows(
+        self,
+        trace_id: str,
+        span_id: str,
+        start: int,
+        end: int,
+        values: list[Any],
+        unknown: list[str],
+        events: list[tuple[int, int, dict[str, Any]]],
+        intake: Intake,
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        if unknown:
+            raise InvalidInputError(
+                unknown[0], "names no knob, context feature, signal or setting of the spec"
+            )
+        slots = self._slots
+        found = False
+        for index, value in enumerate(values):
+            if value is MISSING:
+                continue
+            if value is None:  # an attribute without a value
+                values[index] = MISSING
+                continue
+            if value is COMPLEX:
+                raise InvalidInputError(
+                    slots[index].name, "an array, map or bytes attribute cannot be its value"
+                )
+            if slots[index].kind in ("knob", "context", "signal"):
+                found = True
+            if slots[index].integer and type(value) is float and value.is_integer():
+                values[index] = int(value)
+        if not found and not events:
+            raise InvalidInputError(
+                "attributes",
+                "map to no knob, context feature or signal (set flywheel.knob.<name> and"
+                " flywheel.context.<name> attributes, or map keys under [traces])",
+            )
+        recorder = self._recorder
+        context = recorder.context(
+            {name: values[i] for i, name in self._context if values[i] is not MISSING}
+        )
+        params = recorder.params(
+            {name: values[i] for i, name in self._knobs if values[i] is not MISSING}
+        )
+        playbook, propensity = values[self._playbook], values[self._propensity]
+        policy, version, chance = recorder._served(
+            None if playbook is MISSING else playbook,
+            None if propensity is MISSING else propensity,
+        )
+        if not start:
+            raise InvalidInputError("startTimeUnixNano", "is missing: a span needs its start")
+        began = timestamp(start / 1e9, "startTimeUnixNano")
+        ended = timestamp(end / 1e9, "endTimeUnixNano") if end else began
+        raw_unit = values[self._unit]
+        unit = None if raw_unit is MISSING else self._units(raw_unit)
+        ident = decision_id(trace_id, span_id)
+        rows: list[tuple[str, tuple[Any, ...]]] = [
+            (
+                "decisions",
+                (
+                    ident, began, unit, policy, version, chance,
+                    *[context[name] for _, name in self._context],
+                    *[params[name] for _, name in self._knobs],
+                ),
+            )
+        ]  # fmt: skip
+        signal_row = recorder._signal_row
+        for i, name in self._signal_slots:
+            value = values[i]
+            if value is not MISSING:
+                key = f"otlp:{ident}:{name}"
+                rows.append(("signals", signal_row(ident, name, value, ended, key, unit)))
+        for n, time, attributes in events:
+            row = self._evaluation(ident, n, time, ended, attributes, unit, intake)
+            if row is not None:
+                rows.append(("signals", row))
+        return rows
+
+    def _evaluation(
+        self,
+        ident: str,
+        n: int,
+        time: int,
+        ended: float,
+        attributes: Mapping[str, Any],
+        unit: str | None,
+        intake: Intake,
+    ) -> tuple[Any, ...] | None:
+        """A ``gen_ai.evaluation.result`` event as a signal row, or ``None`` (noted) when the
+        spec has no signal for it."""
+        raw_name = attributes.get(_EVAL_NAME)
+        name = self._evaluation_signal(raw_name) if isinstance(raw_name, str) else None
+        if name is None:
+            shown = raw_name if isinstance(raw_name, str) else "(unnamed)"
+            note = f"ignored evaluation {shown!r}: no signal of that name in the spec"
+            intake.notes[note] = intake.notes.get(note, 0) + 1
+            return None
+        field_name = f"events[{n}]"
+        score, label = attributes.get(_EVAL_SCORE), attributes.get(_EVAL_LABEL)
+        value: object
+        if self._signals[name].kind == "text":
+            if not isinstance(label, str):
+                raise InvalidInputError(field_name, f"{name} is a text signal: give {_EVAL_LABEL}")
+            value = label
+        elif score is not None and score is not MISSING:
+            value = score
+        elif isinstance(label, str) and label.strip().lower() in _BOOLEAN_LABELS:
+            value = _BOOLEAN_LABELS[label.strip().lower()]
+        else:
+            raise InvalidInputError(
+                field_name,
+                f"{name} is numeric: give {_EVAL_SCORE} (or a label of true/false, pass/fail,"
+                " yes/no)",
+            )
+        when = timestamp(time / 1e9, f"{field_name}.timeUnixNano") if time else ended
+        return self._recorder._signal_row(ident, name, value, when, f"otlp:{ident}:e{n}", unit)
+
+    def _evaluation_signal(self, raw: str) -> str | None:
+        """The signal an evaluation name feeds: the name itself, else in lower_snake_case."""
+        if raw in self._evaluations:
+            return self._evaluations[raw]
+        snake = re.sub(r"[^a-z0-9]+", "_", raw.strip().lower()).strip("_")
+        found = raw if raw in self._signals else snake if snake in self._signals else None
+        if len(self._evaluations) < 10_000:
+            self._evaluations[raw] = found
+        return found
+
+
+def answer(intake: Intake, fmt: Format) -> bytes:
+    """The ExportTraceServiceResponse: empty when every span was taken, else a
+    ``partial_success`` with the rejected count and the reasons (or only notes)."""
+    message = intake.message
+    if fmt == "json":
+        if not intake.rejected and not message:
+            return b"{}"
+        partial = {"rejectedSpans": str(intake.rejected), "errorMessage": message}
+        return json.dumps({"partialSuccess": partial}).encode()
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTracePartialSuccess,
+        ExportTraceServiceResponse,
+    )
+
+    if not intake.rejected and not message:
+        return ExportTraceServiceResponse().SerializeToString()
+    partial_success = ExportTracePartialSuccess(
+        rejected_spans=intake.rejected, error_message=message
+    )
+    return ExportTraceServiceResponse(partial_success=partial_success).SerializeToString()
+
+
+# --- reading values ------------------------------------------------------------------------------
+
+
+def _pb_value(value: Any, _where: str = "") -> Any:
+    """A protobuf AnyValue as a Python scalar (``COMPLEX`` for arrays, maps and bytes)."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind in ("array_value", "kvlist_value", "bytes_value"):
+        return COMPLEX
+    return getattr(value, kind)
+
+
+def _json_value(value: object, where: str) -> Any:
+    """An OTLP/JSON AnyValue (``{"stringValue": …}``; int64 as a string or a number)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BodyError(where, 'expected an AnyValue object such as {"stringValue": "…"}')
+    if "stringValue" in value:
+        text = value["stringValue"]
+        if not isinstance(text, str):
+            raise BodyError(where, "stringValue: expected a string")
+        return text
+    if "intValue" in value:
+        number = value["intValue"]
+        if isinstance(number, str) and re.fullmatch(r"-?\d+", number.strip()):
+            return int(number)
+        if isinstance(number, int) and not isinstance(number, bool):
+            return number
+        raise BodyError(where, "intValue: expected an integer (or its decimal string)")
+    if "doubleValue" in value:
+        number = value["doubleValue"]
+        if isinstance(number, int | float) and not isinstance(number, bool):
+            return float(number)
+        if isinstance(number, str):
+            try:
+                parsed = float(number)
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(parsed) or number in ("NaN", "Infinity", "-Infinity"):
+                    return parsed
+        raise BodyError(where, "doubleValue: expected a number")
+    if "boolValue" in value:
+        flag = value["boolValue"]
+        if not isinstance(flag, bool):
+            raise BodyError(where, "boolValue: expected true or false")
+        return flag
+    if {"arrayValue", "kvlistValue", "bytesValue"} & value.keys():
+        return COMPLEX
+    return None
+
+
+def _list(parent: Mapping[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    items = parent.get(key)
+    if items is None:
+        return []
+    path = f"{where}.{key}" if where != key else key
+    if not isinstance(items, list):
+        raise BodyError(path, "expected a list")
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BodyError(f"{path}[{n}]", "expected an object")
+    return items
+
+
+def _object(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BodyError(where, "expected an object")
+    return value
+
+
+def _json_attributes(parent: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
+    """``[{"key": …, "value": {…}}, …]`` as (key, raw AnyValue) pairs."""
+    pairs = []
+    for n, item in enumerate(_list(parent, "attributes", where)):
+        key = item.get("key")
+        if not isinstance(key, str):
+            raise BodyError(f"{where}.attributes[{n}].key", "expected a string")
+        pairs.append((key, item.get("value")))
+    return pairs
+
+
+def _hex_id(value: object, size: int, where: str) -> str:
+    """A trace or span id: OTLP/JSON writes them as hex (not base64, as proto3 JSON would)."""
+    if isinstance(value, str) and len(value) == 2 * size:
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raw = b""
+        if len(raw) == size and any(raw):
+            return raw.hex()
+    raise BodyError(where, f"expected {2 * size} hex digits, not all zero (OTLP/JSON ids are hex)")
+
+
+def _nanos(value: object, where: str) -> int:
+    """Nanoseconds since the epoch: a decimal string (proto3 JSON's int64) or a number."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    if isinstance(value, float) and value >= 0 and value.is_integer():
+        return int(value)
+    raise BodyError(where, "expected nanoseconds since the epoch (a decimal string or number)")
