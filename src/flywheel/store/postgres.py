@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlglot
 from psycopg import sql as pgsql
@@ -60,6 +61,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX IF NOT EXISTS signals_decision ON signals (decision_id);
         CREATE INDEX IF NOT EXISTS signals_unit ON signals (unit);
         CREATE TABLE IF NOT EXISTS signal_keys (key text PRIMARY KEY);
+        CREATE TABLE IF NOT EXISTS decision_keys (id uuid PRIMARY KEY);
         CREATE TABLE IF NOT EXISTS edits (
             decision_id uuid NOT NULL, ts timestamptz NOT NULL, unit text, draft text,
             final text, diff text, distance double precision
@@ -186,7 +188,12 @@ class PostgresStore:
                     for table, given in batch.items():
                         if given.num_rows == 0:
                             continue
-                        rows = self._drop_seen_keys(given) if table == "signals" else given
+                        if table == "signals":
+                            rows = self._drop_seen_keys(given)
+                        elif table == "decisions":
+                            rows = self._drop_seen_decisions(given)
+                        else:
+                            rows = given
                         self._copy(table, rows)
             except psycopg.Error as err:
                 raise StoreError(f"write failed, nothing was stored: {err}") from err
@@ -223,6 +230,26 @@ class PostgresStore:
             mask.append(first)
         return rows.filter(pa.array(mask))
 
+    def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
+        """Decisions with a name-based id (UUID version 5) are stored once (see the Store
+        contract); other ids pass untouched."""
+        ids = rows.column("id")
+        named = pc.equal(pc.utf8_slice_codeunits(ids, 14, 15), pa.scalar("5"))
+        if not pc.any(named).as_py():
+            return rows
+        fresh = self._con.execute(
+            "INSERT INTO decision_keys SELECT DISTINCT i FROM unnest(%s::uuid[]) AS i"
+            " ON CONFLICT DO NOTHING RETURNING CAST(id AS text)",
+            [pc.filter(ids, named).to_pylist()],
+        ).fetchall()
+        fresh_ids = {i for (i,) in fresh}
+        mask = []
+        for ident, is_named in zip(ids.to_pylist(), named.to_pylist(), strict=True):
+            lowered = str(ident).lower()
+            mask.append(not is_named or lowered in fresh_ids)
+            fresh_ids.discard(lowered)  # a repeat within the batch is not fresh
+        return rows.filter(pa.array(mask))
+
     # --- reading ---------------------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
@@ -248,6 +275,7 @@ class PostgresStore:
         with self._lock:
             with self._con.transaction():
                 con = self._con
+                con.execute(f"DELETE FROM decision_keys WHERE id IN ({ids})", args)
                 con.execute(
                     "DELETE FROM signal_keys WHERE key IN (SELECT key FROM signals"
                     f" WHERE key IS NOT NULL AND (unit = %(unit)s OR decision_id IN ({ids})))",
@@ -265,7 +293,9 @@ class PostgresStore:
             if any(deleted.values()):
                 # Dead rows stay in their pages until vacuumed; vacuum now so the space (and
                 # the bytes, as pages are reused) goes. VACUUM FULL rewrites the tables.
-                self._con.execute("VACUUM signals, edits, quarantine, decisions, signal_keys")
+                self._con.execute(
+                    "VACUUM signals, edits, quarantine, decisions, signal_keys, decision_keys"
+                )
         return deleted
 
     def publish(self, spec_digest: str, meta: str, payload: bytes) -> int:
