@@ -369,7 +369,8 @@ def serve(
 ) -> None:
     """Serve the HTTP API (/v1/decide, /v1/signals, /v1/playbook, /v1/status, /v1/learn,
     DELETE /v1/units/UNIT) until interrupted (then in-flight requests finish and the store is
-    flushed and closed). With API keys every request needs one; without, loopback only."""
+    flushed and closed). With API keys every request needs one (keys created or revoked
+    meanwhile count within seconds); without, loopback only."""
     import ipaddress
 
     import uvicorn
@@ -385,8 +386,8 @@ def serve(
         wheel = flywheel.open(spec)
     except FlywheelError as err:
         raise _fail(err) from None
-    keys = [k for k in api_keys.load(wheel.store) if k.revoked_at is None]
-    if not loopback and not keys:
+    keys = api_keys.KeyRing(wheel.store)
+    if not loopback and not keys.required:
         wheel.close()
         errors.print(
             f"[bold red]error:[/] --host: {host} is not a loopback address and no API key"

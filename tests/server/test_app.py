@@ -20,7 +20,7 @@ import flywheel
 from flywheel.demo import example_spec
 from flywheel.server import create_app
 from flywheel.server import keys as api_keys
-from flywheel.server.keys import ApiKey
+from flywheel.server.keys import KeyRing
 from tests.conftest import PARAMS, THRILLER
 
 
@@ -46,7 +46,7 @@ class Client:
 
 
 @contextmanager
-def serving(wheel: flywheel.Wheel, keys: list[ApiKey] | None = None) -> Iterator[Client]:
+def serving(wheel: flywheel.Wheel, keys: KeyRing | None = None) -> Iterator[Client]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -154,7 +154,7 @@ def test_keys_and_scopes(wheel_on_file: flywheel.Wheel) -> None:
     admin_key, admin = api_keys.create(store, "admin")
     raw = store.get_meta(api_keys.META_KEY) or ""
     assert admin.split("_", 2)[2] not in raw  # only the hash is kept
-    with serving(wheel_on_file, api_keys.load(store)) as client:
+    with serving(wheel_on_file, api_keys.KeyRing(store)) as client:
         body = {"context": THRILLER}
         assert client.call("POST", "/v1/decide", body)[0] == 401
         assert client.call("POST", "/v1/decide", body, key="fw_nope_x")[0] == 401
@@ -167,10 +167,15 @@ def test_keys_and_scopes(wheel_on_file: flywheel.Wheel) -> None:
         assert client.call("GET", "/v1/playbook", key=ingest)[0] == 403  # ingest reads nothing
         assert client.call("DELETE", "/v1/units/ada", key=decide)[0] == 403
         assert client.call("DELETE", "/v1/units/ada", key=admin)[0] == 200
-    api_keys.revoke(store, admin_key.id)
-    with serving(wheel_on_file, api_keys.load(store)) as client:
-        assert client.call("GET", "/v1/status", key=admin)[0] == 401
+    with serving(wheel_on_file, api_keys.KeyRing(store, every=0)) as client:
+        assert client.call("GET", "/v1/status", key=admin)[0] == 200
+        api_keys.revoke(store, admin_key.id)  # as `flywheel keys revoke` on a shared store
+        assert client.call("GET", "/v1/status", key=admin)[0] == 401  # no restart needed
         assert client.call("GET", "/v1/status", key=decide)[0] == 200
+        for key in api_keys.load(store):
+            api_keys.revoke(store, key.id)
+        assert client.call("GET", "/v1/status", key=decide)[0] == 401
+        assert client.call("GET", "/v1/status")[0] == 401  # no key left: closed, not open
 
 
 def test_complete_rows_go_in_whole(served: tuple[Client, flywheel.Wheel]) -> None:

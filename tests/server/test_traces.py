@@ -468,7 +468,7 @@ def test_traces_need_the_ingest_scope(wheel: flywheel.Wheel) -> None:
     ingest = api_keys.create(store, "ingest")[1]
     decide = api_keys.create(store, "decide")[1]
     body = encode_spans(make_spans([{"attributes": GENAI}])).SerializeToString()
-    with serving(wheel, api_keys.load(store)) as client:
+    with serving(wheel, api_keys.KeyRing(store)) as client:
         status, content_type, answer = post(client, body, PROTOBUF)
         assert (status, content_type) == (401, "application/json")
         assert set(json.loads(answer)) == {"ok", "status", "error", "errors"}

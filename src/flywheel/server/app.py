@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 
 from flywheel.collect import traces as otlp
 from flywheel.errors import FlywheelError, InvalidInputError
-from flywheel.server.keys import ApiKey, Scope, check
+from flywheel.server.keys import KeyRing, Scope
 from flywheel.wheel import Wheel
 
 MAX_BATCH = 100_000
@@ -95,11 +95,11 @@ def error(status: int, message: str, errors: list[dict[str, Any]] | None = None)
 
 
 def create_app(
-    wheel: Wheel, keys: list[ApiKey] | None = None, *, close_on_shutdown: bool = False
+    wheel: Wheel, keys: KeyRing | None = None, *, close_on_shutdown: bool = False
 ) -> FastAPI:
     """The API over one open wheel (the caller opens it, and closes it unless
     ``close_on_shutdown``: then the server's graceful shutdown, on SIGTERM, flushes and
-    closes it after the last request). With active ``keys``, every request needs
+    closes it after the last request). When ``keys`` holds keys, every request needs
     ``Authorization: Bearer <key>`` of a scope that allows it."""
 
     @asynccontextmanager
@@ -109,13 +109,12 @@ def create_app(
             wheel.close()
 
     app = FastAPI(title="Flywheel", version="1", lifespan=lifespan)
-    active = [k for k in keys or [] if k.revoked_at is None]
 
     def need(scope: Scope) -> Callable[[Request], None]:
         def guard(request: Request) -> None:
-            if not active:
+            if keys is None or not keys.required:
                 return
-            verdict = check(active, request.headers.get("authorization"), scope)
+            verdict = keys.check(request.headers.get("authorization"), scope)
             if verdict == 401:
                 raise HTTPException(401, "send a valid key: Authorization: Bearer fw_…")
             if verdict == 403:

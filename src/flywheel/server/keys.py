@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -84,3 +86,28 @@ def check(keys: list[ApiKey], header: str | None, needed: Scope) -> int:
     if not hmac.compare_digest(found.digest, _digest(parts[2])):
         return 401
     return 0 if found.allows(needed) else 403
+
+
+class KeyRing:
+    """The keys a server checks requests against, re-read from the store at most every
+    ``every`` seconds: on a PostgreSQL store shared by several servers, a key created or
+    revoked with ``flywheel keys`` takes effect within that time, without a restart.
+
+    A ring that started with keys keeps requiring one: revoking every key shuts the door,
+    it never opens it."""
+
+    def __init__(self, store: Store, every: float = 5.0) -> None:
+        self._store, self._every = store, every
+        self._lock = threading.Lock()
+        self._keys = [k for k in load(store) if k.revoked_at is None]
+        self._read_at = time.monotonic()
+        self.required = bool(self._keys)
+
+    def check(self, header: str | None, needed: Scope) -> int:
+        """As :func:`check`, against the keys as of at most ``every`` seconds ago."""
+        if time.monotonic() - self._read_at > self._every:
+            with self._lock:
+                if time.monotonic() - self._read_at > self._every:
+                    self._keys = [k for k in load(self._store) if k.revoked_at is None]
+                    self._read_at = time.monotonic()
+        return check(self._keys, header, needed)
