@@ -73,6 +73,14 @@ def pg_url(postgres: str) -> Iterator[str]:
         con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.environ.get("FLYWHEEL_TEST_STORE") == "postgresql":
+        skip = pytest.mark.skip(reason="inspects the DuckDB file; the store is PostgreSQL")
+        for item in items:
+            if item.get_closest_marker("duckdb_file"):
+                item.add_marker(skip)
+
+
 @pytest.fixture
 def store_url(request: pytest.FixtureRequest, db: Path) -> str:
     """Where the test's wheels live: a DuckDB file, or PostgreSQL when

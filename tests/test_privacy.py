@@ -20,6 +20,7 @@ def file_bytes(db: Path) -> bytes:
     return data + (wal.read_bytes() if wal.exists() else b"")
 
 
+@pytest.mark.duckdb_file
 def test_raw_unit_ids_never_reach_the_file(
     make_wheel: Callable[..., flywheel.Wheel], db: Path
 ) -> None:
@@ -63,6 +64,7 @@ def test_store_keeps_its_own_salt_when_none_is_configured(
     assert len(set(second.aligned().column("unit").to_pylist())) == 1  # stable across runs
 
 
+@pytest.mark.duckdb_file
 def test_forget_removes_every_row_of_the_unit_from_the_file(
     make_wheel: Callable[..., flywheel.Wheel], db: Path
 ) -> None:

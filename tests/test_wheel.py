@@ -229,6 +229,7 @@ def test_closed_wheel_refuses_writes(make_wheel: Callable[..., flywheel.Wheel]) 
         wheel.decide(THRILLER)
 
 
+@pytest.mark.duckdb_file
 def test_second_process_gets_a_clear_lock_error(wheel: flywheel.Wheel, db: Any) -> None:
     import subprocess
     import sys

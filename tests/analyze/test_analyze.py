@@ -133,6 +133,7 @@ def test_json_markdown_and_offline_html(make_wheel: Callable[..., flywheel.Wheel
     assert "<script" not in page
 
 
+@pytest.mark.duckdb_file
 def test_exports_and_cli(
     make_wheel: Callable[..., flywheel.Wheel],
     tmp_path: Path,

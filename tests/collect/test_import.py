@@ -442,6 +442,7 @@ def test_a_time_window_joins_each_result_to_its_latest_features_row(
 # --- privacy -------------------------------------------------------------------------------------
 
 
+@pytest.mark.duckdb_file
 def test_units_are_pseudonymised_as_the_sdk_does_and_text_is_redacted(
     make_wheel: Make, tmp_path: Path, db: Path
 ) -> None:
