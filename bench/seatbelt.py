@@ -193,7 +193,7 @@ def run(world_name: str, seed: int, scenario: str, args: argparse.Namespace) -> 
     if scenario == "bug_off":
         spec["seatbelt"] = {"enabled": False}
     bug_knob = args.bug_knob if args.bug_knob in world.knobs else knobs[0]
-    level = bug_level(world, bug_knob)
+    level = bug_level(world, bug_knob) if args.bug_level is None else args.bug_level
     out: dict[str, Any] = {"world": world_name, "seed": seed, "scenario": scenario}
     cycles: list[dict[str, Any]] = []
     checks_fired: list[dict[str, Any]] = []
@@ -228,7 +228,10 @@ def run(world_name: str, seed: int, scenario: str, args: argparse.Namespace) -> 
                 entry["checks"] = {c.name: c.summary for c in result.checks}
                 srm = next((c for c in result.checks if c.name == "srm"), None)
                 if srm is not None and srm.detail:
-                    entry["srm_p"] = {k: v["p_value"] for k, v in srm.detail.items()}
+                    entry["srm_p"] = {
+                        k: v["p_value"] for k, v in srm.detail.items() if isinstance(v, dict)
+                    }
+                    entry["mislogged_rows"] = srm.detail.get("mislogged_rows", 0)
             if kind == "learn":
                 cycles.append(entry)
             elif word != "skipped":
@@ -536,6 +539,9 @@ def main() -> None:
     parser.add_argument("--check-every", type=int, default=100)
     parser.add_argument("--swap-knob", default="tone")
     parser.add_argument("--bug-knob", default="length")
+    parser.add_argument(
+        "--bug-level", default=None, help="the bugged level (default: the worst, never best)"
+    )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--quick", action="store_true", help="2 seeds, 6,000 decisions")
