@@ -9,7 +9,13 @@ import pytest
 
 import flywheel
 from flywheel.collect.writer import to_arrow
-from flywheel.errors import FlywheelError, UnknownNameError, ValueNotAllowedError, WrongTypeError
+from flywheel.errors import (
+    FlywheelError,
+    InvalidInputError,
+    UnknownNameError,
+    ValueNotAllowedError,
+    WrongTypeError,
+)
 from tests.conftest import HOUR, PARAMS, THRILLER, Clock
 
 
@@ -164,6 +170,34 @@ def test_feedback_implicit_edit_and_log(wheel: flywheel.Wheel, clock: Clock) -> 
     edit = wheel.store.query("SELECT draft, final, diff, distance FROM edits").to_pylist()[0]
     assert edit["draft"] == "The cat sat." and edit["final"] == "The cat sat down."
     assert "-The cat sat.\n+The cat sat down.\n" in edit["diff"]
+
+
+def test_a_signal_batch_mixes_every_kind_all_or_none(wheel: flywheel.Wheel) -> None:
+    d = wheel.decide(THRILLER, unit="u1")
+    items: list[dict[str, Any]] = [
+        {"decision": d.id, "name": "completed", "value": True, "key": "c1"},
+        {"decision": d.id, "rating": 4, "comment": "too slow"},
+        {"decision": d.id, "event": "accepted", "dwell_ms": 1500},
+        {"decision": d.id, "draft": "The cat sat.", "final": "The cat sat down."},
+    ]
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"decision": d.id, "draft": "only a draft"}, "signals[4].final"),
+        ({"decision": d.id, "name": "rating", "value": 4, "event": "accepted"}, "signals[4].name"),
+        ({"decision": d.id, "event": "clicked"}, "signals[4].event"),
+        ({"decision": d.id, "name": "rating"}, "signals[4].value"),
+    ]
+    for bad, field in cases:
+        with pytest.raises(InvalidInputError) as caught:
+            wheel.signal_batch([*items, bad])
+        assert caught.value.field == field
+    wheel.flush()
+    assert wheel.summary().signals == 0  # nothing of a rejected batch
+    assert wheel.signal_batch(items) == 4
+    row = wheel.aligned().to_pylist()[0]
+    got = (row["completed"], row["rating"], row["comment"], row["accepted"], row["dwell_ms"])
+    assert got == (1.0, 4.0, "too slow", 1.0, 1500.0)
+    assert row["edit_distance"] == pytest.approx(5 / 17)
+    assert wheel.store.query("SELECT count(*) AS n FROM edits").to_pylist() == [{"n": 1}]
 
 
 def test_orphan_signals_are_kept_and_reported(wheel: flywheel.Wheel) -> None:

@@ -34,8 +34,15 @@ MAX_KEY_LENGTH = 256
 RECENT_IDS = 65_536
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
 EARLIEST, LATEST = 0.0, 7_258_118_400.0  # 1970-01-01 and 2200-01-01, in epoch seconds
-EARLIEST, LATEST = 0.0, 7_258_118_400.0  # 1970-01-01 and 2200-01-01, in epoch seconds
 _FAST_TYPES = frozenset({int, float, bool})
+BATCH_KINDS: dict[str, tuple[str, ...]] = {
+    "signal": ("name",),
+    "feedback": ("rating", "thumbs", "comment"),
+    "implicit": ("event", "dwell_ms"),
+    "edit": ("draft", "final"),
+}
+"""The kinds of item a signal batch takes, told apart by their fields."""
+Row = tuple[Any, ...]
 
 Clock = Callable[[], float]
 
@@ -317,24 +324,50 @@ class Recorder:
 
     def signal_batch(self, items: Sequence[Mapping[str, Any]]) -> int:
         """Signals of any decisions, all or none: every one is validated before any is queued,
-        and an error names its position (``signals[3].value``)."""
-        rows = []
+        and an error names its position (``signals[3].value``). An item is a named signal
+        (``name``, ``value``), feedback (``rating``, ``thumbs``, ``comment``), an implicit event
+        (``event``, ``dwell_ms``) or an edit (``draft``, ``final``), each with ``decision`` and
+        optionally ``ts``, ``key`` and ``unit``. Returns the number of items."""
+        rows: list[tuple[str, Row]] = []
         for i, item in enumerate(items):
             try:
-                rows.append(
-                    self._signal_row(
-                        self.decision_id(item.get("decision")),
-                        item.get("name"),  # type: ignore[arg-type]
-                        item.get("value"),
-                        self._when(item.get("ts")),
-                        self._key(item.get("key")),
-                        self._unit(item.get("unit")),
-                    )
-                )
+                rows += self._item_rows(item)
             except InvalidInputError as err:
                 raise type(err)(f"signals[{i}].{err.field}", err.reason) from None
-        self._writer.append_many([("signals", row) for row in rows])
-        return len(rows)
+        self._writer.append_many(rows)
+        return len(items)
+
+    def _item_rows(self, item: Mapping[str, Any]) -> list[tuple[str, Row]]:
+        """The rows of one item of a signal batch, by the fields it carries."""
+        kinds = [
+            kind
+            for kind, fields in BATCH_KINDS.items()
+            if any(item.get(f) is not None for f in fields)
+        ]
+        if len(kinds) != 1:
+            expected = "; ".join(", ".join(f) for f in BATCH_KINDS.values())
+            found = " and ".join(kinds) if kinds else "none"
+            raise InvalidInputError("name", f"give the fields of one of: {expected} (got {found})")
+        decision, ts, key, unit = (item.get(f) for f in ("decision", "ts", "key", "unit"))
+        kind = kinds[0]
+        if kind == "signal":
+            if item.get("value") is None:
+                raise InvalidInputError("value", "is required with name")
+            ident, when, hashed = self.decision_id(decision), self._when(ts), self._unit(unit)
+            name = item["name"]
+            return [
+                (
+                    "signals",
+                    self._signal_row(ident, name, item["value"], when, self._key(key), hashed),
+                )
+            ]
+        if kind == "edit":
+            return self._edit_rows(decision, item.get("draft"), item.get("final"), ts, key, unit)[1]
+        if kind == "implicit":
+            values = self._implicit_values(item.get("event"), item.get("dwell_ms"))
+        else:
+            values = {name: item.get(name) for name in BATCH_KINDS["feedback"]}
+        return self._signals_rows(decision, values, ts, key, unit)
 
     def signals(
         self,
@@ -346,6 +379,11 @@ class Recorder:
         unit: object = None,
     ) -> None:
         """Several signals of one decision, all or none."""
+        self._writer.append_many(self._signals_rows(decision, values, ts, key, unit))
+
+    def _signals_rows(
+        self, decision: object, values: Mapping[str, object], ts: object, key: object, unit: object
+    ) -> list[tuple[str, Row]]:
         ident, when, hashed = self.decision_id(decision), self._when(ts), self._unit(unit)
         rows = [
             self._signal_row(ident, name, value, when, self._key(key, f":{name}"), hashed)
@@ -354,7 +392,7 @@ class Recorder:
         ]
         if not rows:
             raise InvalidInputError("signals", "nothing to record: give at least one value")
-        self._writer.append_many([("signals", row) for row in rows])
+        return [("signals", row) for row in rows]
 
     def feedback(
         self,
@@ -385,16 +423,21 @@ class Recorder:
         key: object = None,
         unit: object = None,
     ) -> None:
+        values = self._implicit_values(event, dwell_ms)
+        self.signals(decision, values, ts=ts, key=key, unit=unit)
+
+    @staticmethod
+    def _implicit_values(event: object, dwell_ms: object) -> dict[str, object]:
         values: dict[str, object] = {}
         if event is not None:
             if event not in IMPLICIT_EVENTS:
                 raise ValueNotAllowedError(
                     "event", f"{event!r} is not one of {list(IMPLICIT_EVENTS)}"
                 )
-            values[event] = 1.0
+            values[str(event)] = 1.0
         if dwell_ms is not None:
             values["dwell_ms"] = dwell_ms
-        self.signals(decision, values, ts=ts, key=key, unit=unit)
+        return values
 
     def edit(
         self,
@@ -406,6 +449,13 @@ class Recorder:
         key: object = None,
         unit: object = None,
     ) -> float:
+        distance, rows = self._edit_rows(decision, draft, final, ts, key, unit)
+        self._writer.append_many(rows)
+        return distance
+
+    def _edit_rows(
+        self, decision: object, draft: object, final: object, ts: object, key: object, unit: object
+    ) -> tuple[float, list[tuple[str, Row]]]:
         draft, final = text("draft", draft), text("final", final)
         ident, when, hashed = self.decision_id(decision), self._when(ts), self._unit(unit)
         distance = edit_distance(draft, final)
@@ -415,8 +465,7 @@ class Recorder:
             ident, "edit_distance", distance, when, self._key(key, ":edit"), hashed
         )
         edit = (ident, when, hashed, clean_draft, clean_final, diff, distance)
-        self._writer.append_many([("edits", edit), ("signals", signal)])
-        return distance
+        return distance, [("edits", edit), ("signals", signal)]
 
     def complete_row(
         self,
