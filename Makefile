@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint types unit bench bench-learning bench-seatbelt bench-analysis clean
+.PHONY: demo test lint types unit bench bench-learning bench-seatbelt bench-analysis bench-serve clean
 
 $(BIN)/flywheel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,5 +47,16 @@ bench-seatbelt: $(VENV)/.dev ## the seatbelt benchmark (about 7 minutes on 2 cor
 bench-analysis: $(VENV)/.dev ## the analysis's error rates, power and coverage (about 2 minutes)
 	$(BIN)/python bench/analysis.py
 
+# Arize Phoenix, for bench-serve's side-by-side OTLP intake: its own virtualenv.
+PHOENIX := .venv-phoenix
+$(PHOENIX)/.installed:
+	$(PYTHON) -m venv $(PHOENIX)
+	$(PHOENIX)/bin/python -m pip install --quiet --upgrade pip
+	$(PHOENIX)/bin/python -m pip install --quiet 'arize-phoenix==20.26.1'
+	@touch $@
+
+bench-serve: $(VENV)/.dev $(PHOENIX)/.installed ## flywheel serve under load, beside Phoenix (about 5 minutes)
+	$(BIN)/python bench/serve.py
+
 clean:
-	rm -rf $(VENV) .flywheel .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) $(PHOENIX) .flywheel .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import flywheel
 from flywheel.demo import example_spec
@@ -68,3 +69,32 @@ def test_sigkill_after_flush_loses_nothing(db: Path) -> None:
         summary = wheel.summary()
         assert summary.signals == 20_000
         assert summary.decisions >= 20_000
+
+
+def test_flush_async_answers_once_durable_and_concurrent_callers_share_commits(db: Path) -> None:
+    """What the server's decide awaits: each caller resumes only when its row is stored."""
+    import asyncio
+
+    with flywheel.open(example_spec(), store=f"duckdb:///{db}", refresh=0) as wheel:
+        commits = 0
+        write = wheel.store.write
+
+        def counted(batch: Any) -> None:
+            nonlocal commits
+            commits += 1
+            write(batch)
+
+        wheel._writer._sink = counted
+
+        async def one() -> int:
+            wheel.decide(THRILLER)
+            await wheel.flush_async()
+            return int(wheel.store.query("SELECT count(*) AS n FROM decisions")["n"][0].as_py())
+
+        async def many() -> list[int]:
+            return await asyncio.gather(*(one() for _ in range(200)))
+
+        stored_when_answered = asyncio.run(many())
+        # the i-th caller decided i-th: when it resumed, at least i + 1 rows were stored
+        assert all(n >= i + 1 for i, n in enumerate(stored_when_answered))
+        assert commits < 200  # callers waiting together were served by one write

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import json
 import os
 import random
@@ -473,6 +475,19 @@ class Wheel:
         """Return once everything recorded so far is durable."""
         self._writer.flush()
 
+    async def flush_async(self) -> None:
+        """:meth:`flush` for asyncio code: waits without blocking the event loop or a thread.
+        Concurrent callers share the same commit."""
+        loop = asyncio.get_running_loop()
+        durable = loop.create_future()
+
+        def done(error: Exception | None) -> None:  # on the writer thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle, durable, error)
+
+        self._writer.when_durable(done)
+        await durable
+
     def close(self) -> None:
         """Flush and release the store. Safe to call twice."""
         if self._closed:
@@ -496,6 +511,15 @@ class Wheel:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+    if future.done():  # the waiter was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _actor(given: str | None) -> str:

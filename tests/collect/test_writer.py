@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import pyarrow as pa
 import pytest
 
 from flywheel.collect.writer import BufferedWriter, to_arrow
-from flywheel.errors import StoreError
+from flywheel.errors import FlywheelError, StoreError
 
 SCHEMA = pa.schema([pa.field("n", pa.int64()), pa.field("ts", pa.timestamp("us", tz="UTC"))])
 
@@ -69,3 +69,61 @@ def test_to_arrow_converts_epoch_seconds() -> None:
     table = to_arrow([(1, 1.5)], SCHEMA)
     assert table.column("ts").cast(pa.int64()).to_pylist() == [1_500_000]
     assert to_arrow([], SCHEMA).num_rows == 0
+
+
+class SlowSink(FlakySink):
+    """Each write takes a while, so flushes asked for meanwhile pile up behind it."""
+
+    def __call__(self, batch: Mapping[str, pa.Table]) -> None:
+        threading.Event().wait(0.05)
+        super().__call__(batch)
+
+
+def test_when_durable_calls_back_once_written_and_waiting_flushes_share_a_write() -> None:
+    sink = SlowSink()
+    writer = BufferedWriter({"t": SCHEMA}, sink, batch_rows=1_000_000, max_delay=60)
+    seen: list[tuple[int, Exception | None]] = []
+    done = threading.Semaphore(0)
+
+    def callback(i: int) -> Callable[[Exception | None], None]:
+        def record(error: Exception | None) -> None:
+            seen.append((i, error))
+            done.release()
+
+        return record
+
+    writer.append("t", (0, 0.0))
+    writer.when_durable(callback(0))  # starts a write that takes 50 ms
+    threading.Event().wait(0.01)
+    for i in range(1, 20):  # all asked for during that write: one more write serves them
+        writer.append("t", (i, 0.0))
+        writer.when_durable(callback(i))
+    for _ in range(20):
+        assert done.acquire(timeout=10)
+    assert sorted(seen, key=lambda s: s[0]) == [(i, None) for i in range(20)]
+    assert sink.rows == list(range(20)) and sink.calls == 2
+    writer.close()
+
+
+def test_when_durable_reports_a_refused_write_and_keeps_the_rows() -> None:
+    sink = FlakySink()
+    sink.down = True
+    writer = BufferedWriter({"t": SCHEMA}, sink, batch_rows=1_000_000, max_delay=0.01)
+    errors: list[Exception | None] = []
+    done = threading.Semaphore(0)
+
+    def record(error: Exception | None) -> None:
+        errors.append(error)
+        done.release()
+
+    writer.append("t", (7, 0.0))
+    writer.when_durable(record)
+    assert done.acquire(timeout=10)
+    assert isinstance(errors[0], StoreError) and "disk full" in str(errors[0])
+    sink.down = False
+    writer.when_durable(record)
+    assert done.acquire(timeout=10)
+    assert errors[1] is None and sink.rows == [7]
+    writer.close()
+    writer.when_durable(record)  # closed: told at once
+    assert done.acquire(timeout=1) and isinstance(errors[2], FlywheelError)

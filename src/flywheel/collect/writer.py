@@ -3,8 +3,10 @@
 Appending is a ``deque.append`` (thread-safe without a lock) and a length check. A batch is
 written when ``batch_rows`` rows are waiting, when ``max_delay`` seconds have passed, or when
 someone calls :meth:`flush`, which returns only once everything appended before it is durable
-in the store. A failed write keeps its rows, in order, and the error reaches the next
-:meth:`flush`; nothing accepted is dropped.
+in the store (:meth:`when_durable` is the same without blocking: a callback, for servers that
+await it). Flushes coalesce: every flush asked for while a write is in progress is served by
+the next one, so concurrent callers share one commit. A failed write keeps its rows, in order,
+and the error reaches the next flush; nothing accepted is dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from flywheel.errors import FlywheelError, StoreError
 
 Sink = Callable[[Mapping[str, pa.Table]], None]
 Row = tuple[Any, ...]
+Done = Callable[[Exception | None], None]
 
 
 def to_arrow(rows: list[Row], schema: pa.Schema) -> pa.Table:
@@ -63,7 +66,9 @@ class BufferedWriter:
         self._requested = 0  # flush generations asked for
         self._completed = 0  # flush generations durable
         self._error: Exception | None = None
+        self._callbacks: list[tuple[int, Done]] = []  # when_durable's, by generation
         self._closed = False
+        self._stopped = False  # the background thread has returned (set under _cond)
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="flywheel-writer", daemon=True)
         self._thread.start()
@@ -112,9 +117,31 @@ class BufferedWriter:
                     raise FlywheelError("the writer stopped before the rows were written")
             if self._error is not None:
                 error, self._error = self._error, None
-                raise StoreError(
-                    f"buffered rows could not be written (kept for retry): {error}"
-                ) from error
+                raise _refused(error) from error
+
+    def when_durable(self, done: Done) -> None:
+        """Call ``done(None)`` once every row appended so far is durable, or ``done(error)`` if
+        the store refused them (a :class:`StoreError`; the rows are kept for retry). It is
+        called from the writer thread, or at once from this one when the writer has stopped
+        or an unreported error is waiting: keep it short and thread-safe."""
+        with self._cond:
+            failure = self._failure()
+            if failure is None:
+                self._requested += 1
+                self._callbacks.append((self._requested, done))
+                self._cond.notify_all()
+                return
+        done(failure)
+
+    def _failure(self) -> Exception | None:
+        """Why a flush asked for now cannot succeed (the writer has stopped, or a write failed
+        and nobody was told yet: this tells them), or ``None``. Hold ``_cond``."""
+        if self._stopped or not self._thread.is_alive():
+            return FlywheelError("this wheel is closed" if self._closed else "the writer stopped")
+        if self._error is None:
+            return None
+        error, self._error = self._error, None
+        return _refused(error)
 
     def close(self) -> None:
         """Refuse new rows, write everything appended before, stop the background thread."""
@@ -146,6 +173,7 @@ class BufferedWriter:
                 if not self._due():
                     self._cond.wait(self._max_delay)
                 if self._closed and not self._queue and self._requested == self._completed:
+                    self._stopped = True
                     return
                 generation = self._requested
                 self._woken = False
@@ -156,24 +184,45 @@ class BufferedWriter:
             try:
                 if items:
                     self._sink(self._tables(items))
-            except Exception as err:  # keep the rows, in order; report to the next flush()
+            except Exception as err:  # keep the rows, in order; report to the next flush
                 queue.extendleft(reversed(items))
                 with self._cond:
-                    self._error = err
+                    stop = self._closed
+                    told = self._take_callbacks(self._requested if stop else generation)
+                    self._error = None if told else err  # told, else for the next flush()
+                    self._stopped = stop
                     self._cond.notify_all()
-                    if self._closed:
-                        return
+                for _, done in told:
+                    done(_refused(err))
+                if stop:
+                    return
+                with self._cond:
                     self._cond.wait(self._max_delay)
                 continue
             with self._cond:
                 self._completed = max(self._completed, generation)
+                durable = self._take_callbacks(self._completed)
                 self._cond.notify_all()
+            for _, done in durable:
+                done(None)
+
+    def _take_callbacks(self, generation: int) -> list[tuple[int, Done]]:
+        """Remove and return the callbacks of flushes up to ``generation``. Hold ``_cond``."""
+        if not self._callbacks:
+            return []
+        taken = [c for c in self._callbacks if c[0] <= generation]
+        self._callbacks = [c for c in self._callbacks if c[0] > generation]
+        return taken
 
     def _tables(self, items: list[tuple[str, Row]]) -> dict[str, pa.Table]:
         grouped: dict[str, list[Row]] = {table: [] for table in self._schemas}
         for table, row in items:
             grouped[table].append(row)
         return {t: to_arrow(rows, self._schemas[t]) for t, rows in grouped.items() if rows}
+
+
+def _refused(error: Exception) -> StoreError:
+    return StoreError(f"buffered rows could not be written (kept for retry): {error}")
 
 
 class _Closed(deque[tuple[str, Row]]):

@@ -103,11 +103,16 @@ class KeyRing:
         self._read_at = time.monotonic()
         self.required = bool(self._keys)
 
+    @property
+    def stale(self) -> bool:
+        """Whether the next :meth:`check` re-reads the keys from the store."""
+        return time.monotonic() - self._read_at > self._every
+
     def check(self, header: str | None, needed: Scope) -> int:
         """As :func:`check`, against the keys as of at most ``every`` seconds ago."""
-        if time.monotonic() - self._read_at > self._every:
+        if self.stale:
             with self._lock:
-                if time.monotonic() - self._read_at > self._every:
+                if self.stale:
                     self._keys = [k for k in load(self._store) if k.revoked_at is None]
                     self._read_at = time.monotonic()
         return check(self._keys, header, needed)
