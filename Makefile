@@ -55,7 +55,7 @@ $(PHOENIX)/.installed:
 	$(PHOENIX)/bin/python -m pip install --quiet 'arize-phoenix==20.26.1'
 	@touch $@
 
-bench-serve: $(VENV)/.dev $(PHOENIX)/.installed ## flywheel serve under load, beside Phoenix (about 5 minutes)
+bench-serve: $(VENV)/.dev $(PHOENIX)/.installed ## flywheel serve under load, beside Phoenix (about 4 minutes)
 	$(BIN)/python bench/serve.py
 
 clean:

@@ -8,9 +8,13 @@ Measured, each repeated and reported as the median with its spread:
 - decide at a fixed concurrency (8 connections, each sending its next request on the answer);
 - signals/s through batched ``POST /v1/signals`` (5,000 a request), counted in the store
   afterwards: every answered signal must be there;
-- OTLP spans/s through ``POST /v1/traces`` (protobuf, 500 spans a request), and the same
-  spans sent to Arize Phoenix (``--phoenix``; its own virtualenv, SQLite, loopback) at the
-  same concurrency, with both sides' stored spans counted.
+- OTLP spans/s through ``POST /v1/traces`` (protobuf, 500 GenAI spans a request, each with
+  Flywheel's knob and context attributes and an evaluation event), and the first 10,000 of
+  those spans sent to Arize Phoenix (``--phoenix``; its own virtualenv, its SQLite default,
+  loopback) at the same concurrency: its accepted (2xx) rate, and its stored spans counted
+  through its GraphQL API until all are there.
+
+PostgreSQL (``--store postgresql://…``): the run uses a schema of its own, dropped at the end.
 
 The load generator is one asyncio loop on keep-alive HTTP/1.1 connections with prebuilt
 request bodies, so it takes little of the CPU the server needs. Everything listens on
