@@ -155,9 +155,11 @@ class Wheel:
         self._recorder.signal(decision, name, value, ts, key, unit)
 
     def signal_batch(self, items: Sequence[Mapping[str, Any]]) -> int:
-        """Many signals (each a mapping of ``decision``, ``name``, ``value`` and optionally
-        ``ts``, ``key``, ``unit``), all or none: all are validated before any is recorded, and an
-        error names its position. Returns how many were recorded."""
+        """Many signals, all or none: all are validated before any is recorded, and an error
+        names its position. Each item has ``decision`` and either ``name`` and ``value``, or
+        feedback (``rating``, ``thumbs``, ``comment``), or an implicit ``event`` and/or
+        ``dwell_ms``, or an edit (``draft``, ``final``); optionally ``ts``, ``key``, ``unit``.
+        Returns the number of items recorded."""
         return self._recorder.signal_batch(items)
 
     def feedback(

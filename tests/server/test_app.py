@@ -102,6 +102,31 @@ def test_decide_and_signals_are_durable_when_answered(
     assert status == 200 and forgot["deleted"]["decisions"] == 1
 
 
+def test_signals_take_feedback_implicit_events_and_edits(
+    served: tuple[Client, flywheel.Wheel],
+) -> None:
+    client, wheel = served
+    _, decision = client.call("POST", "/v1/decide", {"context": THRILLER})
+    ident = decision["id"]
+    batch = [
+        {"decision": ident, "rating": 5, "thumbs": True, "comment": "mail me at a@b.example"},
+        {"decision": ident, "event": "accepted", "dwell_ms": 900},
+        {"decision": ident, "draft": "Once upon a time.", "final": "Once upon a time, again."},
+    ]
+    bad = {"decision": ident, "event": "accepted", "draft": "mixed kinds"}
+    status, answer = client.call("POST", "/v1/signals", {"signals": [*batch, bad]})
+    assert status == 422 and answer["errors"][0]["field"] == "signals[3].name"
+    assert wheel.summary().signals == 0
+    assert client.call("POST", "/v1/signals", {"signals": batch}) == (
+        200,
+        {"ok": True, "recorded": 3},
+    )
+    row = wheel.aligned().to_pylist()[0]
+    assert (row["rating"], row["thumbs"], row["accepted"], row["dwell_ms"]) == (5, 1, 1, 900)
+    assert row["comment"] == "mail me at [email]"  # redacted, as through the SDK
+    assert 0 < row["edit_distance"] < 1
+
+
 def test_every_error_has_one_shape_and_a_rejected_batch_stores_nothing(
     served: tuple[Client, flywheel.Wheel],
 ) -> None:

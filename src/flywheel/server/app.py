@@ -68,9 +68,20 @@ class DecideBody(_Body):
 # per-item object to build and dump (a 5,000-signal batch: 5 ms instead of 38).
 @with_config(ConfigDict(extra="forbid"))
 class SignalBody(TypedDict):
+    """One item: a named signal (``name``, ``value``), feedback (``rating``, ``thumbs``,
+    ``comment``), an implicit event (``event``, ``dwell_ms``) or an edit of an AI draft
+    (``draft``, ``final``)."""
+
     decision: str
-    name: str
-    value: float | bool | str
+    name: NotRequired[str]
+    value: NotRequired[float | bool | str]
+    rating: NotRequired[float | None]
+    thumbs: NotRequired[bool | None]
+    comment: NotRequired[str | None]
+    event: NotRequired[str | None]
+    dwell_ms: NotRequired[float | None]
+    draft: NotRequired[str | None]
+    final: NotRequired[str | None]
     ts: NotRequired[float | None]
     key: NotRequired[str | None]
     unit: NotRequired[str | None]
@@ -172,7 +183,8 @@ def create_app(
 
     @app.post("/v1/signals", dependencies=[Depends(need("ingest"))])
     def signals(body: SignalsBody) -> dict[str, Any]:
-        """A batch of signals, all or none (durable when answered); idempotency by ``key``."""
+        """A batch of signals, feedback, implicit events and edits, all or none (durable when
+        answered); idempotency by ``key``."""
         recorded = wheel.signal_batch(body["signals"])
         wheel.flush()
         return {"ok": True, "recorded": recorded}
