@@ -200,3 +200,18 @@ def test_two_processes_write_concurrently_without_losing_or_duplicating(
     assert sorted(stored) == sorted(decided[0] + decided[1])
     assert len(stored) == 200
     assert keys == {"n": 20 * 200, "k": 20 * 200}
+
+
+def test_processes_opening_a_fresh_schema_at_once_all_succeed(pg_url: str) -> None:
+    """Creating the schema and migrating happen under one advisory lock: concurrent
+    ``CREATE … IF NOT EXISTS`` would otherwise collide."""
+    code = (
+        "from flywheel.demo import example_spec\n"
+        "from flywheel.store import open_store\n"
+        f"open_store(example_spec(), {pg_url!r}).close()\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(6)
+    ]
+    failures = [p.communicate(timeout=120)[1].decode()[-300:] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 6, failures

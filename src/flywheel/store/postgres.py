@@ -125,8 +125,6 @@ class PostgresStore:
             raise StoreError(f"cannot connect to {_redact(url)}: {err}".strip()) from None
         self._con.adapters.register_loader("numeric", FloatLoader)
         self._con.adapters.register_loader("uuid", TextLoader)
-        self._con.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self._schema_id))
-        self._con.execute(pgsql.SQL("SET search_path TO {}").format(self._schema_id))
         self._migrate()
 
     @property
@@ -136,9 +134,13 @@ class PostgresStore:
     # --- schema ----------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        """Create the schema and apply migrations, one process at a time (concurrent
+        ``CREATE … IF NOT EXISTS`` statements can still collide in PostgreSQL)."""
         with self._lock, self._con.transaction():
             con = self._con
             con.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_ID])
+            con.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(self._schema_id))
+            con.execute(pgsql.SQL("SET search_path TO {}").format(self._schema_id))
             con.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY,"
                 " applied_at timestamptz DEFAULT now())"
