@@ -211,6 +211,7 @@ def create_app(
             intake = await run_in_threadpool(
                 _ingest_traces, wheel, body, request.headers.get("content-encoding"), fmt
             )
+            await wheel.flush_async()  # the commit, awaited without holding a thread
         except InvalidInputError as err:
             status = err.status if isinstance(err, otlp.BodyError) else 400
             return error(status, str(err), [{"field": err.field, "reason": err.reason}])
@@ -264,10 +265,8 @@ async def _read(request: Request) -> bytes:
 def _ingest_traces(
     wheel: Wheel, body: bytes, encoding: str | None, fmt: otlp.Format
 ) -> otlp.Intake:
-    """Decompress, convert and record one OTLP request, then flush: off the event loop."""
-    intake = wheel.traces(otlp.decompress(body, encoding), fmt)
-    wheel.flush()
-    return intake
+    """Decompress, convert and record one OTLP request: off the event loop."""
+    return wheel.traces(otlp.decompress(body, encoding), fmt)
 
 
 def openapi_document() -> str:
