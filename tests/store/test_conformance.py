@@ -3,6 +3,7 @@ these tests unchanged."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -259,3 +260,20 @@ def test_text_survives_quotes_commas_newlines_and_empty_strings(store: Store) ->
     store.write({"edits": to_arrow(rows, tables_for(spec).edits)})
     got = store.query("SELECT draft, final FROM edits ORDER BY decision_id").to_pylist()
     assert [r["final"] for r in got] == tricky
+
+
+def test_update_meta_applies_each_change_to_the_value_before_it(store: Store) -> None:
+    assert store.update_meta("n", lambda old: str(int(old or "0") + 1)) == "1"
+    threads = [
+        threading.Thread(
+            target=lambda: [
+                store.update_meta("n", lambda old: str(int(old or "0") + 1)) for _ in range(25)
+            ]
+        )
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.get_meta("n") == "101"

@@ -215,3 +215,36 @@ def test_processes_opening_a_fresh_schema_at_once_all_succeed(pg_url: str) -> No
     ]
     failures = [p.communicate(timeout=120)[1].decode()[-300:] for p in processes]
     assert [p.returncode for p in processes] == [0] * 6, failures
+
+
+def test_keys_created_by_two_processes_at_once_are_all_kept(pg_url: str) -> None:
+    """`flywheel keys create` on a shared store is an atomic update: none is lost."""
+    start = time.time() + 4  # both processes are up by then, and go at once
+    code = (
+        "import time\n"
+        "from flywheel.demo import example_spec\n"
+        "from flywheel.store import open_store\n"
+        "from flywheel.server import keys\n"
+        f"store = open_store(example_spec(), {pg_url!r})\n"
+        f"time.sleep(max(0.0, {start!r} - time.time()))\n"
+        "for _ in range(40):\n"
+        "    keys.create(store, 'ingest')\n"
+        "store.close()\n"
+    )
+    from flywheel.server import keys
+    from flywheel.store import open_store
+
+    open_store(example_spec(), pg_url).close()  # the schema exists before they race
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    failures = [p.communicate(timeout=120)[1].decode()[-300:] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], failures
+    store = open_store(example_spec(), pg_url)
+    try:
+        created = keys.load(store)
+        assert len(created) == 80 and len({k.id for k in created}) == 80
+        revoked = keys.revoke(store, created[0].id)
+        assert revoked.revoked_at is not None and keys.load(store)[0].revoked_at is not None
+    finally:
+        store.close()

@@ -14,7 +14,8 @@ import json
 import secrets
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -39,12 +40,16 @@ class ApiKey:
 
 
 def load(store: Store) -> list[ApiKey]:
-    raw = store.get_meta(META_KEY)
+    return _parse(store.get_meta(META_KEY))
+
+
+def _parse(raw: str | None) -> list[ApiKey]:
     return [ApiKey(**item) for item in json.loads(raw)] if raw else []
 
 
-def _save(store: Store, keys: list[ApiKey]) -> None:
-    store.set_meta(META_KEY, json.dumps([asdict(k) for k in keys]))
+def _update(store: Store, change: Callable[[list[ApiKey]], list[ApiKey]]) -> None:
+    """Change the stored keys atomically (two ``flywheel keys`` on a shared store lose nothing)."""
+    store.update_meta(META_KEY, lambda raw: json.dumps([asdict(k) for k in change(_parse(raw))]))
 
 
 def _digest(secret: str) -> str:
@@ -57,20 +62,29 @@ def create(store: Store, scope: str) -> tuple[ApiKey, str]:
         raise InvalidInputError("scope", f"{scope!r} is not one of {', '.join(SCOPES)}")
     ident, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
     key = ApiKey(ident, scope, _digest(secret), datetime.now(tz=UTC).isoformat())
-    _save(store, [*load(store), key])
+    _update(store, lambda keys: [*keys, key])
     return key, f"fw_{ident}_{secret}"
 
 
 def revoke(store: Store, ident: str) -> ApiKey:
-    keys = load(store)
-    for i, key in enumerate(keys):
-        if key.id == ident:
-            if key.revoked_at is None:
-                keys[i] = ApiKey(key.id, key.scope, key.digest, key.created_at,
-                                 datetime.now(tz=UTC).isoformat())  # fmt: skip
-                _save(store, keys)
-            return keys[i]
-    raise InvalidInputError("id", f"there is no key {ident!r}")
+    found: list[ApiKey] = []
+
+    def change(keys: list[ApiKey]) -> list[ApiKey]:
+        found.clear()  # a retried change starts again
+        out = []
+        for key in keys:
+            kept = key
+            if key.id == ident:
+                if key.revoked_at is None:
+                    kept = replace(key, revoked_at=datetime.now(tz=UTC).isoformat())
+                found.append(kept)
+            out.append(kept)
+        return out
+
+    _update(store, change)
+    if not found:
+        raise InvalidInputError("id", f"there is no key {ident!r}")
+    return found[0]
 
 
 def check(keys: list[ApiKey], header: str | None, needed: Scope) -> int:

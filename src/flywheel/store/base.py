@@ -20,7 +20,7 @@ Tables (one row per event, never updated in place):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -139,6 +139,10 @@ class Store(Protocol):
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a setting, replacing any previous value."""
+
+    def update_meta(self, key: str, change: Callable[[str | None], str]) -> str:
+        """Replace a setting with ``change(old value)`` atomically, also against other
+        processes sharing the store (no update is lost); return the new value."""
 
     def close(self) -> None:
         """Release the store. Writes already acknowledged stay durable."""

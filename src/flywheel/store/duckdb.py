@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -338,6 +338,12 @@ class DuckDBStore:
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [key, value],
             )
+
+    def update_meta(self, key: str, change: Callable[[str | None], str]) -> str:
+        with self._lock:  # one process holds the file: the lock serialises every update
+            value = change(self.get_meta(key))
+            self.set_meta(key, value)
+        return value
 
     def close(self) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -352,6 +352,13 @@ class PostgresStore:
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [key, value],
             )
+
+    def update_meta(self, key: str, change: Callable[[str | None], str]) -> str:
+        with self._lock, self._con.transaction():
+            self._con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"meta:{key}"])
+            value = change(self.get_meta(key))
+            self.set_meta(key, value)
+        return value
 
     def close(self) -> None:
         with self._lock:
