@@ -653,6 +653,18 @@ def decide_phase(
     return out, sum(r["answered"] for r in opened + closed)
 
 
+def ingest_run(out: dict[str, Any], sent: int, what: str) -> dict[str, Any]:
+    """One batched-ingest run's record: rate, count, wall time, server CPU, request latency."""
+    return {
+        "per_s": round(sent / out["wall_s"]),
+        what: sent,
+        "wall_s": round(out["wall_s"], 3),
+        "server_cores": out["server_cores"],
+        "request_p50_ms": out["p50_ms"],
+        "request_p99_ms": out["p99_ms"],
+    }
+
+
 def signals_phase(
     port: int, cpu: Cpu, ids: list[str], args: argparse.Namespace
 ) -> tuple[dict[str, Any], int]:
@@ -665,16 +677,7 @@ def signals_phase(
             raise SystemExit(f"signals refused: {out['failed'][:3]}")
         sent = out["answered"] * args.signal_batch
         answered += sent
-        runs.append(
-            {
-                "per_s": round(sent / out["wall_s"]),
-                "signals": sent,
-                "wall_s": round(out["wall_s"], 3),
-                "server_cores": out["server_cores"],
-                "request_p50_ms": out["p50_ms"],
-                "request_p99_ms": out["p99_ms"],
-            }
-        )
+        runs.append(ingest_run(out, sent, "signals"))
     return summarise(runs, ("per_s", "server_cores")), answered
 
 
@@ -705,16 +708,7 @@ def otlp_phase(
             raise SystemExit(f"spans refused: {out['rejected']}, {out['failed'][:3]}")
         spans = out["answered"] * args.span_batch
         answered += spans
-        runs.append(
-            {
-                "per_s": round(spans / out["wall_s"]),
-                "spans": spans,
-                "wall_s": round(out["wall_s"], 3),
-                "server_cores": out["server_cores"],
-                "request_p50_ms": out["p50_ms"],
-                "request_p99_ms": out["p99_ms"],
-            }
-        )
+        runs.append(ingest_run(out, spans, "spans"))
     result: dict[str, Any] = {"flywheel": summarise(runs, ("per_s", "server_cores"))}
     if not args.phoenix:
         return result, answered

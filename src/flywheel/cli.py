@@ -444,7 +444,7 @@ def keys_revoke(
     ident: Annotated[str, typer.Argument(help="The key's id (from `flywheel keys list`).")],
     spec: SpecOption = Path("flywheel.toml"),
 ) -> None:
-    """Revoke a key: a server started afterwards refuses it."""
+    """Revoke a key: running servers refuse it within seconds."""
     from flywheel.server import keys as api_keys
 
     try:

@@ -45,10 +45,10 @@ def aligned_rows_sql(spec: Spec, since: bool = False) -> str:
         aggregates.append(
             f"{expr} FILTER (WHERE s.name = '{name}' AND s.in_window) AS {quote(name)}"
         )
-    names = [*(f.name for f in spec.context), *(k.name for k in spec.knobs), *spec.signals]
-    columns = ", ".join(quote(n) for n in names)
+    features = [*(f.name for f in spec.context), *(k.name for k in spec.knobs)]
+    columns = ", ".join(quote(n) for n in [*features, *spec.signals])
     signal_cols = ", ".join(f"c.{quote(n)}" for n in spec.signals)
-    features = ", ".join(f"d.{quote(n)}" for n in names[: len(names) - len(spec.signals)])
+    feature_cols = ", ".join(f"d.{quote(n)}" for n in features)
     formula = parse(spec.reward.formula).sql(dialect="duckdb")
     missing = "NULL" if spec.reward.missing is None else repr(float(spec.reward.missing))
     after = " AND d.ts > $since" if since else ""
@@ -67,7 +67,7 @@ c AS (
 ),
 r AS (
     SELECT CAST(d.id AS VARCHAR) AS decision_id, d.ts, d.unit, d.policy, d.playbook, d.propensity,
-        {features}, {signal_cols},
+        {feature_cols}, {signal_cols},
         coalesce(c.n_signals, 0) AS n_signals, coalesce(c.late_signals, 0) AS late_signals,
         CAST(({formula}) AS DOUBLE) AS _observed,
         d.ts + {window} > $as_of AS _open

@@ -20,11 +20,12 @@ Tables (one row per event, never updated in place):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flywheel.spec import DType, Spec
 
@@ -97,6 +98,31 @@ def tables_for(spec: Spec) -> Tables:
         tuple(f.name for f in spec.context),
         tuple(k.name for k in spec.knobs),
     )
+
+
+def name_based_ids(decisions: pa.Table) -> list[str | None]:
+    """Each decision's id, in lower case, when it is name-based (UUID version 5: derived from
+    something a sender may send again, so stored once), else ``None``."""
+    ids = decisions.column("id")
+    named = pc.equal(pc.utf8_slice_codeunits(ids, 14, 15), pa.scalar("5"))
+    return [
+        str(i).lower() if n else None
+        for i, n in zip(ids.to_pylist(), named.to_pylist(), strict=True)
+    ]
+
+
+def keep_first_claimed(
+    rows: pa.Table, keys: Sequence[str | None], claimed: Iterable[str]
+) -> pa.Table:
+    """The rows to store once the store has claimed ``claimed`` among the rows' idempotency
+    ``keys`` (``None``: a row without one): rows without a key, and the first row of each
+    claimed key (a repeat within the batch is not fresh)."""
+    fresh: set[str | None] = set(claimed)
+    mask = []
+    for key in keys:
+        mask.append(key is None or key in fresh)
+        fresh.discard(key)
+    return rows.filter(pa.array(mask, type=pa.bool_()))
 
 
 class Store(Protocol):

@@ -10,10 +10,9 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from flywheel.errors import StoreError, StoreLockedError
-from flywheel.store.base import Tables
+from flywheel.store.base import Tables, keep_first_claimed, name_based_ids
 
 SQL_TYPES = {
     pa.string(): "VARCHAR",
@@ -192,24 +191,17 @@ class DuckDBStore:
             ).fetchall()
         finally:
             self._con.unregister("_keys")
-        fresh_keys = {k for (k,) in fresh}
-        mask = []
-        for key in keys.to_pylist():
-            first = key is None or key in fresh_keys
-            if key is not None:
-                fresh_keys.discard(key)  # a repeat within the batch is not fresh
-            mask.append(first)
-        return rows.filter(pa.array(mask))
+        return keep_first_claimed(rows, keys.to_pylist(), (k for (k,) in fresh))
 
     def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
-        """Decisions with a name-based id (UUID version 5) are stored once: their ids go into
+        """Decisions with a name-based id are stored once: their ids go into
         ``decision_keys``, and a row whose id was there before, or repeats in the batch, is
-        dropped. Other decisions (random ids) pass untouched, at the cost of one comparison."""
-        ids = rows.column("id")
-        named = pc.equal(pc.utf8_slice_codeunits(ids, 14, 15), pa.scalar("5"))
-        if not pc.any(named).as_py():
+        dropped. Other decisions (random ids) pass untouched."""
+        ids = name_based_ids(rows)
+        named = [i for i in ids if i is not None]
+        if not named:
             return rows
-        self._con.register("_ids", pa.table({"id": pc.filter(ids, named)}))
+        self._con.register("_ids", pa.table({"id": pa.array(named, pa.string())}))
         try:
             fresh = self._con.execute(
                 "INSERT INTO decision_keys SELECT DISTINCT CAST(id AS UUID) FROM _ids"
@@ -217,16 +209,7 @@ class DuckDBStore:
             ).fetchall()
         finally:
             self._con.unregister("_ids")
-        fresh_ids = {i for (i,) in fresh}
-        mask = []
-        for ident, is_named in zip(ids.to_pylist(), named.to_pylist(), strict=True):
-            if not is_named:
-                mask.append(True)
-                continue
-            lowered = str(ident).lower()
-            mask.append(lowered in fresh_ids)
-            fresh_ids.discard(lowered)  # a repeat within the batch is not fresh
-        return rows.filter(pa.array(mask))
+        return keep_first_claimed(rows, ids, (i for (i,) in fresh))
 
     # --- reading ---------------------------------------------------------------------------------
 

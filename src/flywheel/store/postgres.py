@@ -24,7 +24,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlglot
 from psycopg import sql as pgsql
@@ -33,7 +32,7 @@ from psycopg.types.string import TextLoader
 from sqlglot import exp
 
 from flywheel.errors import StoreError
-from flywheel.store.base import TIMESTAMP, Tables
+from flywheel.store.base import TIMESTAMP, Tables, keep_first_claimed, name_based_ids
 
 SQL_TYPES = {
     pa.string(): "text",
@@ -223,34 +222,20 @@ class PostgresStore:
             " WHERE k IS NOT NULL ON CONFLICT DO NOTHING RETURNING key",
             [keys.to_pylist()],
         ).fetchall()
-        fresh_keys = {k for (k,) in fresh}
-        mask = []
-        for key in keys.to_pylist():
-            first = key is None or key in fresh_keys
-            if key is not None:
-                fresh_keys.discard(key)  # a repeat within the batch is not fresh
-            mask.append(first)
-        return rows.filter(pa.array(mask))
+        return keep_first_claimed(rows, keys.to_pylist(), (k for (k,) in fresh))
 
     def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
-        """Decisions with a name-based id (UUID version 5) are stored once (see the Store
-        contract); other ids pass untouched."""
-        ids = rows.column("id")
-        named = pc.equal(pc.utf8_slice_codeunits(ids, 14, 15), pa.scalar("5"))
-        if not pc.any(named).as_py():
+        """Decisions with a name-based id are stored once (see the Store contract)."""
+        ids = name_based_ids(rows)
+        named = [i for i in ids if i is not None]
+        if not named:
             return rows
         fresh = self._con.execute(
             "INSERT INTO decision_keys SELECT DISTINCT i FROM unnest(%s::uuid[]) AS i"
             " ON CONFLICT DO NOTHING RETURNING CAST(id AS text)",
-            [pc.filter(ids, named).to_pylist()],
+            [named],
         ).fetchall()
-        fresh_ids = {i for (i,) in fresh}
-        mask = []
-        for ident, is_named in zip(ids.to_pylist(), named.to_pylist(), strict=True):
-            lowered = str(ident).lower()
-            mask.append(not is_named or lowered in fresh_ids)
-            fresh_ids.discard(lowered)  # a repeat within the batch is not fresh
-        return rows.filter(pa.array(mask))
+        return keep_first_claimed(rows, ids, (i for (i,) in fresh))
 
     # --- reading ---------------------------------------------------------------------------------
 
