@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import flywheel
-from flywheel.collect.traces import NAMESPACE, decision_id
+from flywheel.collect.traces import NAMESPACE, TraceMapper, decision_id
 from flywheel.server import keys as api_keys
 from flywheel.spec import Spec
 from tests.conftest import T0
@@ -487,3 +487,50 @@ def test_traces_need_the_ingest_scope(wheel: flywheel.Wheel) -> None:
 def test_decision_ids_are_uuid5_of_the_trace_and_span_ids() -> None:
     for trace, span in [("0" * 31 + "1", "0" * 15 + "1"), ("ab" * 16, "cd" * 8)]:
         assert decision_id(trace, span) == str(uuid.uuid5(NAMESPACE, trace + span))
+
+
+def test_values_seen_before_are_taken_as_the_first_time(wheel: flywheel.Wheel) -> None:
+    """The mapper remembers valid values (and units, and evaluation names) to skip their
+    checks: spans in any order, to a fresh mapper or a used one, give the same answer."""
+    variants: list[dict[str, Any]] = [
+        {},
+        {"flywheel.knob.max_turns": True},  # equal to 1, but not an integer
+        {"flywheel.knob.max_turns": 1},
+        {"flywheel.knob.max_turns": 3.0},  # an integral double: the integer 3
+        {"flywheel.knob.max_turns": 3.5},
+        {"gen_ai.request.temperature": 0.2},
+        {"gen_ai.request.temperature": 1},
+        {"flywheel.knob.model": ["gpt-4o"]},  # an array
+        {"flywheel.unit": 1},
+        {"flywheel.unit": "1"},
+        {"flywheel.unit": True},
+        {"flywheel.unit": ["a"]},
+        {"flywheel.context.task": "summarise", "flywheel.playbook": 2, "flywheel.propensity": 1},
+        {"flywheel.playbook": 2},
+        {"flywheel.signal.helpfulness": 2.0},  # out of its range
+        {"flywheel.signal.helpfulness": 1},
+    ]
+    spans = make_spans(
+        [
+            {
+                "attributes": {**GENAI, **variant},
+                "events": [("gen_ai.evaluation.result", evaluation(name, score), 1.0)],
+            }
+            for variant in variants
+            for name, score in [("helpfulness", 0.5), ("Helpfulness", 1.5)]
+        ]
+    )
+    forward = encode_spans(spans).SerializeToString()
+    backward = encode_spans(spans[::-1]).SerializeToString()
+    first = TraceMapper(wheel.spec, wheel._recorder, wheel._units)
+    second = TraceMapper(wheel.spec, wheel._recorder, wheel._units)
+    fresh_forward, fresh_backward = (
+        first.convert(forward, "protobuf"),
+        second.convert(backward, "protobuf"),
+    )
+    assert first.convert(backward, "protobuf") == fresh_backward
+    assert second.convert(forward, "protobuf") == fresh_forward
+    assert (fresh_forward.spans, fresh_forward.decisions) == (32, 8)
+    decisions = [row for table, row in fresh_forward.rows if table == "decisions"]
+    turns = [row[-1] for row in decisions]
+    assert turns == [2, 1, 3, 2, 2, 2, 2, 2] and type(turns[2]) is int  # 3.0 became 3

@@ -231,6 +231,9 @@ class Recorder:
     ) -> tuple[Any, ...]:
         if not isinstance(name, str):
             raise WrongTypeError("name", f"expected a signal name, got {name!r}")
+        bounds = self._numeric.get(name)
+        if bounds is not None and type(value) is float and bounds[0] <= value <= bounds[1]:
+            return (decision_id, name, value, None, ts, key, unit)  # the common case, inline
         sig = self._signals.get(name)
         if sig is None:
             raise UnknownNameError(

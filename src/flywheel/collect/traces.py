@@ -30,6 +30,7 @@ duplicate nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -40,7 +41,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from flywheel.collect.record import Recorder, timestamp
+from flywheel.collect.record import EARLIEST, LATEST, Recorder, timestamp
 from flywheel.collect.units import Pseudonymizer
 from flywheel.errors import InvalidInputError
 from flywheel.spec import Spec
@@ -61,6 +62,9 @@ _EVAL_NAME, _EVAL_SCORE, _EVAL_LABEL = (
 )
 _EVAL_KEYS = frozenset({_EVAL_NAME, _EVAL_SCORE, _EVAL_LABEL})
 _NS = NAMESPACE.bytes
+_NO_TRACE, _NO_SPAN = bytes(16), bytes(8)
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+_CACHED = 4096  # distinct entries each of the conversion caches below keeps (then starts over)
 
 
 class BodyError(InvalidInputError):
@@ -132,11 +136,9 @@ def decompress(body: bytes, encoding: str | None) -> bytes:
 def decision_id(trace_id: str, span_id: str) -> str:
     """``str(uuid.uuid5(NAMESPACE, trace_id + span_id))`` (lowercase hex ids), computed
     without the UUID object."""
-    digest = bytearray(hashlib.sha1(_NS + (trace_id + span_id).encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NS + (trace_id + span_id).encode()).hexdigest()
+    # the version (5) is the 13th digit; the variant (binary 10xx) the 17th
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 @dataclass
@@ -179,11 +181,19 @@ class _Slot:
 
 
 class TraceMapper:
-    """Converts OTLP requests to rows for one spec; the lookups are prepared once."""
+    """Converts OTLP requests to rows for one spec; the lookups are prepared once.
+
+    Spans repeat themselves: the same few knob and context values, evaluation names and
+    units, span after span. What depends only on such a value is worked out once and kept
+    (in bounded caches): a knob or context value's validation, a unit's pseudonym, the
+    signal an evaluation feeds. A value not seen before takes the full checks, which also
+    give every error its message.
+    """
 
     def __init__(self, spec: Spec, recorder: Recorder, units: Pseudonymizer) -> None:
         self._recorder = recorder
-        self._units = units
+        # typed: True and 1 are equal keys, but only one of them is a unit
+        self._units = functools.lru_cache(maxsize=_CACHED, typed=True)(units)
         self._signals = spec.signals
         slots: list[_Slot] = []
         keys: dict[str, tuple[int, int]] = {}  # attribute key -> (slot, priority)
@@ -209,6 +219,13 @@ class TraceMapper:
         self._propensity = slot(_Slot("propensity", "propensity"), "flywheel.propensity")
         for key, target in spec.traces.map.items():
             keys[key] = (by_name[target], 1)
+        # The slots whose attributes take a few values, span after span (knobs and categorical
+        # features, not numbers, signals or units), and the values of their encoded KeyValues.
+        self._repeats = [
+            s.kind == "knob" or (s.kind == "context" and spec.feature[s.name].kind == "categorical")
+            for s in slots
+        ]
+        self._encoded: dict[bytes, Any] = {}
         self._slots = tuple(slots)
         self._keys = keys
         self._unit = unit
@@ -216,6 +233,15 @@ class TraceMapper:
         self._context = [(by_name[f.name], f.name) for f in spec.context]
         self._signal_slots = [(by_name[n], n) for n in spec.signals]
         self._empty = [MISSING] * len(slots)
+        # The decision's columns (context, then knobs) each with its valid values seen so far,
+        # keyed by (type, value): 1, 1.0 and True are equal keys, not equally valid values.
+        self._columns: list[tuple[int, dict[tuple[type, Any], Any]]] = [
+            (i, {}) for i, _ in self._context + self._knobs
+        ]
+        # The slots after the knobs and context (signals, unit, playbook, propensity): most
+        # spans set none of them.
+        self._rest = len(spec.knobs) + len(spec.context)
+        self._no_rest = self._empty[self._rest :]
         self._evaluations: dict[str, str | None] = {}
 
     # --- the two encodings -----------------------------------------------------------------------
@@ -240,7 +266,8 @@ class TraceMapper:
             request = ExportTraceServiceRequest.FromString(body)
         except DecodeError as err:
             raise BodyError("body", f"is not an OTLP ExportTraceServiceRequest ({err})") from None
-        keys = self._keys
+        keys, size = self._keys, len(self._slots)
+        repeats, encoded = self._repeats, self._encoded
         for i, resource_spans in enumerate(request.resource_spans):
             base, base_unknown = self._values(
                 ((kv.key, kv.value) for kv in resource_spans.resource.attributes), _pb_value
@@ -248,32 +275,36 @@ class TraceMapper:
             for j, scope_spans in enumerate(resource_spans.scope_spans):
                 for k, span in enumerate(scope_spans.spans):
                     trace_id, span_id = span.trace_id, span.span_id
-                    if len(trace_id) != 16 or not any(trace_id):
+                    if len(trace_id) != 16 or trace_id == _NO_TRACE:
                         where = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}].traceId"
                         raise BodyError(where, "expected 16 bytes, not all zero")
-                    if len(span_id) != 8 or not any(span_id):
+                    if len(span_id) != 8 or span_id == _NO_SPAN:
                         where = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}].spanId"
                         raise BodyError(where, "expected 8 bytes, not all zero")
-                    values, priority = list(base), [-1] * len(base)
+                    values, priority = list(base), [-1] * size
                     unknown = list(base_unknown)
                     for kv in span.attributes:
-                        hit = keys.get(kv.key)
+                        key = kv.key
+                        hit = keys.get(key)
                         if hit is None:
-                            if kv.key.startswith("flywheel."):
-                                unknown.append(kv.key)
-                        elif hit[1] >= priority[hit[0]]:
-                            values[hit[0]] = _pb_value(kv.value)
-                            priority[hit[0]] = hit[1]
+                            if key.startswith("flywheel."):
+                                unknown.append(key)
+                            continue
+                        slot, rank = hit
+                        if rank < priority[slot]:
+                            continue
+                        if repeats[slot]:
+                            # encoding the small KeyValue costs less than reading its value
+                            # through protobuf's objects, and a knob takes a few values
+                            encoding = kv.SerializeToString()
+                            value = encoded.get(encoding, MISSING)
+                            if value is MISSING:
+                                value = _remember(encoded, encoding, _pb_value(kv.value))
+                        else:
+                            value = _pb_value(kv.value)
+                        values[slot], priority[slot] = value, rank
                     events = [
-                        (
-                            n,
-                            e.time_unix_nano,
-                            {
-                                a.key: _pb_value(a.value)
-                                for a in e.attributes
-                                if a.key in _EVAL_KEYS
-                            },
-                        )
+                        (n, e.time_unix_nano, _pb_evaluation(e))
                         for n, e in enumerate(span.events)
                         if e.name == EVALUATION
                     ]
@@ -371,17 +402,20 @@ class TraceMapper:
         events: list[tuple[int, int, dict[str, Any]]],
     ) -> None:
         intake.spans += 1
+        rows = intake.rows
+        before = len(rows)
         try:
-            rows = self._rows(trace_id, span_id, start, end, values, unknown, events, intake)
+            self._rows(rows, trace_id, span_id, start, end, values, unknown, events, intake)
         except InvalidInputError as err:
+            del rows[before:]  # a span is taken whole or not at all
             intake.reject(f"span {trace_id}/{span_id}: {err}")
             return
         intake.decisions += 1
-        intake.signals += len(rows) - 1
-        intake.rows += rows
+        intake.signals += len(rows) - before - 1
 
     def _rows(
         self,
+        rows: list[tuple[str, tuple[Any, ...]]],
         trace_id: str,
         span_id: str,
         start: int,
@@ -390,11 +424,74 @@ class TraceMapper:
         unknown: list[str],
         events: list[tuple[int, int, dict[str, Any]]],
         intake: Intake,
-    ) -> list[tuple[str, tuple[Any, ...]]]:
+    ) -> None:
+        """Appends a span's decision and signals to ``rows``; raises if the span is unusable
+        (having perhaps appended some: the caller takes them back)."""
         if unknown:
             raise InvalidInputError(
                 unknown[0], "names no knob, context feature, signal or setting of the spec"
             )
+        columns = self._seen_columns(values)
+        if columns is None:
+            columns = self._checked_columns(values, events)
+        elif values[self._rest :] != self._no_rest:
+            self._check_rest(values)
+        recorder = self._recorder
+        playbook, propensity = values[self._playbook], values[self._propensity]
+        if playbook is MISSING and propensity is MISSING:
+            policy, version, chance = "logged", None, None
+        else:
+            policy, version, chance = recorder._served(
+                None if playbook is MISSING else playbook,
+                None if propensity is MISSING else propensity,
+            )
+        if not start:
+            raise InvalidInputError("startTimeUnixNano", "is missing: a span needs its start")
+        began = _seconds(start, "startTimeUnixNano")
+        ended = _seconds(end, "endTimeUnixNano") if end else began
+        raw_unit = values[self._unit]
+        unit = None if raw_unit is MISSING else self._units(raw_unit)
+        ident = decision_id(trace_id, span_id)
+        rows.append(("decisions", (ident, began, unit, policy, version, chance, *columns)))
+        signal_row = recorder._signal_row
+        for i, name in self._signal_slots:
+            value = values[i]
+            if value is not MISSING:
+                key = f"otlp:{ident}:{name}"
+                rows.append(("signals", signal_row(ident, name, value, ended, key, unit)))
+        for n, time, attributes in events:
+            row = self._evaluation(ident, n, time, ended, attributes, unit, intake)
+            if row is not None:
+                rows.append(("signals", row))
+
+    def _seen_columns(self, values: list[Any]) -> list[Any] | None:
+        """The decision's context and knob values, if every one was seen (valid) before."""
+        clean = []
+        for i, seen in self._columns:
+            value = values[i]
+            known = seen.get((type(value), value), MISSING)
+            if known is MISSING:
+                return None
+            clean.append(known)
+        return clean if clean else None
+
+    def _check_rest(self, values: list[Any]) -> None:
+        """The checks of :meth:`_checked_columns` on the slots after the knobs and context."""
+        for index in range(self._rest, len(values)):
+            value = values[index]
+            if value is None:  # an attribute without a value
+                values[index] = MISSING
+            elif value is COMPLEX:
+                raise InvalidInputError(
+                    self._slots[index].name, "an array, map or bytes attribute cannot be its value"
+                )
+
+    def _checked_columns(
+        self, values: list[Any], events: list[tuple[int, int, dict[str, Any]]]
+    ) -> list[Any]:
+        """The decision's context and knob values, by the full checks (in the order their
+        errors take precedence); each value that passes is remembered as seen."""
+        raw = list(values)
         slots = self._slots
         found = False
         for index, value in enumerate(values):
@@ -424,39 +521,13 @@ class TraceMapper:
         params = recorder.params(
             {name: values[i] for i, name in self._knobs if values[i] is not MISSING}
         )
-        playbook, propensity = values[self._playbook], values[self._propensity]
-        policy, version, chance = recorder._served(
-            None if playbook is MISSING else playbook,
-            None if propensity is MISSING else propensity,
-        )
-        if not start:
-            raise InvalidInputError("startTimeUnixNano", "is missing: a span needs its start")
-        began = timestamp(start / 1e9, "startTimeUnixNano")
-        ended = timestamp(end / 1e9, "endTimeUnixNano") if end else began
-        raw_unit = values[self._unit]
-        unit = None if raw_unit is MISSING else self._units(raw_unit)
-        ident = decision_id(trace_id, span_id)
-        rows: list[tuple[str, tuple[Any, ...]]] = [
-            (
-                "decisions",
-                (
-                    ident, began, unit, policy, version, chance,
-                    *[context[name] for _, name in self._context],
-                    *[params[name] for _, name in self._knobs],
-                ),
-            )
-        ]  # fmt: skip
-        signal_row = recorder._signal_row
-        for i, name in self._signal_slots:
-            value = values[i]
-            if value is not MISSING:
-                key = f"otlp:{ident}:{name}"
-                rows.append(("signals", signal_row(ident, name, value, ended, key, unit)))
-        for n, time, attributes in events:
-            row = self._evaluation(ident, n, time, ended, attributes, unit, intake)
-            if row is not None:
-                rows.append(("signals", row))
-        return rows
+        clean = [context[name] for _, name in self._context]
+        clean += [params[name] for _, name in self._knobs]
+        for (i, seen), value in zip(self._columns, clean, strict=True):
+            key = raw[i]
+            if type(key) is not float or key != 0:  # 0.0 and -0.0: one key, two values
+                _remember(seen, (type(key), key), value)
+        return clean
 
     def _evaluation(
         self,
@@ -477,12 +548,13 @@ class TraceMapper:
             note = f"ignored evaluation {shown!r}: no signal of that name in the spec"
             intake.notes[note] = intake.notes.get(note, 0) + 1
             return None
-        field_name = f"events[{n}]"
         score, label = attributes.get(_EVAL_SCORE), attributes.get(_EVAL_LABEL)
         value: object
         if self._signals[name].kind == "text":
             if not isinstance(label, str):
-                raise InvalidInputError(field_name, f"{name} is a text signal: give {_EVAL_LABEL}")
+                raise InvalidInputError(
+                    f"events[{n}]", f"{name} is a text signal: give {_EVAL_LABEL}"
+                )
             value = label
         elif score is not None and score is not MISSING:
             value = score
@@ -490,11 +562,13 @@ class TraceMapper:
             value = _BOOLEAN_LABELS[label.strip().lower()]
         else:
             raise InvalidInputError(
-                field_name,
+                f"events[{n}]",
                 f"{name} is numeric: give {_EVAL_SCORE} (or a label of true/false, pass/fail,"
                 " yes/no)",
             )
-        when = timestamp(time / 1e9, f"{field_name}.timeUnixNano") if time else ended
+        when = time / 1e9 if time else ended
+        if not EARLIEST <= when <= LATEST:
+            timestamp(when, f"events[{n}].timeUnixNano")  # raises, naming the field
         return self._recorder._signal_row(ident, name, value, when, f"otlp:{ident}:e{n}", unit)
 
     def _evaluation_signal(self, raw: str) -> str | None:
@@ -531,6 +605,32 @@ def answer(intake: Intake, fmt: Format) -> bytes:
 
 
 # --- reading values ------------------------------------------------------------------------------
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    """Keep ``value`` in a bounded cache (emptied when full: what repeats comes back soon)."""
+    if len(cache) >= _CACHED:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _pb_evaluation(event: Any) -> dict[str, Any]:
+    """The attributes of a protobuf ``gen_ai.evaluation.result`` event that say its result."""
+    attributes = {}
+    for kv in event.attributes:
+        key = kv.key
+        if key in _EVAL_KEYS:
+            attributes[key] = _pb_value(kv.value)
+    return attributes
+
+
+def _seconds(nanos: int, field: str) -> float:
+    """Epoch seconds from nanoseconds, checked as :func:`timestamp` checks them."""
+    seconds = nanos / 1e9
+    if EARLIEST <= seconds <= LATEST:
+        return seconds
+    return timestamp(seconds, field)  # raises, naming the field
 
 
 def _pb_value(value: Any, _where: str = "") -> Any:
