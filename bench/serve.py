@@ -410,11 +410,14 @@ def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], log:
 
 
 @contextmanager
-def flywheel_server(spec: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """`flywheel serve` in its own process; SIGTERM at the end (it drains and closes)."""
+def flywheel_server(spec: Path, journal: bool) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """`flywheel serve` in its own process; SIGTERM at the end (it drains and closes).
+    With ``journal``, writes are answered once synced to its write-ahead journal (beside a
+    DuckDB file, or in the run's folder); without, after the store's commit."""
     port = free_port()
     command = [sys.executable, "-m", "flywheel.cli", "serve", "--spec", str(spec)]
     command += ["--port", str(port)]
+    command += ["--journal", str(spec.with_name("journal"))] if journal else ["--no-journal"]
     log = spec.with_name("serve.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -816,6 +819,12 @@ def main() -> None:
         default=PHOENIX_PYTHON.exists(),
         help="compare OTLP intake with Arize Phoenix (default: when .venv-phoenix exists)",
     )
+    parser.add_argument(
+        "--journal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="answer writes once synced to the server's journal (default), or after the commit",
+    )
     parser.add_argument("--skip", default="", help="phases to skip: open,closed,signals,otlp")
     parser.add_argument("--name", default="serve", help="the results file's name")
     args = parser.parse_args()
@@ -837,6 +846,7 @@ def main() -> None:
                 "ingest_concurrency",
                 "phoenix",
                 "phoenix_spans",
+                "journal",
             )
         },
     }
@@ -846,7 +856,7 @@ def main() -> None:
         teach(spec, 5_000)
         before = counts(spec)
         expected = {"decisions": 0, "signals": 0}
-        with flywheel_server(spec) as (port, process):
+        with flywheel_server(spec, args.journal) as (port, process):
             cpu = Cpu(process.pid)
             if not {"open", "closed"} <= skip:
                 results["decide"], answered = decide_phase(port, cpu, args, skip)

@@ -366,11 +366,29 @@ def serve(
     spec: SpecOption = Path("flywheel.toml"),
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8765,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            "--journal",
+            help="Folder of the write-ahead journal: a write is answered once synced there and"
+            " reaches the store within --journal-delay (default: beside a DuckDB file, as"
+            " FILE.journal; none for PostgreSQL: give each server process its own).",
+        ),
+    ] = None,
+    no_journal: Annotated[
+        bool, typer.Option("--no-journal", help="Answer writes after the store's commit.")
+    ] = False,
+    journal_delay: Annotated[
+        float,
+        typer.Option("--journal-delay", help="Seconds journaled rows may wait for the store."),
+    ] = 1.0,
 ) -> None:
-    """Serve the HTTP API (/v1/decide, /v1/signals, /v1/playbook, /v1/status, /v1/learn,
-    DELETE /v1/units/UNIT) until interrupted (then in-flight requests finish and the store is
-    flushed and closed). With API keys every request needs one (keys created or revoked
-    meanwhile count within seconds); without, loopback only."""
+    """Serve the HTTP API (/v1/decide, /v1/signals, /v1/rows, /v1/traces, /v1/playbook,
+    /v1/status, /v1/learn, DELETE /v1/units/UNIT) until interrupted (then in-flight requests
+    finish and the store is flushed and closed). Writes are answered once durable: synced to
+    the journal (replayed into the store after a crash), or committed with --no-journal. With
+    API keys every request needs one (keys created or revoked meanwhile count within
+    seconds); without, loopback only."""
     import ipaddress
 
     import uvicorn
@@ -383,7 +401,9 @@ def serve(
     except ValueError:
         loopback = False
     try:
-        wheel = flywheel.open(spec)
+        wheel = flywheel.open(
+            spec, journal=False if no_journal else journal or True, max_delay=journal_delay
+        )
     except FlywheelError as err:
         raise _fail(err) from None
     keys = api_keys.KeyRing(wheel.store)

@@ -22,6 +22,7 @@ import pyarrow as pa
 from flywheel import align
 from flywheel.analyze import Analysis, analyze, export
 from flywheel.collect import importers
+from flywheel.collect.journal import Journal, default_folder, leftover_journal
 from flywheel.collect.record import Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper
 from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
@@ -43,13 +44,18 @@ def open(
     max_delay: float = 1.0,
     refresh: float = 5.0,
     seed: int | None = None,
+    journal: str | Path | bool = False,
 ) -> Wheel:
     """Open a flywheel: a spec (path, mapping or :class:`Spec`) and its store.
 
     ``store`` overrides the spec's storage URL; ``clock`` (epoch seconds) replaces the wall
     clock, for simulations and tests; ``batch_rows`` and ``max_delay`` tune write batching;
     every ``refresh`` seconds the wheel looks for a playbook published by another process
-    (0: never); ``seed`` makes decide's random choices reproducible (simulations).
+    (0: never); ``seed`` makes decide's random choices reproducible (simulations);
+    ``journal`` is a folder for a write-ahead journal (:mod:`flywheel.collect.journal`;
+    ``True``: beside a DuckDB file, none for other stores): rows are durable once synced
+    there and reach the store within ``max_delay`` seconds. Without one, a journal a crashed
+    process left beside a DuckDB file is stored first.
     """
     if isinstance(spec, Spec):
         parsed = spec
@@ -67,6 +73,7 @@ def open(
         max_delay=max_delay,
         refresh=refresh,
         seed=seed,
+        journal=journal,
     )
 
 
@@ -87,6 +94,7 @@ class Wheel:
         max_delay: float = 1.0,
         refresh: float = 5.0,
         seed: int | None = None,
+        journal: str | Path | bool = False,
     ) -> None:
         self.spec = spec
         self.store = store
@@ -106,9 +114,10 @@ class Wheel:
             store.set_meta(CHECK_META_KEY, fingerprint(key))
         self._units = Pseudonymizer(key)
         self.tables = tables_for(spec)
+        self._journal = self._open_journal(journal, max_delay, batch_rows)
         self._writer = BufferedWriter(
             {t: self.tables.schema(t) for t in self.tables.names},
-            store.write,
+            store.write if self._journal is None else self._journal.append,
             batch_rows=batch_rows,
             max_delay=max_delay,
         )
@@ -120,6 +129,20 @@ class Wheel:
         self._load_playbook()
         self._watcher = _Watcher(self._refresh, refresh) if refresh else None
         _track(self)
+
+    def _open_journal(
+        self, journal: str | Path | bool, max_delay: float, batch_rows: int
+    ) -> Journal | None:
+        folder = default_folder(self.store) if journal is True else journal or None
+        try:
+            if folder is None:
+                if (left := leftover_journal(self.store)) is not None:
+                    Journal(left, self.store).close()  # a crashed process's rows, stored
+                return None
+            return Journal(folder, self.store, max_delay=max_delay, apply_rows=batch_rows)
+        except BaseException:
+            self.store.close()
+            raise
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -473,13 +496,16 @@ class Wheel:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Return once everything recorded so far is durable."""
+    def flush(self, *, journal_only: bool = False) -> None:
+        """Return once everything recorded so far is durable and in the store (with a
+        journal and ``journal_only``: durable in the journal, which is faster)."""
         self._writer.flush()
+        if self._journal is not None and not journal_only:
+            self._journal.settle()
 
     async def flush_async(self) -> None:
-        """:meth:`flush` for asyncio code: waits without blocking the event loop or a thread.
-        Concurrent callers share the same commit."""
+        """:meth:`flush` for asyncio code (durable: in the journal, with one): waits without
+        blocking the event loop or a thread. Concurrent callers share the same commit."""
         loop = asyncio.get_running_loop()
         durable = loop.create_future()
 
@@ -500,7 +526,11 @@ class Wheel:
         try:
             self._writer.close()
         finally:
-            self.store.close()
+            try:
+                if self._journal is not None:
+                    self._journal.close()
+            finally:
+                self.store.close()
             _OPEN.discard(self)
 
     def __enter__(self) -> Wheel:

@@ -1,9 +1,10 @@
 """The HTTP API: the SDK's calls over JSON, and OTLP/HTTP trace intake, with one error shape.
 
 Every endpoint is a thin shell over one :class:`~flywheel.Wheel`. A 2xx answer to a write
-(``/v1/decide``, ``/v1/signals``, ``/v1/rows``, ``/v1/traces``) comes after its rows were
-flushed to the store, so it means they are durable; a rejected request stores nothing. Every
-error has the same body (a test fixes it)::
+(``/v1/decide``, ``/v1/signals``, ``/v1/rows``, ``/v1/traces``) comes after its rows are
+durable: synced to the wheel's write-ahead journal when it has one (the store gets them
+within a second, and after a crash when the journal is opened again), else committed to the
+store. A rejected request stores nothing. Every error has the same body (a test fixes it)::
 
     {"ok": false, "status": 422, "error": "…", "errors": [{"field": "…", "reason": "…"}]}
 
@@ -186,14 +187,14 @@ def create_app(
         """A batch of signals, feedback, implicit events and edits, all or none (durable when
         answered); idempotency by ``key``."""
         recorded = wheel.signal_batch(body["signals"])
-        wheel.flush()
+        wheel.flush(journal_only=True)
         return {"ok": True, "recorded": recorded}
 
     @app.post("/v1/rows", dependencies=[Depends(need("ingest"))])
     def rows(body: RowsBody) -> dict[str, Any]:
         """Complete rows (context, knob values, results), all or none (durable when answered)."""
         ids = wheel.log_many(body["rows"])
-        wheel.flush()
+        wheel.flush(journal_only=True)
         return {"ok": True, "ids": ids}
 
     @app.post(

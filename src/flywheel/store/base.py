@@ -130,8 +130,10 @@ class Store(Protocol):
 
     url: str
 
-    def write(self, batch: Mapping[str, pa.Table]) -> None:
-        """Append event rows to their tables in one transaction: all of it or none of it.
+    def write(self, batch: Mapping[str, pa.Table], mark: tuple[str, str] | None = None) -> None:
+        """Append event rows to their tables in one transaction: all of it or none of it;
+        ``mark`` (key, value) is set in ``meta`` in the same transaction (a journal records
+        there what the store holds).
 
         Signals whose idempotency ``key`` was stored before (or repeats within the batch) are
         skipped. Decisions whose id is a name-based UUID (version 5: derived from something a

@@ -88,6 +88,9 @@ MIGRATIONS += (
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
+SET_META = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+
+
 class DuckDBStore:
     """A DuckDB file (or ``:memory:``). One process may hold a file open for writing."""
 
@@ -154,7 +157,7 @@ class DuckDBStore:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def write(self, batch: Mapping[str, pa.Table]) -> None:
+    def write(self, batch: Mapping[str, pa.Table], mark: tuple[str, str] | None = None) -> None:
         with self._lock:
             con = self._con
             try:
@@ -174,6 +177,8 @@ class DuckDBStore:
                         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch")
                     finally:
                         con.unregister("_batch")
+                if mark is not None:
+                    con.execute(SET_META, list(mark))
                 con.execute("COMMIT")
             except duckdb.Error as err:
                 con.execute("ROLLBACK")
@@ -316,11 +321,7 @@ class DuckDBStore:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:
-            self._con.execute(
-                "INSERT INTO meta VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [key, value],
-            )
+            self._con.execute(SET_META, [key, value])
 
     def update_meta(self, key: str, change: Callable[[str | None], str]) -> str:
         with self._lock:  # one process holds the file: the lock serialises every update

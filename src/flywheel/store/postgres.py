@@ -110,6 +110,9 @@ _PG_ARROW: dict[str, pa.DataType] = {
 }
 
 
+SET_META = "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+
+
 class PostgresStore:
     """A schema in a PostgreSQL database, shared safely by several processes."""
 
@@ -182,7 +185,7 @@ class PostgresStore:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def write(self, batch: Mapping[str, pa.Table]) -> None:
+    def write(self, batch: Mapping[str, pa.Table], mark: tuple[str, str] | None = None) -> None:
         with self._lock:
             try:
                 with self._con.transaction():
@@ -196,6 +199,8 @@ class PostgresStore:
                         else:
                             rows = given
                         self._copy(table, rows)
+                    if mark is not None:
+                        self._con.execute(SET_META, list(mark))
             except psycopg.Error as err:
                 raise StoreError(f"write failed, nothing was stored: {err}") from err
 
@@ -332,11 +337,7 @@ class PostgresStore:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:
-            self._con.execute(
-                "INSERT INTO meta VALUES (%s, %s)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [key, value],
-            )
+            self._con.execute(SET_META, [key, value])
 
     def update_meta(self, key: str, change: Callable[[str | None], str]) -> str:
         with self._lock, self._con.transaction():

@@ -1,0 +1,347 @@
+"""The write-ahead journal: a local append-only file that makes rows durable before the store
+has them, so a server can answer after a sub-millisecond ``fdatasync`` instead of a commit.
+
+A :class:`Journal` is the :class:`~flywheel.collect.writer.BufferedWriter`'s sink: each batch
+the writer hands it is appended as one record and synced before :meth:`Journal.append`
+returns (the writer already coalesces concurrent flushes, so one sync serves every request
+waiting on it: a group commit). A background thread copies journaled batches into the store
+in large transactions, at most ``max_delay`` seconds after they arrive, and every such
+transaction also records, in the store's ``meta`` table, the last journal record it holds.
+Opening a journal replays every record past that mark, so a crash between the journal and
+the store loses nothing and stores nothing twice.
+
+On disk: a folder holding ``journal.id`` (this journal's identity, the key of its mark in the
+store), ``lock`` (held with ``flock`` while a process uses the folder) and segments
+``<first record>.wal``. A record is ``length, crc32, sequence`` (little-endian ``u32, u32,
+u64``) and then, per table, the table's name and its rows as an Arrow IPC stream. Segments
+are rotated whenever the store takes what is journaled; a segment is deleted once the store
+holds all of it. A record cut short by a crash (never acknowledged: the sync had not
+returned) ends the last segment and is ignored.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import struct
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import pyarrow as pa
+
+from flywheel.errors import FlywheelError, StoreError, StoreLockedError
+from flywheel.store import Store
+
+HEADER = struct.Struct("<IIQ")  # payload length, crc32 of the payload, sequence number
+NAME = struct.Struct("<HI")  # a table's name length, its IPC stream's length
+SUFFIX = ".wal"
+Batch = Mapping[str, pa.Table]
+
+
+class Journal:
+    """A write-ahead journal in ``folder`` in front of ``store`` (see the module's docs)."""
+
+    def __init__(
+        self, folder: str | Path, store: Store, *, max_delay: float = 1.0, apply_rows: int = 50_000
+    ) -> None:
+        self.folder = Path(folder)
+        self._store = store
+        self._max_delay = max_delay
+        self._apply_rows = apply_rows
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock(self.folder)
+        self.mark_key = f"journal:{_identity(self.folder)}"
+        self._cond = threading.Condition()
+        self._staged: list[Batch] = []  # journaled, not yet in the store
+        self._staged_rows = 0
+        self._staged_since = 0.0
+        self._appended = 0  # the newest record's sequence number
+        self._applied = 0  # the newest record the store holds
+        self._wanted = 0  # settle() waits for the store to hold this record
+        self._error: Exception | None = None
+        self._broken: OSError | None = None  # the journal file could not be repaired
+        self._closing = False
+        self._stopped = False
+        self.replayed = self._replay()
+        self._file = self._open_segment(self._appended + 1)
+        self._thread = threading.Thread(target=self._run, name="flywheel-journal", daemon=True)
+        self._thread.start()
+
+    # --- the writer's side -----------------------------------------------------------------------
+
+    def append(self, batch: Batch) -> None:
+        """Append one batch as one record and return once it is on disk."""
+        tables = {name: rows for name, rows in batch.items() if rows.num_rows}
+        if not tables:
+            return
+        payload = _encode(tables)
+        with self._cond:
+            if self._stopped:
+                raise FlywheelError("this journal is closed")
+            if self._broken is not None:
+                raise StoreError(f"the journal in {self.folder} cannot be written: {self._broken}")
+            sequence = self._appended + 1
+            record = HEADER.pack(len(payload), zlib.crc32(payload), sequence) + payload
+            good = self._file.tell()
+            try:
+                _write_all(self._file, record)
+                os.fdatasync(self._file.fileno())
+            except OSError as err:
+                try:  # nothing was acknowledged: cut the half-written record off
+                    self._file.truncate(good)
+                    self._file.seek(good)
+                except OSError as repair:
+                    self._broken = repair
+                raise StoreError(
+                    f"the journal in {self.folder} could not be written: {err}"
+                ) from err
+            self._appended = sequence
+            if not self._staged:
+                self._staged_since = time.monotonic()
+            self._staged.append(tables)
+            self._staged_rows += sum(t.num_rows for t in tables.values())
+            if self._staged_rows >= self._apply_rows:
+                self._cond.notify_all()
+
+    def settle(self) -> None:
+        """Return once the store holds every record appended so far (raise if it refused)."""
+        with self._cond:
+            self._wanted = max(self._wanted, self._appended)
+            self._cond.notify_all()
+            while self._applied < self._wanted:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise StoreError(f"journaled rows could not be stored (kept): {error}")
+                if self._stopped:
+                    raise FlywheelError("this journal is closed")
+                self._cond.wait(1.0)
+
+    @property
+    def pending(self) -> int:
+        """Journaled rows the store does not hold yet."""
+        return self._staged_rows
+
+    def close(self) -> None:
+        """Copy everything journaled into the store, stop, and remove the emptied segments.
+        Raises if the store refuses: the journal then stays on disk for the next open."""
+        if self._stopped:
+            return
+        try:
+            self.settle()
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            self._thread.join()
+            self._file.close()
+            if self._applied == self._appended:
+                _delete_segments(self.folder, before=None)
+            self._lock_file.close()
+
+    # --- the store's side ------------------------------------------------------------------------
+
+    def _due(self) -> bool:
+        if not self._staged:
+            return False
+        return (
+            self._closing
+            or self._wanted > self._applied
+            or self._staged_rows >= self._apply_rows
+            or time.monotonic() - self._staged_since >= self._max_delay
+        )
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due() and not (self._closing and not self._staged):
+                    self._cond.wait(self._wait())
+                if not self._staged:  # closing, and nothing left
+                    self._stopped = True
+                    self._cond.notify_all()
+                    return
+                taken, self._staged, self._staged_rows = self._staged, [], 0
+                last = self._appended
+                # what comes next goes to a new segment, so the old ones can go once stored
+                self._file.close()
+                self._file = self._open_segment(last + 1)
+            try:
+                self._store.write(_merge(taken), mark=(self.mark_key, str(last)))
+            except Exception as err:  # kept, in order; told to settle(), tried again
+                with self._cond:
+                    self._staged[:0] = taken
+                    self._staged_rows += sum(t.num_rows for b in taken for t in b.values())
+                    self._error = err
+                    self._cond.notify_all()
+                    if self._closing:  # close() gives up: the journal keeps them for next time
+                        self._stopped = True
+                        return
+                    self._cond.wait(self._max_delay)
+                continue
+            _delete_segments(self.folder, before=last + 1)
+            with self._cond:
+                self._applied = last
+                self._error = None
+                self._cond.notify_all()
+
+    def _wait(self) -> float:
+        if not self._staged:
+            return self._max_delay
+        return max(0.001, self._max_delay - (time.monotonic() - self._staged_since))
+
+    # --- on disk ---------------------------------------------------------------------------------
+
+    def _open_segment(self, first: int) -> io.FileIO:
+        handle = io.FileIO(self.folder / f"{first:020d}{SUFFIX}", "a")
+        _sync_folder(self.folder)  # the new name must survive a crash too
+        return handle
+
+    def _replay(self) -> int:
+        """Store every record past the store's mark; return how many rows that was."""
+        mark = self._store.get_meta(self.mark_key)
+        applied = int(mark) if mark else 0
+        segments = sorted(self.folder.glob(f"*{SUFFIX}"))
+        pending: list[Batch] = []
+        last = applied
+        for index, path in enumerate(segments):
+            for sequence, batch in _records(path, tail=index == len(segments) - 1):
+                last = max(last, sequence)
+                if sequence > applied:
+                    pending.append(batch)
+        self._appended = self._applied = self._wanted = last
+        if not pending:
+            _delete_segments(self.folder, before=None)
+            return 0
+        self._store.write(_merge(pending), mark=(self.mark_key, str(last)))
+        _delete_segments(self.folder, before=None)
+        return sum(t.num_rows for b in pending for t in b.values())
+
+
+def _write_all(file: io.FileIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        view = view[written or 0 :]
+
+
+def _encode(tables: Batch) -> bytes:
+    parts = []
+    for name, rows in tables.items():
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, rows.schema) as stream:
+            stream.write_table(rows)
+        ipc = sink.getvalue()
+        encoded = name.encode()
+        parts += [NAME.pack(len(encoded), ipc.size), encoded, ipc.to_pybytes()]
+    return b"".join(parts)
+
+
+def _decode(payload: bytes) -> dict[str, pa.Table]:
+    tables, at = {}, 0
+    view = memoryview(payload)
+    while at < len(payload):
+        size, length = NAME.unpack_from(payload, at)
+        at += NAME.size
+        name = bytes(view[at : at + size]).decode()
+        at += size
+        tables[name] = pa.ipc.open_stream(pa.py_buffer(view[at : at + length])).read_all()
+        at += length
+    return tables
+
+
+def _records(path: Path, *, tail: bool) -> list[tuple[int, dict[str, pa.Table]]]:
+    """A segment's records; a cut-short or damaged record may end only the last segment."""
+    data = path.read_bytes()
+    found: list[tuple[int, dict[str, pa.Table]]] = []
+    at, previous = 0, 0
+    while at < len(data):
+        length = crc = sequence = 0
+        if len(data) - at >= HEADER.size:
+            length, crc, sequence = HEADER.unpack_from(data, at)
+        end = at + HEADER.size + length
+        payload = data[at + HEADER.size : end]
+        if length == 0 or sequence <= previous or zlib.crc32(payload) != crc:
+            if tail and end >= len(data):
+                break  # the record being written when the process died: never acknowledged
+            raise StoreError(
+                f"{path}: damaged journal record at byte {at}; the rows after it cannot be"
+                " read back (move the file aside to open the store without them)"
+            )
+        found.append((sequence, _decode(payload)))
+        at, previous = end, sequence
+    return found
+
+
+def _merge(batches: list[Batch]) -> dict[str, pa.Table]:
+    names = dict.fromkeys(name for batch in batches for name in batch)
+    return {
+        name: pa.concat_tables([b[name] for b in batches if name in b], promote_options="default")
+        for name in names
+    }
+
+
+def _delete_segments(folder: Path, *, before: int | None) -> None:
+    """Delete the segments whose records all come before record ``before`` (every segment
+    that starts earlier than the newest one at or below it; ``None``: all of them)."""
+    segments = sorted(folder.glob(f"*{SUFFIX}"))
+    for path in segments:
+        if before is not None and int(path.stem) >= before:
+            break
+        path.unlink(missing_ok=True)
+
+
+def _identity(folder: Path) -> str:
+    path = folder / "journal.id"
+    if path.exists():
+        return path.read_text().strip()
+    ident = str(uuid.uuid4())
+    temporary = folder / "journal.id.tmp"
+    with open(temporary, "w") as handle:
+        handle.write(ident)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+    _sync_folder(folder)
+    return ident
+
+
+def _lock(folder: Path) -> io.FileIO:
+    handle = io.FileIO(folder / "lock", "a")  # held while the journal is open
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreLockedError(
+            f"the journal {folder} is in use by another process; give each server its own"
+        ) from None
+    return handle
+
+
+def _sync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def default_folder(store: Store) -> Path | None:
+    """Where a server keeps its journal unless told otherwise: beside a DuckDB file, as
+    ``<file>.journal`` (other stores have no default: each server process needs its own)."""
+    prefix = "duckdb:///"
+    if not store.url.startswith(prefix) or store.url == f"{prefix}:memory:":
+        return None
+    return Path(f"{store.url[len(prefix) :]}.journal")
+
+
+def leftover_journal(store: Store) -> Path | None:
+    """The default journal folder of ``store`` when it holds records (a process stopped
+    before storing them all), else ``None``."""
+    folder = default_folder(store)
+    if folder is None or not any(folder.glob(f"*{SUFFIX}")):
+        return None
+    return folder

@@ -1,0 +1,160 @@
+"""The write-ahead journal: what was synced there survives a crash, reaches the store once,
+and a record cut short by the crash is the only damage tolerated."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import flywheel
+from flywheel.collect.journal import Journal
+from flywheel.demo import example_spec
+from flywheel.errors import StoreError, StoreLockedError
+from flywheel.store import open_store
+from tests.conftest import THRILLER
+
+CRASH = """
+import os, sys
+import flywheel
+from flywheel.demo import example_spec
+
+store, folder, decisions, signals = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+journal = True if folder == "default" else folder
+wheel = flywheel.open(example_spec(), store=store, journal=journal, max_delay=3600, refresh=0)
+ids = [wheel.decide({"genre": "thriller"}, unit=f"reader-{i % 7}").id for i in range(decisions)]
+wheel.flush(journal_only=True)  # one record for the decisions, one for the signals
+for i in range(signals):
+    wheel.signal(ids[i % len(ids)], "rating", 1 + i % 5, key=f"k{i}" if i % 2 else None)
+wheel.flush(journal_only=True)
+print(wheel.store.query("SELECT count(*) AS n FROM decisions").to_pylist()[0]["n"], flush=True)
+os._exit(0)  # a crash: no close, no exit hooks
+"""
+
+
+def crash_after_journaling(store: str, folder: str, decisions: int, signals: int) -> int:
+    """Run a process that journals rows and dies; return the decisions its store held then."""
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH, store, folder, str(decisions), str(signals)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return int(done.stdout.split()[-1])
+
+
+def counts(wheel: flywheel.Wheel) -> tuple[int, int]:
+    row = wheel.store.query(
+        "SELECT (SELECT count(*) FROM decisions) AS d, (SELECT count(*) FROM signals) AS s"
+    ).to_pylist()[0]
+    return row["d"], row["s"]
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return f"duckdb:///{tmp_path / 'store.duckdb'}"
+
+
+def test_journaled_rows_survive_a_crash_and_are_stored_once(backend: str, tmp_path: Path) -> None:
+    folder = tmp_path / "journal"
+    assert crash_after_journaling(backend, str(folder), 30, 40) == 0  # only in the journal
+    with flywheel.open(example_spec(), store=backend, journal=folder) as wheel:
+        assert wheel._journal is not None and wheel._journal.replayed == 70
+        assert counts(wheel) == (30, 40)
+        assert wheel.summary().orphans == 0  # every signal found its decision
+    with flywheel.open(example_spec(), store=backend, journal=folder) as wheel:
+        assert wheel._journal is not None and wheel._journal.replayed == 0
+        assert counts(wheel) == (30, 40)
+
+
+@pytest.mark.duckdb_file
+def test_a_crashed_servers_default_journal_is_stored_by_whoever_opens_the_file(
+    tmp_path: Path,
+) -> None:
+    store = f"duckdb:///{tmp_path / 'store.duckdb'}"
+    assert crash_after_journaling(store, "default", 5, 9) == 0
+    assert list((tmp_path / "store.duckdb.journal").glob("*.wal"))
+    with flywheel.open(example_spec(), store=store) as wheel:  # no journal asked
+        assert counts(wheel) == (5, 9)
+    assert not list((tmp_path / "store.duckdb.journal").glob("*.wal"))
+
+
+def test_a_record_the_store_already_holds_is_not_stored_again(tmp_path: Path) -> None:
+    """A crash after the store's commit but before the journal deleted its segment."""
+    store, folder = f"duckdb:///{tmp_path / 'store.duckdb'}", tmp_path / "journal"
+    with flywheel.open(example_spec(), store=store, journal=folder) as wheel:
+        for _ in range(10):
+            wheel.decide(THRILLER)
+        wheel.flush(journal_only=True)
+        kept = {p.name: p.read_bytes() for p in folder.glob("*.wal") if p.stat().st_size}
+        wheel.flush()  # now in the store, and the segment deleted
+        assert not any(folder / name for name in kept if (folder / name).exists())
+    for name, data in kept.items():
+        (folder / name).write_bytes(data)
+    with flywheel.open(example_spec(), store=store, journal=folder) as wheel:
+        assert wheel._journal is not None and wheel._journal.replayed == 0
+        assert counts(wheel) == (10, 0)
+
+
+def test_a_cut_short_last_record_is_ignored_and_damage_elsewhere_refused(tmp_path: Path) -> None:
+    store, folder = f"duckdb:///{tmp_path / 'store.duckdb'}", tmp_path / "journal"
+    crash_after_journaling(store, str(folder), 4, 6)
+    (segment,) = [p for p in folder.glob("*.wal") if p.stat().st_size]
+    good = segment.read_bytes()
+    shutil.copy(segment, tmp_path / "segment")
+    segment.write_bytes(good + good[:37])  # the process died in the middle of a write
+    with flywheel.open(example_spec(), store=store, journal=folder) as wheel:
+        assert counts(wheel) == (4, 6)
+
+    store = f"duckdb:///{tmp_path / 'other.duckdb'}"
+    damaged = bytearray(good)
+    damaged[40] ^= 0xFF  # inside the first record, which other records follow
+    segment.write_bytes(bytes(damaged))
+    with pytest.raises(StoreError, match="damaged journal record at byte 0"):
+        flywheel.open(example_spec(), store=store, journal=folder)
+    assert segment.read_bytes() == bytes(damaged)  # left for a person to look at
+
+
+def test_one_process_at_a_time_uses_a_journal(tmp_path: Path) -> None:
+    spec = example_spec()
+    store = open_store(spec, f"duckdb:///{tmp_path / 'store.duckdb'}")
+    try:
+        first = Journal(tmp_path / "journal", store)
+        with pytest.raises(StoreLockedError, match="in use by another process"):
+            Journal(tmp_path / "journal", store)
+        first.close()
+        Journal(tmp_path / "journal", store).close()
+    finally:
+        store.close()
+
+
+def test_forget_reaches_rows_still_in_the_journal(tmp_path: Path) -> None:
+    store, folder = f"duckdb:///{tmp_path / 'store.duckdb'}", tmp_path / "journal"
+    spec = example_spec()
+    with flywheel.open(spec, store=store, journal=folder, max_delay=3600) as wheel:
+        decision = wheel.decide(THRILLER, unit="ada@example.com")
+        wheel.signal(decision.id, "rating", 5, unit="ada@example.com")
+        wheel.decide(THRILLER, unit="bob")
+        wheel.flush(journal_only=True)
+        deleted = wheel.forget("ada@example.com")
+        assert deleted["decisions"] == 1 and deleted["signals"] == 1
+        assert all(p.stat().st_size == 0 for p in folder.glob("*.wal"))  # no copy left behind
+    with flywheel.open(spec, store=store, journal=folder) as wheel:
+        assert counts(wheel) == (1, 0)
+
+
+def test_a_wheel_on_a_journal_reads_what_it_wrote(tmp_path: Path) -> None:
+    """Reads settle the journal first: status, aligned rows and learning see every row."""
+    store, folder = f"duckdb:///{tmp_path / 'store.duckdb'}", tmp_path / "journal"
+    with flywheel.open(example_spec(), store=store, journal=folder, max_delay=3600) as wheel:
+        ids = [wheel.decide(THRILLER).id for _ in range(25)]
+        for i, ident in enumerate(ids):
+            wheel.signal(ident, "rating", 1 + i % 5)
+        assert wheel.status().as_dict()["decisions"] == 25
+        assert wheel.aligned().num_rows == 25
