@@ -11,12 +11,12 @@ Opening a journal replays every record past that mark, so a crash between the jo
 the store loses nothing and stores nothing twice.
 
 On disk: a folder holding ``journal.id`` (this journal's identity, the key of its mark in the
-store), ``lock`` (held with ``flock`` while a process uses the folder) and segments
-``<first record>.wal``. A record is ``length, crc32, sequence`` (little-endian ``u32, u32,
+store), ``lock`` (held with ``flock`` while a process uses the folder) and numbered segments
+``<n>.wal``. A record is ``length, crc32, sequence`` (little-endian ``u32, u32,
 u64``) and then, per table, the table's name and its rows as an Arrow IPC stream. Segments
 are rotated whenever the store takes what is journaled; a segment is deleted once the store
 holds all of it. A record cut short by a crash (never acknowledged: the sync had not
-returned) ends the last segment and is ignored.
+returned) ends the last segment written to and is ignored; damage anywhere else is refused.
 """
 
 from __future__ import annotations
@@ -67,8 +67,10 @@ class Journal:
         self._broken: OSError | None = None  # the journal file could not be repaired
         self._closing = False
         self._stopped = False
+        self._segments = 0  # the newest segment's number
+        self._retired: list[Path] = []  # segments written before the store's last take
         self.replayed = self._replay()
-        self._file = self._open_segment(self._appended + 1)
+        self._file = self._new_segment()
         self._thread = threading.Thread(target=self._run, name="flywheel-journal", daemon=True)
         self._thread.start()
 
@@ -140,7 +142,7 @@ class Journal:
             self._thread.join()
             self._file.close()
             if self._applied == self._appended:
-                _delete_segments(self.folder, before=None)
+                _delete_segments(self.folder)
             self._lock_file.close()
 
     # --- the store's side ------------------------------------------------------------------------
@@ -157,18 +159,23 @@ class Journal:
 
     def _run(self) -> None:
         while True:
+            # what comes after this take goes to a new segment, so the older ones can go
+            # once stored; it is created out here, where its sync holds up no append
+            spare = self._new_segment()
             with self._cond:
                 while not self._due() and not (self._closing and not self._staged):
                     self._cond.wait(self._wait())
                 if not self._staged:  # closing, and nothing left
                     self._stopped = True
                     self._cond.notify_all()
+                    spare.close()
+                    Path(spare.name).unlink()
                     return
                 taken, self._staged, self._staged_rows = self._staged, [], 0
                 last = self._appended
-                # what comes next goes to a new segment, so the old ones can go once stored
-                self._file.close()
-                self._file = self._open_segment(last + 1)
+                retired, self._file = self._file, spare
+            retired.close()
+            self._retired.append(Path(str(retired.name)))
             try:
                 self._store.write(_merge(taken), mark=(self.mark_key, str(last)))
             except Exception as err:  # kept, in order; told to settle(), tried again
@@ -182,7 +189,9 @@ class Journal:
                         return
                     self._cond.wait(self._max_delay)
                 continue
-            _delete_segments(self.folder, before=last + 1)
+            for path in self._retired:
+                path.unlink(missing_ok=True)
+            self._retired.clear()
             with self._cond:
                 self._applied = last
                 self._error = None
@@ -195,8 +204,9 @@ class Journal:
 
     # --- on disk ---------------------------------------------------------------------------------
 
-    def _open_segment(self, first: int) -> io.FileIO:
-        handle = io.FileIO(self.folder / f"{first:020d}{SUFFIX}", "a")
+    def _new_segment(self) -> io.FileIO:
+        self._segments += 1
+        handle = io.FileIO(self.folder / f"{self._segments:020d}{SUFFIX}", "a")
         _sync_folder(self.folder)  # the new name must survive a crash too
         return handle
 
@@ -205,19 +215,21 @@ class Journal:
         mark = self._store.get_meta(self.mark_key)
         applied = int(mark) if mark else 0
         segments = sorted(self.folder.glob(f"*{SUFFIX}"))
+        self._segments = max((int(p.stem) for p in segments), default=0)
+        written = [p for p in segments if p.stat().st_size]
         pending: list[Batch] = []
         last = applied
-        for index, path in enumerate(segments):
-            for sequence, batch in _records(path, tail=index == len(segments) - 1):
+        for path in written:
+            for sequence, batch in _records(path, tail=path == written[-1]):
+                if sequence <= last and sequence > applied:
+                    raise StoreError(f"{path}: journal records out of order at {sequence}")
                 last = max(last, sequence)
                 if sequence > applied:
                     pending.append(batch)
         self._appended = self._applied = self._wanted = last
-        if not pending:
-            _delete_segments(self.folder, before=None)
-            return 0
-        self._store.write(_merge(pending), mark=(self.mark_key, str(last)))
-        _delete_segments(self.folder, before=None)
+        if pending:
+            self._store.write(_merge(pending), mark=(self.mark_key, str(last)))
+        _delete_segments(self.folder)
         return sum(t.num_rows for b in pending for t in b.values())
 
 
@@ -278,19 +290,17 @@ def _records(path: Path, *, tail: bool) -> list[tuple[int, dict[str, pa.Table]]]
 
 def _merge(batches: list[Batch]) -> dict[str, pa.Table]:
     names = dict.fromkeys(name for batch in batches for name in batch)
+    # one chunk per table: a store scans a table of many one-row chunks far slower
     return {
-        name: pa.concat_tables([b[name] for b in batches if name in b], promote_options="default")
+        name: pa.concat_tables(
+            [b[name] for b in batches if name in b], promote_options="default"
+        ).combine_chunks()
         for name in names
     }
 
 
-def _delete_segments(folder: Path, *, before: int | None) -> None:
-    """Delete the segments whose records all come before record ``before`` (every segment
-    that starts earlier than the newest one at or below it; ``None``: all of them)."""
-    segments = sorted(folder.glob(f"*{SUFFIX}"))
-    for path in segments:
-        if before is not None and int(path.stem) >= before:
-            break
+def _delete_segments(folder: Path) -> None:
+    for path in folder.glob(f"*{SUFFIX}"):
         path.unlink(missing_ok=True)
 
 
