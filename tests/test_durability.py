@@ -77,12 +77,12 @@ def test_flush_async_answers_once_durable_and_concurrent_callers_share_commits(d
 
     with flywheel.open(example_spec(), store=f"duckdb:///{db}", refresh=0) as wheel:
         commits = 0
-        write = wheel.store.write
+        write = wheel._store_rows
 
-        def counted(batch: Any) -> None:
+        def counted(items: Any) -> None:
             nonlocal commits
             commits += 1
-            write(batch)
+            write(items)
 
         wheel._writer._sink = counted
 

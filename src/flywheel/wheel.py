@@ -26,7 +26,7 @@ from flywheel.collect.journal import Journal, default_folder, leftover_journal
 from flywheel.collect.record import Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper
 from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
-from flywheel.collect.writer import BufferedWriter
+from flywheel.collect.writer import BufferedWriter, Item, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.playbook import Decider, Decision, IdFactory, LearnResult, Playbook, publish
 from flywheel.seatbelt import breaker, monitors, quality
@@ -114,10 +114,10 @@ class Wheel:
             store.set_meta(CHECK_META_KEY, fingerprint(key))
         self._units = Pseudonymizer(key)
         self.tables = tables_for(spec)
+        self._schemas = {t: self.tables.schema(t) for t in self.tables.names}
         self._journal = self._open_journal(journal, max_delay, batch_rows)
         self._writer = BufferedWriter(
-            {t: self.tables.schema(t) for t in self.tables.names},
-            store.write if self._journal is None else self._journal.append,
+            self._store_rows if self._journal is None else self._journal.append,
             batch_rows=batch_rows,
             max_delay=max_delay,
         )
@@ -137,12 +137,18 @@ class Wheel:
         try:
             if folder is None:
                 if (left := leftover_journal(self.store)) is not None:
-                    Journal(left, self.store).close()  # a crashed process's rows, stored
+                    Journal(left, self.store, self._schemas).close()  # a crashed process's
                 return None
-            return Journal(folder, self.store, max_delay=max_delay, apply_rows=batch_rows)
+            return Journal(
+                folder, self.store, self._schemas, max_delay=max_delay, apply_rows=batch_rows
+            )
         except BaseException:
             self.store.close()
             raise
+
+    def _store_rows(self, items: list[Item]) -> None:
+        """The writer's sink without a journal: rows straight into the store."""
+        self.store.write(to_tables(items, self._schemas))
 
     # --- the loop --------------------------------------------------------------------------------
 

@@ -12,15 +12,16 @@ import pytest
 
 import flywheel
 from flywheel.collect.journal import Journal
-from flywheel.demo import example_spec
+from flywheel.demo import example_spec, example_text
 from flywheel.errors import StoreError, StoreLockedError
-from flywheel.store import open_store
+from flywheel.spec import Spec
+from flywheel.store import open_store, tables_for
 from tests.conftest import THRILLER
 
 CRASH = """
 import os, sys
 import flywheel
-from flywheel.demo import example_spec
+from flywheel.demo import example_spec, example_text
 
 store, folder, decisions, signals = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 journal = True if folder == "default" else folder
@@ -124,12 +125,13 @@ def test_a_cut_short_last_record_is_ignored_and_damage_elsewhere_refused(tmp_pat
 def test_one_process_at_a_time_uses_a_journal(tmp_path: Path) -> None:
     spec = example_spec()
     store = open_store(spec, f"duckdb:///{tmp_path / 'store.duckdb'}")
+    schemas = {t: tables_for(spec).schema(t) for t in tables_for(spec).names}
     try:
-        first = Journal(tmp_path / "journal", store)
+        first = Journal(tmp_path / "journal", store, schemas)
         with pytest.raises(StoreLockedError, match="in use by another process"):
-            Journal(tmp_path / "journal", store)
+            Journal(tmp_path / "journal", store, schemas)
         first.close()
-        Journal(tmp_path / "journal", store).close()
+        Journal(tmp_path / "journal", store, schemas).close()
     finally:
         store.close()
 
@@ -158,3 +160,13 @@ def test_a_wheel_on_a_journal_reads_what_it_wrote(tmp_path: Path) -> None:
             wheel.signal(ident, "rating", 1 + i % 5)
         assert wheel.status().as_dict()["decisions"] == 25
         assert wheel.aligned().num_rows == 25
+
+
+def test_a_journal_is_not_read_back_with_other_columns(tmp_path: Path) -> None:
+    store, folder = f"duckdb:///{tmp_path / 'store.duckdb'}", tmp_path / "journal"
+    crash_after_journaling(store, str(folder), 3, 3)
+    other = Spec.from_toml(example_text().replace("[context]", '[context]\nmood = "number"'))
+    with pytest.raises(StoreError, match="other columns than this spec's"):
+        flywheel.open(other, store=f"duckdb:///{tmp_path / 'other.duckdb'}", journal=folder)
+    with flywheel.open(example_spec(), store=store, journal=folder) as wheel:  # the right spec
+        assert counts(wheel) == (3, 3)

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import pyarrow as pa
 import pytest
 
-from flywheel.collect.writer import BufferedWriter, to_arrow
+from flywheel.collect.writer import BufferedWriter, Item, to_arrow, to_tables
 from flywheel.errors import FlywheelError, StoreError
 
 SCHEMA = pa.schema([pa.field("n", pa.int64()), pa.field("ts", pa.timestamp("us", tz="UTC"))])
@@ -20,16 +20,16 @@ class FlakySink:
         self.down = False
         self.calls = 0
 
-    def __call__(self, batch: Mapping[str, pa.Table]) -> None:
+    def __call__(self, items: list[Item]) -> None:
         self.calls += 1
         if self.down:
             raise OSError("disk full")
-        self.rows.extend(int(n) for n in batch["t"].column("n").to_pylist() if n is not None)
+        self.rows.extend(int(row[0]) for table, row in items if table == "t")
 
 
 def test_flush_returns_after_everything_is_written() -> None:
     sink = FlakySink()
-    writer = BufferedWriter({"t": SCHEMA}, sink, batch_rows=100, max_delay=60)
+    writer = BufferedWriter(sink, batch_rows=100, max_delay=60)
     for i in range(1050):
         writer.append("t", (i, 0.0))
     writer.flush()
@@ -40,7 +40,7 @@ def test_flush_returns_after_everything_is_written() -> None:
 def test_a_failed_write_keeps_its_rows_and_reports_at_flush() -> None:
     sink = FlakySink()
     sink.down = True
-    writer = BufferedWriter({"t": SCHEMA}, sink, batch_rows=10, max_delay=0.01)
+    writer = BufferedWriter(sink, batch_rows=10, max_delay=0.01)
     for i in range(25):
         writer.append("t", (i, 0.0))
     with pytest.raises(StoreError, match="disk full"):
@@ -53,7 +53,7 @@ def test_a_failed_write_keeps_its_rows_and_reports_at_flush() -> None:
 
 def test_time_based_flush() -> None:
     sink = FlakySink()
-    writer = BufferedWriter({"t": SCHEMA}, sink, batch_rows=1_000_000, max_delay=0.05)
+    writer = BufferedWriter(sink, batch_rows=1_000_000, max_delay=0.05)
     writer.append("t", (1, 0.0))
     done = threading.Event()
     for _ in range(200):
@@ -71,17 +71,24 @@ def test_to_arrow_converts_epoch_seconds() -> None:
     assert to_arrow([], SCHEMA).num_rows == 0
 
 
+def test_to_tables_groups_rows_by_table_in_order() -> None:
+    items = [("t", (1, 0.0)), ("u", (9, 0.0)), ("t", (2, 0.0))]
+    tables = to_tables(items, {"t": SCHEMA, "u": SCHEMA, "v": SCHEMA})
+    assert set(tables) == {"t", "u"}  # no empty table
+    assert tables["t"].column("n").to_pylist() == [1, 2]
+
+
 class SlowSink(FlakySink):
     """Each write takes a while, so flushes asked for meanwhile pile up behind it."""
 
-    def __call__(self, batch: Mapping[str, pa.Table]) -> None:
+    def __call__(self, items: list[Item]) -> None:
         threading.Event().wait(0.05)
-        super().__call__(batch)
+        super().__call__(items)
 
 
 def test_when_durable_calls_back_once_written_and_waiting_flushes_share_a_write() -> None:
     sink = SlowSink()
-    writer = BufferedWriter({"t": SCHEMA}, sink, batch_rows=1_000_000, max_delay=60)
+    writer = BufferedWriter(sink, batch_rows=1_000_000, max_delay=60)
     seen: list[tuple[int, Exception | None]] = []
     done = threading.Semaphore(0)
 
@@ -108,7 +115,7 @@ def test_when_durable_calls_back_once_written_and_waiting_flushes_share_a_write(
 def test_when_durable_reports_a_refused_write_and_keeps_the_rows() -> None:
     sink = FlakySink()
     sink.down = True
-    writer = BufferedWriter({"t": SCHEMA}, sink, batch_rows=1_000_000, max_delay=0.01)
+    writer = BufferedWriter(sink, batch_rows=1_000_000, max_delay=0.01)
     errors: list[Exception | None] = []
     done = threading.Semaphore(0)
 

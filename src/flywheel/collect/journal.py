@@ -2,18 +2,21 @@
 has them, so a server can answer after a sub-millisecond ``fdatasync`` instead of a commit.
 
 A :class:`Journal` is the :class:`~flywheel.collect.writer.BufferedWriter`'s sink: each batch
-the writer hands it is appended as one record and synced before :meth:`Journal.append`
-returns (the writer already coalesces concurrent flushes, so one sync serves every request
-waiting on it: a group commit). A background thread copies journaled batches into the store
-in large transactions, at most ``max_delay`` seconds after they arrive, and every such
-transaction also records, in the store's ``meta`` table, the last journal record it holds.
-Opening a journal replays every record past that mark, so a crash between the journal and
-the store loses nothing and stores nothing twice.
+of rows the writer hands it is appended as one record and synced before
+:meth:`Journal.append` returns (the writer already coalesces concurrent flushes, so one sync
+serves every request waiting on it: a group commit). A background thread copies journaled
+rows into the store in large transactions, at most ``max_delay`` seconds after they arrive,
+and every such transaction also records, in the store's ``meta`` table, the last journal
+record it holds. Opening a journal replays every record past that mark, so a crash between
+the journal and the store loses nothing and stores nothing twice.
 
 On disk: a folder holding ``journal.id`` (this journal's identity, the key of its mark in the
 store), ``lock`` (held with ``flock`` while a process uses the folder) and numbered segments
 ``<n>.wal``. A record is ``length, crc32, sequence`` (little-endian ``u32, u32,
-u64``) and then, per table, the table's name and its rows as an Arrow IPC stream. Segments
+u64``) and then the batch's ``(table, row)`` items in MessagePack (a few microseconds for a
+decision, where an Arrow table of one row costs a hundred; the store gets Arrow tables of
+thousands of rows). ``columns.json`` names each table's columns, so a journal is never read
+back with a spec whose columns differ. Segments
 are rotated whenever the store takes what is journaled; a segment is deleted once the store
 holds all of it. A record cut short by a crash (never acknowledged: the sync had not
 returned) ends the last segment written to and is ignored; damage anywhere else is refused.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import json
 import os
 import struct
 import threading
@@ -32,33 +36,39 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
+import msgpack
 import pyarrow as pa
 
+from flywheel.collect.writer import Item, to_tables
 from flywheel.errors import FlywheelError, StoreError, StoreLockedError
 from flywheel.store import Store
 
 HEADER = struct.Struct("<IIQ")  # payload length, crc32 of the payload, sequence number
-NAME = struct.Struct("<HI")  # a table's name length, its IPC stream's length
 SUFFIX = ".wal"
-Batch = Mapping[str, pa.Table]
 
 
 class Journal:
     """A write-ahead journal in ``folder`` in front of ``store`` (see the module's docs)."""
 
     def __init__(
-        self, folder: str | Path, store: Store, *, max_delay: float = 1.0, apply_rows: int = 50_000
+        self,
+        folder: str | Path,
+        store: Store,
+        schemas: Mapping[str, pa.Schema],
+        *,
+        max_delay: float = 1.0,
+        apply_rows: int = 50_000,
     ) -> None:
         self.folder = Path(folder)
         self._store = store
+        self._schemas = dict(schemas)
         self._max_delay = max_delay
         self._apply_rows = apply_rows
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock(self.folder)
         self.mark_key = f"journal:{_identity(self.folder)}"
         self._cond = threading.Condition()
-        self._staged: list[Batch] = []  # journaled, not yet in the store
-        self._staged_rows = 0
+        self._staged: list[Item] = []  # journaled, not yet in the store
         self._staged_since = 0.0
         self._appended = 0  # the newest record's sequence number
         self._applied = 0  # the newest record the store holds
@@ -76,12 +86,11 @@ class Journal:
 
     # --- the writer's side -----------------------------------------------------------------------
 
-    def append(self, batch: Batch) -> None:
-        """Append one batch as one record and return once it is on disk."""
-        tables = {name: rows for name, rows in batch.items() if rows.num_rows}
-        if not tables:
+    def append(self, items: list[Item]) -> None:
+        """Append one batch of rows as one record and return once it is on disk."""
+        if not items:
             return
-        payload = _encode(tables)
+        payload = msgpack.packb(items)
         with self._cond:
             if self._stopped:
                 raise FlywheelError("this journal is closed")
@@ -105,9 +114,8 @@ class Journal:
             self._appended = sequence
             if not self._staged:
                 self._staged_since = time.monotonic()
-            self._staged.append(tables)
-            self._staged_rows += sum(t.num_rows for t in tables.values())
-            if self._staged_rows >= self._apply_rows:
+            self._staged += items
+            if len(self._staged) >= self._apply_rows:
                 self._cond.notify_all()
 
     def settle(self) -> None:
@@ -126,7 +134,7 @@ class Journal:
     @property
     def pending(self) -> int:
         """Journaled rows the store does not hold yet."""
-        return self._staged_rows
+        return len(self._staged)
 
     def close(self) -> None:
         """Copy everything journaled into the store, stop, and remove the emptied segments.
@@ -153,7 +161,7 @@ class Journal:
         return (
             self._closing
             or self._wanted > self._applied
-            or self._staged_rows >= self._apply_rows
+            or len(self._staged) >= self._apply_rows
             or time.monotonic() - self._staged_since >= self._max_delay
         )
 
@@ -171,17 +179,16 @@ class Journal:
                     spare.close()
                     Path(spare.name).unlink()
                     return
-                taken, self._staged, self._staged_rows = self._staged, [], 0
+                taken, self._staged = self._staged, []
                 last = self._appended
                 retired, self._file = self._file, spare
             retired.close()
             self._retired.append(Path(str(retired.name)))
             try:
-                self._store.write(_merge(taken), mark=(self.mark_key, str(last)))
+                self._store.write(to_tables(taken, self._schemas), mark=(self.mark_key, str(last)))
             except Exception as err:  # kept, in order; told to settle(), tried again
                 with self._cond:
                     self._staged[:0] = taken
-                    self._staged_rows += sum(t.num_rows for b in taken for t in b.values())
                     self._error = err
                     self._cond.notify_all()
                     if self._closing:  # close() gives up: the journal keeps them for next time
@@ -217,20 +224,32 @@ class Journal:
         segments = sorted(self.folder.glob(f"*{SUFFIX}"))
         self._segments = max((int(p.stem) for p in segments), default=0)
         written = [p for p in segments if p.stat().st_size]
-        pending: list[Batch] = []
+        pending: list[Item] = []
         last = applied
         for path in written:
-            for sequence, batch in _records(path, tail=path == written[-1]):
+            for sequence, items in _records(path, tail=path == written[-1]):
                 if sequence <= last and sequence > applied:
                     raise StoreError(f"{path}: journal records out of order at {sequence}")
                 last = max(last, sequence)
                 if sequence > applied:
-                    pending.append(batch)
+                    pending += items
         self._appended = self._applied = self._wanted = last
+        columns = {name: schema.names for name, schema in self._schemas.items()}
         if pending:
-            self._store.write(_merge(pending), mark=(self.mark_key, str(last)))
+            self._check_columns(columns)
+            self._store.write(to_tables(pending, self._schemas), mark=(self.mark_key, str(last)))
         _delete_segments(self.folder)
-        return sum(t.num_rows for b in pending for t in b.values())
+        _write_synced(self.folder / "columns.json", json.dumps(columns))
+        return len(pending)
+
+    def _check_columns(self, columns: dict[str, list[str]]) -> None:
+        path = self.folder / "columns.json"
+        written = json.loads(path.read_text()) if path.exists() else None
+        if written != columns:
+            raise StoreError(
+                f"{self.folder}: the journal holds rows written with other columns than this"
+                " spec's; open it with the spec that wrote it (or move the folder aside)"
+            )
 
 
 def _write_all(file: io.FileIO, data: bytes) -> None:
@@ -240,35 +259,10 @@ def _write_all(file: io.FileIO, data: bytes) -> None:
         view = view[written or 0 :]
 
 
-def _encode(tables: Batch) -> bytes:
-    parts = []
-    for name, rows in tables.items():
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, rows.schema) as stream:
-            stream.write_table(rows)
-        ipc = sink.getvalue()
-        encoded = name.encode()
-        parts += [NAME.pack(len(encoded), ipc.size), encoded, ipc.to_pybytes()]
-    return b"".join(parts)
-
-
-def _decode(payload: bytes) -> dict[str, pa.Table]:
-    tables, at = {}, 0
-    view = memoryview(payload)
-    while at < len(payload):
-        size, length = NAME.unpack_from(payload, at)
-        at += NAME.size
-        name = bytes(view[at : at + size]).decode()
-        at += size
-        tables[name] = pa.ipc.open_stream(pa.py_buffer(view[at : at + length])).read_all()
-        at += length
-    return tables
-
-
-def _records(path: Path, *, tail: bool) -> list[tuple[int, dict[str, pa.Table]]]:
+def _records(path: Path, *, tail: bool) -> list[tuple[int, list[Item]]]:
     """A segment's records; a cut-short or damaged record may end only the last segment."""
     data = path.read_bytes()
-    found: list[tuple[int, dict[str, pa.Table]]] = []
+    found: list[tuple[int, list[Item]]] = []
     at, previous = 0, 0
     while at < len(data):
         length = crc = sequence = 0
@@ -283,20 +277,9 @@ def _records(path: Path, *, tail: bool) -> list[tuple[int, dict[str, pa.Table]]]
                 f"{path}: damaged journal record at byte {at}; the rows after it cannot be"
                 " read back (move the file aside to open the store without them)"
             )
-        found.append((sequence, _decode(payload)))
+        found.append((sequence, msgpack.unpackb(payload, use_list=False)))
         at, previous = end, sequence
     return found
-
-
-def _merge(batches: list[Batch]) -> dict[str, pa.Table]:
-    names = dict.fromkeys(name for batch in batches for name in batch)
-    # one chunk per table: a store scans a table of many one-row chunks far slower
-    return {
-        name: pa.concat_tables(
-            [b[name] for b in batches if name in b], promote_options="default"
-        ).combine_chunks()
-        for name in names
-    }
 
 
 def _delete_segments(folder: Path) -> None:
@@ -309,14 +292,19 @@ def _identity(folder: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     ident = str(uuid.uuid4())
-    temporary = folder / "journal.id.tmp"
+    _write_synced(path, ident)
+    return ident
+
+
+def _write_synced(path: Path, text: str) -> None:
+    """Replace a small file atomically and durably."""
+    temporary = path.with_name(f"{path.name}.tmp")
     with open(temporary, "w") as handle:
-        handle.write(ident)
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     temporary.replace(path)
-    _sync_folder(folder)
-    return ident
+    _sync_folder(path.parent)
 
 
 def _lock(folder: Path) -> io.FileIO:

@@ -1,4 +1,4 @@
-"""The buffered writer: callers append rows; a background thread writes them in Arrow batches.
+"""The buffered writer: callers append rows; a background thread hands them on in batches.
 
 Appending is a ``deque.append`` (thread-safe without a lock) and a length check. A batch is
 written when ``batch_rows`` rows are waiting, when ``max_delay`` seconds have passed, or when
@@ -21,9 +21,18 @@ import pyarrow as pa
 
 from flywheel.errors import FlywheelError, StoreError
 
-Sink = Callable[[Mapping[str, pa.Table]], None]
 Row = tuple[Any, ...]
+Item = tuple[str, Row]  # a table's name and one row for it
+Sink = Callable[[list[Item]], None]
 Done = Callable[[Exception | None], None]
+
+
+def to_tables(items: Iterable[Item], schemas: Mapping[str, pa.Schema]) -> dict[str, pa.Table]:
+    """Rows for several tables as one Arrow table per table (those with rows)."""
+    grouped: dict[str, list[Row]] = {table: [] for table in schemas}
+    for table, row in items:
+        grouped[table].append(row)
+    return {t: to_arrow(rows, schemas[t]) for t, rows in grouped.items() if rows}
 
 
 def to_arrow(rows: list[Row], schema: pa.Schema) -> pa.Table:
@@ -42,26 +51,25 @@ def to_arrow(rows: list[Row], schema: pa.Schema) -> pa.Table:
 
 
 class BufferedWriter:
-    """Queues rows for several tables and writes them in batches from one background thread."""
+    """Queues rows for several tables and hands them to ``sink`` in batches (in order, as
+    ``(table, row)`` items) from one background thread."""
 
     def __init__(
         self,
-        schemas: Mapping[str, pa.Schema],
         sink: Sink,
         *,
         batch_rows: int = 50_000,
         max_delay: float = 1.0,
         max_pending: int = 1_000_000,
     ) -> None:
-        self._schemas = dict(schemas)
         self._sink = sink
         self._batch_rows = batch_rows
         self._max_delay = max_delay
         self._max_pending = max(max_pending, batch_rows)
         # One queue for every table, so rows appended together are written together. Appends go
         # through ``_inbox``, the same deque until close() swaps in one that refuses them.
-        self._queue: deque[tuple[str, Row]] = deque()
-        self._inbox: deque[tuple[str, Row]] = self._queue
+        self._queue: deque[Item] = deque()
+        self._inbox: deque[Item] = self._queue
         self._woken = False
         self._requested = 0  # flush generations asked for
         self._completed = 0  # flush generations durable
@@ -80,7 +88,7 @@ class BufferedWriter:
         if len(queue) >= self._batch_rows and (not self._woken or len(queue) >= self._max_pending):
             self._batch_ready()
 
-    def append_many(self, items: Iterable[tuple[str, Row]]) -> None:
+    def append_many(self, items: Iterable[Item]) -> None:
         """Queue rows for several tables at once: they land in the same batch."""
         queue = self._inbox
         queue.extend(items)
@@ -183,7 +191,7 @@ class BufferedWriter:
                 self._cond.notify_all()  # release appenders held back by back-pressure
             try:
                 if items:
-                    self._sink(self._tables(items))
+                    self._sink(items)
             except Exception as err:  # keep the rows, in order; report to the next flush
                 queue.extendleft(reversed(items))
                 with self._cond:
@@ -214,22 +222,16 @@ class BufferedWriter:
         self._callbacks = [c for c in self._callbacks if c[0] > generation]
         return taken
 
-    def _tables(self, items: list[tuple[str, Row]]) -> dict[str, pa.Table]:
-        grouped: dict[str, list[Row]] = {table: [] for table in self._schemas}
-        for table, row in items:
-            grouped[table].append(row)
-        return {t: to_arrow(rows, self._schemas[t]) for t, rows in grouped.items() if rows}
-
 
 def _refused(error: Exception) -> StoreError:
     return StoreError(f"buffered rows could not be written (kept for retry): {error}")
 
 
-class _Closed(deque[tuple[str, Row]]):
+class _Closed(deque[Item]):
     """Stands in for the queue after close, so appends fail without a check per call."""
 
-    def append(self, item: tuple[str, Row]) -> None:
+    def append(self, item: Item) -> None:
         raise FlywheelError("this wheel is closed")
 
-    def extend(self, items: Iterable[tuple[str, Row]]) -> None:
+    def extend(self, items: Iterable[Item]) -> None:
         raise FlywheelError("this wheel is closed")
