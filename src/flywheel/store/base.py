@@ -20,10 +20,11 @@ Tables (one row per event, never updated in place):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -100,29 +101,26 @@ def tables_for(spec: Spec) -> Tables:
     )
 
 
-def name_based_ids(decisions: pa.Table) -> list[str | None]:
+def name_based_ids(decisions: pa.Table) -> pa.Array[Any]:
     """Each decision's id, in lower case, when it is name-based (UUID version 5: derived from
-    something a sender may send again, so stored once), else ``None``."""
-    ids = decisions.column("id")
+    something a sender may send again, so stored once), else null."""
+    ids = decisions.column("id").combine_chunks()
     named = pc.equal(pc.utf8_slice_codeunits(ids, 14, 15), pa.scalar("5"))
-    return [
-        str(i).lower() if n else None
-        for i, n in zip(ids.to_pylist(), named.to_pylist(), strict=True)
-    ]
+    lowered: pa.Array[Any] = pc.if_else(named, pc.utf8_lower(ids), pa.scalar(None, pa.string()))
+    return lowered
 
 
-def keep_first_claimed(
-    rows: pa.Table, keys: Sequence[str | None], claimed: Iterable[str]
-) -> pa.Table:
+def keep_first_claimed(rows: pa.Table, keys: pa.Array[Any], claimed: pa.Array[Any]) -> pa.Table:
     """The rows to store once the store has claimed ``claimed`` among the rows' idempotency
-    ``keys`` (``None``: a row without one): rows without a key, and the first row of each
+    ``keys`` (null: a row without one): rows without a key, and the first row of each
     claimed key (a repeat within the batch is not fresh)."""
-    fresh: set[str | None] = set(claimed)
-    mask = []
-    for key in keys:
-        mask.append(key is None or key in fresh)
-        fresh.discard(key)
-    return rows.filter(pa.array(mask, type=pa.bool_()))
+    index = pa.array(np.arange(len(keys)))
+    with_key = pa.table({"key": keys, "row": index}).filter(pc.is_valid(keys))
+    first = with_key.group_by("key", use_threads=False).aggregate([("row", "min")])
+    is_first = np.zeros(len(keys), dtype=bool)
+    is_first[first.column("row_min").to_numpy()] = True
+    fresh = pc.and_(pc.is_in(keys, value_set=claimed), pa.array(is_first))
+    return rows.filter(pc.or_(pc.is_null(keys), fresh))
 
 
 class Store(Protocol):

@@ -190,31 +190,31 @@ class DuckDBStore:
             return rows
         self._con.register("_keys", rows.select(["key"]))
         try:
-            fresh = self._con.execute(
+            fresh = self._con.sql(
                 "INSERT INTO signal_keys SELECT DISTINCT key FROM _keys WHERE key IS NOT NULL"
                 " ON CONFLICT DO NOTHING RETURNING key"
-            ).fetchall()
+            ).to_arrow_table()
         finally:
             self._con.unregister("_keys")
-        return keep_first_claimed(rows, keys.to_pylist(), (k for (k,) in fresh))
+        claimed = fresh.column("key").combine_chunks()
+        return keep_first_claimed(rows, keys.combine_chunks(), claimed)
 
     def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
         """Decisions with a name-based id are stored once: their ids go into
         ``decision_keys``, and a row whose id was there before, or repeats in the batch, is
         dropped. Other decisions (random ids) pass untouched."""
         ids = name_based_ids(rows)
-        named = [i for i in ids if i is not None]
-        if not named:
+        if ids.null_count == len(ids):
             return rows
-        self._con.register("_ids", pa.table({"id": pa.array(named, pa.string())}))
+        self._con.register("_ids", pa.table({"id": ids}))
         try:
-            fresh = self._con.execute(
+            fresh = self._con.sql(
                 "INSERT INTO decision_keys SELECT DISTINCT CAST(id AS UUID) FROM _ids"
-                " ON CONFLICT DO NOTHING RETURNING CAST(id AS VARCHAR)"
-            ).fetchall()
+                " WHERE id IS NOT NULL ON CONFLICT DO NOTHING RETURNING CAST(id AS VARCHAR) AS id"
+            ).to_arrow_table()
         finally:
             self._con.unregister("_ids")
-        return keep_first_claimed(rows, ids, (i for (i,) in fresh))
+        return keep_first_claimed(rows, ids, fresh.column("id").combine_chunks())
 
     # --- reading ---------------------------------------------------------------------------------
 

@@ -227,20 +227,20 @@ class PostgresStore:
             " WHERE k IS NOT NULL ON CONFLICT DO NOTHING RETURNING key",
             [keys.to_pylist()],
         ).fetchall()
-        return keep_first_claimed(rows, keys.to_pylist(), (k for (k,) in fresh))
+        claimed = pa.array([k for (k,) in fresh], pa.string())
+        return keep_first_claimed(rows, keys.combine_chunks(), claimed)
 
     def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
         """Decisions with a name-based id are stored once (see the Store contract)."""
         ids = name_based_ids(rows)
-        named = [i for i in ids if i is not None]
-        if not named:
+        if ids.null_count == len(ids):
             return rows
         fresh = self._con.execute(
             "INSERT INTO decision_keys SELECT DISTINCT i FROM unnest(%s::uuid[]) AS i"
             " ON CONFLICT DO NOTHING RETURNING CAST(id AS text)",
-            [named],
+            [ids.drop_null().to_pylist()],
         ).fetchall()
-        return keep_first_claimed(rows, ids, (i for (i,) in fresh))
+        return keep_first_claimed(rows, ids, pa.array([i for (i,) in fresh], pa.string()))
 
     # --- reading ---------------------------------------------------------------------------------
 
