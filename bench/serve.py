@@ -366,18 +366,31 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 class Cpu:
-    """CPU seconds a process has used so far (Linux /proc; 0 elsewhere)."""
+    """CPU seconds a process and its children (a server's worker processes) have used so far
+    (Linux /proc; 0 elsewhere)."""
 
     def __init__(self, pid: int) -> None:
-        self.path = Path(f"/proc/{pid}/stat")
+        self.pid = pid
         self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     def __call__(self) -> float:
+        return sum(self._seconds(pid) for pid in self._tree(self.pid))
+
+    def _seconds(self, pid: int) -> float:
         try:
-            fields = self.path.read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             return 0.0
         return (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+
+    def _tree(self, pid: int) -> list[int]:
+        found = [pid]
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                found += [p for c in children.read_text().split() for p in self._tree(int(c))]
+            except OSError:
+                continue
+        return found
 
 
 def metered(cpu: Cpu, work: Any) -> dict[str, Any]:

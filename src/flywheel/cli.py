@@ -382,6 +382,14 @@ def serve(
         float,
         typer.Option("--journal-delay", help="Seconds journaled rows may wait for the store."),
     ] = 1.0,
+    trace_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--trace-workers",
+            help="Processes converting OTLP spans (default: one per core, at most 4; 0: in"
+            " the server's own process).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (/v1/decide, /v1/signals, /v1/rows, /v1/traces, /v1/playbook,
     /v1/status, /v1/learn, DELETE /v1/units/UNIT) until interrupted (then in-flight requests
@@ -391,6 +399,7 @@ def serve(
     seconds); without, loopback only."""
     import gc
     import ipaddress
+    import os
 
     import uvicorn
 
@@ -416,7 +425,8 @@ def serve(
         )
         raise typer.Exit(2)
     try:
-        app = create_app(wheel, keys, close_on_shutdown=True)
+        processes = min(4, os.cpu_count() or 1) if trace_workers is None else trace_workers
+        app = create_app(wheel, keys, close_on_shutdown=True, trace_workers=max(0, processes))
         # what is loaded now lives as long as the server: keep it out of the collector's full
         # passes, which otherwise stall requests for ~70 ms every so often (bench/serve.py)
         gc.collect()

@@ -50,6 +50,9 @@ class InvalidInputError(FlywheelError, ValueError):
         self.reason = reason
         super().__init__(f"{field}: {reason}")
 
+    def __reduce__(self) -> tuple[type[InvalidInputError], tuple[str, str]]:
+        return type(self), (self.field, self.reason)  # pickled whole, e.g. from a worker
+
 
 class UnknownNameError(InvalidInputError):
     """A knob, context feature or signal name that the spec does not declare."""

@@ -26,6 +26,7 @@ from flywheel.collect.journal import Journal, default_folder, leftover_journal
 from flywheel.collect.record import Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper
 from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
+from flywheel.collect.workers import TraceWorkers
 from flywheel.collect.writer import BufferedWriter, Item, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.playbook import Decider, Decision, IdFactory, LearnResult, Playbook, publish
@@ -316,6 +317,11 @@ class Wheel:
         intake = self._traces.convert(body, fmt)
         self._writer.append_many(intake.rows)
         return intake
+
+    def trace_workers(self, processes: int) -> TraceWorkers:
+        """Worker processes converting OTLP requests into this wheel (what a server uses:
+        :mod:`flywheel.collect.workers`); close them before the wheel."""
+        return TraceWorkers(self.spec, self._units.key, processes, self._writer.append_many)
 
     def aligned(self, as_of: float | datetime | None = None) -> pa.Table:
         """Aligned rows as an Arrow table (see :func:`flywheel.align.aligned`)."""

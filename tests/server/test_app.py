@@ -46,16 +46,17 @@ class Client:
 
 
 @contextmanager
-def serving(wheel: flywheel.Wheel, keys: KeyRing | None = None) -> Iterator[Client]:
+def serving(
+    wheel: flywheel.Wheel, keys: KeyRing | None = None, trace_workers: int = 0
+) -> Iterator[Client]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(wheel, keys), host="127.0.0.1", port=port, log_level="warning")
-    )
+    app = create_app(wheel, keys, trace_workers=trace_workers)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.time() + 20
+    deadline = time.time() + 60  # worker processes take a moment to start
     while not server.started and time.time() < deadline:
         time.sleep(0.02)
     try:

@@ -73,9 +73,13 @@ def wheel(tmp_path: Path) -> Iterator[flywheel.Wheel]:
     opened.close()
 
 
-@pytest.fixture
-def served(wheel: flywheel.Wheel) -> Iterator[tuple[Client, flywheel.Wheel]]:
-    with serving(wheel) as client:
+@pytest.fixture(params=[0, 1], ids=["in-process", "worker-process"])
+def served(
+    wheel: flywheel.Wheel, request: pytest.FixtureRequest
+) -> Iterator[tuple[Client, flywheel.Wheel]]:
+    """A server converting spans in its own process, or in a worker process: the same
+    requests must give the same answers and rows."""
+    with serving(wheel, trace_workers=request.param) as client:
         yield client, wheel
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from flywheel.collect.edits import edit_distance, unified_diff
 from flywheel.collect.redact import redact
 from flywheel.collect.units import Pseudonymizer
-from flywheel.collect.writer import BufferedWriter
+from flywheel.collect.writer import Appender
 from flywheel.errors import (
     InvalidInputError,
     UnknownNameError,
@@ -84,9 +84,7 @@ def _type_name(dtype: DType) -> str:
 class Recorder:
     """Turns decide/signal/feedback/edit/log calls into validated rows."""
 
-    def __init__(
-        self, spec: Spec, writer: BufferedWriter, units: Pseudonymizer, clock: Clock
-    ) -> None:
+    def __init__(self, spec: Spec, writer: Appender, units: Pseudonymizer, clock: Clock) -> None:
         self.spec = spec
         self._writer = writer
         self._units = units

@@ -28,7 +28,7 @@ class Pseudonymizer:
     """
 
     def __init__(self, key: bytes) -> None:
-        self._key = key
+        self.key = key
 
     def __call__(self, unit: object, field: str = "unit") -> str:
         if isinstance(unit, bool) or not isinstance(unit, str | int):
@@ -40,7 +40,7 @@ class Pseudonymizer:
             encoded = raw.encode("utf-8")
         except UnicodeEncodeError:
             raise WrongTypeError(field, "is not valid Unicode text (a lone surrogate)") from None
-        return hmac.digest(self._key, encoded, "sha256")[:16].hex()
+        return hmac.digest(self.key, encoded, "sha256")[:16].hex()
 
 
 def salt(env_var: str, stored: str | None) -> tuple[bytes, str | None]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +25,14 @@ Row = tuple[Any, ...]
 Item = tuple[str, Row]  # a table's name and one row for it
 Sink = Callable[[list[Item]], None]
 Done = Callable[[Exception | None], None]
+
+
+class Appender(Protocol):
+    """Where recorded rows go (a :class:`BufferedWriter`)."""
+
+    def append(self, table: str, row: Row) -> None: ...
+
+    def append_many(self, items: Iterable[Item]) -> None: ...
 
 
 def to_tables(items: Iterable[Item], schemas: Mapping[str, pa.Schema]) -> dict[str, pa.Table]:

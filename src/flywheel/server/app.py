@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 from typing_extensions import TypedDict
 
 from flywheel.collect import traces as otlp
+from flywheel.collect.workers import TraceWorkers
 from flywheel.errors import FlywheelError, InvalidInputError
 from flywheel.server.keys import KeyRing, Scope
 from flywheel.wheel import Wheel
@@ -114,18 +115,31 @@ def error(status: int, message: str, errors: list[dict[str, Any]] | None = None)
 
 
 def create_app(
-    wheel: Wheel, keys: KeyRing | None = None, *, close_on_shutdown: bool = False
+    wheel: Wheel,
+    keys: KeyRing | None = None,
+    *,
+    close_on_shutdown: bool = False,
+    trace_workers: int = 0,
 ) -> FastAPI:
     """The API over one open wheel (the caller opens it, and closes it unless
     ``close_on_shutdown``: then the server's graceful shutdown, on SIGTERM, flushes and
     closes it after the last request). When ``keys`` holds keys, every request needs
-    ``Authorization: Bearer <key>`` of a scope that allows it."""
+    ``Authorization: Bearer <key>`` of a scope that allows it. ``trace_workers`` processes
+    convert OTLP requests (0: a thread of this process does)."""
+    workers: TraceWorkers | None = None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if close_on_shutdown:
-            wheel.close()
+        nonlocal workers
+        if trace_workers:
+            workers = await run_in_threadpool(wheel.trace_workers, trace_workers)
+        try:
+            yield
+        finally:
+            if workers is not None:
+                workers.close()
+            if close_on_shutdown:
+                wheel.close()
 
     app = FastAPI(title="Flywheel", version="1", lifespan=lifespan)
 
@@ -209,10 +223,12 @@ def create_app(
         try:
             fmt = otlp.media_format(request.headers.get("content-type"))
             body = await _read(request)
-            intake = await run_in_threadpool(
-                _ingest_traces, wheel, body, request.headers.get("content-encoding"), fmt
-            )
-            await wheel.flush_async()  # the commit, awaited without holding a thread
+            encoding = request.headers.get("content-encoding")
+            if workers is not None:
+                intake = await workers.ingest(body, encoding, fmt)
+            else:
+                intake = await run_in_threadpool(_ingest_traces, wheel, body, encoding, fmt)
+            await wheel.flush_async()  # durable, awaited without holding a thread
         except InvalidInputError as err:
             status = err.status if isinstance(err, otlp.BodyError) else 400
             return error(status, str(err), [{"field": err.field, "reason": err.reason}])
