@@ -467,6 +467,25 @@ def test_malformed_requests_get_one_error_shape_and_store_nothing(
     assert counts(wheel) == (1, 1)
 
 
+def test_a_dead_worker_process_gets_the_error_shape_not_a_crash(wheel: flywheel.Wheel) -> None:
+    import multiprocessing
+    import os
+    import signal
+
+    valid_pb = encode_spans(make_spans([{"attributes": GENAI}])).SerializeToString()
+    before = set(multiprocessing.active_children())
+    with serving(wheel, trace_workers=1) as client:
+        (worker,) = set(multiprocessing.active_children()) - before
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join(10)
+        status, answer_type, answer = post(client, valid_pb, PROTOBUF)
+        assert (status, answer_type) == (503, "application/json")
+        shape = json.loads(answer)
+        assert shape["ok"] is False and "trace worker process died" in shape["error"]
+        assert client.call("GET", "/v1/status")[0] == 200  # the rest of the server works
+    assert counts(wheel) == (0, 0)
+
+
 def test_traces_need_the_ingest_scope(wheel: flywheel.Wheel) -> None:
     store = wheel.store
     ingest = api_keys.create(store, "ingest")[1]

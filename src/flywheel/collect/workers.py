@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +53,24 @@ class TraceWorkers:
             initargs=(dict(spec.raw), str(spec.base_dir), spec.digest, unit_key),
         )
         # start them all now (and learn at once if they cannot start), not on the first spans
-        for started in [self._pool.submit(_ready) for _ in range(processes)]:
-            started.result()
+        try:
+            for started in [self._pool.submit(_ready) for _ in range(processes)]:
+                started.result()
+        except BaseException:
+            self._pool.shutdown(cancel_futures=True)
+            raise
 
     async def ingest(self, body: bytes, encoding: str | None, fmt: Format) -> Intake:
         """Convert one request (as received: ``encoding`` is its Content-Encoding) in a
         worker and queue its rows; raises :class:`~flywheel.collect.traces.BodyError` when
         it cannot be read (then nothing is queued)."""
         loop = asyncio.get_running_loop()
-        packed, intake = await loop.run_in_executor(self._pool, _convert, body, encoding, fmt)
+        try:
+            packed, intake = await loop.run_in_executor(self._pool, _convert, body, encoding, fmt)
+        except BrokenProcessPool:
+            raise FlywheelError(
+                "a trace worker process died (out of memory?); restart the server"
+            ) from None
         self._append(msgpack.unpackb(packed, use_list=False))
         return intake
 
@@ -83,6 +94,10 @@ class _NoWriter:
 
 
 def _start(raw: Mapping[str, Any], base_dir: str, digest: str, unit_key: bytes) -> None:
+    # Ctrl-C or a SIGTERM to the server's process group is the server's to handle: it drains
+    # its requests, then stops the workers itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     spec = Spec.from_dict(raw, base_dir=Path(base_dir))
     if spec.digest != digest:
         raise FlywheelError("a trace worker read the spec differently from the server")
