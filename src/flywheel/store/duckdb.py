@@ -185,19 +185,15 @@ class DuckDBStore:
                 raise StoreError(f"write failed, nothing was stored: {err}") from err
 
     def _drop_seen_keys(self, rows: pa.Table) -> pa.Table:
-        keys = rows.column("key")
-        if keys.null_count == rows.num_rows:
+        keys = rows.column("key").combine_chunks()
+        if keys.null_count == len(keys):
             return rows
-        self._con.register("_keys", rows.select(["key"]))
-        try:
-            fresh = self._con.sql(
-                "INSERT INTO signal_keys SELECT DISTINCT key FROM _keys WHERE key IS NOT NULL"
-                " ON CONFLICT DO NOTHING RETURNING key"
-            ).to_arrow_table()
-        finally:
-            self._con.unregister("_keys")
-        claimed = fresh.column("key").combine_chunks()
-        return keep_first_claimed(rows, keys.combine_chunks(), claimed)
+        claimed = self._claim(
+            keys,
+            "INSERT INTO signal_keys SELECT DISTINCT value FROM _claims WHERE value IS NOT NULL"
+            " ON CONFLICT DO NOTHING RETURNING key",
+        )
+        return keep_first_claimed(rows, keys, claimed)
 
     def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
         """Decisions with a name-based id are stored once: their ids go into
@@ -206,15 +202,22 @@ class DuckDBStore:
         ids = name_based_ids(rows)
         if ids.null_count == len(ids):
             return rows
-        self._con.register("_ids", pa.table({"id": ids}))
+        claimed = self._claim(
+            ids,
+            "INSERT INTO decision_keys SELECT DISTINCT CAST(value AS UUID) FROM _claims"
+            " WHERE value IS NOT NULL ON CONFLICT DO NOTHING RETURNING CAST(id AS VARCHAR)",
+        )
+        return keep_first_claimed(rows, ids, claimed)
+
+    def _claim(self, values: pa.Array[Any], insert: str) -> pa.Array[Any]:
+        """Run ``insert … RETURNING`` over ``values`` (as ``_claims.value``): what it claimed."""
+        self._con.register("_claims", pa.table({"value": values}))
         try:
-            fresh = self._con.sql(
-                "INSERT INTO decision_keys SELECT DISTINCT CAST(id AS UUID) FROM _ids"
-                " WHERE id IS NOT NULL ON CONFLICT DO NOTHING RETURNING CAST(id AS VARCHAR) AS id"
-            ).to_arrow_table()
+            returned = self._con.sql(insert).to_arrow_table()
         finally:
-            self._con.unregister("_ids")
-        return keep_first_claimed(rows, ids, fresh.column("id").combine_chunks())
+            self._con.unregister("_claims")
+        claimed: pa.Array[Any] = returned.column(0).combine_chunks()
+        return claimed
 
     # --- reading ---------------------------------------------------------------------------------
 
