@@ -4,9 +4,10 @@ Appending is a ``deque.append`` (thread-safe without a lock) and a length check.
 to the sink (the store, as Arrow tables, or the write-ahead journal) when ``batch_rows`` rows
 are waiting, when ``max_delay`` seconds have passed, or when someone calls :meth:`flush`,
 which returns only once the sink has made everything appended before it durable
-(:meth:`when_durable` is the same without blocking: a callback, for servers that await it). Flushes coalesce: every flush asked for while a write is in progress is served by
-the next one, so concurrent callers share one commit. A failed write keeps its rows, in order,
-and the error reaches the next flush; nothing accepted is dropped.
+(:meth:`when_durable` is the same without blocking: a callback, for servers that await it).
+Flushes coalesce: every flush asked for while a write is in progress is served by the next
+one, so concurrent callers share one commit. A failed write keeps its rows, in order, and the
+error reaches the next flush; nothing accepted is dropped.
 """
 
 from __future__ import annotations
