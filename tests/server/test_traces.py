@@ -476,6 +476,7 @@ def test_a_dead_worker_process_gets_the_error_shape_not_a_crash(wheel: flywheel.
     before = set(multiprocessing.active_children())
     with serving(wheel, trace_workers=1) as client:
         (worker,) = set(multiprocessing.active_children()) - before
+        assert worker.pid is not None
         os.kill(worker.pid, signal.SIGKILL)
         worker.join(10)
         status, answer_type, answer = post(client, valid_pb, PROTOBUF)
