@@ -6,7 +6,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,8 +17,8 @@ from flywheel.collect.journal import Journal
 from flywheel.demo import example_spec, example_text
 from flywheel.errors import StoreError, StoreLockedError
 from flywheel.spec import Spec
-from flywheel.store import open_store, tables_for
-from tests.conftest import THRILLER
+from flywheel.store import Store, open_store, tables_for
+from tests.conftest import T0, THRILLER
 
 CRASH = """
 import os, sys
@@ -170,3 +172,57 @@ def test_a_journal_is_not_read_back_with_other_columns(tmp_path: Path) -> None:
         flywheel.open(other, store=f"duckdb:///{tmp_path / 'other.duckdb'}", journal=folder)
     with flywheel.open(example_spec(), store=store, journal=folder) as wheel:  # the right spec
         assert counts(wheel) == (3, 3)
+
+
+class Outage:
+    """A real DuckDB store whose writes fail while ``down``, as in a disk or network outage."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.down = False
+
+    def write(self, batch: Any, mark: tuple[str, str] | None = None) -> None:
+        if self.down:
+            raise StoreError("the store is unreachable")
+        self.store.write(batch, mark)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_the_journal_keeps_rows_while_the_store_is_down_and_then_stores_them_once(
+    tmp_path: Path,
+) -> None:
+    spec = example_spec()
+    store = open_store(spec, f"duckdb:///{tmp_path / 'store.duckdb'}")
+    outage = Outage(store)
+    schemas = {t: tables_for(spec).schema(t) for t in tables_for(spec).names}
+    journal = Journal(
+        tmp_path / "journal", outage, schemas, max_delay=0.01, apply_rows=10, max_pending=40
+    )
+    ident = "6f1c2a5e-8d4b-4c3a-9e2f-1a2b3c4d5e6f"
+
+    def rows(start: int) -> list[Any]:
+        row = (ident, "rating", 3.0, None, T0)
+        return [("signals", (*row, f"k{i}", None)) for i in range(start, start + 10)]
+
+    try:
+        outage.down = True
+        for batch in range(4):
+            journal.append(rows(10 * batch))  # durable, though the store refuses
+        with pytest.raises(StoreError, match="unreachable"):
+            journal.settle()
+        assert journal.pending == 40
+        blocked = threading.Thread(target=journal.append, args=(rows(40),))
+        blocked.start()
+        blocked.join(0.5)
+        assert blocked.is_alive()  # 40 rows wait for the store: the next batch waits too
+        outage.down = False
+        blocked.join(10)
+        assert not blocked.is_alive()
+        journal.settle()
+        stored = store.query("SELECT count(*) AS n, count(DISTINCT key) AS k FROM signals")
+        assert stored.to_pylist() == [{"n": 50, "k": 50}]
+    finally:
+        journal.close()
+        store.close()

@@ -58,17 +58,20 @@ class Journal:
         *,
         max_delay: float = 1.0,
         apply_rows: int = 50_000,
+        max_pending: int = 1_000_000,
     ) -> None:
         self.folder = Path(folder)
         self._store = store
         self._schemas = dict(schemas)
         self._max_delay = max_delay
         self._apply_rows = apply_rows
+        self._max_pending = max(max_pending, apply_rows)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock(self.folder)
         self.mark_key = f"journal:{_identity(self.folder)}"
         self._cond = threading.Condition()
         self._staged: list[Item] = []  # journaled, not yet in the store
+        self._storing = 0  # rows taken from _staged by a store write in progress
         self._staged_since = 0.0
         self._appended = 0  # the newest record's sequence number
         self._applied = 0  # the newest record the store holds
@@ -87,11 +90,16 @@ class Journal:
     # --- the writer's side -----------------------------------------------------------------------
 
     def append(self, items: list[Item]) -> None:
-        """Append one batch of rows as one record and return once it is on disk."""
+        """Append one batch of rows as one record and return once it is on disk. While
+        ``max_pending`` rows wait for the store (it is down, or slower than the intake), wait
+        for it: memory stays bounded, and the writer's own back-pressure reaches callers."""
         if not items:
             return
         payload = msgpack.packb(items)
         with self._cond:
+            while self.pending >= self._max_pending and not self._stopped:
+                self._cond.notify_all()
+                self._cond.wait(0.1)
             if self._stopped:
                 raise FlywheelError("this journal is closed")
             if self._broken is not None:
@@ -134,7 +142,7 @@ class Journal:
     @property
     def pending(self) -> int:
         """Journaled rows the store does not hold yet."""
-        return len(self._staged)
+        return len(self._staged) + self._storing
 
     def close(self) -> None:
         """Copy everything journaled into the store, stop, and remove the emptied segments.
@@ -180,6 +188,7 @@ class Journal:
                     Path(spare.name).unlink()
                     return
                 taken, self._staged = self._staged, []
+                self._storing = len(taken)
                 last = self._appended
                 retired, self._file = self._file, spare
             retired.close()
@@ -189,6 +198,7 @@ class Journal:
             except Exception as err:  # kept, in order; told to settle(), tried again
                 with self._cond:
                     self._staged[:0] = taken
+                    self._storing = 0
                     self._error = err
                     self._cond.notify_all()
                     if self._closing:  # close() gives up: the journal keeps them for next time
@@ -201,6 +211,7 @@ class Journal:
             self._retired.clear()
             with self._cond:
                 self._applied = last
+                self._storing = 0
                 self._error = None
                 self._cond.notify_all()
 
