@@ -432,6 +432,7 @@ def test_malformed_requests_get_one_error_shape_and_store_nothing(
     good = json_span(SPAN, GENAI)
     base64_ids = {**good, "traceId": "W47/95gDgQPSabYzgT/GDA==", "spanId": "7uGbfsPBsXQ="}
     bad_time = {**good, "startTimeUnixNano": "yesterday"}
+    huge_time = {**good, "endTimeUnixNano": "9" * 300}
     bad_value = {
         **good,
         "attributes": [{"key": "gen_ai.request.model", "value": {"stringValue": 5}}],
@@ -447,6 +448,8 @@ def test_malformed_requests_get_one_error_shape_and_store_nothing(
          "resourceSpans[0].scopeSpans[0].spans[1].traceId"),
         (json.dumps(json_request(good, bad_time)).encode(), "application/json", None, 400,
          "resourceSpans[0].scopeSpans[0].spans[1].startTimeUnixNano"),
+        (json.dumps(json_request(good, huge_time)).encode(), "application/json", None, 400,
+         "resourceSpans[0].scopeSpans[0].spans[1].endTimeUnixNano"),
         (json.dumps(json_request(good, bad_value)).encode(), "application/json", None, 400,
          "resourceSpans[0].scopeSpans[0].spans[1].attributes[0].value"),
         (b"not gzip at all", "application/json", "gzip", 400, "body"),

@@ -64,6 +64,7 @@ _EVAL_KEYS = frozenset({_EVAL_NAME, _EVAL_SCORE, _EVAL_LABEL})
 _NS = NAMESPACE.bytes
 _NO_TRACE, _NO_SPAN = bytes(16), bytes(8)
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+_MAX_FIXED64 = 2**64 - 1  # OTLP's times are fixed64 nanoseconds
 _CACHED = 4096  # distinct entries each of the conversion caches below keeps (then starts over)
 
 
@@ -735,13 +736,18 @@ def _hex_id(value: object, size: int, where: str) -> str:
 
 
 def _nanos(value: object, where: str) -> int:
-    """Nanoseconds since the epoch: a decimal string (proto3 JSON's int64) or a number."""
+    """Nanoseconds since the epoch: a decimal string (proto3 JSON's fixed64) or a number."""
     if value is None:
         return 0
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    if isinstance(value, float) and value >= 0 and value.is_integer():
-        return int(value)
-    raise BodyError(where, "expected nanoseconds since the epoch (a decimal string or number)")
+    nanos = -1
+    if isinstance(value, int) and not isinstance(value, bool):
+        nanos = value
+    elif isinstance(value, float) and value.is_integer():
+        nanos = int(value)
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        nanos = int(value)  # no more digits than a fixed64 has: int() of a huge string is slow
+    if 0 <= nanos <= _MAX_FIXED64:
+        return nanos
+    raise BodyError(
+        where, "expected nanoseconds since the epoch (a decimal string or number, fixed64)"
+    )
