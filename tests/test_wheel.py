@@ -114,6 +114,14 @@ def test_spec_without_exploration_serves_the_default(
             "ts",
             1,
         ),
+        (  # a version no store column could hold: refused here, or no later write succeeds
+            lambda w: w.log(
+                context=THRILLER, params=PARAMS, results={}, playbook=2**63, propensity=0.5
+            ),
+            ValueNotAllowedError,
+            "playbook",
+            0,
+        ),
     ],
 )
 def test_bad_input_names_the_field_and_writes_nothing(

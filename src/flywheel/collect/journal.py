@@ -248,7 +248,15 @@ class Journal:
         columns = {name: schema.names for name, schema in self._schemas.items()}
         if pending:
             self._check_columns(columns)
-            self._store.write(to_tables(pending, self._schemas), mark=(self.mark_key, str(last)))
+            held = (self.mark_key, str(last))
+            try:
+                self._store.write(to_tables(pending, self._schemas), mark=held)
+            except Exception as err:
+                raise StoreError(
+                    f"{self.folder}: {len(pending)} journaled rows could not be stored ({err});"
+                    " they stay in the journal (move the folder aside to open the store without"
+                    " them)"
+                ) from err
         _delete_segments(self.folder)
         _write_synced(self.folder / "columns.json", json.dumps(columns))
         return len(pending)

@@ -33,6 +33,7 @@ DECISION_ID = re.compile(
 MAX_KEY_LENGTH = 256
 RECENT_IDS = 65_536
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
+MAX_INT64 = 2**63 - 1
 EARLIEST, LATEST = 0.0, 7_258_118_400.0  # 1970-01-01 and 2200-01-01, in epoch seconds
 _FAST_TYPES = frozenset({int, float, bool})
 BATCH_KINDS: dict[str, tuple[str, ...]] = {
@@ -268,6 +269,8 @@ class Recorder:
             return "logged", None, None
         if not isinstance(playbook, int) or isinstance(playbook, bool) or playbook < 1:
             raise WrongTypeError("playbook", "expected the version (a positive integer) served")
+        if playbook > MAX_INT64:  # the store could never take it: refused here, not there
+            raise ValueNotAllowedError("playbook", f"{playbook} is not a version (too large)")
         if (
             not isinstance(propensity, int | float)
             or isinstance(propensity, bool)
