@@ -117,17 +117,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def two_servers(pg_url: str, tmp_path: Path) -> Iterator[list[Client]]:
-    """Two `flywheel serve` processes on the same PostgreSQL schema."""
+@pytest.fixture(params=["commit", "journal"])
+def two_servers(
+    pg_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[list[Client]]:
+    """Two `flywheel serve` processes on the same PostgreSQL schema, answering after the
+    database's commit or after their own journal's sync (one journal each)."""
     spec = tmp_path / "flywheel.toml"
     spec.write_text(example_text().replace("duckdb:///.flywheel/flywheel.duckdb", pg_url))
     processes, clients = [], []
-    for _ in range(2):
+    for n in range(2):
         port = free_port()
+        journal = ["--journal", str(tmp_path / f"journal-{n}")]
         processes.append(
             subprocess.Popen(
-                [*SERVE, "--spec", str(spec), "--port", str(port)],
+                [*SERVE, "--spec", str(spec), "--port", str(port)]
+                + (journal if request.param == "journal" else []),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
@@ -191,6 +196,8 @@ def test_two_processes_write_concurrently_without_losing_or_duplicating(
     for thread in threads:
         thread.join(timeout=120)
     assert not errors, errors
+    for client in two_servers:  # a read settles what a server journaled into the database
+        assert client.call("GET", "/v1/status")[0] == 200
     with flywheel.open(example_spec(), store=pg_url, refresh=0) as wheel:
         ids = wheel.store.query("SELECT CAST(id AS VARCHAR) AS id FROM decisions")
         stored = [str(i) for i in ids.column("id").to_pylist()]
