@@ -185,39 +185,35 @@ class DuckDBStore:
                 raise StoreError(f"write failed, nothing was stored: {err}") from err
 
     def _drop_seen_keys(self, rows: pa.Table) -> pa.Table:
-        keys = rows.column("key").combine_chunks()
-        if keys.null_count == len(keys):
-            return rows
-        claimed = self._claim(
-            keys,
+        return self._keep_claimed(
+            rows,
+            rows.column("key").combine_chunks(),
             "INSERT INTO signal_keys SELECT DISTINCT value FROM _claims WHERE value IS NOT NULL"
             " ON CONFLICT DO NOTHING RETURNING key",
         )
-        return keep_first_claimed(rows, keys, claimed)
 
     def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
         """Decisions with a name-based id are stored once: their ids go into
         ``decision_keys``, and a row whose id was there before, or repeats in the batch, is
         dropped. Other decisions (random ids) pass untouched."""
-        ids = name_based_ids(rows)
-        if ids.null_count == len(ids):
-            return rows
-        claimed = self._claim(
-            ids,
+        return self._keep_claimed(
+            rows,
+            name_based_ids(rows),
             "INSERT INTO decision_keys SELECT DISTINCT CAST(value AS UUID) FROM _claims"
             " WHERE value IS NOT NULL ON CONFLICT DO NOTHING RETURNING CAST(id AS VARCHAR)",
         )
-        return keep_first_claimed(rows, ids, claimed)
 
-    def _claim(self, values: pa.Array[Any], insert: str) -> pa.Array[Any]:
-        """Run ``insert … RETURNING`` over ``values`` (as ``_claims.value``): what it claimed."""
-        self._con.register("_claims", pa.table({"value": values}))
+    def _keep_claimed(self, rows: pa.Table, keys: pa.Array[Any], insert: str) -> pa.Table:
+        """Run ``insert … RETURNING`` over the rows' idempotency ``keys`` (as
+        ``_claims.value``; null: no key) and keep the rows it claimed, and those without one."""
+        if keys.null_count == len(keys):
+            return rows
+        self._con.register("_claims", pa.table({"value": keys}))
         try:
             returned = self._con.sql(insert).to_arrow_table()
         finally:
             self._con.unregister("_claims")
-        claimed: pa.Array[Any] = returned.column(0).combine_chunks()
-        return claimed
+        return keep_first_claimed(rows, keys, returned.column(0).combine_chunks())
 
     # --- reading ---------------------------------------------------------------------------------
 
