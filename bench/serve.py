@@ -376,6 +376,10 @@ class Cpu:
     def __call__(self) -> float:
         return sum(self._seconds(pid) for pid in self._tree(self.pid))
 
+    def main(self) -> float:
+        """The process's own CPU seconds, without its children's."""
+        return self._seconds(self.pid)
+
     def _seconds(self, pid: int) -> float:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -395,9 +399,12 @@ class Cpu:
 
 def metered(cpu: Cpu, work: Any) -> dict[str, Any]:
     """Run a coroutine; its result with the server's CPU use meanwhile (cores)."""
-    c0, t0 = cpu(), time.perf_counter()
+    c0, m0, t0 = cpu(), cpu.main(), time.perf_counter()
     out: dict[str, Any] = asyncio.run(work)
-    out["server_cores"] = round((cpu() - c0) / (time.perf_counter() - t0), 2)
+    wall = time.perf_counter() - t0
+    out["server_cpu_s"] = cpu() - c0
+    out["server_main_cpu_s"] = cpu.main() - m0
+    out["server_cores"] = round(out["server_cpu_s"] / wall, 2)
     return out
 
 
@@ -674,12 +681,16 @@ def decide_phase(
 
 
 def ingest_run(out: dict[str, Any], sent: int, what: str) -> dict[str, Any]:
-    """One batched-ingest run's record: rate, count, wall time, server CPU, request latency."""
+    """One batched-ingest run's record: rate, count, wall time, server CPU (also in µs per
+    item: the server's own process, and its worker processes), request latency."""
+    main = out["server_main_cpu_s"]
     return {
         "per_s": round(sent / out["wall_s"]),
         what: sent,
         "wall_s": round(out["wall_s"], 3),
         "server_cores": out["server_cores"],
+        "main_us_each": round(1e6 * main / max(1, sent), 2),
+        "workers_us_each": round(1e6 * (out["server_cpu_s"] - main) / max(1, sent), 2),
         "request_p50_ms": out["p50_ms"],
         "request_p99_ms": out["p99_ms"],
     }
@@ -729,7 +740,8 @@ def otlp_phase(
         spans = out["answered"] * args.span_batch
         answered += spans
         runs.append(ingest_run(out, spans, "spans"))
-    result: dict[str, Any] = {"flywheel": summarise(runs, ("per_s", "server_cores"))}
+    figures = ("per_s", "server_cores", "main_us_each", "workers_us_each")
+    result: dict[str, Any] = {"flywheel": summarise(runs, figures)}
     if not args.phoenix:
         return result, answered
     same = first[: max(1, args.phoenix_spans // args.span_batch)]
@@ -795,6 +807,8 @@ def table(results: dict[str, Any]) -> str:
             "/s",
         )
         row("  server CPU", otlp["flywheel"]["server_cores"], " cores")
+        row("  server CPU a span: main process", otlp["flywheel"]["main_us_each"], " µs")
+        row("  server CPU a span: worker processes", otlp["flywheel"]["workers_us_each"], " µs")
         if "phoenix" in otlp:
             p = otlp["phoenix"]
             lines.append(
