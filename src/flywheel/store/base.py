@@ -111,16 +111,23 @@ def name_based_ids(decisions: pa.Table) -> pa.Array[Any]:
 
 
 def keep_first_claimed(rows: pa.Table, keys: pa.Array[Any], claimed: pa.Array[Any]) -> pa.Table:
-    """The rows to store once the store has claimed ``claimed`` among the rows' idempotency
-    ``keys`` (null: a row without one): rows without a key, and the first row of each
-    claimed key (a repeat within the batch is not fresh)."""
-    index = pa.array(np.arange(len(keys)))
-    with_key = pa.table({"key": keys, "row": index}).filter(pc.is_valid(keys))
-    first = with_key.group_by("key", use_threads=False).aggregate([("row", "min")])
-    is_first = np.zeros(len(keys), dtype=bool)
-    is_first[first.column("row_min").to_numpy()] = True
-    fresh = pc.and_(pc.is_in(keys, value_set=claimed), pa.array(is_first))
-    return rows.filter(pc.or_(pc.is_null(keys), fresh))
+    """The rows to store once the store has claimed ``claimed`` (distinct, each one of the
+    rows' keys) among the rows' idempotency ``keys`` (null: a row without one): rows without
+    a key, and the first row of each claimed key (a repeat within the batch is not fresh)."""
+    if every_key_claimed(keys, claimed):
+        return rows
+    keep = np.array(pc.is_null(keys).to_numpy(zero_copy_only=False), dtype=bool)
+    found = pc.index_in(keys, value_set=claimed).fill_null(-1).to_numpy()
+    values, first = np.unique(found, return_index=True)  # each value's first row
+    keep[first[values >= 0]] = True
+    return rows.filter(pa.array(keep))
+
+
+def every_key_claimed(keys: pa.Array[Any], claimed: pa.Array[Any]) -> bool:
+    """Whether a claim of the distinct ``keys`` took one key per row that has one: then those
+    keys were all distinct and all new, and every row is kept (the common case, checked
+    without looking at a key)."""
+    return len(claimed) == len(keys) - keys.null_count
 
 
 class Store(Protocol):

@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from flywheel.errors import StoreError, StoreLockedError
-from flywheel.store.base import Tables, keep_first_claimed, name_based_ids
+from flywheel.store.base import Tables, every_key_claimed, keep_first_claimed, name_based_ids
 
 SQL_TYPES = {
     pa.string(): "VARCHAR",
@@ -85,7 +85,24 @@ MIGRATIONS += (
         """,
     ),
 )
+MIGRATIONS += (
+    (
+        5,
+        # signal keys are claimed as their 128-bit MD5 digest (see KEY_DIGEST): a fixed-width
+        # index costs a fraction of a text one to insert into and to checkpoint
+        """
+        CREATE TABLE signal_key_digests (key UUID PRIMARY KEY);
+        INSERT INTO signal_key_digests SELECT DISTINCT CAST(md5(key) AS UUID) FROM signal_keys;
+        DROP TABLE signal_keys;
+        ALTER TABLE signal_key_digests RENAME TO signal_keys;
+        """,
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# What ``signal_keys`` holds of a signal's idempotency key: its MD5 digest as a UUID (the same
+# in the PostgreSQL store). Two keys are one when their digests are equal: by accident, about
+# never (2^-128 a pair); on purpose, only a sender who picks both keys can make it so.
+KEY_DIGEST = "CAST(md5({}) AS UUID)"
 
 
 SET_META = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -188,8 +205,9 @@ class DuckDBStore:
         return self._keep_claimed(
             rows,
             rows.column("key").combine_chunks(),
-            "INSERT INTO signal_keys SELECT DISTINCT value FROM _claims WHERE value IS NOT NULL"
-            " ON CONFLICT DO NOTHING RETURNING key",
+            f"INSERT INTO signal_keys SELECT DISTINCT {KEY_DIGEST.format('value')} FROM _claims"
+            " WHERE value IS NOT NULL ON CONFLICT DO NOTHING RETURNING CAST(key AS VARCHAR)",
+            digest=f"CAST({KEY_DIGEST.format('value')} AS VARCHAR)",
         )
 
     def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
@@ -203,17 +221,23 @@ class DuckDBStore:
             " WHERE value IS NOT NULL ON CONFLICT DO NOTHING RETURNING CAST(id AS VARCHAR)",
         )
 
-    def _keep_claimed(self, rows: pa.Table, keys: pa.Array[Any], insert: str) -> pa.Table:
+    def _keep_claimed(
+        self, rows: pa.Table, keys: pa.Array[Any], insert: str, digest: str | None = None
+    ) -> pa.Table:
         """Run ``insert … RETURNING`` over the rows' idempotency ``keys`` (as
-        ``_claims.value``; null: no key) and keep the rows it claimed, and those without one."""
+        ``_claims.value``; null: no key) and keep the rows it claimed, and those without one.
+        ``digest`` is what the claim returns of a key, when not the key itself."""
         if keys.null_count == len(keys):
             return rows
         self._con.register("_claims", pa.table({"value": keys}))
         try:
-            returned = self._con.sql(insert).to_arrow_table()
+            claimed = self._con.sql(insert).to_arrow_table().column(0).combine_chunks()
+            if digest is not None and not every_key_claimed(keys, claimed):
+                digests = self._con.sql(f"SELECT {digest} FROM _claims").to_arrow_table()
+                keys = digests.column(0).combine_chunks()
         finally:
             self._con.unregister("_claims")
-        return keep_first_claimed(rows, keys, returned.column(0).combine_chunks())
+        return keep_first_claimed(rows, keys, claimed)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -234,7 +258,8 @@ class DuckDBStore:
             ids = "SELECT id FROM decisions WHERE unit = $unit"
             con.execute(f"DELETE FROM decision_keys WHERE id IN ({ids})", {"unit": unit})
             con.execute(
-                "DELETE FROM signal_keys WHERE key IN (SELECT key FROM signals"
+                f"DELETE FROM signal_keys WHERE key IN (SELECT {KEY_DIGEST.format('key')}"
+                " FROM signals"
                 f" WHERE key IS NOT NULL AND (unit = $unit OR decision_id IN ({ids})))",
                 {"unit": unit},
             )

@@ -32,7 +32,13 @@ from psycopg.types.string import TextLoader
 from sqlglot import exp
 
 from flywheel.errors import StoreError
-from flywheel.store.base import TIMESTAMP, Tables, keep_first_claimed, name_based_ids
+from flywheel.store.base import (
+    TIMESTAMP,
+    Tables,
+    every_key_claimed,
+    keep_first_claimed,
+    name_based_ids,
+)
 
 SQL_TYPES = {
     pa.string(): "text",
@@ -89,6 +95,19 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         """,
     ),
 )
+MIGRATIONS += (
+    (
+        2,
+        # signal keys are claimed as their 128-bit MD5 digest (see KEY_DIGEST): a fixed-width
+        # index costs a fraction of a text one
+        """
+        CREATE TABLE signal_key_digests (key uuid PRIMARY KEY);
+        INSERT INTO signal_key_digests SELECT DISTINCT md5(key)::uuid FROM signal_keys;
+        DROP TABLE signal_keys;
+        ALTER TABLE signal_key_digests RENAME TO signal_keys;
+        """,
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _LOCK_ID = 0x466C7977  # the advisory lock that serialises migrations ("Flyw")
 _PARAM = re.compile(r"__fw_param_(\d+)__")
@@ -110,6 +129,9 @@ _PG_ARROW: dict[str, pa.DataType] = {
 }
 
 
+# What ``signal_keys`` holds of a signal's idempotency key: its MD5 digest as a uuid, as in the
+# DuckDB store.
+KEY_DIGEST = "md5({})::uuid"
 SET_META = "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 
 
@@ -219,16 +241,24 @@ class PostgresStore:
             copy.write(buffer.getbuffer())
 
     def _drop_seen_keys(self, rows: pa.Table) -> pa.Table:
-        keys = rows.column("key")
+        keys = rows.column("key").combine_chunks()
         if keys.null_count == rows.num_rows:
             return rows
         fresh = self._con.execute(
-            "INSERT INTO signal_keys SELECT DISTINCT k FROM unnest(%s::text[]) AS k"
+            f"INSERT INTO signal_keys SELECT DISTINCT {KEY_DIGEST.format('k')}"
+            " FROM unnest(%s::text[]) AS k"
             " WHERE k IS NOT NULL ON CONFLICT DO NOTHING RETURNING key",
             [keys.to_pylist()],
         ).fetchall()
         claimed = pa.array([k for (k,) in fresh], pa.string())
-        return keep_first_claimed(rows, keys.combine_chunks(), claimed)
+        if every_key_claimed(keys, claimed):
+            return rows
+        digests = self._con.execute(
+            f"SELECT {KEY_DIGEST.format('k')} FROM unnest(%s::text[]) WITH ORDINALITY AS u(k, n)"
+            " ORDER BY n",
+            [keys.to_pylist()],
+        ).fetchall()
+        return keep_first_claimed(rows, pa.array([d for (d,) in digests], pa.string()), claimed)
 
     def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
         """Decisions with a name-based id are stored once (see the Store contract)."""
@@ -269,8 +299,9 @@ class PostgresStore:
                 con = self._con
                 con.execute(f"DELETE FROM decision_keys WHERE id IN ({ids})", args)
                 con.execute(
-                    "DELETE FROM signal_keys WHERE key IN (SELECT key FROM signals"
-                    f" WHERE key IS NOT NULL AND (unit = %(unit)s OR decision_id IN ({ids})))",
+                    f"DELETE FROM signal_keys WHERE key IN (SELECT {KEY_DIGEST.format('key')}"
+                    " FROM signals WHERE key IS NOT NULL"
+                    f" AND (unit = %(unit)s OR decision_id IN ({ids})))",
                     args,
                 )
                 for table in ("signals", "edits"):
