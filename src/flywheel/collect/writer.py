@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
@@ -54,7 +54,7 @@ def to_arrow(rows: list[Row], schema: pa.Schema) -> pa.Table:
     as_read = pa.struct(
         [pa.field(f.name, seconds if pa.types.is_timestamp(f.type) else f.type) for f in schema]
     )
-    arrays = pa.array(rows, type=as_read).flatten()
+    arrays = cast(pa.StructArray, pa.array(rows, type=as_read)).flatten()
     for i, field in enumerate(schema):
         if pa.types.is_timestamp(field.type):
             if arrays[i].null_count:
