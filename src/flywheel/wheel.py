@@ -27,7 +27,7 @@ from flywheel.collect.record import Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper
 from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
 from flywheel.collect.workers import TraceWorkers
-from flywheel.collect.writer import BufferedWriter, Item, to_tables
+from flywheel.collect.writer import BufferedWriter, Entry, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.playbook import Decider, Decision, IdFactory, LearnResult, Playbook, publish
 from flywheel.seatbelt import breaker, monitors, quality
@@ -147,7 +147,7 @@ class Wheel:
             self.store.close()
             raise
 
-    def _store_rows(self, items: list[Item]) -> None:
+    def _store_rows(self, items: list[Entry]) -> None:
         """The writer's sink without a journal: rows straight into the store."""
         self.store.write(to_tables(items, self._schemas))
 
@@ -321,7 +321,7 @@ class Wheel:
     def trace_workers(self, processes: int) -> TraceWorkers:
         """Worker processes converting OTLP requests into this wheel (what a server uses:
         :mod:`flywheel.collect.workers`); close them before the wheel."""
-        return TraceWorkers(self.spec, self._units.key, processes, self._writer.append_many)
+        return TraceWorkers(self.spec, self._units.key, processes, self._writer.append_rows)
 
     def aligned(self, as_of: float | datetime | None = None) -> pa.Table:
         """Aligned rows as an Arrow table (see :func:`flywheel.align.aligned`)."""

@@ -226,3 +226,61 @@ def test_the_journal_keeps_rows_while_the_store_is_down_and_then_stores_them_onc
     finally:
         journal.close()
         store.close()
+
+
+CRASH_WITH_WORKERS = """
+import asyncio, os, sys
+import flywheel
+from flywheel.demo import example_spec
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+store, folder, spans = sys.argv[1], sys.argv[2], int(sys.argv[3])
+request = ExportTraceServiceRequest()
+scope = request.resource_spans.add().scope_spans.add()
+for i in range(spans):
+    span = scope.spans.add(trace_id=(i + 1).to_bytes(16, "big"), span_id=b"\\x01" * 8)
+    span.start_time_unix_nano = span.end_time_unix_nano = 1_700_000_000 * 10**9 + i
+    for key, value in {"flywheel.context.genre": "thriller", "flywheel.knob.opening_type":
+            "question", "flywheel.knob.twist_count": 1, "flywheel.knob.emotional_density": "mid",
+            "flywheel.knob.length": "short"}.items():
+        any_value = AnyValue(int_value=value) if isinstance(value, int) else AnyValue(
+            string_value=value)
+        span.attributes.append(KeyValue(key=key, value=any_value))
+    event = span.events.add(name="gen_ai.evaluation.result", time_unix_nano=0)
+    event.attributes.append(KeyValue(key="gen_ai.evaluation.name", value=AnyValue(
+        string_value="rating")))
+    event.attributes.append(KeyValue(key="gen_ai.evaluation.score.value", value=AnyValue(
+        double_value=4.0)))
+body = request.SerializeToString()
+wheel = flywheel.open(example_spec(), store=store, journal=folder, max_delay=3600, refresh=0)
+workers = wheel.trace_workers(1)
+wheel.decide({"genre": "drama"})  # a row of its own, journaled with the workers' Arrow rows
+asyncio.run(workers.ingest(body, None, "protobuf"))
+asyncio.run(workers.ingest(body, None, "protobuf"))  # sent again: stored once
+wheel.flush(journal_only=True)
+workers.close()
+print(wheel.store.query("SELECT count(*) AS n FROM decisions").to_pylist()[0]["n"], flush=True)
+os._exit(0)  # a crash: no close, no exit hooks
+"""
+
+
+def test_rows_a_trace_worker_sent_as_arrow_survive_a_crash_and_are_stored_once(
+    backend: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "journal"
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH_WITH_WORKERS, backend, str(folder), "25"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert int(done.stdout.split()[-1]) == 0  # only in the journal
+    with flywheel.open(example_spec(), store=backend, journal=folder) as wheel:
+        assert wheel._journal is not None and wheel._journal.replayed == 1 + 2 * 50
+        assert counts(wheel) == (26, 25)
+        assert wheel.summary().orphans == 0
+    with flywheel.open(example_spec(), store=backend, journal=folder) as wheel:
+        assert wheel._journal is not None and wheel._journal.replayed == 0
+        assert counts(wheel) == (26, 25)

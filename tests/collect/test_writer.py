@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import pickle
 import threading
 from collections.abc import Callable
 
 import pyarrow as pa
 import pytest
 
-from flywheel.collect.writer import BufferedWriter, Item, to_arrow, to_tables
+from flywheel.collect.writer import BufferedWriter, Entry, Rows, count_rows, to_arrow, to_tables
 from flywheel.errors import FlywheelError, StoreError
 
 SCHEMA = pa.schema([pa.field("n", pa.int64()), pa.field("ts", pa.timestamp("us", tz="UTC"))])
@@ -20,11 +21,11 @@ class FlakySink:
         self.down = False
         self.calls = 0
 
-    def __call__(self, items: list[Item]) -> None:
+    def __call__(self, items: list[Entry]) -> None:
         self.calls += 1
         if self.down:
             raise OSError("disk full")
-        self.rows.extend(int(row[0]) for table, row in items if table == "t")
+        self.rows.extend(int(row[0]) for table, row in items if table == "t" and type(row) is tuple)
 
 
 def test_flush_returns_after_everything_is_written() -> None:
@@ -81,7 +82,7 @@ def test_to_tables_groups_rows_by_table_in_order() -> None:
 class SlowSink(FlakySink):
     """Each write takes a while, so flushes asked for meanwhile pile up behind it."""
 
-    def __call__(self, items: list[Item]) -> None:
+    def __call__(self, items: list[Entry]) -> None:
         threading.Event().wait(0.05)
         super().__call__(items)
 
@@ -134,3 +135,37 @@ def test_when_durable_reports_a_refused_write_and_keeps_the_rows() -> None:
     writer.close()
     writer.when_durable(record)  # closed: told at once
     assert done.acquire(timeout=1) and isinstance(errors[2], FlywheelError)
+
+
+def test_rows_in_arrow_keep_their_place_among_the_rows_of_their_table() -> None:
+    block = Rows.of(to_arrow([(3, 0.0), (4, 0.0)], SCHEMA))
+    entries: list[Entry] = [("t", (1, 0.0)), ("t", (2, 0.0)), ("t", block), ("u", (9, 0.0))]
+    entries += [("t", (5, 0.0)), ("t", Rows.of(to_arrow([(6, 0.0)], SCHEMA)))]
+    tables = to_tables(entries, {"t": SCHEMA, "u": SCHEMA})
+    assert tables["t"].column("n").to_pylist() == [1, 2, 3, 4, 5, 6]
+    assert tables["u"].column("n").to_pylist() == [9]
+    assert count_rows(entries) == 7
+    assert pickle.loads(pickle.dumps(block)).table(SCHEMA).equals(block.table(SCHEMA))
+
+
+def test_rows_in_arrow_count_by_their_rows_for_batches_and_back_pressure() -> None:
+    sink = SlowSink()
+    writer = BufferedWriter(sink, batch_rows=1000, max_delay=60)
+    block = [("t", Rows.of(to_arrow([(i, 0.0) for i in range(400)], SCHEMA)))]
+    writer.append_rows(block)
+    writer.append_rows(block)
+    assert writer.pending == 800  # two entries, 800 rows: not a batch yet
+    assert sink.calls == 0
+    writer.append_rows(block)  # 1,200 rows: a batch
+    deadline = threading.Event()
+    for _ in range(200):
+        if sink.calls:
+            break
+        deadline.wait(0.01)
+    assert sink.calls == 1
+    writer.flush()
+    assert writer.pending == 0
+    writer.close()
+    with pytest.raises(FlywheelError):
+        writer.append_rows(block)
+    assert writer.pending == 0

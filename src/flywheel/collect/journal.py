@@ -15,11 +15,15 @@ store), ``lock`` (held with ``flock`` while a process uses the folder) and numbe
 ``<n>.wal``. A record is ``length, crc32, sequence`` (little-endian ``u32, u32,
 u64``) and then the batch's ``(table, row)`` items in MessagePack (a few microseconds for a
 decision, where an Arrow table of one row costs a hundred; the store gets Arrow tables of
-thousands of rows). ``columns.json`` names each table's columns, so a journal is never read
-back with a spec whose columns differ. Segments
-are rotated whenever the store takes what is journaled; a segment is deleted once the store
-holds all of it. A record cut short by a crash (never acknowledged: the sync had not
-returned) ends the last segment written to and is ignored; damage anywhere else is refused.
+thousands of rows). An item may also hold many rows of its table at once, as
+:class:`~flywheel.collect.writer.Rows`: ``(table, ext)`` where the MessagePack extension
+(type ``ROWS_EXT``) is their Arrow IPC stream, as a trace worker made it; the server writes
+those bytes as they came, and the store reads them as Arrow, in their place among the rows.
+``columns.json`` names each table's columns, so a journal is never read back with a spec
+whose columns differ. Segments are rotated whenever the store takes what is journaled; a
+segment is deleted once the store holds all of it. A record cut short by a crash (never
+acknowledged: the sync had not returned) ends the last segment written to and is ignored;
+damage anywhere else is refused.
 """
 
 from __future__ import annotations
@@ -39,12 +43,25 @@ from pathlib import Path
 import msgpack
 import pyarrow as pa
 
-from flywheel.collect.writer import Item, to_tables
+from flywheel.collect.writer import Entry, Rows, count_rows, to_tables
 from flywheel.errors import FlywheelError, StoreError, StoreLockedError
 from flywheel.store import Store
 
 HEADER = struct.Struct("<IIQ")  # payload length, crc32 of the payload, sequence number
 SUFFIX = ".wal"
+ROWS_EXT = 1  # the MessagePack extension type of Rows: an Arrow IPC stream of one table's rows
+
+
+def _pack_rows(value: object) -> msgpack.ExtType:
+    if type(value) is Rows:
+        return msgpack.ExtType(ROWS_EXT, value.ipc)
+    raise TypeError(f"a journal record cannot hold {type(value).__name__}")
+
+
+def _unpack_ext(code: int, data: bytes) -> Rows:
+    if code != ROWS_EXT:
+        raise ValueError(f"unknown MessagePack extension {code}")
+    return Rows.read(data)
 
 
 class Journal:
@@ -70,7 +87,8 @@ class Journal:
         self._lock_file = _lock(self.folder)
         self.mark_key = f"journal:{_identity(self.folder)}"
         self._cond = threading.Condition()
-        self._staged: list[Item] = []  # journaled, not yet in the store
+        self._staged: list[Entry] = []  # journaled, not yet in the store
+        self._staged_rows = 0  # the rows in _staged
         self._storing = 0  # rows taken from _staged by a store write in progress
         self._staged_since = 0.0
         self._appended = 0  # the newest record's sequence number
@@ -89,13 +107,14 @@ class Journal:
 
     # --- the writer's side -----------------------------------------------------------------------
 
-    def append(self, items: list[Item]) -> None:
+    def append(self, items: list[Entry]) -> None:
         """Append one batch of rows as one record and return once it is on disk. While
         ``max_pending`` rows wait for the store (it is down, or slower than the intake), wait
         for it: memory stays bounded, and the writer's own back-pressure reaches callers."""
         if not items:
             return
-        payload = msgpack.packb(items)
+        payload = msgpack.packb(items, default=_pack_rows)
+        rows = count_rows(items)
         with self._cond:
             while self.pending >= self._max_pending and not self._stopped:
                 self._cond.notify_all()
@@ -123,7 +142,8 @@ class Journal:
             if not self._staged:
                 self._staged_since = time.monotonic()
             self._staged += items
-            if len(self._staged) >= self._apply_rows:
+            self._staged_rows += rows
+            if self._staged_rows >= self._apply_rows:
                 self._cond.notify_all()
 
     def settle(self) -> None:
@@ -142,7 +162,7 @@ class Journal:
     @property
     def pending(self) -> int:
         """Journaled rows the store does not hold yet."""
-        return len(self._staged) + self._storing
+        return self._staged_rows + self._storing
 
     def close(self) -> None:
         """Copy everything journaled into the store, stop, and remove the emptied segments.
@@ -169,7 +189,7 @@ class Journal:
         return (
             self._closing
             or self._wanted > self._applied
-            or len(self._staged) >= self._apply_rows
+            or self._staged_rows >= self._apply_rows
             or time.monotonic() - self._staged_since >= self._max_delay
         )
 
@@ -188,7 +208,7 @@ class Journal:
                     Path(spare.name).unlink()
                     return
                 taken, self._staged = self._staged, []
-                self._storing = len(taken)
+                self._storing, self._staged_rows = self._staged_rows, 0
                 last = self._appended
                 retired, self._file = self._file, spare
             retired.close()
@@ -198,6 +218,7 @@ class Journal:
             except Exception as err:  # kept, in order; told to settle(), tried again
                 with self._cond:
                     self._staged[:0] = taken
+                    self._staged_rows += self._storing
                     self._storing = 0
                     self._error = err
                     self._cond.notify_all()
@@ -235,7 +256,7 @@ class Journal:
         segments = sorted(self.folder.glob(f"*{SUFFIX}"))
         self._segments = max((int(p.stem) for p in segments), default=0)
         written = [p for p in segments if p.stat().st_size]
-        pending: list[Item] = []
+        pending: list[Entry] = []
         last = applied
         for path in written:
             for sequence, items in _records(path, tail=path == written[-1]):
@@ -246,6 +267,7 @@ class Journal:
                     pending += items
         self._appended = self._applied = self._wanted = last
         columns = {name: schema.names for name, schema in self._schemas.items()}
+        rows = count_rows(pending)
         if pending:
             self._check_columns(columns)
             held = (self.mark_key, str(last))
@@ -253,13 +275,13 @@ class Journal:
                 self._store.write(to_tables(pending, self._schemas), mark=held)
             except Exception as err:
                 raise StoreError(
-                    f"{self.folder}: {len(pending)} journaled rows could not be stored ({err});"
+                    f"{self.folder}: {rows} journaled rows could not be stored ({err});"
                     " they stay in the journal (move the folder aside to open the store without"
                     " them)"
                 ) from err
         _delete_segments(self.folder)
         _write_synced(self.folder / "columns.json", json.dumps(columns))
-        return len(pending)
+        return rows
 
     def _check_columns(self, columns: dict[str, list[str]]) -> None:
         path = self.folder / "columns.json"
@@ -278,10 +300,10 @@ def _write_all(file: io.FileIO, data: bytes) -> None:
         view = view[written or 0 :]
 
 
-def _records(path: Path, *, tail: bool) -> list[tuple[int, list[Item]]]:
+def _records(path: Path, *, tail: bool) -> list[tuple[int, list[Entry]]]:
     """A segment's records; a cut-short or damaged record may end only the last segment."""
     data = path.read_bytes()
-    found: list[tuple[int, list[Item]]] = []
+    found: list[tuple[int, list[Entry]]] = []
     at, previous = 0, 0
     while at < len(data):
         length = crc = sequence = 0
@@ -296,7 +318,7 @@ def _records(path: Path, *, tail: bool) -> list[tuple[int, list[Item]]]:
                 f"{path}: damaged journal record at byte {at}; the rows after it cannot be"
                 " read back (move the file aside to open the store without them)"
             )
-        found.append((sequence, msgpack.unpackb(payload, use_list=False)))
+        found.append((sequence, msgpack.unpackb(payload, use_list=False, ext_hook=_unpack_ext)))
         at, previous = end, sequence
     return found
 

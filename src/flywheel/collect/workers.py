@@ -4,8 +4,11 @@ Converting spans is pure Python (each attribute is read through protobuf's objec
 14 µs a span, and a process runs Python on one core at a time. :class:`TraceWorkers` hands
 each request's body to a worker process, which decompresses it and converts it with its own
 :class:`~flywheel.collect.traces.TraceMapper` (built from the same spec and unit key, so its
-rows are exactly the ones the server would make), and gets back the rows, packed, and the
-counts for the OTLP answer. The server's process keeps HTTP, the journal and the store.
+rows are exactly the ones the server would make), and gets back the rows, already as Arrow
+(one :class:`~flywheel.collect.writer.Rows` a table), and the counts for the OTLP answer.
+The server's process keeps HTTP, the journal and the store, and never holds the rows as
+Python objects: the journal writes the Arrow bytes as they came, and the store takes them
+as they are.
 
 Workers are started with ``spawn`` (the server has threads and open files, which a forked
 child would inherit in an unknown state). A request a worker cannot read raises the same
@@ -24,14 +27,15 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-import msgpack
+import pyarrow as pa
 
 from flywheel.collect.record import Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper, decompress
 from flywheel.collect.units import Pseudonymizer
-from flywheel.collect.writer import Item
+from flywheel.collect.writer import Item, Rows, to_tables
 from flywheel.errors import FlywheelError
 from flywheel.spec import Spec
+from flywheel.store import tables_for
 
 
 class TraceWorkers:
@@ -43,7 +47,7 @@ class TraceWorkers:
         spec: Spec,
         unit_key: bytes,
         processes: int,
-        append: Callable[[Iterable[Item]], None],
+        append: Callable[[list[tuple[str, Rows]]], None],
     ) -> None:
         self._append = append
         self._pool = ProcessPoolExecutor(
@@ -66,12 +70,13 @@ class TraceWorkers:
         it cannot be read (then nothing is queued)."""
         loop = asyncio.get_running_loop()
         try:
-            packed, intake = await loop.run_in_executor(self._pool, _convert, body, encoding, fmt)
+            rows, intake = await loop.run_in_executor(self._pool, _convert, body, encoding, fmt)
         except BrokenProcessPool:
             raise FlywheelError(
                 "a trace worker process died (out of memory?); restart the server"
             ) from None
-        self._append(msgpack.unpackb(packed, use_list=False))
+        if rows:
+            self._append(rows)
         return intake
 
     def close(self) -> None:
@@ -80,7 +85,7 @@ class TraceWorkers:
 
 # --- in the worker process ------------------------------------------------------------------------
 
-_worker: dict[str, TraceMapper] = {}  # this worker process's mapper, once started
+_worker: dict[str, Any] = {}  # this worker process's mapper and table schemas, once started
 
 
 class _NoWriter:
@@ -102,6 +107,8 @@ def _start(raw: Mapping[str, Any], base_dir: str, digest: str, unit_key: bytes) 
     if spec.digest != digest:
         raise FlywheelError("a trace worker read the spec differently from the server")
     units = Pseudonymizer(unit_key)
+    tables = tables_for(spec)
+    _worker["schemas"] = {name: tables.schema(name) for name in tables.names}
     _worker["mapper"] = TraceMapper(spec, Recorder(spec, _NoWriter(), units, time.time), units)
 
 
@@ -109,7 +116,11 @@ def _ready() -> bool:
     return "mapper" in _worker
 
 
-def _convert(body: bytes, encoding: str | None, fmt: Format) -> tuple[bytes, Intake]:
-    intake = _worker["mapper"].convert(decompress(body, encoding), fmt)
+def _convert(
+    body: bytes, encoding: str | None, fmt: Format
+) -> tuple[list[tuple[str, Rows]], Intake]:
+    mapper: TraceMapper = _worker["mapper"]
+    intake = mapper.convert(decompress(body, encoding), fmt)
     rows, intake.rows = intake.rows, []
-    return msgpack.packb(rows), intake
+    tables: dict[str, pa.Table] = to_tables(rows, _worker["schemas"])
+    return [(name, Rows.of(table)) for name, table in tables.items()], intake

@@ -1,6 +1,8 @@
 """The buffered writer: callers append rows; a background thread hands them on in batches.
 
-Appending is a ``deque.append`` (thread-safe without a lock) and a length check. A batch goes
+Appending is a ``deque.append`` (thread-safe without a lock) and a length check. Rows that
+arrive already in Arrow (a trace worker's, as :class:`Rows`) are one queue entry a table and
+request, counted by their rows (under a lock: one per request). A batch goes
 to the sink (the store, as Arrow tables, or the write-ahead journal) when ``batch_rows`` rows
 are waiting, when ``max_delay`` seconds have passed, or when someone calls :meth:`flush`,
 which returns only once the sink has made everything appended before it durable
@@ -24,8 +26,53 @@ from flywheel.errors import FlywheelError, StoreError
 
 Row = tuple[Any, ...]
 Item = tuple[str, Row]  # a table's name and one row for it
-Sink = Callable[[list[Item]], None]
 Done = Callable[[Exception | None], None]
+
+
+class Rows:
+    """Many rows of one table at once, as an Arrow IPC stream: what a trace worker process
+    sends, one entry in the writer's queue and in a journal record however many rows it
+    holds. The store gets its table as read from the stream, without a Python object a row."""
+
+    __slots__ = ("count", "ipc")
+
+    def __init__(self, ipc: bytes, count: int) -> None:
+        self.ipc = ipc
+        self.count = count
+
+    @classmethod
+    def of(cls, table: pa.Table) -> Rows:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as stream:
+            stream.write_table(table)
+        return cls(sink.getvalue().to_pybytes(), table.num_rows)
+
+    @classmethod
+    def read(cls, ipc: bytes) -> Rows:
+        """Rows from a stream :meth:`of` wrote (a journal's, read back)."""
+        with pa.ipc.open_stream(ipc) as stream:
+            count = sum(batch.num_rows for batch in stream)
+        return cls(ipc, count)
+
+    def table(self, schema: pa.Schema) -> pa.Table:
+        with pa.ipc.open_stream(self.ipc) as stream:
+            table = stream.read_all()
+        return table if table.schema == schema else table.cast(schema)
+
+    def __reduce__(self) -> tuple[type[Rows], tuple[bytes, int]]:
+        return Rows, (self.ipc, self.count)
+
+
+Entry = tuple[str, Row | Rows]  # what the writer queues and its sink gets: an Item, or Rows
+Sink = Callable[[list[Entry]], None]
+
+
+def count_rows(entries: Iterable[Entry]) -> int:
+    """The rows in ``entries``: one an item, ``count`` a :class:`Rows`."""
+    n = 0
+    for _, row in entries:
+        n += row.count if type(row) is Rows else 1
+    return n
 
 
 class Appender(Protocol):
@@ -36,12 +83,27 @@ class Appender(Protocol):
     def append_many(self, items: Iterable[Item]) -> None: ...
 
 
-def to_tables(items: Iterable[Item], schemas: Mapping[str, pa.Schema]) -> dict[str, pa.Table]:
-    """Rows for several tables as one Arrow table per table (those with rows)."""
+def to_tables(entries: Iterable[Entry], schemas: Mapping[str, pa.Schema]) -> dict[str, pa.Table]:
+    """Rows for several tables as one Arrow table per table (those with rows), each table's
+    rows in the order given (its :class:`Rows` in place)."""
+    parts: dict[str, list[pa.Table]] = {table: [] for table in schemas}
     grouped: dict[str, list[Row]] = {table: [] for table in schemas}
-    for table, row in items:
-        grouped[table].append(row)
-    return {t: to_arrow(rows, schemas[t]) for t, rows in grouped.items() if rows}
+    for table, row in entries:
+        if type(row) is Rows:
+            if grouped[table]:
+                parts[table].append(to_arrow(grouped[table], schemas[table]))
+                grouped[table] = []
+            parts[table].append(row.table(schemas[table]))
+        else:
+            grouped[table].append(cast(Row, row))
+    for table, rows in grouped.items():
+        if rows:
+            parts[table].append(to_arrow(rows, schemas[table]))
+    return {
+        t: tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        for t, tables in parts.items()
+        if tables
+    }
 
 
 def to_arrow(rows: list[Row], schema: pa.Schema) -> pa.Table:
@@ -82,8 +144,10 @@ class BufferedWriter:
         self._max_pending = max(max_pending, batch_rows)
         # One queue for every table, so rows appended together are written together. Appends go
         # through ``_inbox``, the same deque until close() swaps in one that refuses them.
-        self._queue: deque[Item] = deque()
-        self._inbox: deque[Item] = self._queue
+        self._queue: deque[Entry] = deque()
+        self._inbox: deque[Entry] = self._queue
+        self._bulk = 0  # rows queued as Rows, beyond one an entry
+        self._counting = threading.Lock()  # guards _bulk
         self._woken = False
         self._requested = 0  # flush generations asked for
         self._completed = 0  # flush generations durable
@@ -109,12 +173,27 @@ class BufferedWriter:
         if len(queue) >= self._batch_rows and (not self._woken or len(queue) >= self._max_pending):
             self._batch_ready()
 
+    def append_rows(self, entries: list[tuple[str, Rows]]) -> None:
+        """Queue rows already in Arrow, each entry one table's (they land in the same batch)."""
+        extra = sum(rows.count - 1 for _, rows in entries)
+        with self._counting:
+            # counted before they are queued: the writer thread, taking them, subtracts them
+            self._bulk += extra
+            try:
+                self._inbox.extend(entries)
+            except BaseException:
+                self._bulk -= extra
+                raise
+        pending = self.pending
+        if pending >= self._batch_rows and (not self._woken or pending >= self._max_pending):
+            self._batch_ready()
+
     def _batch_ready(self) -> None:
         with self._cond:
             self._woken = True
             self._cond.notify_all()
             while (
-                len(self._queue) >= self._max_pending
+                self.pending >= self._max_pending
                 and self._error is None
                 and self._thread.is_alive()
             ):
@@ -180,14 +259,11 @@ class BufferedWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Rows queued."""
+        return len(self._queue) + self._bulk
 
     def _due(self) -> bool:
-        return (
-            len(self._queue) >= self._batch_rows
-            or self._requested > self._completed
-            or self._closed
-        )
+        return self.pending >= self._batch_rows or self._requested > self._completed or self._closed
 
     def _run(self) -> None:
         while True:
@@ -201,13 +277,19 @@ class BufferedWriter:
                 self._woken = False
             queue = self._queue
             items = [queue.popleft() for _ in range(len(queue))]
+            bulk = self._bulk and count_rows(items) - len(items)  # Rows' rows beyond one each
+            if bulk:
+                with self._counting:
+                    self._bulk -= bulk
             with self._cond:
                 self._cond.notify_all()  # release appenders held back by back-pressure
             try:
                 if items:
                     self._sink(items)
             except Exception as err:  # keep the rows, in order; report to the next flush
-                queue.extendleft(reversed(items))
+                with self._counting:
+                    queue.extendleft(reversed(items))
+                    self._bulk += bulk
                 with self._cond:
                     stop = self._closed
                     told = self._take_callbacks(self._requested if stop else generation)
@@ -241,11 +323,11 @@ def _refused(error: Exception) -> StoreError:
     return StoreError(f"buffered rows could not be written (kept for retry): {error}")
 
 
-class _Closed(deque[Item]):
+class _Closed(deque[Entry]):
     """Stands in for the queue after close, so appends fail without a check per call."""
 
-    def append(self, item: Item) -> None:
+    def append(self, item: Entry) -> None:
         raise FlywheelError("this wheel is closed")
 
-    def extend(self, items: Iterable[Item]) -> None:
+    def extend(self, items: Iterable[Entry]) -> None:
         raise FlywheelError("this wheel is closed")
