@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -63,6 +64,7 @@ _EVAL_NAME, _EVAL_SCORE, _EVAL_LABEL = (
 _EVAL_KEYS = frozenset({_EVAL_NAME, _EVAL_SCORE, _EVAL_LABEL})
 _NS = NAMESPACE.bytes
 _NO_TRACE, _NO_SPAN = bytes(16), bytes(8)
+_NO_IDENT = "00000000-0000-5000-8000-000000000000"  # a decision id for rows made to be taken apart
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 _MAX_FIXED64 = 2**64 - 1  # OTLP's times are fixed64 nanoseconds
 _CACHED = 4096  # distinct entries each of the conversion caches below keeps (then starts over)
@@ -92,6 +94,7 @@ class _Complex:
 
 MISSING: Any = _Missing()
 COMPLEX: Any = _Complex()
+_IGNORED: Any = _Missing()  # an attribute that maps to nothing
 
 
 def media_format(content_type: str | None) -> Format:
@@ -132,6 +135,13 @@ def decompress(body: bytes, encoding: str | None) -> bytes:
     except zlib.error as err:
         raise BodyError("body", f"is not valid {name} data ({err})") from None
     return bytes(out)
+
+
+def decision_id_of(ids: bytes) -> str:
+    """:func:`decision_id` of a trace id and span id given as their bytes, one after the
+    other."""
+    h = hashlib.sha1(_NS + ids.hex().encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def decision_id(trace_id: str, span_id: str) -> str:
@@ -226,8 +236,14 @@ class TraceMapper:
             s.kind == "knob" or (s.kind == "context" and spec.feature[s.name].kind == "categorical")
             for s in slots
         ]
-        self._encoded: dict[bytes, Any] = {}
-        self._results: dict[bytes, dict[str, Any]] = {}  # see _pb_evaluation
+        self._attributes: dict[bytes, Any] = {}  # see _attribute
+        self._ignored: set[bytes] = set()  # keys (encoded) of attributes that map to nothing
+        self._events: dict[bytes, tuple[int | None, dict[str, Any] | None, Any]] = {}
+        # knob and feature values by their bytes, apart: attributes that map to nothing and
+        # take many values (token counts) empty _attributes often, and must not renumber them
+        self._kept: dict[bytes, tuple[int, int, Any, int]] = {}
+        self._serials = itertools.count(1)  # see _attribute
+        self._combos: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # see _protobuf
         self._slots = tuple(slots)
         self._keys = keys
         self._unit = unit
@@ -265,15 +281,24 @@ class TraceMapper:
         )
 
         try:
-            request = ExportTraceServiceRequest.FromString(body)
+            # read once as the real message for its checks (and its errors) only ...
+            ExportTraceServiceRequest.FromString(body)
         except DecodeError as err:
             raise BodyError("body", f"is not an OTLP ExportTraceServiceRequest ({err})") from None
-        keys, size = self._keys, len(self._slots)
-        repeats, encoded = self._repeats, self._encoded
+        # ... and read again with attributes and events left as their bytes: the same few
+        # encodings come back span after span, each looked up whole rather than read through
+        # protobuf's objects
+        request = _raw_request().FromString(body)
+        attributes, attribute = self._attributes, self._attribute
+        events_seen, event_of = self._events, self._event
+        rows = intake.rows
         for i, resource_spans in enumerate(request.resource_spans):
             base, base_unknown = self._values(
                 ((kv.key, kv.value) for kv in resource_spans.resource.attributes), _pb_value
             )
+            # spans whose resource sets nothing of the spec's may take the remembered columns
+            # of spans with the same attributes (see _general)
+            combos = self._combos if base == self._empty and not base_unknown else None
             for j, scope_spans in enumerate(resource_spans.scope_spans):
                 for k, span in enumerate(scope_spans.spans):
                     trace_id, span_id = span.trace_id, span.span_id
@@ -283,60 +308,157 @@ class TraceMapper:
                     if len(span_id) != 8 or span_id == _NO_SPAN:
                         where = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}].spanId"
                         raise BodyError(where, "expected 8 bytes, not all zero")
-                    values, priority = list(base), [-1] * size
-                    unknown = list(base_unknown)
-                    for kv in span.attributes:
-                        key = kv.key
-                        hit = keys.get(key)
-                        if hit is None:
-                            if key.startswith("flywheel."):
-                                unknown.append(key)
-                            continue
-                        slot, rank = hit
-                        if rank < priority[slot]:
-                            continue
-                        if repeats[slot]:
-                            # encoding the small KeyValue costs less than reading its value
-                            # through protobuf's objects, and a knob takes a few values
-                            encoding = kv.SerializeToString()
-                            value = encoded.get(encoding, MISSING)
-                            if value is MISSING:
-                                value = _remember(encoded, encoding, _pb_value(kv.value))
+                    hits = []
+                    for raw in span.attributes:
+                        found = attributes.get(raw) or attribute(raw)
+                        if found is not _IGNORED:
+                            hits.append(found)
+                    events = []
+                    for n, raw in enumerate(span.events):
+                        if raw[:1] == b"\t":  # the time first, as encoders write it
+                            rest, leading = raw[9:], raw[1:9]
                         else:
-                            value = _pb_value(kv.value)
-                        values[slot], priority[slot] = value, rank
-                    events = [
-                        (n, e.time_unix_nano, self._pb_evaluation(e))
-                        for n, e in enumerate(span.events)
-                        if e.name == EVALUATION
-                    ]
-                    self._span(
-                        intake,
-                        trace_id.hex(),
-                        span_id.hex(),
-                        span.start_time_unix_nano,
-                        span.end_time_unix_nano,
-                        values,
-                        unknown,
-                        events,
+                            rest, leading = raw, b""
+                        time, result, ready = events_seen.get(rest) or event_of(rest)
+                        if result is not None:
+                            if time is None:
+                                time = int.from_bytes(leading, "little")
+                            events.append((n, time, result, ready))
+                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                    key = tuple(hits)
+                    tail = None if combos is None else combos.get(key)
+                    if tail is not None:
+                        # the checks of _rows, on what can still differ from the remembered span
+                        began = start / 1e9
+                        ended = end / 1e9 if end else began
+                        if start and EARLIEST <= began <= LATEST and EARLIEST <= ended <= LATEST:
+                            ident = decision_id_of(trace_id + span_id)
+                            signals = []
+                            for n, time, _, ready in events:
+                                when = time / 1e9 if time else ended
+                                if ready is None or not EARLIEST <= when <= LATEST:
+                                    break
+                                name, number, text = ready
+                                row = (ident, name, number, text, when, f"otlp:{ident}:e{n}", None)
+                                signals.append(("signals", row))
+                            else:
+                                rows.append(("decisions", (ident, began, *tail)))
+                                rows += signals
+                                intake.spans += 1
+                                intake.decisions += 1
+                                intake.signals += len(signals)
+                                continue
+                    before = len(rows)
+                    taken = self._general(
+                        intake, trace_id, span_id, start, end, base, base_unknown, hits, events
                     )
+                    if taken and combos is not None and self._columns and all(h[3] for h in hits):
+                        # the decision's values after its time (unit, policy, columns) are what
+                        # any span with the same attributes has, its resource setting nothing
+                        _remember(combos, key, rows[before][1][2:])
 
-    def _pb_evaluation(self, event: Any) -> dict[str, Any]:
-        """The attributes of a ``gen_ai.evaluation.result`` event that say its result (shared:
-        not to be changed)."""
-        # Reading attributes through protobuf's objects costs more than encoding the event
-        # again, and results repeat: cache them by the encoding without the event's time
-        # (field 1, a fixed64, written first: tag byte 0x09 and 8 bytes; if it came anywhere
-        # else, the key would keep it: still right, only seldom found again).
-        encoding = event.SerializeToString()
-        result = encoding[9:] if encoding[:1] == b"\x09" else encoding
-        attributes = self._results.get(result)
-        if attributes is None:
-            attributes = {
+    def _general(
+        self,
+        intake: Intake,
+        trace_id: bytes,
+        span_id: bytes,
+        start: int,
+        end: int,
+        base: list[Any],
+        base_unknown: list[str],
+        hits: list[tuple[int, int, Any, int]],
+        events: list[tuple[int, int, dict[str, Any], Any]],
+    ) -> bool:
+        """A span by the full checks of :meth:`_span`; whether it was taken."""
+        values, priority = list(base), [-1] * len(base)
+        unknown = list(base_unknown)
+        for slot, rank, value, _ in hits:
+            if slot < 0:
+                unknown.append(value)
+            elif rank >= priority[slot]:
+                values[slot], priority[slot] = value, rank
+        decisions = intake.decisions
+        self._span(
+            intake,
+            trace_id.hex(),
+            span_id.hex(),
+            start,
+            end,
+            values,
+            unknown,
+            [event[:3] for event in events],
+        )
+        return intake.decisions > decisions
+
+    def _attribute(self, raw: bytes) -> Any:
+        """A span's attribute (an encoded KeyValue, already checked) as ``(slot, rank, value,
+        serial)``, ``(-1, 0, key, 0)`` for an unknown ``flywheel.*`` key, or ``_IGNORED``.
+        What can repeat (a knob or categorical feature's value, an unknown key, an attribute
+        that maps to nothing) is remembered by its bytes; a remembered knob or feature value
+        has a serial number of its own (above 0), which no other bytes ever get, so entries of
+        different bytes never compare equal (as ``1``, ``1.0`` and ``True`` would)."""
+        found = self._kept.get(raw)
+        if found is not None:  # a knob or feature value, seen before the lookup was emptied
+            return _remember(self._attributes, raw, found)
+        key_bytes = _plain_key(raw)
+        if key_bytes is not None and key_bytes in self._ignored:
+            return _remember(self._attributes, raw, _IGNORED)
+        from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+        kv = KeyValue.FromString(raw)
+        key = kv.key
+        hit = self._keys.get(key)
+        if hit is None:
+            if key.startswith("flywheel."):
+                return _remember(self._attributes, raw, (-1, 0, key, 0))
+            if key_bytes is not None and len(self._ignored) < _CACHED:
+                self._ignored.add(key_bytes)
+            return _remember(self._attributes, raw, _IGNORED)
+        slot, rank = hit
+        if not self._repeats[slot]:
+            return (slot, rank, _pb_value(kv.value), 0)
+        found = (slot, rank, _pb_value(kv.value), next(self._serials))
+        _remember(self._kept, raw, found)
+        return _remember(self._attributes, raw, found)
+
+    def _event(self, rest: bytes) -> tuple[int | None, dict[str, Any] | None, Any]:
+        """A span's event, encoded (already checked) but for a leading time (its first 9
+        bytes, when it starts with one, as encoders write it): the time these bytes set
+        (``None`` if they set none: then the leading time, else 0, is the event's; a field
+        given twice takes its last value) and, for a ``gen_ai.evaluation.result``, the
+        attributes that say its result (shared: not to be changed) and the signal it gives,
+        when it gives one without error: its name and its value and text columns, as
+        :meth:`_evaluation` makes them (else ``None``). Remembered by those bytes."""
+        from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+        parse = Span.Event.FromString
+        event = parse(rest)
+        time: int | None = event.time_unix_nano
+        # a time set in these bytes is found whatever time comes before them
+        if all(
+            parse(b"\t" + bytes([n]) * 8 + rest).time_unix_nano == 0x0101010101010101 * n
+            for n in (1, 2)
+        ):
+            time = None
+        result = ready = None
+        if event.name == EVALUATION:
+            result = {
                 kv.key: _pb_value(kv.value) for kv in event.attributes if kv.key in _EVAL_KEYS
             }
-            _remember(self._results, result, attributes)
-        return attributes
+            ready = self._ready_signal(result)
+        found = (time, result, ready)
+        _remember(self._events, rest, found)
+        return found
+
+    def _ready_signal(self, attributes: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
+        """The name, value and text of the signal row :meth:`_evaluation` makes of these
+        attributes, or ``None`` when it makes none (or raises)."""
+        intake = Intake()
+        try:
+            row = self._evaluation(_NO_IDENT, 0, 0, EARLIEST, attributes, None, intake)
+        except InvalidInputError:
+            return None
+        return None if row is None else (row[1], row[2], row[3])
 
     def _json(self, body: bytes, intake: Intake) -> None:
         try:
@@ -632,6 +754,64 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> Any:
         cache.clear()
     cache[key] = value
     return value
+
+
+def _plain_key(raw: bytes) -> bytes | None:
+    """The key of an encoded KeyValue written plainly (its key, then at most its value, each
+    once and shorter than 128 bytes), else ``None``."""
+    if raw[:1] != b"\n":
+        return None
+    end = 2 + raw[1]  # a length of 128 or more takes two bytes: its first is above 127
+    if raw[1] > 127 or len(raw) < end:
+        return None
+    if len(raw) != end and (raw[end : end + 1] != b"\x12" or len(raw) != end + 2 + raw[end + 1]):
+        return None
+    return raw[2:end]
+
+
+@functools.cache
+def _raw_request() -> Any:
+    """A message type read from the bytes of an ExportTraceServiceRequest with the spans'
+    ``attributes`` and ``events`` left as the bytes of each: their own encodings, which
+    repeat. It reads all else as the real type does (the same fields and types), and checks
+    nothing inside those bytes: the real type reads each body first."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    pool = descriptor_pool.Default()
+    name = "flywheel/collect/otlp_raw_trace.proto"
+    try:
+        pool.FindFileByName(name)
+    except KeyError:
+        file = descriptor_pb2.FileDescriptorProto(
+            name=name, package="flywheel.otlp_raw", syntax="proto3"
+        )
+        file.dependency.append(trace_pb2.DESCRIPTOR.name)
+        types: list[tuple[Any, str, str | None, str | None]] = [
+            (
+                trace_service_pb2.ExportTraceServiceRequest,
+                "Request",
+                "resource_spans",
+                "ResourceSpans",
+            ),
+            (trace_pb2.ResourceSpans, "ResourceSpans", "scope_spans", "ScopeSpans"),
+            (trace_pb2.ScopeSpans, "ScopeSpans", "spans", "Span"),
+            (trace_pb2.Span, "Span", None, None),
+        ]
+        for real, renamed, field_name, field_type in types:
+            message = file.message_type.add()
+            real.DESCRIPTOR.CopyToProto(message)
+            message.name = renamed
+            del message.nested_type[:], message.enum_type[:]  # referred to, not copied
+            for f in message.field:
+                if f.name == field_name:
+                    f.type_name = f".flywheel.otlp_raw.{field_type}"
+                elif renamed == "Span" and f.name in ("attributes", "events"):
+                    f.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                    f.ClearField("type_name")
+        pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("flywheel.otlp_raw.Request"))
 
 
 def _seconds(nanos: int, field: str) -> float:

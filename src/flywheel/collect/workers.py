@@ -1,7 +1,7 @@
 """OTLP conversion in worker processes, so a server's intake is not bound to one core.
 
-Converting spans is pure Python (each attribute is read through protobuf's objects): about
-14 µs a span, and a process runs Python on one core at a time. :class:`TraceWorkers` hands
+Converting spans is mostly Python (looking up each attribute's and event's encoding, making
+the rows): several µs a span, and a process runs Python on one core at a time. :class:`TraceWorkers` hands
 each request's body to a worker process, which decompresses it and converts it with its own
 :class:`~flywheel.collect.traces.TraceMapper` (built from the same spec and unit key, so its
 rows are exactly the ones the server would make), and gets back the rows, already as Arrow
