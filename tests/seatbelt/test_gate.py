@@ -234,5 +234,46 @@ def test_a_stuck_outcome_is_caught_from_a_few_dozen_rows(
     recent = recent.set_column(recent.schema.get_field_index("reward"), "reward", pa.array(forced))
     alarms = gate._stuck(sim.wheel.spec, data.reference, recent, incumbent, 0.01)
     # (the policy serves twists = 0 only with dialogue openings: both levels carry the 30)
-    assert any(a.startswith("twists = 0: all 30 recent results are 1") for a in alarms)
-    assert all("all 30 recent results are 1" in a for a in alarms)
+    assert any(a.startswith("twists = 0: the last 30 results are all 1") for a in alarms)
+    assert all("results are all 1" in a for a in alarms), alarms
+
+
+def test_a_stuck_outcome_that_began_inside_the_window_is_measured_from_where_it_began(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    sim = warmed(make_wheel, clock)
+    sim.play(900)
+    sim.wheel.flush()
+    incumbent = sim.wheel.playbook
+    assert incumbent is not None
+    now = flywheel.align.moment(clock.now)
+    data = gate.windows(
+        sim.wheel.store, sim.wheel.spec, now, flywheel.align.moment(clock.now - 900 * 60)
+    )
+    recent = data.recent.sort_by("ts")
+    twists = np.asarray(recent.column("twists").to_pylist())
+    rows = np.flatnonzero(twists == 0)
+    assert len(rows) > 31, "the policy should still serve twists = 0 now and then"
+    # the bug begins with the 30th-last twists = 0 row; the one before it was a failure
+    reward = recent.column("reward").to_numpy().copy()
+    reward[rows[-31]] = 0.0
+    reward[rows[-30:]] = 1.0
+    at = recent.schema.get_field_index("reward")
+    alarms = gate._stuck(
+        sim.wheel.spec,
+        data.reference,
+        recent.set_column(at, "reward", pa.array(reward)),
+        incumbent,
+        0.01,
+    )
+    assert any(a.startswith("twists = 0: the last 30 results are all 1") for a in alarms), alarms
+    # a failure last: the run is one result long, too short to judge
+    reward[rows[-1]] = 0.0
+    alarms = gate._stuck(
+        sim.wheel.spec,
+        data.reference,
+        recent.set_column(at, "reward", pa.array(reward)),
+        incumbent,
+        0.01,
+    )
+    assert not any(a.startswith("twists = 0") for a in alarms), alarms

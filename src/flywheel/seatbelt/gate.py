@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats
+from scipy.special import betaln
 from scipy.stats import norm
 
 from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql, quote
@@ -321,8 +322,8 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
         more, detail = _shift(spec, reference, recent, incumbent, alpha / tests)
         alarms += [f"{a} over the {label}" for a in more]
         found.update({f"{k} ({label})": v for k, v in detail.items()})
-    if min(data.reference.num_rows, data.recent.num_rows) >= spec.seatbelt.min_rows:
-        alarms += _stuck(spec, data.reference, data.recent, incumbent, alpha / tests)
+    if min(data.long_reference.num_rows, data.recent.num_rows) >= spec.seatbelt.min_rows:
+        alarms += _stuck(spec, data.long_reference, data.long_recent, incumbent, alpha / tests)
     summary = (
         "reward shifted for " + "; ".join(alarms) if alarms else "no knob level's reward shifted"
     )
@@ -339,19 +340,27 @@ def _cells(spec: Spec, playbook: Playbook, rows: pa.Table) -> tuple[np.ndarray, 
     return cell.ravel(), knobs
 
 
-STUCK_ROWS = 10  # a level needs this many recent results before "all the same" means much
+STUCK_ROWS = 10  # a level needs this many results in a row before "all the same" means much
 
 
 def _stuck(
     spec: Spec, reference: pa.Table, recent: pa.Table, incumbent: Playbook, alpha: float
 ) -> list[str]:
-    """Binary results only: a knob level whose every recent result is the same (all 1 or all
-    0), when the reference makes that improbable (exactly: the product over its rows of the
-    reference cell's rate of that outcome, each cell's rate with two pseudo-rows at the
-    reference's overall rate).
+    """Binary results only: a knob level whose latest results are all the same (all 1 or all
+    0) for longer than the reference makes probable.
+
+    Per level, the run is its results since the last one that differed, in decision order: a
+    fault that began inside the window, or a cycle or two before the last, is measured from
+    where it began. Its chance is the predictive probability of the run in each of its cells:
+    the cell's rate is uncertain, a Beta posterior of the reference cell's results with two
+    pseudo-rows at the incumbent model's prediction (a thin cell leans on what the model
+    learned of its level elsewhere, and its uncertainty makes a long run less surprising). With
+    no fault, the run's chance falls under ``alpha / 2`` with at most that probability: the
+    run reaches the length that takes it there only that often.
     A forced success or failure, the classic broken instrumentation, shows here as soon as a
     few dozen rows carry it, before a shift in means is significant."""
     old = reference.column("reward").to_numpy()
+    recent = recent.sort_by("ts")
     new = recent.column("reward").to_numpy()
     if not (np.isin(old, (0.0, 1.0)).all() and np.isin(new, (0.0, 1.0)).all()):
         return []
@@ -359,24 +368,32 @@ def _stuck(
     cell, knobs = _cells(spec, incumbent, both)
     size = int(cell.max()) + 1
     cell_old, cell_new = cell[: len(old)], cell[len(old) :]
-    prior = float(old.mean())  # two pseudo-rows at the overall rate: thin cells lean on it
-    rate = (np.bincount(cell_old, old, size) + 2 * prior) / (
-        np.bincount(cell_old, minlength=size) + 2
-    )
+    prior = np.zeros(size)
+    prior[cell] = np.clip(predict(incumbent, both), 1e-6, 1 - 1e-6)
+    ones = np.bincount(cell_old, old, size) + 2 * prior  # the Beta posterior of each cell
+    zeros = np.bincount(cell_old, minlength=size) + 2 - ones
     knobs_new = knobs[len(old) :]
     alarms = []
     for j, k in enumerate(spec.knobs):
         for level, value in enumerate(k.values):
-            mine = knobs_new[:, j] == level
-            if mine.sum() < STUCK_ROWS or len(np.unique(new[mine])) != 1:
+            mine = np.flatnonzero(knobs_new[:, j] == level)
+            if len(mine) < STUCK_ROWS:
                 continue
-            outcome = new[mine][0]
-            chance = rate[cell_new[mine]] if outcome == 1 else 1 - rate[cell_new[mine]]
-            log_p = float(np.log(chance).sum())
+            results = new[mine]
+            differ = np.flatnonzero(results != results[-1])
+            run = mine[differ[-1] + 1 :] if len(differ) else mine
+            if len(run) < STUCK_ROWS:
+                continue
+            outcome = int(results[-1])
+            length = np.bincount(cell_new[run], minlength=size)
+            if outcome == 1:
+                log_p = float((betaln(ones + length, zeros) - betaln(ones, zeros)).sum())
+            else:
+                log_p = float((betaln(ones, zeros + length) - betaln(ones, zeros)).sum())
             if log_p < np.log(alpha / 2):  # ``alpha`` is already a level's share; two outcomes
                 alarms.append(
-                    f"{k.name} = {value!r}: all {int(mine.sum())} recent results are"
-                    f" {int(outcome)} (P = {np.exp(log_p):.2g} by the reference)"
+                    f"{k.name} = {value!r}: the last {len(run)} results are all {outcome}"
+                    f" (P = {np.exp(log_p):.2g} by the reference)"
                 )
     return alarms
 
