@@ -1,14 +1,14 @@
 """OTLP conversion in worker processes, so a server's intake is not bound to one core.
 
 Converting spans is mostly Python (looking up each attribute's and event's encoding, making
-the rows): several µs a span, and a process runs Python on one core at a time. :class:`TraceWorkers` hands
-each request's body to a worker process, which decompresses it and converts it with its own
-:class:`~flywheel.collect.traces.TraceMapper` (built from the same spec and unit key, so its
-rows are exactly the ones the server would make), and gets back the rows, already as Arrow
-(one :class:`~flywheel.collect.writer.Rows` a table), and the counts for the OTLP answer.
-The server's process keeps HTTP, the journal and the store, and never holds the rows as
-Python objects: the journal writes the Arrow bytes as they came, and the store takes them
-as they are.
+the rows): several µs a span, and a process runs Python on one core at a time.
+:class:`TraceWorkers` hands each request's body to a worker process, which decompresses it
+and converts it with its own :class:`~flywheel.collect.traces.TraceMapper` (built from the
+same spec and unit key, so its rows are exactly the ones the server would make), and gets
+back the rows, already as Arrow (one :class:`~flywheel.collect.writer.Rows` a table), and
+the counts for the OTLP answer. The server's process keeps HTTP, the journal and the store,
+and never holds the rows as Python objects: the journal writes the Arrow bytes as they came,
+and the store takes them as they are.
 
 Workers are started with ``spawn`` (the server has threads and open files, which a forked
 child would inherit in an unknown state). A request a worker cannot read raises the same
