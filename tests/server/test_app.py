@@ -281,12 +281,19 @@ def test_answered_writes_survive_the_server_process(
             for i in range(500)
         ]
         assert client.call("POST", "/v1/signals", {"signals": batch})[0] == 200
+        workers = _children(process.pid)  # its OTLP worker processes
+        assert workers, "the server should run trace workers"
         os.kill(process.pid, getattr(signal, signal_name))
         code = process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
     assert (code in (0, -signal.SIGTERM)) if signal_name == "SIGTERM" else (code != 0), code
+    # stopped or killed, the server leaves no worker behind
+    deadline = time.time() + 20
+    while (left := [pid for pid in workers if _alive(pid)]) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not left, f"worker processes {left} outlived the server"
     journaled = sum(p.stat().st_size for p in journal.glob("*.wal"))
     # killed, the rows were only in the journal (the store takes them once an hour here);
     # stopped gracefully, the server stored them all and emptied its journal
@@ -297,3 +304,24 @@ def test_answered_writes_survive_the_server_process(
             "SELECT (SELECT count(*) FROM decisions) AS d, (SELECT count(*) FROM signals) AS s"
         ).to_pylist()[0]
     assert counts == {"d": 1, "s": 500}
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

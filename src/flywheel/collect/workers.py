@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -54,7 +56,7 @@ class TraceWorkers:
             processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start,
-            initargs=(dict(spec.raw), str(spec.base_dir), spec.digest, unit_key),
+            initargs=(dict(spec.raw), str(spec.base_dir), spec.digest, unit_key, os.getpid()),
         )
         # start them all now (and learn at once if they cannot start), not on the first spans
         try:
@@ -98,11 +100,15 @@ class _NoWriter:
         raise FlywheelError("a trace worker does not write rows itself")
 
 
-def _start(raw: Mapping[str, Any], base_dir: str, digest: str, unit_key: bytes) -> None:
+def _start(
+    raw: Mapping[str, Any], base_dir: str, digest: str, unit_key: bytes, server: int
+) -> None:
     # Ctrl-C or a SIGTERM to the server's process group is the server's to handle: it drains
-    # its requests, then stops the workers itself
+    # its requests, then stops the workers itself; a server killed outright cannot, so each
+    # worker watches for it to be gone (its pipes stay open: the workers hold them too)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_without, args=(server,), daemon=True).start()
     spec = Spec.from_dict(raw, base_dir=Path(base_dir))
     if spec.digest != digest:
         raise FlywheelError("a trace worker read the spec differently from the server")
@@ -110,6 +116,13 @@ def _start(raw: Mapping[str, Any], base_dir: str, digest: str, unit_key: bytes) 
     tables = tables_for(spec)
     _worker["schemas"] = {name: tables.schema(name) for name in tables.names}
     _worker["mapper"] = TraceMapper(spec, Recorder(spec, _NoWriter(), units, time.time), units)
+
+
+def _exit_without(server: int) -> None:
+    """Exit once the server's process is no longer this one's parent."""
+    while os.getppid() == server:
+        time.sleep(0.5)
+    os._exit(0)
 
 
 def _ready() -> bool:
