@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 import flywheel
-from flywheel.playbook import Decider, LearnResult
+from flywheel.playbook import Decider, LearnResult, Playbook
 from flywheel.seatbelt import gate
 from flywheel.seatbelt.breaker import halted
 from tests.conftest import Clock
@@ -211,18 +211,25 @@ def test_the_off_policy_check_refuses_a_worse_candidate(
     assert same.ok and abs(same.detail["difference"]) < 1e-9
 
 
-def test_a_stuck_outcome_is_caught_from_a_few_dozen_rows(
-    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
-) -> None:
+def played_since_learning(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock, decisions: int
+) -> tuple[Sim, Playbook, gate.Windows]:
+    """A warmed wheel that then served ``decisions`` more, its playbook, and the windows
+    split where those began."""
     sim = warmed(make_wheel, clock)
-    sim.play(600)
+    sim.play(decisions)
     sim.wheel.flush()
     incumbent = sim.wheel.playbook
     assert incumbent is not None
     now = flywheel.align.moment(clock.now)
-    data = gate.windows(
-        sim.wheel.store, sim.wheel.spec, now, flywheel.align.moment(clock.now - 600 * 60)
-    )
+    cut = flywheel.align.moment(clock.now - decisions * 60)
+    return sim, incumbent, gate.windows(sim.wheel.store, sim.wheel.spec, now, cut)
+
+
+def test_a_stuck_outcome_is_caught_from_a_few_dozen_rows(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    sim, incumbent, data = played_since_learning(make_wheel, clock, 600)
     assert gate._stuck(sim.wheel.spec, data.reference, data.recent, incumbent, 0.01) == []
     # keep 30 of the recent rows with twists = 0 (a value served that rarely), and report
     # every one of them as a success
@@ -241,15 +248,7 @@ def test_a_stuck_outcome_is_caught_from_a_few_dozen_rows(
 def test_a_stuck_outcome_that_began_inside_the_window_is_measured_from_where_it_began(
     make_wheel: Callable[..., flywheel.Wheel], clock: Clock
 ) -> None:
-    sim = warmed(make_wheel, clock)
-    sim.play(900)
-    sim.wheel.flush()
-    incumbent = sim.wheel.playbook
-    assert incumbent is not None
-    now = flywheel.align.moment(clock.now)
-    data = gate.windows(
-        sim.wheel.store, sim.wheel.spec, now, flywheel.align.moment(clock.now - 900 * 60)
-    )
+    sim, incumbent, data = played_since_learning(make_wheel, clock, 900)
     recent = data.recent.sort_by("ts")
     twists = np.asarray(recent.column("twists").to_pylist())
     rows = np.flatnonzero(twists == 0)
