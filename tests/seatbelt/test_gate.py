@@ -258,21 +258,14 @@ def test_a_stuck_outcome_that_began_inside_the_window_is_measured_from_where_it_
     reward[rows[-31]] = 0.0
     reward[rows[-30:]] = 1.0
     at = recent.schema.get_field_index("reward")
-    alarms = gate._stuck(
-        sim.wheel.spec,
-        data.reference,
-        recent.set_column(at, "reward", pa.array(reward)),
-        incumbent,
-        0.01,
-    )
+
+    def stuck() -> list[str]:
+        reported = recent.set_column(at, "reward", pa.array(reward))
+        return gate._stuck(sim.wheel.spec, data.reference, reported, incumbent, 0.01)
+
+    alarms = stuck()
     assert any(a.startswith("twists = 0: the last 30 results are all 1") for a in alarms), alarms
     # a failure last: the run is one result long, too short to judge
     reward[rows[-1]] = 0.0
-    alarms = gate._stuck(
-        sim.wheel.spec,
-        data.reference,
-        recent.set_column(at, "reward", pa.array(reward)),
-        incumbent,
-        0.01,
-    )
+    alarms = stuck()
     assert not any(a.startswith("twists = 0") for a in alarms), alarms

@@ -292,7 +292,6 @@ class TraceMapper:
         request = _raw_request().FromString(body)
         attributes, attribute = self._attributes, self._attribute
         look_up = attributes.__getitem__
-        events_seen, event_of = self._events, self._event
         rows = intake.rows
         taken_fast = signals_fast = 0  # spans taken by the fast path below, and their signals
         for i, resource_spans in enumerate(request.resource_spans):
@@ -319,6 +318,7 @@ class TraceMapper:
                             attributes.get(raw) or attribute(raw) for raw in span.attributes
                         )
                     start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                    events = self._pb_events(span.events)
                     # attributes that map to nothing are all _IGNORED: the key keeps where they are
                     tail = None if combos is None else combos.get(key)
                     if tail is not None:
@@ -328,16 +328,7 @@ class TraceMapper:
                         if start and EARLIEST <= began <= LATEST and EARLIEST <= ended <= LATEST:
                             ident = decision_id_of(trace_id + span_id)
                             made = [("decisions", (ident, began, *tail))]
-                            for n, raw in enumerate(span.events):  # as in _pb_events
-                                if raw[:1] == b"\t":
-                                    rest, leading = raw[9:], raw[1:9]
-                                else:
-                                    rest, leading = raw, b""
-                                time, result, ready = events_seen.get(rest) or event_of(rest)
-                                if result is None:
-                                    continue
-                                if time is None:
-                                    time = int.from_bytes(leading, "little")
+                            for n, time, _, ready in events:
                                 when = time / 1e9 if time else ended
                                 if ready is None or not EARLIEST <= when <= LATEST:
                                     break  # a note or an error: _general says which
@@ -350,7 +341,6 @@ class TraceMapper:
                                 continue
                     before = len(rows)
                     hits = [found for found in key if found is not _IGNORED]
-                    events = self._pb_events(span.events)
                     taken = self._general(
                         intake, trace_id, span_id, start, end, base, base_unknown, hits, events
                     )
