@@ -11,15 +11,18 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 import flywheel
 from flywheel.demo import StoryWorld, example_spec, example_text
 from flywheel.spec import Spec
+from flywheel.store.postgres import _uuid_bytes
 from tests.conftest import DAY, T0, Clock
 from tests.server.test_app import Client
 
@@ -255,3 +258,17 @@ def test_keys_created_by_two_processes_at_once_are_all_kept(pg_url: str) -> None
         assert revoked.revoked_at is not None and keys.load(store)[0].revoked_at is not None
     finally:
         store.close()
+
+
+def test_uuid_columns_go_to_binary_copy_as_their_16_bytes() -> None:
+    """Ids in either case, across chunks and with nulls, become the bytes ``uuid.UUID`` gives;
+    anything not written 8-4-4-4-12 in hex is refused, naming the column."""
+    rng = random.Random(5)
+    ids: list[str | None] = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(300)]
+    ids[7], ids[100] = None, str(ids[100]).upper()
+    column = pa.chunked_array([pa.array(ids[:150]), pa.array(ids[150:])]).slice(3)
+    decoded = _uuid_bytes(column, "signals.decision_id").to_pylist()
+    assert decoded == [None if i is None else uuid.UUID(i).bytes for i in ids[3:]]
+    for bad in ["", "not-a-uuid", "11111111-2222-4333-8444-00000000000g", "1" * 8 + "x" + "1" * 27]:
+        with pytest.raises(ValueError, match=r"signals\.decision_id: expected UUIDs"):
+            _uuid_bytes(pa.array([str(uuid.uuid4()), bad]), "signals.decision_id")

@@ -14,18 +14,19 @@ passed to libpq; the schema, ``flywheel`` by default, is created when missing).
 
 from __future__ import annotations
 
-import io
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import numpy as np
 import psycopg
 import pyarrow as pa
-import pyarrow.csv as pacsv
+import pyarrow.compute as pc
 import sqlglot
+from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql as pgsql
 from psycopg.types.numeric import FloatLoader
 from psycopg.types.string import TextLoader
@@ -35,7 +36,6 @@ from flywheel.errors import StoreError
 from flywheel.store.base import (
     TIMESTAMP,
     Tables,
-    every_key_claimed,
     keep_first_claimed,
     name_based_ids,
 )
@@ -129,6 +129,24 @@ _PG_ARROW: dict[str, pa.DataType] = {
 }
 
 
+_STAGED = "value"  # the one column of the tables claims are staged in
+# Per connection: the keys a write claims are copied here first, then claimed in one INSERT
+_STAGING = f"""
+    CREATE TEMP TABLE claim_signal_keys ({_STAGED} text) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE claim_decision_ids ({_STAGED} uuid) ON COMMIT DELETE ROWS;
+"""
+
+# The Arrow type binary COPY writes for each PostgreSQL type a table has
+_COPY_TYPES: dict[str, pa.DataType] = {
+    "boolean": pa.bool_(),
+    "bigint": pa.int64(),
+    "integer": pa.int32(),
+    "double precision": pa.float64(),
+    "text": pa.string(),
+    "timestamp with time zone": TIMESTAMP,
+    "bytea": pa.binary(),
+}
+
 # What ``signal_keys`` holds of a signal's idempotency key: its MD5 digest as a uuid, as in the
 # DuckDB store.
 KEY_DIGEST = "md5({})::uuid"
@@ -150,6 +168,8 @@ class PostgresStore:
         self._con.adapters.register_loader("numeric", FloatLoader)
         self._con.adapters.register_loader("uuid", TextLoader)
         self._migrate()
+        self._con.execute(_STAGING)
+        self._types: dict[str, dict[str, str]] = {}  # see _column_types
 
     @property
     def _schema_id(self) -> pgsql.Identifier:
@@ -223,35 +243,62 @@ class PostgresStore:
                         self._copy(table, rows)
                     if mark is not None:
                         self._con.execute(SET_META, list(mark))
-            except psycopg.Error as err:
+            except (psycopg.Error, ValueError) as err:
                 raise StoreError(f"write failed, nothing was stored: {err}") from err
 
     def _copy(self, table: str, rows: pa.Table) -> None:
-        """Append Arrow rows with ``COPY … FROM STDIN``, as CSV written by Arrow (in C++):
-        quoted values, so an unquoted empty field is NULL and ``""`` an empty string."""
+        """Append Arrow rows with ``COPY … FROM STDIN``, in PostgreSQL's binary format (encoded
+        from Arrow in Rust by pgpq): the server parses no text, the client builds no CSV."""
         if rows.num_rows == 0:
             return
-        buffer = io.BytesIO()
-        options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
-        pacsv.write_csv(rows, buffer, options)
-        statement = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        statement = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
             pgsql.Identifier(table), pgsql.SQL(", ").join(map(pgsql.Identifier, rows.column_names))
         )
+        types = self._column_types(table)
         with self._con.cursor().copy(statement) as copy:
-            copy.write(buffer.getbuffer())
+            for part in _binary_copy(table, rows, types):
+                copy.write(part)
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        """The type of each column of ``table``, read from the catalog once."""
+        if table not in self._types:
+            self._types[table] = dict(
+                self._con.execute(
+                    "SELECT attname, atttypid::regtype::text FROM pg_attribute"
+                    " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                    [table],
+                ).fetchall()
+            )
+        return self._types[table]
+
+    def _claim(self, stage: str, claim: str, values: pa.Array[Any]) -> pa.Array[Any] | None:
+        """Stage the non-null ``values`` with ``COPY``, then run ``claim`` (an ``INSERT … ON
+        CONFLICT DO NOTHING RETURNING`` of them, as ``claimed``). None when it took one value a
+        row (all distinct, all new: the common case, answered without sending them back), else
+        the values it took, as text."""
+        given = values.drop_null()
+        self._copy(stage, pa.table({_STAGED: given}))
+        row = self._con.execute(
+            f"WITH claimed AS ({claim}) SELECT count(*),"
+            " CASE WHEN count(*) <> %s THEN array_agg(claimed.value::text) END FROM claimed",
+            [len(given)],
+        ).fetchone()
+        assert row is not None
+        return (
+            None if row[1] is None and row[0] == len(given) else pa.array(row[1] or [], pa.string())
+        )
 
     def _drop_seen_keys(self, rows: pa.Table) -> pa.Table:
         keys = rows.column("key").combine_chunks()
         if keys.null_count == rows.num_rows:
             return rows
-        fresh = self._con.execute(
-            f"INSERT INTO signal_keys SELECT DISTINCT {KEY_DIGEST.format('k')}"
-            " FROM unnest(%s::text[]) AS k"
-            " WHERE k IS NOT NULL ON CONFLICT DO NOTHING RETURNING key",
-            [keys.to_pylist()],
-        ).fetchall()
-        claimed = pa.array([k for (k,) in fresh], pa.string())
-        if every_key_claimed(keys, claimed):
+        claimed = self._claim(
+            "claim_signal_keys",
+            f"INSERT INTO signal_keys SELECT DISTINCT {KEY_DIGEST.format(_STAGED)}"
+            " FROM claim_signal_keys ON CONFLICT DO NOTHING RETURNING key AS value",
+            keys,
+        )
+        if claimed is None:
             return rows
         digests = self._con.execute(
             f"SELECT {KEY_DIGEST.format('k')} FROM unnest(%s::text[]) WITH ORDINALITY AS u(k, n)"
@@ -265,12 +312,13 @@ class PostgresStore:
         ids = name_based_ids(rows)
         if ids.null_count == len(ids):
             return rows
-        fresh = self._con.execute(
-            "INSERT INTO decision_keys SELECT DISTINCT i FROM unnest(%s::uuid[]) AS i"
-            " ON CONFLICT DO NOTHING RETURNING CAST(id AS text)",
-            [ids.drop_null().to_pylist()],
-        ).fetchall()
-        return keep_first_claimed(rows, ids, pa.array([i for (i,) in fresh], pa.string()))
+        claimed = self._claim(
+            "claim_decision_ids",
+            f"INSERT INTO decision_keys SELECT DISTINCT {_STAGED} FROM claim_decision_ids"
+            " ON CONFLICT DO NOTHING RETURNING id AS value",
+            ids,
+        )
+        return rows if claimed is None else keep_first_claimed(rows, ids, claimed)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -460,6 +508,57 @@ def _to_arrow(
         arrays.append(pa.array(values, type=arrow_type))
         names.append(column.name)
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def _binary_copy(table: str, rows: pa.Table, types: Mapping[str, str]) -> Iterator[bytes]:
+    """``rows`` of ``table`` in ``COPY``'s binary format: each column as the Arrow type whose
+    encoding its PostgreSQL type reads (``types``), a ``uuid`` as its 16 bytes."""
+    columns: list[pa.Array[Any] | pa.ChunkedArray[Any]] = []
+    for name, column in zip(rows.column_names, rows.columns, strict=True):
+        wanted = types[name]
+        if wanted == "uuid":
+            columns.append(_uuid_bytes(column, f"{table}.{name}"))
+        elif column.type != _COPY_TYPES[wanted]:
+            columns.append(column.cast(_COPY_TYPES[wanted]))
+        else:
+            columns.append(column)
+    rows = pa.Table.from_arrays(columns, names=rows.column_names)
+    encoder = ArrowToPostgresBinaryEncoder(rows.schema)
+    yield encoder.write_header()
+    for batch in rows.to_batches():
+        yield encoder.write_batch(batch)
+    yield encoder.finish()
+
+
+_HEX = np.full(256, 255, np.uint8)
+_HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+_DIGITS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
+_BLANK_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+def _uuid_bytes(column: pa.ChunkedArray[Any] | pa.Array[Any], name: str) -> pa.Array[Any]:
+    """UUIDs written ``8-4-4-4-12`` in hex as 16-byte values (nulls kept), decoded in numpy."""
+    given: pa.Array[Any] = (
+        column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    )
+    filled: pa.Array[Any] = given.fill_null(_BLANK_UUID) if given.null_count else given
+    strings = pa.concat_arrays([filled.cast(pa.string())])  # offsets from zero
+    n = len(strings)
+    buffers = [memoryview(b or b"") for b in strings.buffers()]
+    offsets = np.frombuffer(buffers[1], np.int32, n + 1)
+    if n and (offsets[-1] != 36 * n or np.any(np.diff(offsets) != 36)):
+        raise ValueError(f"{name}: expected UUIDs written 8-4-4-4-12 in hex")
+    text = np.frombuffer(buffers[2], np.uint8, 36 * n).reshape(n, 36)
+    nibbles = _HEX[text[:, _DIGITS]]
+    if np.any(nibbles == 255) or np.any(text[:, [8, 13, 18, 23]] != ord("-")):
+        raise ValueError(f"{name}: expected UUIDs written 8-4-4-4-12 in hex")
+    raw = ((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).tobytes()  # in row order
+    values = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw)])
+    if given.null_count:
+        values = pc.if_else(pc.is_valid(given), values, pa.scalar(None, pa.binary(16)))
+    return values
 
 
 def _split_url(url: str) -> tuple[str, str]:
