@@ -135,7 +135,8 @@ def run(
     progress: Callable[[int], None] | None = None,
 ) -> DemoResult:
     """Simulate ``decisions`` reader visits over 30 days ending now, learning ``cycles`` times,
-    into a fresh store beside the demo spec written to ``spec_path``."""
+    into a fresh store beside the demo spec written to ``spec_path``. The same ``seed`` tells
+    the same story: the world, the readers and the wheel's own exploration are all seeded."""
     spec = write_demo_spec(spec_path)
     store_path = spec.base_dir / "demo.duckdb"
     for stale in (store_path, Path(f"{store_path}.wal")):
@@ -150,7 +151,7 @@ def run(
     due: list[tuple[float, int, str, str, Any]] = []  # (when, tiebreak, decision id, kind, value)
     history: list[Cycle] = []
     expected, exploring = 0.0, 0
-    with flywheel.open(spec, clock=lambda: clock[0], refresh=0) as wheel:
+    with flywheel.open(spec, clock=lambda: clock[0], refresh=0, seed=seed) as wheel:
         for i in range(decisions):
             clock[0] = start + i * step
             while due and due[0][0] <= clock[0]:
