@@ -61,7 +61,7 @@ def test_spec_without_exploration_serves_the_default(
         (lambda w: w.decide({}), ValueNotAllowedError, "context.genre", 0),
         (lambda w: w.decide("thriller"), WrongTypeError, "context", 0),
         (lambda w: w.decide(THRILLER, unit=["x"]), WrongTypeError, "unit", 0),
-        (lambda w: w.signal("not-an-id", "completed", 1), WrongTypeError, "decision_id", 0),
+        (lambda w: w.signal("not-an-id", "completed", 1), WrongTypeError, "decision", 0),
         (lambda w: w.signal(w.decide(THRILLER), "complete", 1), UnknownNameError, "complete", 1),
         (
             lambda w: w.signal(w.decide(THRILLER), "completed", "yes"),

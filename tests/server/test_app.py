@@ -31,7 +31,7 @@ class Client:
     def call(
         self, method: str, path: str, body: Any = None, key: str | None = None
     ) -> tuple[int, dict[str, Any]]:
-        data = None if body is None else json.dumps(body).encode()
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         headers = {"content-type": "application/json"}
         if key is not None:
             headers["authorization"] = f"Bearer {key}"
@@ -99,6 +99,8 @@ def test_decide_and_signals_are_durable_when_answered(
     assert status == 200 and counts["decisions"] == 1 and counts["complete"] == 1
     status, book = client.call("GET", "/v1/playbook")
     assert (status, book["version"], book["segments"]) == (200, None, [])
+    status, learned = client.call("POST", "/v1/learn")  # one decision: too little to learn
+    assert status == 200 and learned["published"] is False and learned["reason"]
     status, forgot = client.call("DELETE", "/v1/units/ada")
     assert status == 200 and forgot["deleted"]["decisions"] == 1
 
@@ -142,7 +144,10 @@ def test_every_error_has_one_shape_and_a_rejected_batch_stores_nothing(
         ("POST", "/v1/signals", {"signals": [good, {**good, "name": "nope"}]}, "signals[1]."),
         ("POST", "/v1/signals", {"signals": [good, too_high]}, "signals[1]."),
         ("POST", "/v1/signals", {"signals": []}, "signals"),
-        ("POST", "/v1/signals", {"signals": [no_id]}, "signals.0.decision"),
+        ("POST", "/v1/signals", {"signals": [no_id]}, "signals[0].decision"),
+        ("POST", "/v1/signals", {"signals": [{**good, "decision": "d-1"}]}, "signals[0].decision"),
+        ("POST", "/v1/signals", b'{"signals": [', "body"),
+        ("POST", "/v1/rows", {"rows": [{"context": THRILLER}]}, "rows[0].params"),
         ("GET", "/v1/nothing-here", None, None),
     ]
     for method, path, body, field in cases:
@@ -152,7 +157,24 @@ def test_every_error_has_one_shape_and_a_rejected_batch_stores_nothing(
         assert answer["status"] == status
         if field is not None:
             assert any(e["field"].startswith(field) for e in answer["errors"]), answer
-    assert wheel.store.query("SELECT count(*) AS n FROM signals").to_pylist()[0]["n"] == 0
+    counts = wheel.store.query(
+        "SELECT (SELECT count(*) FROM decisions) AS d, (SELECT count(*) FROM signals) AS s"
+    ).to_pylist()[0]
+    assert counts == {"d": 1, "s": 0}  # the one good decision, nothing else
+
+
+def test_an_internal_error_has_the_same_shape(
+    served: tuple[Client, flywheel.Wheel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, wheel = served
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(wheel, "status", broken)
+    status, answer = client.call("GET", "/v1/status")
+    assert status == 500 and answer["ok"] is False and answer["status"] == 500
+    assert set(answer) == {"ok", "status", "error", "errors"} and "a bug" not in answer["error"]
 
 
 def test_serve_refuses_a_non_loopback_address_without_keys(
@@ -171,6 +193,9 @@ def test_serve_refuses_a_non_loopback_address_without_keys(
     assert created.exit_code == 0 and created.output.strip().splitlines()[-1].startswith("fw_")
     listed = runner.invoke(app, ["keys", "list"])
     assert "ingest" in listed.output and "active" in listed.output
+    ident = listed.output.split()[0]
+    assert runner.invoke(app, ["keys", "revoke", ident]).exit_code == 0
+    assert "revoked" in runner.invoke(app, ["keys", "list"]).output
 
 
 def test_keys_and_scopes(wheel_on_file: flywheel.Wheel) -> None:
@@ -192,6 +217,7 @@ def test_keys_and_scopes(wheel_on_file: flywheel.Wheel) -> None:
         assert client.call("POST", "/v1/signals", signal, key=ingest)[0] == 200
         assert client.call("GET", "/v1/playbook", key=ingest)[0] == 403  # ingest reads nothing
         assert client.call("DELETE", "/v1/units/ada", key=decide)[0] == 403
+        assert client.call("DELETE", "/v1/units/ada", key=ingest)[0] == 403
         assert client.call("DELETE", "/v1/units/ada", key=admin)[0] == 200
     with serving(wheel_on_file, api_keys.KeyRing(store, every=0)) as client:
         assert client.call("GET", "/v1/status", key=admin)[0] == 200
@@ -217,22 +243,30 @@ def test_complete_rows_go_in_whole(served: tuple[Client, flywheel.Wheel]) -> Non
 
 
 def test_the_committed_openapi_document_is_current() -> None:
-    """Our routes and request bodies as committed (FastAPI's own parts may vary by version)."""
+    """The committed document is what the server serves: every route, request and answer
+    schema, error status and error body (titles and descriptions aside, which FastAPI's
+    versions word differently)."""
     from flywheel.server.app import openapi_document
 
     committed = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
     current = json.loads(openapi_document())
 
-    def ours(document: dict[str, Any]) -> dict[str, Any]:
-        routes = {(p, m) for p, methods in document["paths"].items() for m in methods}
-        bodies = {
-            name: (sorted(schema["properties"]), sorted(schema.get("required", [])))
-            for name, schema in document["components"]["schemas"].items()
-            if name.endswith("Body")
-        }
-        return {"routes": routes, "bodies": bodies}
+    def ours(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: ours(v) for k, v in node.items() if k not in ("title", "description")}
+        return [ours(v) for v in node] if isinstance(node, list) else node
 
-    assert ours(committed) == ours(current), "regenerate: python -m flywheel.server"
+    assert ours(committed["paths"]) == ours(current["paths"]), (
+        "regenerate: python -m flywheel.server"
+    )
+    assert ours(committed["components"]) == ours(current["components"])
+    errors = current["components"]["schemas"]["ErrorBody"]["properties"]
+    assert set(errors) == {"ok", "status", "error", "errors"}
+    for methods in current["paths"].values():
+        for operation in methods.values():
+            for status in ("401", "403", "422", "500", "503"):
+                schema = operation["responses"][status]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorBody"}
 
 
 @pytest.mark.parametrize("backend", ["duckdb", "postgresql"])
@@ -265,17 +299,8 @@ def test_answered_writes_survive_the_server_process(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    client = Client(f"http://127.0.0.1:{port}")
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                status, decision = client.call("POST", "/v1/decide", {"context": THRILLER})
-                break
-            except OSError:
-                assert time.time() < deadline and process.poll() is None, "server did not start"
-                time.sleep(0.1)
-        assert status == 200
+        client, decision = _first_decision(process, port)
         batch = [
             {"decision": decision["id"], "name": "rating", "value": 1 + i % 5, "key": f"k{i}"}
             for i in range(500)
@@ -304,6 +329,67 @@ def test_answered_writes_survive_the_server_process(
             "SELECT (SELECT count(*) FROM decisions) AS d, (SELECT count(*) FROM signals) AS s"
         ).to_pylist()[0]
     assert counts == {"d": 1, "s": 500}
+
+
+def _first_decision(process: Any, port: int) -> tuple[Client, dict[str, Any]]:
+    """A client of a ``flywheel serve`` process once it answers, and its first decision."""
+    client = Client(f"http://127.0.0.1:{port}")
+    deadline = time.time() + 60
+    while True:
+        try:
+            status, decision = client.call("POST", "/v1/decide", {"context": THRILLER})
+            break
+        except OSError:
+            assert time.time() < deadline and process.poll() is None, "server did not start"
+            time.sleep(0.1)
+    assert status == 200
+    return client, decision
+
+
+def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
+    """SIGTERM while a 100,000-signal batch is being taken: it is answered 200, stored whole,
+    and the server exits cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from flywheel.demo import example_text
+    from flywheel.server.app import MAX_BATCH
+
+    spec = tmp_path / "flywheel.toml"
+    spec.write_text(example_text().replace(".flywheel/flywheel.duckdb", "api.duckdb"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "flywheel.cli", "serve", "--spec", str(spec)]
+    process = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL)
+    try:
+        _, decision = _first_decision(process, port)
+        batch = [
+            {"decision": decision["id"], "name": "rating", "value": 1 + i % 5}
+            for i in range(MAX_BATCH)
+        ]
+        body = json.dumps({"signals": batch}).encode()
+        head = (
+            "POST /v1/signals HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(head.encode() + body)  # returns once the server is reading the body
+            os.kill(process.pid, signal.SIGTERM)
+            answer = b""
+            while chunk := sock.recv(1 << 16):
+                answer += chunk
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert code in (0, -signal.SIGTERM), code
+    with flywheel.open(spec, refresh=0) as wheel:
+        stored = wheel.store.query("SELECT count(*) AS n FROM signals").to_pylist()[0]["n"]
+    assert stored == MAX_BATCH
 
 
 def _children(pid: int) -> list[int]:

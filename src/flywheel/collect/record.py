@@ -197,7 +197,7 @@ class Recorder:
             raise ValueNotAllowedError(field, f"{value!r} is outside [{lo}, {hi}]")
         return number
 
-    def decision_id(self, decision: object, field: str = "decision_id") -> str:
+    def decision_id(self, decision: object, field: str = "decision") -> str:
         ident = getattr(decision, "id", decision)
         if not isinstance(ident, str) or not DECISION_ID.match(ident):
             raise WrongTypeError(field, f"expected a decision id (a UUID string), got {ident!r}")

@@ -17,7 +17,7 @@ With API keys (:mod:`flywheel.server.keys`) every request needs one whose scope 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, NotRequired
 
@@ -44,7 +44,7 @@ OTLP_BODY = {
         otlp.JSON: {"schema": {"type": "object", "description": "OTLP/JSON (hex ids)"}},
     },
 }
-OTLP_ANSWER = {
+OTLP_ANSWER: dict[str, Any] = {
     "200": {
         "description": "An ExportTraceServiceResponse, in the request's format;"
         " partial_success counts the spans that could not be used",
@@ -108,8 +108,62 @@ class RowsBody(TypedDict):
     rows: Annotated[list[RowBody], Field(min_length=1, max_length=MAX_BATCH)]
 
 
-def error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+class DecideAnswer(BaseModel):
+    """A decision: its id (send it with its signals), the parameters to act on, how they were
+    chosen, and the playbook's expected result for them with its interval."""
+
+    ok: bool = True
+    id: str
+    params: dict[str, Any]
+    policy: str
+    propensity: float | None
+    playbook: int | None
+    expected: float | None
+    low: float | None
+    high: float | None
+
+
+class SignalsAnswer(BaseModel):
+    ok: bool = True
+    recorded: int
+
+
+class RowsAnswer(BaseModel):
+    ok: bool = True
+    ids: list[str]
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorBody(BaseModel):
     """The one error body of every endpoint."""
+
+    ok: bool = False
+    status: int
+    error: str
+    errors: list[FieldError]
+
+
+# Every route documents the one error body for every error it can answer with (the statuses
+# :func:`error` is called with below); FastAPI's own 422 body is replaced, not added. OTLP's
+# own refusals are documented on its route.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        401: "No valid key (when the server has keys)",
+        403: "The key's scope does not allow this",
+        422: "A field is not valid: ``errors`` names each one",
+        500: "An internal error",
+        503: "The store cannot take it now: nothing was stored, send it again",
+    }.items()
+}
+
+
+def error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
+    """The one error body of every endpoint (:class:`ErrorBody`)."""
     body = {"ok": False, "status": status, "error": message, "errors": errors or []}
     return JSONResponse(body, status_code=status)
 
@@ -141,7 +195,7 @@ def create_app(
             if close_on_shutdown:
                 wheel.close()
 
-    app = FastAPI(title="Flywheel", version="1", lifespan=lifespan)
+    app = FastAPI(title="Flywheel", version="1", lifespan=lifespan, responses=ERRORS)
 
     def need(scope: Scope) -> Callable[[Request], Awaitable[None]]:
         async def guard(request: Request) -> None:  # async: no thread hop per request
@@ -169,17 +223,23 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_request: Request, err: RequestValidationError) -> JSONResponse:
-        fields = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "reason": str(e["msg"])}
-            for e in err.errors()
-        ]
+        fields = [{"field": _field(e), "reason": str(e["msg"])} for e in err.errors()]
         return error(422, "the request is not valid", fields)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, err: HTTPException) -> JSONResponse:
         return error(err.status_code, str(err.detail))
 
-    @app.post("/v1/decide", dependencies=[Depends(need("decide"))])
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, _err: Exception) -> JSONResponse:
+        # the server logs the exception with its traceback; the client gets the same shape
+        return error(500, "internal error: the server's log has the details")
+
+    @app.post(
+        "/v1/decide",
+        dependencies=[Depends(need("decide"))],
+        response_model=DecideAnswer,
+    )
     async def decide(body: DecideBody) -> dict[str, Any]:
         """Parameters for a context, recorded as a decision (durable when answered)."""
         d = wheel.decide(body.context, unit=body.unit, explore=body.explore)
@@ -196,7 +256,11 @@ def create_app(
             "high": d.high,
         }
 
-    @app.post("/v1/signals", dependencies=[Depends(need("ingest"))])
+    @app.post(
+        "/v1/signals",
+        dependencies=[Depends(need("ingest"))],
+        response_model=SignalsAnswer,
+    )
     def signals(body: SignalsBody) -> dict[str, Any]:
         """A batch of signals, feedback, implicit events and edits, all or none (durable when
         answered); idempotency by ``key``."""
@@ -204,7 +268,11 @@ def create_app(
         wheel.flush(journal_only=True)
         return {"ok": True, "recorded": recorded}
 
-    @app.post("/v1/rows", dependencies=[Depends(need("ingest"))])
+    @app.post(
+        "/v1/rows",
+        dependencies=[Depends(need("ingest"))],
+        response_model=RowsAnswer,
+    )
     def rows(body: RowsBody) -> dict[str, Any]:
         """Complete rows (context, knob values, results), all or none (durable when answered)."""
         ids = wheel.log_many(body["rows"])
@@ -215,6 +283,14 @@ def create_app(
         "/v1/traces",
         dependencies=[Depends(need("ingest"))],
         openapi_extra={"requestBody": OTLP_BODY, "responses": OTLP_ANSWER},
+        responses={
+            status: {"model": ErrorBody, "description": description}
+            for status, description in {
+                400: "The body is not an OTLP request (nothing was stored)",
+                413: f"The body is larger than {otlp.MAX_BODY:,} bytes",
+                415: "An unsupported content type or encoding",
+            }.items()
+        },
         response_class=Response,
     )
     async def traces(request: Request) -> Response:
@@ -266,6 +342,17 @@ def create_app(
         return {"ok": True, "deleted": wheel.forget(unit)}
 
     return app
+
+
+def _field(problem: Mapping[str, Any]) -> str:
+    """Where a body's problem is, written as the SDK's errors write it (``signals[3].value``);
+    ``body`` for a body that is not JSON at all."""
+    if problem.get("type") == "json_invalid":
+        return "body"
+    path = ""
+    for part in problem["loc"][1:] if problem["loc"][:1] == ("body",) else problem["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "body"
 
 
 async def _read(request: Request) -> bytes:
