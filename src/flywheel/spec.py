@@ -39,7 +39,7 @@ from flywheel.skeleton import Dimension, Space, Value
 Combine = Literal["last", "first", "sum", "max", "min", "mean"]
 DType = Literal["text", "integer", "number", "boolean"]
 
-NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")  # \Z: no final newline either
 RESERVED_NAMES = frozenset(
     {
         "id", "decision_id", "ts", "unit", "policy", "playbook", "propensity", "reward",

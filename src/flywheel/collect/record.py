@@ -27,8 +27,10 @@ from flywheel.errors import (
 )
 from flywheel.spec import IMPLICIT_EVENTS, DType, Spec
 
+# \Z, not $: "$" also matches before a final newline, and an id with one would pass here only
+# to be refused by the store, after the caller was told it was stored
 DECISION_ID = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
 MAX_KEY_LENGTH = 256
 RECENT_IDS = 65_536

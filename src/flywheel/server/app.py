@@ -150,16 +150,19 @@ class ErrorBody(BaseModel):
 # Every route documents the one error body for every error it can answer with (the statuses
 # :func:`error` is called with below); FastAPI's own 422 body is replaced, not added. OTLP's
 # own refusals are documented on its route.
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": description}
-    for status, description in {
+def _documented(errors: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody, "description": text} for status, text in errors.items()}
+
+
+ERRORS = _documented(
+    {
         401: "No valid key (when the server has keys)",
         403: "The key's scope does not allow this",
-        422: "A field is not valid: ``errors`` names each one",
         500: "An internal error",
         503: "The store cannot take it now: nothing was stored, send it again",
-    }.items()
-}
+    }
+)
+INVALID = _documented({422: "A field is not valid: ``errors`` names each one"})
 
 
 def error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
@@ -223,8 +226,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_request: Request, err: RequestValidationError) -> JSONResponse:
-        fields = [{"field": _field(e), "reason": str(e["msg"])} for e in err.errors()]
-        return error(422, "the request is not valid", fields)
+        return error(422, "the request is not valid", _fields(list(err.errors())))
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, err: HTTPException) -> JSONResponse:
@@ -239,6 +241,7 @@ def create_app(
         "/v1/decide",
         dependencies=[Depends(need("decide"))],
         response_model=DecideAnswer,
+        responses=INVALID,
     )
     async def decide(body: DecideBody) -> dict[str, Any]:
         """Parameters for a context, recorded as a decision (durable when answered)."""
@@ -260,6 +263,7 @@ def create_app(
         "/v1/signals",
         dependencies=[Depends(need("ingest"))],
         response_model=SignalsAnswer,
+        responses=INVALID,
     )
     def signals(body: SignalsBody) -> dict[str, Any]:
         """A batch of signals, feedback, implicit events and edits, all or none (durable when
@@ -272,6 +276,7 @@ def create_app(
         "/v1/rows",
         dependencies=[Depends(need("ingest"))],
         response_model=RowsAnswer,
+        responses=INVALID,
     )
     def rows(body: RowsBody) -> dict[str, Any]:
         """Complete rows (context, knob values, results), all or none (durable when answered)."""
@@ -283,14 +288,13 @@ def create_app(
         "/v1/traces",
         dependencies=[Depends(need("ingest"))],
         openapi_extra={"requestBody": OTLP_BODY, "responses": OTLP_ANSWER},
-        responses={
-            status: {"model": ErrorBody, "description": description}
-            for status, description in {
+        responses=_documented(
+            {
                 400: "The body is not an OTLP request (nothing was stored)",
                 413: f"The body is larger than {otlp.MAX_BODY:,} bytes",
                 415: "An unsupported content type or encoding",
-            }.items()
-        },
+            }
+        ),
         response_class=Response,
     )
     async def traces(request: Request) -> Response:
@@ -336,7 +340,7 @@ def create_app(
             "checks": [c.as_dict() for c in result.checks],
         }
 
-    @app.delete("/v1/units/{unit}", dependencies=[Depends(need("admin"))])
+    @app.delete("/v1/units/{unit}", dependencies=[Depends(need("admin"))], responses=INVALID)
     def forget(unit: str) -> dict[str, Any]:
         """Delete every row of a unit, everywhere."""
         return {"ok": True, "deleted": wheel.forget(unit)}
@@ -344,14 +348,39 @@ def create_app(
     return app
 
 
+# What pydantic adds to a location for each member of a union (``value: float | bool | str``
+# fails as ``value.float``, ``value.bool`` and ``value.str``): not a field of the request
+_UNION_MEMBERS = frozenset({"float", "int", "bool", "str", "none", "bytes", "list", "dict"})
+
+
+def _fields(problems: list[Any]) -> list[dict[str, Any]]:
+    """Each problem of a body as ``{field, reason}``, the field written as the SDK writes it
+    (``signals[3].value``; ``body`` for a body that is not JSON), one entry a field (a union's
+    members' reasons joined)."""
+    reasons: dict[str, list[str]] = {}
+    for problem in problems:
+        reasons.setdefault(_field(problem), []).append(str(problem["msg"]))
+    return [{"field": f, "reason": _either(list(dict.fromkeys(r)))} for f, r in reasons.items()]
+
+
+def _either(reasons: list[str]) -> str:
+    """``Input should be a valid number or a valid string``, from a union's reasons."""
+    lead = "Input should be "
+    if len(reasons) > 1 and all(r.startswith(lead) for r in reasons):
+        return lead + " or ".join(r.removeprefix(lead) for r in reasons)
+    return "; ".join(reasons)
+
+
 def _field(problem: Mapping[str, Any]) -> str:
-    """Where a body's problem is, written as the SDK's errors write it (``signals[3].value``);
-    ``body`` for a body that is not JSON at all."""
     if problem.get("type") == "json_invalid":
         return "body"
+    loc = tuple(problem["loc"])
     path = ""
-    for part in problem["loc"][1:] if problem["loc"][:1] == ("body",) else problem["loc"]:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    for part in loc[1:] if loc[:1] == ("body",) else loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in _UNION_MEMBERS and "[" not in part:
+            path += f".{part}" if path else str(part)
     return path or "body"
 
 

@@ -168,7 +168,14 @@ class PostgresStore:
         self._con.adapters.register_loader("numeric", FloatLoader)
         self._con.adapters.register_loader("uuid", TextLoader)
         self._migrate()
-        self._con.execute(_STAGING)
+        try:
+            self._con.execute(_STAGING)
+        except psycopg.Error as err:
+            self._con.close()
+            raise StoreError(
+                f"cannot create the temporary tables writes stage keys in (the role needs the"
+                f" TEMPORARY privilege on the database): {err}".strip()
+            ) from None
         self._types: dict[str, dict[str, str]] = {}  # see _column_types
 
     @property
@@ -246,9 +253,10 @@ class PostgresStore:
             except (psycopg.Error, ValueError) as err:
                 raise StoreError(f"write failed, nothing was stored: {err}") from err
 
-    def _copy(self, table: str, rows: pa.Table) -> None:
+    def _copy(self, table: str, rows: pa.Table, label: str | None = None) -> None:
         """Append Arrow rows with ``COPY … FROM STDIN``, in PostgreSQL's binary format (encoded
-        from Arrow in Rust by pgpq): the server parses no text, the client builds no CSV."""
+        from Arrow in Rust by pgpq): the server parses no text, the client builds no CSV.
+        Errors name a column as ``table.column``, or as ``label`` when given (a staged claim)."""
         if rows.num_rows == 0:
             return
         statement = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
@@ -256,7 +264,7 @@ class PostgresStore:
         )
         types = self._column_types(table)
         with self._con.cursor().copy(statement) as copy:
-            for part in _binary_copy(table, rows, types):
+            for part in _binary_copy(rows, types, label or table):
                 copy.write(part)
 
     def _column_types(self, table: str) -> dict[str, str]:
@@ -271,13 +279,15 @@ class PostgresStore:
             )
         return self._types[table]
 
-    def _claim(self, stage: str, claim: str, values: pa.Array[Any]) -> pa.Array[Any] | None:
+    def _claim(
+        self, stage: str, claim: str, values: pa.Array[Any], label: str
+    ) -> pa.Array[Any] | None:
         """Stage the non-null ``values`` with ``COPY``, then run ``claim`` (an ``INSERT … ON
         CONFLICT DO NOTHING RETURNING`` of them, as ``claimed``). None when it took one value a
         row (all distinct, all new: the common case, answered without sending them back), else
         the values it took, as text."""
         given = values.drop_null()
-        self._copy(stage, pa.table({_STAGED: given}))
+        self._copy(stage, pa.table({_STAGED: given}), label)
         row = self._con.execute(
             f"WITH claimed AS ({claim}) SELECT count(*),"
             " CASE WHEN count(*) <> %s THEN array_agg(claimed.value::text) END FROM claimed",
@@ -297,6 +307,7 @@ class PostgresStore:
             f"INSERT INTO signal_keys SELECT DISTINCT {KEY_DIGEST.format(_STAGED)}"
             " FROM claim_signal_keys ON CONFLICT DO NOTHING RETURNING key AS value",
             keys,
+            "signals.key",
         )
         if claimed is None:
             return rows
@@ -317,6 +328,7 @@ class PostgresStore:
             f"INSERT INTO decision_keys SELECT DISTINCT {_STAGED} FROM claim_decision_ids"
             " ON CONFLICT DO NOTHING RETURNING id AS value",
             ids,
+            "decisions.id",
         )
         return rows if claimed is None else keep_first_claimed(rows, ids, claimed)
 
@@ -510,14 +522,20 @@ def _to_arrow(
     return pa.Table.from_arrays(arrays, names=names)
 
 
-def _binary_copy(table: str, rows: pa.Table, types: Mapping[str, str]) -> Iterator[bytes]:
-    """``rows`` of ``table`` in ``COPY``'s binary format: each column as the Arrow type whose
-    encoding its PostgreSQL type reads (``types``), a ``uuid`` as its 16 bytes."""
+def _binary_copy(rows: pa.Table, types: Mapping[str, str], label: str) -> Iterator[bytes]:
+    """``rows`` in ``COPY``'s binary format: each column as the Arrow type whose encoding its
+    PostgreSQL type (``types``) reads, a ``uuid`` as its 16 bytes. ``label``: the table (an
+    error names ``table.column``), or a column's own name (``decisions.id``)."""
     columns: list[pa.Array[Any] | pa.ChunkedArray[Any]] = []
     for name, column in zip(rows.column_names, rows.columns, strict=True):
-        wanted = types[name]
+        where = label if "." in label else f"{label}.{name}"
+        wanted = types.get(name)
+        if wanted is None:
+            raise ValueError(f"{where}: no such column in the database")
         if wanted == "uuid":
-            columns.append(_uuid_bytes(column, f"{table}.{name}"))
+            columns.append(_uuid_bytes(column, where))
+        elif wanted not in _COPY_TYPES:
+            raise ValueError(f"{where}: cannot write a column of type {wanted}")
         elif column.type != _COPY_TYPES[wanted]:
             columns.append(column.cast(_COPY_TYPES[wanted]))
         else:
