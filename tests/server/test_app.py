@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -182,9 +183,22 @@ def test_an_internal_error_has_the_same_shape(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(wheel, "status", broken)
-    status, answer = client.call("GET", "/v1/status")
+    logged: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(record)
+
+    handler = Keep()
+    logging.getLogger("uvicorn.error").addHandler(handler)
+    try:
+        status, answer = client.call("GET", "/v1/status")
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
     assert status == 500 and answer["ok"] is False and answer["status"] == 500
     assert set(answer) == {"ok", "status", "error", "errors"} and "a bug" not in answer["error"]
+    # the details go to the server's log, with the traceback
+    assert any(r.exc_info and str(r.exc_info[1]) == "a bug" for r in logged), logged
 
 
 def test_serve_refuses_a_non_loopback_address_without_keys(
