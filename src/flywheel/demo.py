@@ -151,7 +151,9 @@ def run(
     due: list[tuple[float, int, str, str, Any]] = []  # (when, tiebreak, decision id, kind, value)
     history: list[Cycle] = []
     expected, exploring = 0.0, 0
-    with flywheel.open(spec, clock=lambda: clock[0], refresh=0, seed=seed) as wheel:
+    # the wheel's draws get a stream of their own: seeded like the world, its uniform draws
+    # would be the world's, and each genre would get the same few combinations
+    with flywheel.open(spec, clock=lambda: clock[0], refresh=0, seed=seed + 2) as wheel:
         for i in range(decisions):
             clock[0] = start + i * step
             while due and due[0][0] <= clock[0]:
