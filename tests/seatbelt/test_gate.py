@@ -269,3 +269,23 @@ def test_a_stuck_outcome_that_began_inside_the_window_is_measured_from_where_it_
     reward[rows[-1]] = 0.0
     alarms = stuck()
     assert not any(a.startswith("twists = 0") for a in alarms), alarms
+
+
+def test_a_run_in_cells_the_reference_never_saw_is_no_evidence(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """The model's rate for a cell the reference never saw is a guess (and an optimistic one
+    where a policy has just begun to serve): a run of failures there is not a fault."""
+    sim, incumbent, data = played_since_learning(make_wheel, clock, 900)
+    recent = data.recent.sort_by("ts")
+    twists = np.asarray(recent.column("twists").to_pylist())
+    assert (twists == 0).sum() >= 30, "the policy should still serve twists = 0 now and then"
+    failed = np.where(twists == 0, 0.0, recent.column("reward").to_numpy())
+    recent = recent.set_column(recent.schema.get_field_index("reward"), "reward", pa.array(failed))
+    seen = gate._stuck(sim.wheel.spec, data.reference, recent, incumbent, 0.01)
+    assert any(a.startswith("twists = 0: the last") for a in seen), seen
+    # the same run, against a reference that never served twists = 0
+    served = np.asarray(data.reference.column("twists").to_pylist()) != 0
+    unseen = data.reference.filter(pa.array(served))
+    alarms = gate._stuck(sim.wheel.spec, unseen, recent, incumbent, 0.01)
+    assert not any(a.startswith("twists = 0") for a in alarms), alarms

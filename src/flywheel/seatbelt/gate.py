@@ -354,7 +354,11 @@ def _stuck(
     where it began. Its chance is the predictive probability of the run in each of its cells:
     the cell's rate is uncertain, a Beta posterior of the reference cell's results with two
     pseudo-rows at the incumbent model's prediction (a thin cell leans on what the model
-    learned of its level elsewhere, and its uncertainty makes a long run less surprising). With
+    learned of its level elsewhere, and its uncertainty makes a long run less surprising). Only
+    cells the reference saw count: in one it never saw, that prediction is all there is, and a
+    policy that has just begun to serve a cell did so because its draws for it came out high,
+    so a run of failures there would look like a fault where it is only the model's optimism
+    (a demo's second cycle, against a cold start's 200 rows, halted on 17 such failures). With
     no fault, the run's chance falls under ``alpha / 2`` with at most that probability: the
     run reaches the length that takes it there only that often.
     A forced success or failure, the classic broken instrumentation, shows here as soon as a
@@ -370,8 +374,9 @@ def _stuck(
     cell_old, cell_new = cell[: len(old)], cell[len(old) :]
     prior = np.zeros(size)
     prior[cell] = np.clip(predict(incumbent, both), 1e-6, 1 - 1e-6)
+    seen = np.bincount(cell_old, minlength=size)
     ones = np.bincount(cell_old, old, size) + 2 * prior  # the Beta posterior of each cell
-    zeros = np.bincount(cell_old, minlength=size) + 2 - ones
+    zeros = seen + 2 - ones
     knobs_new = knobs[len(old) :]
     alarms = []
     for j, k in enumerate(spec.knobs):
@@ -385,7 +390,10 @@ def _stuck(
             if len(run) < STUCK_ROWS:
                 continue
             outcome = int(results[-1])
-            length = np.bincount(cell_new[run], minlength=size)
+            # only cells the reference has seen are evidence: in a cell it never saw, the
+            # model's rate is a guess, and an optimistic one where a new policy has just begun
+            # to serve (it serves where its draws came out high)
+            length = np.bincount(cell_new[run], minlength=size) * (seen > 0)
             if outcome == 1:
                 log_p = float((betaln(ones + length, zeros) - betaln(ones, zeros)).sum())
             else:
