@@ -263,8 +263,9 @@ class PostgresStore:
             pgsql.Identifier(table), pgsql.SQL(", ").join(map(pgsql.Identifier, rows.column_names))
         )
         types = self._column_types(table)
+        names = {n: label or f"{table}.{n}" for n in rows.column_names}
         with self._con.cursor().copy(statement) as copy:
-            for part in _binary_copy(rows, types, label or table):
+            for part in _binary_copy(rows, types, names):
                 copy.write(part)
 
     def _column_types(self, table: str) -> dict[str, str]:
@@ -294,9 +295,7 @@ class PostgresStore:
             [len(given)],
         ).fetchone()
         assert row is not None
-        return (
-            None if row[1] is None and row[0] == len(given) else pa.array(row[1] or [], pa.string())
-        )
+        return None if row[0] == len(given) else pa.array(row[1] or [], pa.string())
 
     def _drop_seen_keys(self, rows: pa.Table) -> pa.Table:
         keys = rows.column("key").combine_chunks()
@@ -522,13 +521,15 @@ def _to_arrow(
     return pa.Table.from_arrays(arrays, names=names)
 
 
-def _binary_copy(rows: pa.Table, types: Mapping[str, str], label: str) -> Iterator[bytes]:
+def _binary_copy(
+    rows: pa.Table, types: Mapping[str, str], names: Mapping[str, str]
+) -> Iterator[bytes]:
     """``rows`` in ``COPY``'s binary format: each column as the Arrow type whose encoding its
-    PostgreSQL type (``types``) reads, a ``uuid`` as its 16 bytes. ``label``: the table (an
-    error names ``table.column``), or a column's own name (``decisions.id``)."""
+    PostgreSQL type (``types``) reads, a ``uuid`` as its 16 bytes. An error names a column by
+    ``names``."""
     columns: list[pa.Array[Any] | pa.ChunkedArray[Any]] = []
     for name, column in zip(rows.column_names, rows.columns, strict=True):
-        where = label if "." in label else f"{label}.{name}"
+        where = names[name]
         wanted = types.get(name)
         if wanted is None:
             raise ValueError(f"{where}: no such column in the database")
