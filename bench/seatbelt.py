@@ -211,6 +211,7 @@ def run(world_name: str, seed: int, scenario: str, args: argparse.Namespace) -> 
         pending: dict[int, Any] = {}
         swap: tuple[str, Any, Any] | None = None
         injected: dict[str, Any] | None = None
+        bugged: list[tuple[int, float]] = []  # (decision, true P) of each decision the bug hit
 
         def record(t: int, kind: str, result: Any, judged: Playbook | None) -> None:
             word, failed = _outcome(result)
@@ -313,6 +314,7 @@ def run(world_name: str, seed: int, scenario: str, args: argparse.Namespace) -> 
                 reported = reward
                 if scenario in ("bug", "bug_off") and t >= fault_at and d.params[bug_knob] == level:
                     reported = 1
+                    bugged.append((t, float(probs[phases[t], seg, g])))
                 pending[t] = {"id": d.id, "reward": reported}
             played[t] = g
         final_value = true_value(world, wheel.playbook, rows_grid)
@@ -330,10 +332,27 @@ def run(world_name: str, seed: int, scenario: str, args: argparse.Namespace) -> 
         wall_s=round(wall, 1),
     )
     if scenario in ("bug", "bug_off"):
-        out["bug"] = {"knob": bug_knob, "level": level}
+        out["bug"] = {"knob": bug_knob, "level": level, "first_cycle": first_cycle(bugged, args)}
     if injected is not None:
         out["injected"] = injected
     return out
+
+
+def first_cycle(bugged: list[tuple[int, float]], args: argparse.Namespace) -> dict[str, Any]:
+    """What the first learn cycle after T can know of the bug: the bugged level's rows whose
+    (forced) result it sees, and the chance that the world itself, with no bug, gives all of
+    them success (the product of their true P). That chance bounds every test: one that
+    alarms on all-successes with a false-alarm rate of at most ``a`` catches the bug with a
+    probability of at most ``a`` divided by it (Neyman-Pearson: seeing only these rows, no
+    test does better), even knowing the world and which level to watch."""
+    visible = fault_point(args) + args.refit - args.delay  # the last decision it sees
+    chances = [p for t, p in bugged if t <= visible]
+    chance = float(np.prod(chances))
+    return {
+        "rows": len(chances),
+        "all_success_chance": chance,
+        "best_detection_at_1pct": round(min(1.0, 0.01 / chance), 4),
+    }
 
 
 def _run(task: tuple[str, int, str, argparse.Namespace]) -> dict[str, Any]:
@@ -374,11 +393,22 @@ def detection(runs: list[dict[str, Any]]) -> dict[str, Any]:
             }
         )
     found = [p["cycles_to_halt"] for p in per_run if p["cycles_to_halt"] is not None]
+    bounds = [r["bug"]["first_cycle"] for r in runs if "bug" in r]
     return {
         "runs": len(runs),
         "halted": len(found),
         "cycles_to_halt": sorted(found),
         "within_one_cycle": sum(c == 1 for c in found),
+        **(
+            {  # the most runs any test could catch in the first cycle (see first_cycle)
+                "first_cycle_rows": [b["rows"] for b in bounds],
+                "first_cycle_best_detection_at_1pct": round(
+                    sum(b["best_detection_at_1pct"] for b in bounds), 2
+                ),
+            }
+            if bounds
+            else {}
+        ),
         "checks": dict(Counter(c for p in per_run for c in p["checks"])),
         "runs_publishing_after_fault": sum(bool(p["published_after_fault"]) for p in per_run),
         "per_run": per_run,
@@ -498,6 +528,12 @@ def print_table(results: dict[str, Any]) -> None:
                     f" {d['cycles_to_halt']}, checks {d['checks']}, runs publishing after"
                     f" the fault {d['runs_publishing_after_fault']}"
                 )
+                if "first_cycle_rows" in d:
+                    print(
+                        f"{'':<8} bugged rows in the first cycle {d['first_cycle_rows']}; any"
+                        " test alarming at 1% catches at most"
+                        f" {d['first_cycle_best_detection_at_1pct']:.1f} runs in it"
+                    )
         for name in ("inject", "inject_after"):
             d = r.get(name)
             if d:
