@@ -26,6 +26,29 @@ def test_text_that_cannot_be_stored_is_refused_up_front(wheel: flywheel.Wheel) -
     assert wheel.summary().signals == 1  # the store still takes everything else
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda w, d: w.feedback(d, comment="hello\x00world"),
+        lambda w, d: w.signal(d, "completed", 1, key="k\x00"),
+        lambda w, d: w.edit(d, draft="a\x00", final="b"),
+        lambda w, d: w.signal_batch([{"decision": d.id, "comment": "\x00"}]),
+    ],
+    ids=["comment", "key", "draft", "batch"],
+)
+def test_a_nul_character_is_refused_before_it_can_stop_the_store(
+    wheel: flywheel.Wheel, call: Callable[[flywheel.Wheel, Any], None]
+) -> None:
+    # PostgreSQL refuses U+0000 in text: accepted, such a row would be retried forever and
+    # hold back every row behind it
+    d = wheel.decide(THRILLER)
+    with pytest.raises(flywheel.ValueNotAllowedError, match="NUL"):
+        call(wheel, d)
+    wheel.signal(d, "completed", 1)
+    wheel.flush()
+    assert wheel.summary().signals == 1
+
+
 def test_closed_wheel_never_hangs(make_wheel: Callable[..., flywheel.Wheel]) -> None:
     wheel = make_wheel()
     wheel.close()

@@ -134,6 +134,18 @@ def test_knob_forms() -> None:
     ]
 
 
+def test_values_a_store_cannot_hold_are_spec_errors() -> None:
+    found = errors_of(
+        '[knobs]\ntone = ["warm", "for\\u0000mal"]\n[context]\ngenre = ["a"]\n'
+        '[reward]\nformula = "accepted"\n'
+    )
+    assert found["knobs.tone"] == (
+        "the value 'for\\x00mal' contains a NUL character (U+0000), which cannot be stored"
+    )
+    found = errors_of(minimal(context={"genre": ["a", "\ud800"]}))
+    assert "lone surrogate" in found["context.genre"]
+
+
 def test_names_must_be_unique_and_not_reserved() -> None:
     found = errors_of(minimal(context={"tone": ["x"]}, signals={"reward": "max"}))
     assert found["context.tone"] == "'tone' is already declared in knobs"

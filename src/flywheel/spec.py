@@ -592,6 +592,19 @@ def _line_of(text: str | None, path: str) -> int | None:
     return section_line
 
 
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text, or None: every store takes UTF-8 text without
+    NUL characters (PostgreSQL refuses U+0000 even where DuckDB would keep it, so a value
+    one store took could not move to the other)."""
+    if "\x00" in value:
+        return "contains a NUL character (U+0000), which cannot be stored"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
 def _dtype(values: Sequence[object]) -> DType | None:
     if all(isinstance(v, bool) for v in values):
         return "boolean"
@@ -631,6 +644,12 @@ def _value_list(
     if len(values) > MAX_LEVELS:
         errors.add(path, f"has {len(values)} values; at most {MAX_LEVELS} are supported")
         return None
+    if dtype == "text":
+        for value in values:
+            problem = text_problem(value)
+            if problem:
+                errors.add(path, f"the value {value!r} {problem}")
+                return None
     if dtype == "number":
         values = [float(v) for v in values]
     return tuple(values), dtype

@@ -484,6 +484,22 @@ def test_units_are_pseudonymised_as_the_sdk_does_and_text_is_redacted(
     assert b"jane.doe@example.com" not in stored
 
 
+def test_a_text_cell_no_store_can_hold_rejects_its_row(make_wheel: Make, tmp_path: Path) -> None:
+    wheel = make_wheel()
+    source = write_csv(
+        tmp_path / "nul.csv",
+        [*HEADER, "comment"],
+        [[*GOOD, "fine"], [*GOOD, "cut\x00here"]],
+    )
+    report = import_rows(wheel, [source])
+    balanced(report)
+    assert (report.imported, report.rejected) == (1, 1)
+    assert report.rejections == (
+        ("nul.csv", 3, "comment: 'cut\\x00here' contains a NUL character (U+0000)"),
+    )
+    assert [r["comment"] for r in aligned(wheel)] == ["fine"]
+
+
 # --- writing -------------------------------------------------------------------------------------
 
 

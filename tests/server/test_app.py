@@ -153,6 +153,12 @@ def test_every_error_has_one_shape_and_a_rejected_batch_stores_nothing(
             {"signals": [{**good, "decision": f"{good['decision']}\n"}]},
             "signals[0].decision",
         ),
+        (
+            "POST",
+            "/v1/signals",
+            {"signals": [{"decision": good["decision"], "comment": "a\u0000b"}]},
+            "signals[0].comment",
+        ),
         ("POST", "/v1/signals", b'{"signals": [', "body"),
         ("POST", "/v1/rows", {"rows": [{"context": THRILLER}]}, "rows[0].params"),
         ("GET", "/v1/nothing-here", None, None),

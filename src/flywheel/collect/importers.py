@@ -742,7 +742,9 @@ def _signal(problems: _Problems, label: str, column: Column, spec: Spec, name: s
     sig = spec.signals[name]
     if sig.kind == "text":
         cells = _cells(column)
-        present = ~_missing(cells)
+        unstorable = _numpy_bool(pc.match_substring(cells, "\x00"))
+        problems.add_cells(unstorable, label, column, "contains a NUL character (U+0000)")
+        present = ~_missing(cells) & ~unstorable
         clean = redact if spec.redact_text else (lambda text: text)
         rows = np.flatnonzero(present)
         texts = _mapped_text(cells.filter(pa.array(present)), clean)

@@ -25,7 +25,7 @@ from flywheel.errors import (
     ValueNotAllowedError,
     WrongTypeError,
 )
-from flywheel.spec import IMPLICIT_EVENTS, DType, Spec
+from flywheel.spec import IMPLICIT_EVENTS, DType, Spec, text_problem
 
 # \Z, not $: "$" also matches before a final newline, and an id with one would pass here only
 # to be refused by the store, after the caller was told it was stored
@@ -65,13 +65,12 @@ def timestamp(value: object, field: str = "ts") -> float:
 
 
 def text(field: str, value: object) -> str:
-    """Text that can be stored: a str that encodes as UTF-8 (no lone surrogates)."""
+    """Text that can be stored (see :func:`~flywheel.spec.text_problem`)."""
     if not isinstance(value, str):
         raise WrongTypeError(field, f"expected text, got {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueNotAllowedError(field, "is not valid Unicode text (a lone surrogate)") from None
+    problem = text_problem(value)
+    if problem:
+        raise ValueNotAllowedError(field, problem)
     return value
 
 
