@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -27,13 +27,15 @@ from flywheel.collect.record import Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper
 from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
 from flywheel.collect.workers import TraceWorkers
-from flywheel.collect.writer import BufferedWriter, Entry, to_tables
+from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.playbook import Decider, Decision, IdFactory, LearnResult, Playbook, publish
 from flywheel.seatbelt import breaker, monitors, quality
 from flywheel.seatbelt.status import Status
 from flywheel.spec import Spec, load
 from flywheel.store import Store, open_store, tables_for
+
+T = TypeVar("T")
 
 
 def open(
@@ -306,22 +308,32 @@ class Wheel:
         self._recorder.complete_rows(idents, rows)
         return idents
 
-    def traces(self, body: bytes, fmt: Format = "protobuf") -> Intake:
+    def traces(self, body: bytes, fmt: Format = "protobuf", *, durably: bool = False) -> Intake:
         """OTLP spans (an ExportTraceServiceRequest, ``protobuf`` or ``json``, uncompressed)
         as decisions and signals: see :mod:`flywheel.collect.traces` for the mapping. Spans
         that cannot be used are counted, with their reasons, and store nothing; a request
         that cannot be read raises and stores nothing. Sending the same spans again records
-        nothing new (their decision ids are derived from the trace and span ids)."""
+        nothing new (their decision ids are derived from the trace and span ids). With
+        ``durably``, returns once the rows are durable, as :meth:`durably` does (the spans
+        are converted first, outside it)."""
         if self._traces is None:
             self._traces = TraceMapper(self.spec, self._recorder, self._units)
         intake = self._traces.convert(body, fmt)
-        self._writer.append_many(intake.rows)
+        if durably:
+            self.durably(lambda: self._writer.append_many(intake.rows))
+        else:
+            self._writer.append_many(intake.rows)
         return intake
 
     def trace_workers(self, processes: int) -> TraceWorkers:
         """Worker processes converting OTLP requests into this wheel (what a server uses:
-        :mod:`flywheel.collect.workers`); close them before the wheel."""
-        return TraceWorkers(self.spec, self._units.key, processes, self._writer.append_rows)
+        :mod:`flywheel.collect.workers`): their rows are recorded as :meth:`durably_async`
+        records them. Close them before the wheel."""
+
+        async def record(rows: list[tuple[str, Rows]]) -> None:
+            await self.durably_async(lambda: self._writer.append_rows(rows))
+
+        return TraceWorkers(self.spec, self._units.key, processes, record)
 
     def aligned(self, as_of: float | datetime | None = None) -> pa.Table:
         """Aligned rows as an Arrow table (see :func:`flywheel.align.aligned`)."""
@@ -514,6 +526,52 @@ class Wheel:
         self._writer.flush()
         if self._journal is not None and not journal_only:
             self._journal.settle()
+
+    @property
+    def keep_failed_writes(self) -> bool:
+        """What happens to rows whose write the store (or the journal) refused. ``True``, the
+        default: they are kept and written later, and the error reaches the next flush.
+        ``False``, what a server sets (it answers every write): the batch is dropped, and
+        everyone waiting for it (:meth:`durably`) is told, so a write answered as failed is
+        never stored behind its caller's back, nor twice once it is sent again."""
+        return self._writer.keep_failed
+
+    @keep_failed_writes.setter
+    def keep_failed_writes(self, keep: bool) -> None:
+        self._writer.keep_failed = keep
+
+    def durably(self, write: Callable[[], T]) -> T:
+        """Run ``write`` (calls of this wheel that record rows: ``lambda: wheel.decide(...)``)
+        and return what it returned once those rows are durable (in the journal, with one).
+        Raises :class:`StoreError` if they were refused (see :attr:`keep_failed_writes`)."""
+        finished = threading.Event()
+        outcome: list[Exception | None] = []
+
+        def done(error: Exception | None) -> None:  # on the writer thread
+            outcome.append(error)
+            finished.set()
+
+        result = self._writer.write_then(write, done)
+        while not finished.wait(1.0):
+            if not self._writer.running:
+                raise FlywheelError("the writer stopped before the rows were written")
+        if outcome[0] is not None:
+            raise outcome[0]
+        return result
+
+    async def durably_async(self, write: Callable[[], T]) -> T:
+        """:meth:`durably` for asyncio code: waits without blocking the event loop or a
+        thread. Concurrent callers share the same commit."""
+        loop = asyncio.get_running_loop()
+        durable = loop.create_future()
+
+        def done(error: Exception | None) -> None:  # on the writer thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle, durable, error)
+
+        result = self._writer.write_then(write, done)
+        await durable
+        return result
 
     async def flush_async(self) -> None:
         """:meth:`flush` for asyncio code (durable: in the journal, with one): waits without

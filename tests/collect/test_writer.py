@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import pickle
 import threading
 from collections.abc import Callable
@@ -50,6 +51,64 @@ def test_a_failed_write_keeps_its_rows_and_reports_at_flush() -> None:
     writer.flush()
     assert sorted(sink.rows) == list(range(25))
     writer.close()
+
+
+class EveryOtherSink(FlakySink):
+    """Refuses every second batch."""
+
+    def __call__(self, items: list[Entry]) -> None:
+        self.down = self.calls % 2 == 1
+        super().__call__(items)
+
+
+def test_a_dropped_batch_tells_exactly_the_writes_it_held() -> None:
+    # a server's writer: a write told it failed is never written, one told it is durable is
+    sink = EveryOtherSink()
+    writer = BufferedWriter(sink, batch_rows=7, max_delay=0.001, keep_failed=False)
+    told: dict[int, Exception | None] = {}
+    lock = threading.Lock()
+
+    def send(first: int) -> None:
+        for n in range(first, first + 300, 3):  # three rows a write, appended one by one
+
+            def write(n: int = n) -> int:
+                for k in range(3):
+                    writer.append("t", (n + k, 0.0))
+                return n
+
+            def done(error: Exception | None, n: int = n) -> None:
+                with lock:
+                    told[n] = error
+
+            assert writer.write_then(write, done) == n
+
+    threads = [threading.Thread(target=send, args=(i * 300,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with contextlib.suppress(StoreError):  # the last batch may be refused too: it says so
+        writer.close()
+    assert len(told) == 400
+    stored = [n for n, error in told.items() if error is None]
+    refused = [n for n, error in told.items() if error is not None]
+    assert stored and refused  # both happened
+    assert sorted(sink.rows) == sorted(n + k for n in stored for k in range(3))
+    assert all("none of them will be stored" in str(told[n]) for n in refused)
+
+
+def test_a_flush_whose_rows_were_dropped_raises() -> None:
+    sink = FlakySink()
+    sink.down = True
+    writer = BufferedWriter(sink, batch_rows=1_000, max_delay=0.01, keep_failed=False)
+    writer.append("t", (1, 0.0))
+    with pytest.raises(StoreError, match="none of them will be stored"):
+        writer.flush()
+    sink.down = False
+    writer.append("t", (2, 0.0))
+    writer.flush()
+    writer.close()
+    assert sink.rows == [2]
 
 
 def test_time_based_flush() -> None:

@@ -448,3 +448,37 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_write_answered_503_is_never_stored_later(pg_url: str) -> None:
+    """The store refuses (a constraint no new row meets), the request is answered 503; once
+    the store takes rows again, the refused ones do not appear behind the caller's back, and
+    sending them again stores them once."""
+    import psycopg
+
+    server, schema = pg_url.split("?schema=")
+    with flywheel.open(example_spec(), store=pg_url, refresh=0, max_delay=0.05) as wheel:
+        with serving(wheel) as client, psycopg.connect(server, autocommit=True) as admin:
+            status, decision = client.call("POST", "/v1/decide", {"context": THRILLER})
+            assert status == 200
+            row = {"context": THRILLER, "params": PARAMS, "results": {"completed": 1}}
+            signal = {"decision": decision["id"], "name": "completed", "value": 1}
+            refuse = f'ALTER TABLE "{schema}".{{}} ADD CONSTRAINT refuse CHECK (false) NOT VALID'
+            for table in ("decisions", "signals"):
+                admin.execute(refuse.format(table))
+            for path, body in [
+                ("/v1/decide", {"context": THRILLER}),
+                ("/v1/rows", {"rows": [row]}),
+                ("/v1/signals", {"signals": [signal]}),
+            ]:
+                status, answer = client.call("POST", path, body)
+                assert status == 503 and "none of them will be stored" in answer["error"], answer
+            for table in ("decisions", "signals"):
+                admin.execute(f'ALTER TABLE "{schema}".{table} DROP CONSTRAINT refuse')
+            time.sleep(0.5)  # ten of the writer's retry intervals
+            assert client.call("POST", "/v1/signals", {"signals": [signal]})[0] == 200
+            assert client.call("POST", "/v1/rows", {"rows": [row]})[0] == 200
+        counts = wheel.store.query(
+            "SELECT (SELECT count(*) FROM decisions) AS d, (SELECT count(*) FROM signals) AS s"
+        ).to_pylist()[0]
+        assert counts == {"d": 2, "s": 2}  # the first decision and the row, its signal and ours

@@ -23,7 +23,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -42,16 +42,16 @@ from flywheel.store import tables_for
 
 class TraceWorkers:
     """``processes`` worker processes converting OTLP requests for one spec; their rows go
-    to ``append`` (a wheel's writer)."""
+    to ``record`` (a wheel's writer, awaited until they are durable)."""
 
     def __init__(
         self,
         spec: Spec,
         unit_key: bytes,
         processes: int,
-        append: Callable[[list[tuple[str, Rows]]], None],
+        record: Callable[[list[tuple[str, Rows]]], Awaitable[None]],
     ) -> None:
-        self._append = append
+        self._record = record
         self._pool = ProcessPoolExecutor(
             processes,
             mp_context=multiprocessing.get_context("spawn"),
@@ -68,8 +68,9 @@ class TraceWorkers:
 
     async def ingest(self, body: bytes, encoding: str | None, fmt: Format) -> Intake:
         """Convert one request (as received: ``encoding`` is its Content-Encoding) in a
-        worker and queue its rows; raises :class:`~flywheel.collect.traces.BodyError` when
-        it cannot be read (then nothing is queued)."""
+        worker and record its rows, returning once they are durable; raises
+        :class:`~flywheel.collect.traces.BodyError` when it cannot be read (then nothing is
+        recorded)."""
         loop = asyncio.get_running_loop()
         try:
             rows, intake = await loop.run_in_executor(self._pool, _convert, body, encoding, fmt)
@@ -78,7 +79,7 @@ class TraceWorkers:
                 "a trace worker process died (out of memory?); restart the server"
             ) from None
         if rows:
-            self._append(rows)
+            await self._record(rows)
         return intake
 
     def close(self) -> None:

@@ -10,6 +10,13 @@ which returns only once the sink has made everything appended before it durable
 Flushes coalesce: every flush asked for while a write is in progress is served by the next
 one, so concurrent callers share one commit. A failed write keeps its rows, in order, and the
 error reaches the next flush; nothing accepted is dropped.
+
+A server answers each write, so it needs the opposite: :meth:`BufferedWriter.write_then`
+records a request's rows and its waiter at once (under the lock the writer thread takes a
+batch with), so the waiter is told the fate of exactly the batch that holds its rows, and
+with ``keep_failed=False`` a batch the sink refused is dropped whole: a write answered as
+failed is never stored later, behind the caller's back (or twice, once the caller sends it
+again).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +34,7 @@ from flywheel.errors import FlywheelError, StoreError
 Row = tuple[Any, ...]
 Item = tuple[str, Row]  # a table's name and one row for it
 Done = Callable[[Exception | None], None]
+T = TypeVar("T")
 
 
 class Rows:
@@ -137,8 +145,10 @@ class BufferedWriter:
         batch_rows: int = 50_000,
         max_delay: float = 1.0,
         max_pending: int = 1_000_000,
+        keep_failed: bool = True,
     ) -> None:
         self._sink = sink
+        self.keep_failed = keep_failed  # False: a refused batch is dropped (see write_then)
         self._batch_rows = batch_rows
         self._max_delay = max_delay
         self._max_pending = max(max_pending, batch_rows)
@@ -152,7 +162,14 @@ class BufferedWriter:
         self._requested = 0  # flush generations asked for
         self._completed = 0  # flush generations durable
         self._error: Exception | None = None
+        self._drops = 0  # batches dropped (keep_failed=False), the last one's error
+        self._dropped: Exception | None = None
         self._callbacks: list[tuple[int, Done]] = []  # when_durable's, by generation
+        # write_then's waiters: each registered with its rows, under _taking, which the
+        # writer thread holds while it takes a batch, so they are exactly the batch's
+        self._taking = threading.Lock()
+        self._taker: int | None = None  # the thread in write_then (it must not wait)
+        self._waiting: list[Done] = []
         self._closed = False
         self._stopped = False  # the background thread has returned (set under _cond)
         self._cond = threading.Condition()
@@ -192,6 +209,8 @@ class BufferedWriter:
         with self._cond:
             self._woken = True
             self._cond.notify_all()
+            if self._taker == threading.get_ident():
+                return  # inside write_then: the writer needs _taking; it waits after
             while (
                 self.pending >= self._max_pending
                 and self._error is None
@@ -211,11 +230,15 @@ class BufferedWriter:
         with self._cond:
             self._requested += 1
             generation = self._requested
+            drops = self._drops  # a batch dropped meanwhile may have held rows of this flush
             self._cond.notify_all()
-            while self._completed < generation and self._error is None:
+            while self._completed < generation and self._error is None and self._drops == drops:
                 self._cond.wait(1.0)
                 if not self._thread.is_alive():
                     raise FlywheelError("the writer stopped before the rows were written")
+            if self._drops != drops:
+                assert self._dropped is not None
+                raise _refused(self._dropped, kept=False) from self._dropped
             if self._error is not None:
                 error, self._error = self._error, None
                 raise _refused(error) from error
@@ -233,6 +256,30 @@ class BufferedWriter:
                 self._cond.notify_all()
                 return
         done(failure)
+
+    def write_then(self, write: Callable[[], T], done: Done) -> T:
+        """Run ``write`` (which appends rows, or raises having appended none) and call
+        ``done`` like :meth:`when_durable` for exactly the batch that holds those rows:
+        ``done(None)`` once it is durable, ``done(error)`` if the sink refused it (and then,
+        with ``keep_failed=False``, none of it is written, ever). Returns what ``write``
+        returned."""
+        with self._taking:
+            self._taker = threading.get_ident()
+            try:
+                result = write()
+            finally:
+                self._taker = None
+            with self._cond:
+                failure = self._failure()
+                if failure is None:
+                    self._requested += 1
+                    self._waiting.append(done)
+                    self._cond.notify_all()
+        if failure is not None:
+            done(failure)
+        elif self.pending >= self._batch_rows:
+            self._batch_ready()  # the back-pressure write() could not wait for
+        return result
 
     def _failure(self) -> Exception | None:
         """Why a flush asked for now cannot succeed (the writer has stopped, or a write failed
@@ -258,6 +305,11 @@ class BufferedWriter:
             self._thread.join()
 
     @property
+    def running(self) -> bool:
+        """Whether the background thread is still there to write."""
+        return self._thread.is_alive()
+
+    @property
     def pending(self) -> int:
         """Rows queued."""
         return len(self._queue) + self._bulk
@@ -276,7 +328,9 @@ class BufferedWriter:
                 generation = self._requested
                 self._woken = False
             queue = self._queue
-            items = [queue.popleft() for _ in range(len(queue))]
+            with self._taking:
+                items = [queue.popleft() for _ in range(len(queue))]
+                waiting, self._waiting = self._waiting, []
             bulk = self._bulk and count_rows(items) - len(items)  # Rows' rows beyond one each
             if bulk:
                 with self._counting:
@@ -286,18 +340,26 @@ class BufferedWriter:
             try:
                 if items:
                     self._sink(items)
-            except Exception as err:  # keep the rows, in order; report to the next flush
-                with self._counting:
-                    queue.extendleft(reversed(items))
-                    self._bulk += bulk
+            except Exception as err:  # keep the rows, in order, or drop them; tell the waiters
+                if self.keep_failed:
+                    with self._counting:
+                        queue.extendleft(reversed(items))
+                        self._bulk += bulk
                 with self._cond:
                     stop = self._closed
-                    told = self._take_callbacks(self._requested if stop else generation)
-                    self._error = None if told else err  # told, else for the next flush()
+                    told = [done for _, done in self._take_callbacks(
+                        self._requested if stop or not self.keep_failed else generation
+                    )] + waiting  # fmt: skip
+                    if self.keep_failed:
+                        self._error = None if told else err  # told, else for the next flush()
+                    else:  # flush() callers learn of it by the count (see flush)
+                        self._drops += 1
+                        self._dropped = err
                     self._stopped = stop
                     self._cond.notify_all()
-                for _, done in told:
-                    done(_refused(err))
+                refusal = _refused(err, self.keep_failed)
+                for done in told:
+                    done(refusal)
                 if stop:
                     return
                 with self._cond:
@@ -305,9 +367,9 @@ class BufferedWriter:
                 continue
             with self._cond:
                 self._completed = max(self._completed, generation)
-                durable = self._take_callbacks(self._completed)
+                durable = [done for _, done in self._take_callbacks(self._completed)] + waiting
                 self._cond.notify_all()
-            for _, done in durable:
+            for done in durable:
                 done(None)
 
     def _take_callbacks(self, generation: int) -> list[tuple[int, Done]]:
@@ -319,8 +381,9 @@ class BufferedWriter:
         return taken
 
 
-def _refused(error: Exception) -> StoreError:
-    return StoreError(f"buffered rows could not be written (kept for retry): {error}")
+def _refused(error: Exception, kept: bool = True) -> StoreError:
+    what = "kept for retry" if kept else "none of them will be stored"
+    return StoreError(f"buffered rows could not be written ({what}): {error}")
 
 
 class _Closed(deque[Entry]):

@@ -4,7 +4,10 @@ Every endpoint is a thin shell over one :class:`~flywheel.Wheel`. A 2xx answer t
 (``/v1/decide``, ``/v1/signals``, ``/v1/rows``, ``/v1/traces``) comes after its rows are
 durable: synced to the wheel's write-ahead journal when it has one (the store gets them
 within a second, and after a crash when the journal is opened again), else committed to the
-store. A rejected request stores nothing. Every error has the same body (a test fixes it)::
+store. A rejected request stores nothing, and neither does one answered 503: the server's
+wheel drops a batch the store (or the journal) refused, and every request in it is told
+(:attr:`~flywheel.Wheel.keep_failed_writes`), so sending it again stores it once. Every error
+has the same body (a test fixes it)::
 
     {"ok": false, "status": 422, "error": "…", "errors": [{"field": "…", "reason": "…"}]}
 
@@ -182,7 +185,10 @@ def create_app(
     ``close_on_shutdown``: then the server's graceful shutdown, on SIGTERM, flushes and
     closes it after the last request). When ``keys`` holds keys, every request needs
     ``Authorization: Bearer <key>`` of a scope that allows it. ``trace_workers`` processes
-    convert OTLP requests (0: a thread of this process does)."""
+    convert OTLP requests (0: a thread of this process does). The wheel no longer keeps
+    the rows of a failed write (:attr:`~flywheel.Wheel.keep_failed_writes`): the server has
+    told their senders."""
+    wheel.keep_failed_writes = False
     workers: TraceWorkers | None = None
 
     @asynccontextmanager
@@ -245,8 +251,9 @@ def create_app(
     )
     async def decide(body: DecideBody) -> dict[str, Any]:
         """Parameters for a context, recorded as a decision (durable when answered)."""
-        d = wheel.decide(body.context, unit=body.unit, explore=body.explore)
-        await wheel.flush_async()
+        d = await wheel.durably_async(
+            lambda: wheel.decide(body.context, unit=body.unit, explore=body.explore)
+        )
         return {
             "ok": True,
             "id": d.id,
@@ -268,8 +275,7 @@ def create_app(
     def signals(body: SignalsBody) -> dict[str, Any]:
         """A batch of signals, feedback, implicit events and edits, all or none (durable when
         answered); idempotency by ``key``."""
-        recorded = wheel.signal_batch(body["signals"])
-        wheel.flush(journal_only=True)
+        recorded = wheel.durably(lambda: wheel.signal_batch(body["signals"]))
         return {"ok": True, "recorded": recorded}
 
     @app.post(
@@ -280,8 +286,7 @@ def create_app(
     )
     def rows(body: RowsBody) -> dict[str, Any]:
         """Complete rows (context, knob values, results), all or none (durable when answered)."""
-        ids = wheel.log_many(body["rows"])
-        wheel.flush(journal_only=True)
+        ids = wheel.durably(lambda: wheel.log_many(body["rows"]))
         return {"ok": True, "ids": ids}
 
     @app.post(
@@ -304,11 +309,10 @@ def create_app(
             fmt = otlp.media_format(request.headers.get("content-type"))
             body = await _read(request)
             encoding = request.headers.get("content-encoding")
-            if workers is not None:
+            if workers is not None:  # durable, awaited without holding a thread
                 intake = await workers.ingest(body, encoding, fmt)
             else:
                 intake = await run_in_threadpool(_ingest_traces, wheel, body, encoding, fmt)
-            await wheel.flush_async()  # durable, awaited without holding a thread
         except InvalidInputError as err:
             status = err.status if isinstance(err, otlp.BodyError) else 400
             return error(status, str(err), [{"field": err.field, "reason": err.reason}])
@@ -398,8 +402,8 @@ async def _read(request: Request) -> bytes:
 def _ingest_traces(
     wheel: Wheel, body: bytes, encoding: str | None, fmt: otlp.Format
 ) -> otlp.Intake:
-    """Decompress, convert and record one OTLP request: off the event loop."""
-    return wheel.traces(otlp.decompress(body, encoding), fmt)
+    """Decompress, convert and record one OTLP request, durably: off the event loop."""
+    return wheel.traces(otlp.decompress(body, encoding), fmt, durably=True)
 
 
 def openapi_document() -> str:
