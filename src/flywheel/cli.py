@@ -16,7 +16,7 @@ from rich.table import Table
 
 import flywheel
 from flywheel.demo import DemoResult, example_text
-from flywheel.errors import FlywheelError, SpecError
+from flywheel.errors import FlywheelError, SpecError, StoreLockedError
 from flywheel.spec import duration
 
 app = typer.Typer(
@@ -393,11 +393,11 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the HTTP API (/v1/decide, /v1/signals, /v1/rows, /v1/traces, /v1/playbook,
-    /v1/status, /v1/learn, DELETE /v1/units/UNIT) until interrupted (then in-flight requests
-    finish and the store is flushed and closed). Writes are answered once durable: synced to
-    the journal (replayed into the store after a crash), or committed with --no-journal. With
-    API keys every request needs one (keys created or revoked meanwhile count within
-    seconds); without, loopback only."""
+    /v1/status, /v1/learn, /v1/keys, DELETE /v1/units/UNIT) until interrupted (then
+    in-flight requests finish and the store is flushed and closed). Writes are answered once
+    durable: synced to the journal (replayed into the store after a crash), or committed with
+    --no-journal. With API keys every request needs one (keys created or revoked meanwhile
+    count within seconds); without, loopback only."""
     import gc
     import ipaddress
     import os
@@ -443,6 +443,15 @@ keys_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 
 
+def _keys_fail(err: FlywheelError) -> typer.Exit:
+    if isinstance(err, StoreLockedError):  # a running server holds the embedded store
+        err = StoreLockedError(
+            f"{err}. While `flywheel serve` runs on it, manage keys through the server, with"
+            " an admin key: GET or POST /v1/keys, DELETE /v1/keys/ID"
+        )
+    return _fail(err)
+
+
 @keys_app.command("create")
 def keys_create(
     scope: Annotated[str, typer.Option("--scope", help="ingest, decide or admin.")],
@@ -455,7 +464,7 @@ def keys_create(
         with flywheel.open(spec, refresh=0) as wheel:
             key, text = api_keys.create(wheel.store, scope)
     except FlywheelError as err:
-        raise _fail(err) from None
+        raise _keys_fail(err) from None
     console.print(f"key {key.id} ({key.scope}); shown once, keep it safe:", highlight=False)
     print(text)
 
@@ -469,7 +478,7 @@ def keys_list(spec: SpecOption = Path("flywheel.toml")) -> None:
         with flywheel.open(spec, refresh=0) as wheel:
             found = api_keys.load(wheel.store)
     except FlywheelError as err:
-        raise _fail(err) from None
+        raise _keys_fail(err) from None
     for key in found:
         state = f"revoked {key.revoked_at[:19]}" if key.revoked_at else "active"
         console.print(f"{key.id}  {key.scope:<6}  created {key.created_at[:19]}  {state}")
@@ -487,7 +496,7 @@ def keys_revoke(
         with flywheel.open(spec, refresh=0) as wheel:
             api_keys.revoke(wheel.store, ident)
     except FlywheelError as err:
-        raise _fail(err) from None
+        raise _keys_fail(err) from None
     console.print(f"revoked {ident}")
 
 

@@ -482,3 +482,53 @@ def test_a_write_answered_503_is_never_stored_later(pg_url: str) -> None:
             "SELECT (SELECT count(*) FROM decisions) AS d, (SELECT count(*) FROM signals) AS s"
         ).to_pylist()[0]
         assert counts == {"d": 2, "s": 2}  # the first decision and the row, its signal and ours
+
+
+def test_the_server_manages_keys_on_the_store_it_holds(tmp_path: Path) -> None:
+    """On the embedded store, which the server's process holds, keys are created, listed and
+    revoked through the server, and each change counts from its answer on."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "flywheel.toml"
+    spec.write_text((Path(flywheel.__file__).parent / "templates" / "flywheel.toml").read_text())
+    with flywheel.open(spec, refresh=0) as wheel:
+        admin = api_keys.create(wheel.store, "admin")[1]
+        with serving(wheel, api_keys.KeyRing(wheel.store)) as client:
+            cli = subprocess.run(
+                [sys.executable, "-m", "flywheel.cli", "keys", "list", "--spec", str(spec)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            said = " ".join(cli.stderr.split())  # as wrapped to the terminal's width
+            assert cli.returncode != 0 and "through the server" in said, said
+            assert "DELETE /v1/keys/ID" in said
+            status, made = client.call("POST", "/v1/keys", {"scope": "ingest"}, key=admin)
+            assert status == 200 and made["scope"] == "ingest" and made["revoked_at"] is None
+            assert made["key"].startswith(f"fw_{made['id']}_")
+            decision = client.call("POST", "/v1/decide", {"context": THRILLER}, key=admin)[1]
+            signal = {"signals": [{"decision": decision["id"], "name": "completed", "value": 1}]}
+            assert client.call("POST", "/v1/signals", signal, key=made["key"])[0] == 200
+            assert client.call("GET", "/v1/keys", key=made["key"])[0] == 403
+            status, listed = client.call("GET", "/v1/keys", key=admin)
+            assert status == 200 and [k["scope"] for k in listed["keys"]] == ["admin", "ingest"]
+            assert all(
+                set(k) == {"id", "scope", "created_at", "revoked_at"} for k in listed["keys"]
+            )
+            status, revoked = client.call("DELETE", f"/v1/keys/{made['id']}", key=admin)
+            assert status == 200 and revoked["revoked_at"] is not None
+            assert client.call("POST", "/v1/signals", signal, key=made["key"])[0] == 401
+            status, missing = client.call("DELETE", "/v1/keys/nope", key=admin)
+            assert status == 404 and missing["ok"] is False
+            status, wrong = client.call("POST", "/v1/keys", {"scope": "root"}, key=admin)
+            assert status == 422 and wrong["errors"][0]["field"] == "scope"
+
+
+def test_a_key_created_on_a_keyless_server_closes_it(wheel_on_file: flywheel.Wheel) -> None:
+    with serving(wheel_on_file, api_keys.KeyRing(wheel_on_file.store)) as client:
+        assert client.call("GET", "/v1/status")[0] == 200  # loopback, no keys: open
+        status, made = client.call("POST", "/v1/keys", {"scope": "admin"})
+        assert status == 200
+        assert client.call("GET", "/v1/status")[0] == 401
+        assert client.call("GET", "/v1/status", key=made["key"])[0] == 200

@@ -35,6 +35,7 @@ from typing_extensions import TypedDict
 from flywheel.collect import traces as otlp
 from flywheel.collect.workers import TraceWorkers
 from flywheel.errors import FlywheelError, InvalidInputError
+from flywheel.server import keys as api_keys
 from flywheel.server.keys import KeyRing, Scope
 from flywheel.wheel import Wheel
 
@@ -124,6 +125,32 @@ class DecideAnswer(BaseModel):
     expected: float | None
     low: float | None
     high: float | None
+
+
+class KeyBody(_Body):
+    scope: Scope
+
+
+class KeyShown(BaseModel):
+    """An API key as the server shows it: never the key, nor its hash."""
+
+    id: str
+    scope: Scope
+    created_at: str
+    revoked_at: str | None
+
+
+class KeyAnswer(KeyShown):
+    ok: bool = True
+
+
+class NewKeyAnswer(KeyAnswer):
+    key: str  # ``fw_<id>_<secret>``: shown this once
+
+
+class KeysAnswer(BaseModel):
+    ok: bool = True
+    keys: list[KeyShown]
 
 
 class SignalsAnswer(BaseModel):
@@ -349,7 +376,54 @@ def create_app(
         """Delete every row of a unit, everywhere."""
         return {"ok": True, "deleted": wheel.forget(unit)}
 
+    # Keys through the server that holds the store: an embedded (DuckDB) store is one
+    # process's, so `flywheel keys` cannot reach it while the server runs
+    @app.get("/v1/keys", dependencies=[Depends(need("admin"))], response_model=KeysAnswer)
+    def list_keys() -> dict[str, Any]:
+        """Every key's id, scope, creation and revocation (never the key itself)."""
+        return {"ok": True, "keys": [_shown(k) for k in api_keys.load(wheel.store)]}
+
+    @app.post(
+        "/v1/keys",
+        dependencies=[Depends(need("admin"))],
+        response_model=NewKeyAnswer,
+        responses=INVALID,
+    )
+    def create_key(body: KeyBody) -> dict[str, Any]:
+        """A new key, answered this once (the store keeps its hash); it works at once."""
+        key, text = api_keys.create(wheel.store, body.scope)
+        if keys is not None:
+            keys.reload()
+        return {"ok": True, **_shown(key), "key": text}
+
+    @app.delete(
+        "/v1/keys/{ident}",
+        dependencies=[Depends(need("admin"))],
+        response_model=KeyAnswer,
+        responses={**INVALID, **_documented({404: "No key has this id"})},
+    )
+    def revoke_key(ident: str) -> dict[str, Any]:
+        """Revoke a key: refused from this answer on (by other servers on a shared store,
+        within seconds)."""
+        try:
+            key = api_keys.revoke(wheel.store, ident)
+        except InvalidInputError:
+            raise HTTPException(404, f"there is no key {ident!r}") from None
+        if keys is not None:
+            keys.reload()
+        return {"ok": True, **_shown(key)}
+
     return app
+
+
+def _shown(key: api_keys.ApiKey) -> dict[str, Any]:
+    """What an answer shows of a key: everything but its hash."""
+    return {
+        "id": key.id,
+        "scope": key.scope,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+    }
 
 
 # What pydantic adds to a location for each member of a union (``value: float | bool | str``

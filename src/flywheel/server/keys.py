@@ -107,8 +107,8 @@ class KeyRing:
     ``every`` seconds: on a PostgreSQL store shared by several servers, a key created or
     revoked with ``flywheel keys`` takes effect within that time, without a restart.
 
-    A ring that started with keys keeps requiring one: revoking every key shuts the door,
-    it never opens it."""
+    A ring that has seen a key keeps requiring one: revoking every key shuts the door, it
+    never opens it, and a key created while a keyless server runs shuts it too."""
 
     def __init__(self, store: Store, every: float = 5.0) -> None:
         self._store, self._every = store, every
@@ -127,6 +127,11 @@ class KeyRing:
         if self.stale:
             with self._lock:
                 if self.stale:
-                    self._keys = [k for k in load(self._store) if k.revoked_at is None]
-                    self._read_at = time.monotonic()
+                    self.reload()
         return check(self._keys, header, needed)
+
+    def reload(self) -> None:
+        """Read the keys from the store now (after this server changed them itself)."""
+        self._keys = [k for k in load(self._store) if k.revoked_at is None]
+        self._read_at = time.monotonic()
+        self.required = self.required or bool(self._keys)
