@@ -164,16 +164,6 @@ def test_a_wheel_on_a_journal_reads_what_it_wrote(tmp_path: Path) -> None:
         assert wheel.aligned().num_rows == 25
 
 
-def test_a_journal_is_not_read_back_with_other_columns(tmp_path: Path) -> None:
-    store, folder = f"duckdb:///{tmp_path / 'store.duckdb'}", tmp_path / "journal"
-    crash_after_journaling(store, str(folder), 3, 3)
-    other = Spec.from_toml(example_text().replace("[context]", '[context]\nmood = "number"'))
-    with pytest.raises(StoreError, match="other columns than this spec's"):
-        flywheel.open(other, store=f"duckdb:///{tmp_path / 'other.duckdb'}", journal=folder)
-    with flywheel.open(example_spec(), store=store, journal=folder) as wheel:  # the right spec
-        assert counts(wheel) == (3, 3)
-
-
 class Outage:
     """A real DuckDB store whose writes fail while ``down``, as in a disk or network outage."""
 
@@ -284,3 +274,33 @@ def test_rows_a_trace_worker_sent_as_arrow_survive_a_crash_and_are_stored_once(
     with flywheel.open(example_spec(), store=backend, journal=folder) as wheel:
         assert wheel._journal is not None and wheel._journal.replayed == 0
         assert counts(wheel) == (26, 25)
+
+
+def test_a_journal_is_read_back_in_the_columns_of_a_later_spec(
+    backend: str, tmp_path: Path
+) -> None:
+    """Rows journaled under one spec (as tuples and as a worker's Arrow), read back by a spec
+    that added a context feature: stored, the new column empty. A spec that dropped a column
+    the rows hold is refused, naming it, and stores nothing."""
+    folder = tmp_path / "journal"
+    subprocess.run(
+        [sys.executable, "-c", CRASH_WITH_WORKERS, backend, str(folder), "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    text = example_text()
+    dropped = text.replace('emotional_density = ["low", "mid", "high"]\n', "")
+    dropped = dropped.replace(', emotional_density = "mid"', "")
+    with pytest.raises(StoreError, match=r"decisions\.emotional_density"):
+        flywheel.open(Spec.from_toml(dropped), store=backend, journal=folder)
+    added = Spec.from_toml(text.replace("[context]", '[context]\nmood = "number"'))
+    with flywheel.open(added, store=backend, journal=folder) as wheel:
+        assert wheel._journal is not None and wheel._journal.replayed == 1 + 2 * 10
+        assert counts(wheel) == (6, 5)
+        found = wheel.store.query(
+            "SELECT count(*) AS n, count(mood) AS moods, count(DISTINCT genre) AS genres"
+            " FROM decisions"
+        ).to_pylist()
+        assert found == [{"n": 6, "moods": 0, "genres": 2}]

@@ -19,8 +19,9 @@ thousands of rows). An item may also hold many rows of its table at once, as
 :class:`~flywheel.collect.writer.Rows`: ``(table, ext)`` where the MessagePack extension
 (type ``ROWS_EXT``) is their Arrow IPC stream, as a trace worker made it; the server writes
 those bytes as they came, and the store reads them as Arrow, in their place among the rows.
-``columns.json`` names each table's columns, so a journal is never read back with a spec
-whose columns differ. Segments are rotated whenever the store takes what is journaled; a
+``columns.json`` names each table's columns, so rows journaled under an earlier spec are read
+back in their own columns: a spec that added some gets them empty, one that dropped a column
+the rows hold is refused. Segments are rotated whenever the store takes what is journaled; a
 segment is deleted once the store holds all of it. A record cut short by a crash (never
 acknowledged: the sync had not returned) ends the last segment written to and is ignored;
 damage anywhere else is refused.
@@ -269,7 +270,7 @@ class Journal:
         columns = {name: schema.names for name, schema in self._schemas.items()}
         rows = count_rows(pending)
         if pending:
-            self._check_columns(columns)
+            pending = self._migrate(pending, columns)
             held = (self.mark_key, str(last))
             try:
                 self._store.write(to_tables(pending, self._schemas), mark=held)
@@ -283,14 +284,59 @@ class Journal:
         _write_synced(self.folder / "columns.json", json.dumps(columns))
         return rows
 
-    def _check_columns(self, columns: dict[str, list[str]]) -> None:
+    def _migrate(self, pending: list[Entry], columns: dict[str, list[str]]) -> list[Entry]:
+        """Journaled rows in this spec's columns. A spec that added columns (a context feature,
+        a knob, a signal) gets them empty, as the store's older rows have them; one that
+        dropped or renamed a column the rows hold is refused, naming it: those values would
+        be lost."""
         path = self.folder / "columns.json"
-        written = json.loads(path.read_text()) if path.exists() else None
-        if written != columns:
+        written: dict[str, list[str]] | None = (
+            json.loads(path.read_text()) if path.exists() else None
+        )
+        if written == columns:
+            return pending
+        lost = (
+            None
+            if written is None
+            else [
+                f"{table}.{name}"
+                for table, names in written.items()
+                for name in names
+                if name not in columns.get(table, ())
+            ]
+        )
+        if lost is None or lost:
+            what = "columns it does not know" if lost is None else ", ".join(lost)
             raise StoreError(
-                f"{self.folder}: the journal holds rows written with other columns than this"
-                " spec's; open it with the spec that wrote it (or move the folder aside)"
+                f"{self.folder}: the journal holds rows with {what}, which this spec lacks;"
+                " open it with the spec that wrote it (or move the folder aside)"
             )
+        assert written is not None
+        places = {
+            table: [written[table].index(n) if n in written[table] else -1 for n in names]
+            for table, names in columns.items()
+            if table in written
+        }
+        migrated: list[Entry] = []
+        for table, row in pending:
+            if isinstance(row, Rows):
+                migrated.append((table, Rows.of(_widened(row, self._schemas[table]))))
+            else:
+                migrated.append((table, tuple(row[i] if i >= 0 else None for i in places[table])))
+        return migrated
+
+
+def _widened(rows: Rows, schema: pa.Schema) -> pa.Table:
+    """Rows journaled as Arrow, in ``schema``: the columns they lack, empty."""
+    with pa.ipc.open_stream(rows.ipc) as stream:
+        table = stream.read_all()
+    arrays = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(
+            table.num_rows, f.type
+        )
+        for f in schema
+    ]  # fmt: skip
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _write_all(file: io.FileIO, data: bytes) -> None:
