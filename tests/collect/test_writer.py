@@ -97,6 +97,23 @@ def test_a_dropped_batch_tells_exactly_the_writes_it_held() -> None:
     assert all("none of them will be stored" in str(told[n]) for n in refused)
 
 
+def test_a_write_that_raises_queues_none_of_its_rows() -> None:
+    sink = FlakySink()
+    writer = BufferedWriter(sink, batch_rows=1_000, max_delay=60, keep_failed=False)
+    told: list[Exception | None] = []
+
+    def write() -> None:
+        writer.append("t", (1, 0.0))  # held aside until write returns...
+        raise ValueError("the second row is not valid")  # ...so it is never queued
+
+    with pytest.raises(ValueError, match="second row"):
+        writer.write_then(write, told.append)
+    writer.append("t", (2, 0.0))  # others' rows go on as usual
+    writer.flush()
+    writer.close()
+    assert sink.rows == [2] and told == []
+
+
 def test_a_flush_whose_rows_were_dropped_raises() -> None:
     sink = FlakySink()
     sink.down = True

@@ -12,18 +12,18 @@ one, so concurrent callers share one commit. A failed write keeps its rows, in o
 error reaches the next flush; nothing accepted is dropped.
 
 A server answers each write, so it needs the opposite: :meth:`BufferedWriter.write_then`
-records a request's rows and its waiter at once (under the lock the writer thread takes a
-batch with), so the waiter is told the fate of exactly the batch that holds its rows, and
-with ``keep_failed=False`` a batch the sink refused is dropped whole: a write answered as
-failed is never stored later, behind the caller's back (or twice, once the caller sends it
-again).
+holds a request's rows aside while it records them (validation included) and queues them
+with its waiter at once, under the lock the writer thread takes a batch with, so the waiter
+is told the fate of exactly the batch that holds its rows; with ``keep_failed=False`` a batch
+the sink refused is dropped whole: a write answered as failed is never stored later, behind
+the caller's back (or twice, once the caller sends it again).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
@@ -165,11 +165,14 @@ class BufferedWriter:
         self._drops = 0  # batches dropped (keep_failed=False), the last one's error
         self._dropped: Exception | None = None
         self._callbacks: list[tuple[int, Done]] = []  # when_durable's, by generation
-        # write_then's waiters: each registered with its rows, under _taking, which the
-        # writer thread holds while it takes a batch, so they are exactly the batch's
+        # write_then's waiters: each queued with its rows, under _taking, which the writer
+        # thread holds while it takes a batch, so they are exactly the batch's. While a
+        # thread is in write_then, its appends are held aside (_held, per thread; _holding
+        # counts such threads, so other appends pay one attribute read for it)
         self._taking = threading.Lock()
-        self._taker: int | None = None  # the thread in write_then (it must not wait)
         self._waiting: list[Done] = []
+        self._held = _Held()
+        self._holding = 0
         self._closed = False
         self._stopped = False  # the background thread has returned (set under _cond)
         self._cond = threading.Condition()
@@ -178,6 +181,9 @@ class BufferedWriter:
 
     def append(self, table: str, row: Row) -> None:
         """Queue one row: the hot path."""
+        if self._holding and (held := self._held.rows) is not None:
+            held.append((table, row))
+            return
         queue = self._inbox
         queue.append((table, row))  # raises once closed: see _Closed
         if len(queue) >= self._batch_rows and (not self._woken or len(queue) >= self._max_pending):
@@ -185,6 +191,9 @@ class BufferedWriter:
 
     def append_many(self, items: Iterable[Item]) -> None:
         """Queue rows for several tables at once: they land in the same batch."""
+        if self._holding and (held := self._held.rows) is not None:
+            held.extend(items)
+            return
         queue = self._inbox
         queue.extend(items)
         if len(queue) >= self._batch_rows and (not self._woken or len(queue) >= self._max_pending):
@@ -192,7 +201,14 @@ class BufferedWriter:
 
     def append_rows(self, entries: list[tuple[str, Rows]]) -> None:
         """Queue rows already in Arrow, each entry one table's (they land in the same batch)."""
-        extra = sum(rows.count - 1 for _, rows in entries)
+        if self._holding and (held := self._held.rows) is not None:
+            held.extend(entries)
+            return
+        self._enqueue(entries)
+        self._pressure()
+
+    def _enqueue(self, entries: Sequence[Entry]) -> None:
+        extra = count_rows(entries) - len(entries)
         with self._counting:
             # counted before they are queued: the writer thread, taking them, subtracts them
             self._bulk += extra
@@ -201,6 +217,8 @@ class BufferedWriter:
             except BaseException:
                 self._bulk -= extra
                 raise
+
+    def _pressure(self) -> None:
         pending = self.pending
         if pending >= self._batch_rows and (not self._woken or pending >= self._max_pending):
             self._batch_ready()
@@ -209,8 +227,6 @@ class BufferedWriter:
         with self._cond:
             self._woken = True
             self._cond.notify_all()
-            if self._taker == threading.get_ident():
-                return  # inside write_then: the writer needs _taking; it waits after
             while (
                 self.pending >= self._max_pending
                 and self._error is None
@@ -258,17 +274,25 @@ class BufferedWriter:
         done(failure)
 
     def write_then(self, write: Callable[[], T], done: Done) -> T:
-        """Run ``write`` (which appends rows, or raises having appended none) and call
-        ``done`` like :meth:`when_durable` for exactly the batch that holds those rows:
-        ``done(None)`` once it is durable, ``done(error)`` if the sink refused it (and then,
-        with ``keep_failed=False``, none of it is written, ever). Returns what ``write``
-        returned."""
-        with self._taking:
-            self._taker = threading.get_ident()
-            try:
-                result = write()
-            finally:
-                self._taker = None
+        """Run ``write`` (which appends rows from this thread, or raises), then queue those
+        rows and call ``done`` like :meth:`when_durable` for exactly the batch that holds
+        them: ``done(None)`` once it is durable, ``done(error)`` if the sink refused it (and
+        then, with ``keep_failed=False``, none of it is written, ever). Returns what ``write``
+        returned; if it raises, none of its rows is queued."""
+        if self._held.rows is not None:
+            raise FlywheelError("write_then does not nest")
+        held: list[Entry] = []
+        self._held.rows = held
+        with self._counting:
+            self._holding += 1
+        try:
+            result = write()
+        finally:
+            self._held.rows = None
+            with self._counting:
+                self._holding -= 1
+        with self._taking:  # a deque extend and a list append: the writer waits microseconds
+            self._enqueue(held)
             with self._cond:
                 failure = self._failure()
                 if failure is None:
@@ -277,8 +301,7 @@ class BufferedWriter:
                     self._cond.notify_all()
         if failure is not None:
             done(failure)
-        elif self.pending >= self._batch_rows:
-            self._batch_ready()  # the back-pressure write() could not wait for
+        self._pressure()
         return result
 
     def _failure(self) -> Exception | None:
@@ -384,6 +407,12 @@ class BufferedWriter:
 def _refused(error: Exception, kept: bool = True) -> StoreError:
     what = "kept for retry" if kept else "none of them will be stored"
     return StoreError(f"buffered rows could not be written ({what}): {error}")
+
+
+class _Held(threading.local):
+    """The rows a thread in :meth:`BufferedWriter.write_then` has appended so far."""
+
+    rows: list[Entry] | None = None
 
 
 class _Closed(deque[Entry]):
