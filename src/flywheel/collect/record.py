@@ -45,6 +45,9 @@ BATCH_KINDS: dict[str, tuple[str, ...]] = {
     "edit": ("draft", "final"),
 }
 """The kinds of item a signal batch takes, told apart by their fields."""
+_NOT_NAMED = frozenset(
+    f for kind, fields in BATCH_KINDS.items() if kind != "signal" for f in fields
+)
 Row = tuple[Any, ...]
 
 Clock = Callable[[], float]
@@ -334,13 +337,52 @@ class Recorder:
         (``event``, ``dwell_ms``) or an edit (``draft``, ``final``), each with ``decision`` and
         optionally ``ts``, ``key`` and ``unit``. Returns the number of items."""
         rows: list[tuple[str, Row]] = []
+        named = self._named_row
         for i, item in enumerate(items):
             try:
-                rows += self._item_rows(item)
+                name = item.get("name")
+                if name is not None and _NOT_NAMED.isdisjoint(item):  # the common item
+                    rows.append(("signals", named(item, name)))
+                else:
+                    rows += self._item_rows(item)
             except InvalidInputError as err:
                 raise type(err)(f"signals[{i}].{err.field}", err.reason) from None
         self._writer.append_many(rows)
         return len(items)
+
+    def _named_row(self, item: Mapping[str, Any], name: object) -> Row:
+        """The row of a batch item that is a named signal (``name``, ``value``): inline
+        when it is a plain number for a recent decision, as :meth:`signal` does."""
+        value = item.get("value")
+        if value is None:
+            raise InvalidInputError("value", "is required with name")
+        decision, ts, key, unit = (
+            item.get("decision"),
+            item.get("ts"),
+            item.get("key"),
+            item.get("unit"),
+        )
+        bounds = self._numeric.get(name) if type(name) is str else None
+        if (
+            bounds is not None
+            and type(decision) is str
+            and type(value) in _FAST_TYPES
+            and ts is None
+            and key is None
+            and unit is None
+            and (decision in self._recent or decision in self._older or self._is_id(decision))
+        ):
+            number = float(value)
+            if bounds[0] <= number <= bounds[1]:
+                return (decision, name, number, None, self._clock(), None, None)
+        return self._signal_row(
+            self.decision_id(decision),
+            name,  # type: ignore[arg-type]
+            value,
+            self._when(ts),
+            self._key(key),
+            self._unit(unit),
+        )
 
     def _item_rows(self, item: Mapping[str, Any]) -> list[tuple[str, Row]]:
         """The rows of one item of a signal batch, by the fields it carries."""

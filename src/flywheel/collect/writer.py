@@ -33,6 +33,7 @@ from flywheel.errors import FlywheelError, StoreError
 
 Row = tuple[Any, ...]
 Item = tuple[str, Row]  # a table's name and one row for it
+CONVERT_ROWS = 4096  # rows converted to Arrow in one call (see to_arrow)
 Done = Callable[[Exception | None], None]
 T = TypeVar("T")
 
@@ -124,7 +125,14 @@ def to_arrow(rows: list[Row], schema: pa.Schema) -> pa.Table:
     as_read = pa.struct(
         [pa.field(f.name, seconds if pa.types.is_timestamp(f.type) else f.type) for f in schema]
     )
-    arrays = cast(pa.StructArray, pa.array(rows, type=as_read)).flatten()
+    # in slices: converting Python objects holds the interpreter lock for the whole call, so
+    # one call over 50,000 rows (~40 ms) would stall a server's event loop for as long
+    structs = [
+        pa.array(rows[i : i + CONVERT_ROWS], type=as_read)
+        for i in range(0, len(rows), CONVERT_ROWS)
+    ]
+    whole = structs[0] if len(structs) == 1 else pa.concat_arrays(structs)
+    arrays = cast(pa.StructArray, whole).flatten()
     for i, field in enumerate(schema):
         if pa.types.is_timestamp(field.type):
             if arrays[i].null_count:
