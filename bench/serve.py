@@ -8,6 +8,9 @@ Measured, each repeated and reported as the median with its spread:
 - decide at a fixed concurrency (8 connections, each sending its next request on the answer);
 - signals/s through batched ``POST /v1/signals`` (5,000 a request), counted in the store
   afterwards: every answered signal must be there;
+- decide at the open-loop rate again while signals arrive at a steady ``--mixed-signals``
+  a second (50,000 by default, in batches of 5,000 on a connection of their own): a server
+  takes both at once, and validating a batch must not hold up the decides;
 - OTLP spans/s through ``POST /v1/traces`` (protobuf, 500 GenAI spans a request, each with
   Flywheel's knob and context attributes and an evaluation event), and the first 10,000 of
   those spans sent to Arize Phoenix (``--phoenix``; its own virtualenv, its SQLite default,
@@ -656,6 +659,39 @@ def otlp_payloads(batch: int, total: int, seed: int) -> list[bytes]:
     return out
 
 
+async def paced(port: int, payloads: list[bytes], per_s: float, seconds: float) -> dict[str, Any]:
+    """Send ``payloads`` in order, ``per_s`` a second on schedule (the next at once when one
+    is answered late), on one connection, for ``seconds``; how many were accepted."""
+    conn = await Connection.open(port)
+    clock = time.perf_counter
+    start = clock()
+    accepted, failed = 0, []
+    for i, data in enumerate(payloads):
+        due = start + i / per_s
+        if due - start >= seconds:
+            break
+        if due > clock():
+            await asyncio.sleep(due - clock())
+        status, body = await conn.send(data)
+        if 200 <= status < 300:
+            accepted += 1
+        else:
+            failed.append((status, body[:300]))
+    conn.close()
+    return {"accepted": accepted, "failed": failed, "wall_s": clock() - start}
+
+
+async def decide_while_ingesting(
+    port: int, bodies: Callable[[int], bytes], payloads: list[bytes], args: argparse.Namespace
+) -> dict[str, Any]:
+    per_s = args.mixed_signals / args.signal_batch
+    decided, ingested = await asyncio.gather(
+        open_loop(port, bodies, args.rate, args.seconds, args.warmup),
+        paced(port, payloads, per_s, args.warmup + args.seconds),
+    )
+    return {**decided, "ingest": ingested}
+
+
 # --- the phases ---------------------------------------------------------------------------------
 
 
@@ -720,6 +756,30 @@ def signals_phase(
         answered += sent
         runs.append(ingest_run(out, sent, "signals"))
     return summarise(runs, ("per_s", "server_cores")), answered
+
+
+def mixed_phase(
+    port: int, cpu: Cpu, ids: list[str], args: argparse.Namespace
+) -> tuple[dict[str, Any], int, int]:
+    """Decide's open loop with a steady signal stream beside it; the decisions and signals
+    answered."""
+    bodies = decide_bodies(4096)
+    per_run = int(args.mixed_signals * (args.warmup + args.seconds)) + args.signal_batch
+    runs, decisions, signals = [], 0, 0
+    for rep in range(args.repeat):
+        payloads = signal_payloads(ids, args.signal_batch, per_run, seed=100 + rep)
+        out = metered(
+            cpu, decide_while_ingesting(port, lambda i: bodies[i % len(bodies)], payloads, args)
+        )
+        ingest = out.pop("ingest")
+        if ingest["failed"]:
+            raise SystemExit(f"signals refused: {ingest['failed'][:3]}")
+        decisions += out["answered"]
+        signals += ingest["accepted"] * args.signal_batch
+        out["signals_per_s"] = round(ingest["accepted"] * args.signal_batch / ingest["wall_s"])
+        runs.append(out)
+    keys = ("achieved_per_s", "p50_ms", "p99_ms", "max_ms", "signals_per_s", "server_cores")
+    return summarise(runs, keys), decisions, signals
 
 
 def wait_for_phoenix(port: int, expected: int, began: float, limit: float) -> tuple[int, float]:
@@ -809,6 +869,14 @@ def table(results: dict[str, Any]) -> str:
         batch = results["settings"]["signal_batch"]
         row(f"signals, batches of {batch:,}", results["signals"]["per_s"], "/s")
         row("  server CPU", results["signals"]["server_cores"], " cores")
+    if "mixed" in results:
+        m = results["mixed"]
+        rate = results["settings"]["rate"]
+        row(f"decide open loop at {rate:g}/s beside a signal stream: p50", m["p50_ms"], " ms")
+        row("  p99", m["p99_ms"], " ms")
+        row("  max", m["max_ms"], " ms")
+        row("  signals meanwhile", m["signals_per_s"], "/s")
+        row("  server CPU", m["server_cores"], " cores")
     if "otlp" in results:
         otlp = results["otlp"]
         row(
@@ -855,6 +923,9 @@ def main() -> None:
     )
     parser.add_argument("--ingest-concurrency", type=int, default=4)
     parser.add_argument(
+        "--mixed-signals", type=int, default=50_000, help="signals/s beside decide (mixed)"
+    )
+    parser.add_argument(
         "--phoenix",
         action=argparse.BooleanOptionalAction,
         default=PHOENIX_PYTHON.exists(),
@@ -869,7 +940,7 @@ def main() -> None:
     parser.add_argument(
         "--trace-workers", type=int, help="the server's OTLP worker processes (its default)"
     )
-    parser.add_argument("--skip", default="", help="phases to skip: open,closed,signals,otlp")
+    parser.add_argument("--skip", default="", help="phases to skip: open,closed,signals,mixed,otlp")
     parser.add_argument("--name", default="serve", help="the results file's name")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -888,6 +959,7 @@ def main() -> None:
                 "span_batch",
                 "spans",
                 "ingest_concurrency",
+                "mixed_signals",
                 "phoenix",
                 "phoenix_spans",
                 "journal",
@@ -913,6 +985,10 @@ def main() -> None:
             expected["decisions"] += len(ids)
             if "signals" not in skip:
                 results["signals"], answered = signals_phase(port, cpu, ids, args)
+                expected["signals"] += answered
+            if "mixed" not in skip:
+                results["mixed"], decided, answered = mixed_phase(port, cpu, ids, args)
+                expected["decisions"] += decided
                 expected["signals"] += answered
             if "otlp" not in skip:
                 results["otlp"], answered = otlp_phase(port, cpu, folder, args)
