@@ -444,7 +444,7 @@ def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], log:
 
 @contextmanager
 def flywheel_server(
-    spec: Path, journal: bool, trace_workers: int | None = None
+    spec: Path, journal: bool, workers: int | None = None
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """`flywheel serve` in its own process; SIGTERM at the end (it drains and closes).
     With ``journal``, writes are answered once synced to its write-ahead journal (beside a
@@ -453,8 +453,8 @@ def flywheel_server(
     command = [sys.executable, "-m", "flywheel.cli", "serve", "--spec", str(spec)]
     command += ["--port", str(port)]
     command += ["--journal", str(spec.with_name("journal"))] if journal else ["--no-journal"]
-    if trace_workers is not None:
-        command += ["--trace-workers", str(trace_workers)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
     log = spec.with_name("serve.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -938,7 +938,10 @@ def main() -> None:
         help="answer writes once synced to the server's journal (default), or after the commit",
     )
     parser.add_argument(
-        "--trace-workers", type=int, help="the server's OTLP worker processes (its default)"
+        "--workers",
+        "--trace-workers",
+        type=int,
+        help="the server's worker processes for OTLP and signal batches (its default)",
     )
     parser.add_argument("--skip", default="", help="phases to skip: open,closed,signals,mixed,otlp")
     parser.add_argument("--name", default="serve", help="the results file's name")
@@ -963,7 +966,7 @@ def main() -> None:
                 "phoenix",
                 "phoenix_spans",
                 "journal",
-                "trace_workers",
+                "workers",
             )
         },
     }
@@ -973,7 +976,7 @@ def main() -> None:
         teach(spec, 5_000)
         before = counts(spec)
         expected = {"decisions": 0, "signals": 0}
-        with flywheel_server(spec, args.journal, args.trace_workers) as (port, process):
+        with flywheel_server(spec, args.journal, args.workers) as (port, process):
             cpu = Cpu(process.pid)
             if not {"open", "closed"} <= skip:
                 results["decide"], answered = decide_phase(port, cpu, args, skip)

@@ -383,12 +383,13 @@ def serve(
         float,
         typer.Option("--journal-delay", help="Seconds journaled rows may wait for the store."),
     ] = 1.0,
-    trace_workers: Annotated[
+    workers: Annotated[
         int | None,
         typer.Option(
+            "--workers",
             "--trace-workers",
-            help="Processes converting OTLP spans (default: one per core, at most 4; 0: in"
-            " the server's own process).",
+            help="Processes converting OTLP spans and signal batches (default: one per core,"
+            " at most 4; 0: in the server's own process).",
         ),
     ] = None,
 ) -> None:
@@ -426,8 +427,8 @@ def serve(
         )
         raise typer.Exit(2)
     try:
-        processes = min(4, os.cpu_count() or 1) if trace_workers is None else trace_workers
-        app = create_app(wheel, keys, close_on_shutdown=True, trace_workers=max(0, processes))
+        processes = min(4, os.cpu_count() or 1) if workers is None else workers
+        app = create_app(wheel, keys, close_on_shutdown=True, workers=max(0, processes))
         # what is loaded now lives as long as the server: keep it out of the collector's full
         # passes, which otherwise stall requests for ~70 ms every so often (bench/serve.py)
         gc.collect()

@@ -26,7 +26,7 @@ from flywheel.collect.journal import Journal, default_folder, leftover_journal
 from flywheel.collect.record import Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper
 from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
-from flywheel.collect.workers import TraceWorkers
+from flywheel.collect.workers import IngestWorkers
 from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.playbook import Decider, Decision, IdFactory, LearnResult, Playbook, publish
@@ -325,7 +325,7 @@ class Wheel:
             self._writer.append_many(intake.rows)
         return intake
 
-    def trace_workers(self, processes: int) -> TraceWorkers:
+    def ingest_workers(self, processes: int) -> IngestWorkers:
         """Worker processes converting OTLP requests into this wheel (what a server uses:
         :mod:`flywheel.collect.workers`): their rows are recorded as :meth:`durably_async`
         records them. Close them before the wheel."""
@@ -333,7 +333,7 @@ class Wheel:
         async def record(rows: list[tuple[str, Rows]]) -> None:
             await self.durably_async(lambda: self._writer.append_rows(rows))
 
-        return TraceWorkers(self.spec, self._units.key, processes, record)
+        return IngestWorkers(self.spec, self._units.key, processes, record)
 
     def aligned(self, as_of: float | datetime | None = None) -> pa.Table:
         """Aligned rows as an Arrow table (see :func:`flywheel.align.aligned`)."""

@@ -244,7 +244,7 @@ for i in range(spans):
         double_value=4.0)))
 body = request.SerializeToString()
 wheel = flywheel.open(example_spec(), store=store, journal=folder, max_delay=3600, refresh=0)
-workers = wheel.trace_workers(1)
+workers = wheel.ingest_workers(1)
 wheel.decide({"genre": "drama"})  # a row of its own, journaled with the workers' Arrow rows
 asyncio.run(workers.ingest(body, None, "protobuf"))
 asyncio.run(workers.ingest(body, None, "protobuf"))  # sent again: stored once

@@ -48,12 +48,12 @@ class Client:
 
 @contextmanager
 def serving(
-    wheel: flywheel.Wheel, keys: KeyRing | None = None, trace_workers: int = 0
+    wheel: flywheel.Wheel, keys: KeyRing | None = None, workers: int = 0
 ) -> Iterator[Client]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(wheel, keys, trace_workers=trace_workers)
+    app = create_app(wheel, keys, workers=workers)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -340,7 +340,7 @@ def test_answered_writes_survive_the_server_process(
         ]
         assert client.call("POST", "/v1/signals", {"signals": batch})[0] == 200
         workers = _children(process.pid)  # its OTLP worker processes
-        assert workers, "the server should run trace workers"
+        assert workers, "the server should run worker processes"
         os.kill(process.pid, getattr(signal, signal_name))
         code = process.wait(timeout=60)
     finally:
@@ -387,8 +387,8 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
     import subprocess
     import sys
 
+    from flywheel.collect.batches import MAX_BATCH
     from flywheel.demo import example_text
-    from flywheel.server.app import MAX_BATCH
 
     spec = tmp_path / "flywheel.toml"
     spec.write_text(example_text().replace(".flywheel/flywheel.duckdb", "api.duckdb"))
@@ -532,3 +532,33 @@ def test_a_key_created_on_a_keyless_server_closes_it(wheel_on_file: flywheel.Whe
         assert status == 200
         assert client.call("GET", "/v1/status")[0] == 401
         assert client.call("GET", "/v1/status", key=made["key"])[0] == 200
+
+
+def test_signal_batches_converted_by_worker_processes(wheel_on_file: flywheel.Wheel) -> None:
+    """A worker process parses, validates, redacts and converts the batch; the server only
+    records its Arrow rows: the same rows and the same errors as in the server's process."""
+    with serving(wheel_on_file, workers=1) as client:
+        _, decision = client.call("POST", "/v1/decide", {"context": THRILLER})
+        good = {"decision": decision["id"], "name": "completed", "value": 1, "key": "once"}
+        feedback = {"decision": decision["id"], "rating": 4, "comment": "mail ada@example.com"}
+        for body, field in [
+            ({"signals": [good, {**good, "decision": "d-1"}]}, "signals[1].decision"),
+            ({"signals": [{**good, "value": [1]}]}, "signals[0].value"),
+            ({"signals": [{**good, "surprise": 1}]}, "signals[0].surprise"),
+            (b'{"signals": [', "body"),
+        ]:
+            status, answer = client.call("POST", "/v1/signals", body)
+            assert status == 422 and answer["errors"][0]["field"] == field, answer
+        for _ in range(2):  # sent twice: the key stores it once
+            status, answer = client.call("POST", "/v1/signals", {"signals": [good, feedback]})
+            assert (status, answer) == (200, {"ok": True, "recorded": 2})
+    found = wheel_on_file.store.query(
+        "SELECT name, value, text, key IS NOT NULL AS keyed FROM signals ORDER BY name"
+    ).to_pylist()
+    assert found == [
+        {"name": "comment", "value": None, "text": "mail [email]", "keyed": False},
+        {"name": "comment", "value": None, "text": "mail [email]", "keyed": False},
+        {"name": "completed", "value": 1.0, "text": None, "keyed": True},
+        {"name": "rating", "value": 4.0, "text": None, "keyed": False},
+        {"name": "rating", "value": 4.0, "text": None, "keyed": False},
+    ]

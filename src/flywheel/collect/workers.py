@@ -1,14 +1,20 @@
-"""OTLP conversion in worker processes, so a server's intake is not bound to one core.
+"""OTLP conversion, and signal batches, in worker processes, so a server's intake is not bound
+to one core, nor its decides to the interpreter lock an intake would hold.
 
 Converting spans is mostly Python (looking up each attribute's and event's encoding, making
 the rows): several µs a span, and a process runs Python on one core at a time.
-:class:`TraceWorkers` hands each request's body to a worker process, which decompresses it
+:class:`IngestWorkers` hands each request's body to a worker process, which decompresses it
 and converts it with its own :class:`~flywheel.collect.traces.TraceMapper` (built from the
 same spec and unit key, so its rows are exactly the ones the server would make), and gets
 back the rows, already as Arrow (one :class:`~flywheel.collect.writer.Rows` a table), and
 the counts for the OTLP answer. The server's process keeps HTTP, the journal and the store,
 and never holds the rows as Python objects: the journal writes the Arrow bytes as they came,
 and the store takes them as they are.
+
+A signal batch's body (``POST /v1/signals``) goes the same way: the worker parses and checks
+its JSON (:mod:`flywheel.collect.batches`), validates its items with its own
+:class:`~flywheel.collect.record.Recorder` (the server's spec and unit key: the same
+pseudonyms, the same redaction) and returns them as Arrow.
 
 Workers are started with ``spawn`` (the server has threads and open files, which a forked
 child would inherit in an unknown state). A request a worker cannot read raises the same
@@ -31,18 +37,19 @@ from typing import Any
 
 import pyarrow as pa
 
+from flywheel.collect.batches import signal_items
 from flywheel.collect.record import Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper, decompress
 from flywheel.collect.units import Pseudonymizer
-from flywheel.collect.writer import Item, Rows, to_tables
+from flywheel.collect.writer import Entry, Item, Rows, to_tables
 from flywheel.errors import FlywheelError
 from flywheel.spec import Spec
 from flywheel.store import tables_for
 
 
-class TraceWorkers:
-    """``processes`` worker processes converting OTLP requests for one spec; their rows go
-    to ``record`` (a wheel's writer, awaited until they are durable)."""
+class IngestWorkers:
+    """``processes`` worker processes converting OTLP requests and signal batches for one
+    spec; their rows go to ``record`` (a wheel's writer, awaited until they are durable)."""
 
     def __init__(
         self,
@@ -76,11 +83,27 @@ class TraceWorkers:
             rows, intake = await loop.run_in_executor(self._pool, _convert, body, encoding, fmt)
         except BrokenProcessPool:
             raise FlywheelError(
-                "a trace worker process died (out of memory?); restart the server"
+                "a worker process died (out of memory?); restart the server"
             ) from None
         if rows:
             await self._record(rows)
         return intake
+
+    async def signals(self, body: bytes) -> int:
+        """Parse, validate and convert a signal batch's body (``{"signals": [...]}``, as
+        :meth:`~flywheel.Wheel.signal_batch` takes its items) in a worker and record its
+        rows, returning the number of items once they are durable. Raises
+        :class:`~flywheel.collect.batches.InvalidBodyError` or the SDK's
+        :class:`~flywheel.errors.InvalidInputError` naming the field (nothing recorded)."""
+        loop = asyncio.get_running_loop()
+        try:
+            rows, count = await loop.run_in_executor(self._pool, _convert_signals, body)
+        except BrokenProcessPool:
+            raise FlywheelError(
+                "a worker process died (out of memory?); restart the server"
+            ) from None
+        await self._record(rows)
+        return count
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -91,14 +114,24 @@ class TraceWorkers:
 _worker: dict[str, Any] = {}  # this worker process's mapper and table schemas, once started
 
 
+class _Collected(list[Entry]):
+    """Where the worker's signal recorder puts its rows: they go back to the server."""
+
+    def append_many(self, items: Iterable[Item]) -> None:
+        self.extend(items)
+
+    def append(self, table: str, row: tuple[Any, ...]) -> None:  # type: ignore[override]
+        super().append((table, row))
+
+
 class _NoWriter:
     """The worker's recorder only validates and builds rows: they go back to the server."""
 
     def append(self, table: str, row: tuple[Any, ...]) -> None:
-        raise FlywheelError("a trace worker does not write rows itself")
+        raise FlywheelError("a worker does not write rows itself")
 
     def append_many(self, items: Iterable[Item]) -> None:
-        raise FlywheelError("a trace worker does not write rows itself")
+        raise FlywheelError("a worker does not write rows itself")
 
 
 def _start(
@@ -112,11 +145,13 @@ def _start(
     threading.Thread(target=_exit_without, args=(server,), daemon=True).start()
     spec = Spec.from_dict(raw, base_dir=Path(base_dir))
     if spec.digest != digest:
-        raise FlywheelError("a trace worker read the spec differently from the server")
+        raise FlywheelError("a worker read the spec differently from the server")
     units = Pseudonymizer(unit_key)
     tables = tables_for(spec)
     _worker["schemas"] = {name: tables.schema(name) for name in tables.names}
     _worker["mapper"] = TraceMapper(spec, Recorder(spec, _NoWriter(), units, time.time), units)
+    _worker["collected"] = collected = _Collected()
+    _worker["recorder"] = Recorder(spec, collected, units, time.time)
 
 
 def _exit_without(server: int) -> None:
@@ -138,3 +173,14 @@ def _convert(
     rows, intake.rows = intake.rows, []
     tables: dict[str, pa.Table] = to_tables(rows, _worker["schemas"])
     return [(name, Rows.of(table)) for name, table in tables.items()], intake
+
+
+def _convert_signals(body: bytes) -> tuple[list[tuple[str, Rows]], int]:
+    collected: _Collected = _worker["collected"]
+    collected.clear()
+    try:
+        count = _worker["recorder"].signal_batch(signal_items(body))
+        tables: dict[str, pa.Table] = to_tables(collected, _worker["schemas"])
+    finally:
+        collected.clear()
+    return [(name, Rows.of(table)) for name, table in tables.items()], count

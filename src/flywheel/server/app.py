@@ -20,26 +20,25 @@ With API keys (:mod:`flywheel.server.keys`) every request needs one whose scope 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, NotRequired
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, with_config
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from typing_extensions import TypedDict
 
 from flywheel.collect import traces as otlp
-from flywheel.collect.workers import TraceWorkers
+from flywheel.collect.batches import InvalidBodyError, RowsBody, SignalsBody, fields, signal_items
+from flywheel.collect.workers import IngestWorkers
 from flywheel.errors import FlywheelError, InvalidInputError
 from flywheel.server import keys as api_keys
 from flywheel.server.keys import KeyRing, Scope
 from flywheel.wheel import Wheel
 
-MAX_BATCH = 100_000
 OTLP_BODY = {
     "required": True,
     "description": "An OTLP ExportTraceServiceRequest; Content-Encoding gzip or deflate allowed.",
@@ -68,48 +67,6 @@ class DecideBody(_Body):
     context: dict[str, Any] = Field(default_factory=dict)
     unit: str | None = None
     explore: bool = True
-
-
-# Batches are typed dicts, not models: validated into plain dicts in one pass, with no
-# per-item object to build and dump (a 5,000-signal batch: 5 ms instead of 38).
-@with_config(ConfigDict(extra="forbid"))
-class SignalBody(TypedDict):
-    """One item: a named signal (``name``, ``value``), feedback (``rating``, ``thumbs``,
-    ``comment``), an implicit event (``event``, ``dwell_ms``) or an edit of an AI draft
-    (``draft``, ``final``)."""
-
-    decision: str
-    name: NotRequired[str]
-    value: NotRequired[float | bool | str]
-    rating: NotRequired[float | None]
-    thumbs: NotRequired[bool | None]
-    comment: NotRequired[str | None]
-    event: NotRequired[str | None]
-    dwell_ms: NotRequired[float | None]
-    draft: NotRequired[str | None]
-    final: NotRequired[str | None]
-    ts: NotRequired[float | None]
-    key: NotRequired[str | None]
-    unit: NotRequired[str | None]
-
-
-@with_config(ConfigDict(extra="forbid"))
-class SignalsBody(TypedDict):
-    signals: Annotated[list[SignalBody], Field(min_length=1, max_length=MAX_BATCH)]
-
-
-@with_config(ConfigDict(extra="forbid"))
-class RowBody(TypedDict):
-    context: dict[str, Any]
-    params: dict[str, Any]
-    results: dict[str, Any]
-    unit: NotRequired[str | None]
-    ts: NotRequired[float | None]
-
-
-@with_config(ConfigDict(extra="forbid"))
-class RowsBody(TypedDict):
-    rows: Annotated[list[RowBody], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 class DecideAnswer(BaseModel):
@@ -206,28 +163,28 @@ def create_app(
     keys: KeyRing | None = None,
     *,
     close_on_shutdown: bool = False,
-    trace_workers: int = 0,
+    workers: int = 0,
 ) -> FastAPI:
     """The API over one open wheel (the caller opens it, and closes it unless
     ``close_on_shutdown``: then the server's graceful shutdown, on SIGTERM, flushes and
     closes it after the last request). When ``keys`` holds keys, every request needs
-    ``Authorization: Bearer <key>`` of a scope that allows it. ``trace_workers`` processes
-    convert OTLP requests (0: a thread of this process does). The wheel no longer keeps
-    the rows of a failed write (:attr:`~flywheel.Wheel.keep_failed_writes`): the server has
-    told their senders."""
+    ``Authorization: Bearer <key>`` of a scope that allows it. ``workers`` processes
+    convert OTLP requests and signal batches (0: a thread of this process does). The wheel
+    no longer keeps the rows of a failed write (:attr:`~flywheel.Wheel.keep_failed_writes`):
+    the server has told their senders."""
     wheel.keep_failed_writes = False
-    workers: TraceWorkers | None = None
+    pool: IngestWorkers | None = None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        nonlocal workers
-        if trace_workers:
-            workers = await run_in_threadpool(wheel.trace_workers, trace_workers)
+        nonlocal pool
+        if workers:
+            pool = await run_in_threadpool(wheel.ingest_workers, workers)
         try:
             yield
         finally:
-            if workers is not None:
-                workers.close()
+            if pool is not None:
+                pool.close()
             if close_on_shutdown:
                 wheel.close()
 
@@ -253,13 +210,17 @@ def create_app(
     async def invalid_input(_request: Request, err: InvalidInputError) -> JSONResponse:
         return error(422, str(err), [{"field": err.field, "reason": err.reason}])
 
+    @app.exception_handler(InvalidBodyError)
+    async def invalid_batch(_request: Request, err: InvalidBodyError) -> JSONResponse:
+        return error(422, "the request is not valid", err.problems)
+
     @app.exception_handler(FlywheelError)
     async def flywheel_error(_request: Request, err: FlywheelError) -> JSONResponse:
         return error(503, str(err))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_request: Request, err: RequestValidationError) -> JSONResponse:
-        return error(422, "the request is not valid", _fields(list(err.errors())))
+        return error(422, "the request is not valid", fields(list(err.errors())))
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, err: HTTPException) -> JSONResponse:
@@ -298,11 +259,19 @@ def create_app(
         dependencies=[Depends(need("ingest"))],
         response_model=SignalsAnswer,
         responses=INVALID,
+        openapi_extra={"requestBody": _json_body("SignalsBody")},
     )
-    def signals(body: SignalsBody) -> dict[str, Any]:
+    async def signals(request: Request) -> dict[str, Any]:
         """A batch of signals, feedback, implicit events and edits, all or none (durable when
         answered); idempotency by ``key``."""
-        recorded = wheel.durably(lambda: wheel.signal_batch(body["signals"]))
+        # parsed and validated in a worker process (or a thread of this one), not on the
+        # event loop: a batch of 5,000 holds the interpreter for milliseconds, and every
+        # decide waiting meanwhile would wait with it
+        body = await _read(request)
+        if pool is not None:
+            recorded = await pool.signals(body)
+        else:
+            recorded = await run_in_threadpool(_record_signals, wheel, body)
         return {"ok": True, "recorded": recorded}
 
     @app.post(
@@ -336,8 +305,8 @@ def create_app(
             fmt = otlp.media_format(request.headers.get("content-type"))
             body = await _read(request)
             encoding = request.headers.get("content-encoding")
-            if workers is not None:  # durable, awaited without holding a thread
-                intake = await workers.ingest(body, encoding, fmt)
+            if pool is not None:  # durable, awaited without holding a thread
+                intake = await pool.ingest(body, encoding, fmt)
             else:
                 intake = await run_in_threadpool(_ingest_traces, wheel, body, encoding, fmt)
         except InvalidInputError as err:
@@ -413,6 +382,7 @@ def create_app(
             keys.reload()
         return {"ok": True, **_shown(key)}
 
+    _with_bodies(app, SignalsBody)
     return app
 
 
@@ -426,42 +396,6 @@ def _shown(key: api_keys.ApiKey) -> dict[str, Any]:
     }
 
 
-# What pydantic adds to a location for each member of a union (``value: float | bool | str``
-# fails as ``value.float``, ``value.bool`` and ``value.str``): not a field of the request
-_UNION_MEMBERS = frozenset({"float", "int", "bool", "str", "none", "bytes", "list", "dict"})
-
-
-def _fields(problems: list[Any]) -> list[dict[str, Any]]:
-    """Each problem of a body as ``{field, reason}``, the field written as the SDK writes it
-    (``signals[3].value``; ``body`` for a body that is not JSON), one entry a field (a union's
-    members' reasons joined)."""
-    reasons: dict[str, list[str]] = {}
-    for problem in problems:
-        reasons.setdefault(_field(problem), []).append(str(problem["msg"]))
-    return [{"field": f, "reason": _either(list(dict.fromkeys(r)))} for f, r in reasons.items()]
-
-
-def _either(reasons: list[str]) -> str:
-    """``Input should be a valid number or a valid string``, from a union's reasons."""
-    lead = "Input should be "
-    if len(reasons) > 1 and all(r.startswith(lead) for r in reasons):
-        return lead + " or ".join(r.removeprefix(lead) for r in reasons)
-    return "; ".join(reasons)
-
-
-def _field(problem: Mapping[str, Any]) -> str:
-    if problem.get("type") == "json_invalid":
-        return "body"
-    loc = tuple(problem["loc"])
-    path = ""
-    for part in loc[1:] if loc[:1] == ("body",) else loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part not in _UNION_MEMBERS and "[" not in part:
-            path += f".{part}" if path else str(part)
-    return path or "body"
-
-
 async def _read(request: Request) -> bytes:
     """The raw body, refused past ``otlp.MAX_BODY`` bytes before it is all read."""
     chunks, size = [], 0
@@ -471,6 +405,40 @@ async def _read(request: Request) -> bytes:
             raise otlp.TooLargeError("body", f"is larger than {otlp.MAX_BODY} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _record_signals(wheel: Wheel, body: bytes) -> int:
+    """Parse, validate and record a signal batch, durably: off the event loop."""
+    items = signal_items(body)
+    return wheel.durably(lambda: wheel.signal_batch(items))
+
+
+def _json_body(name: str) -> dict[str, Any]:
+    """The request body of a route that reads its JSON itself: ``name``'s schema (added to the
+    document's components by :func:`_with_bodies`)."""
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+    }
+
+
+def _with_bodies(app: FastAPI, *shapes: Any) -> None:
+    """Add the schemas of bodies read by hand (:func:`_json_body`) to the OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        document = generate()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        for shape in shapes:
+            schema = TypeAdapter(shape).json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[shape.__name__] = schema
+        app.openapi_schema = dict(document)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _ingest_traces(
