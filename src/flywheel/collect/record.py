@@ -306,6 +306,13 @@ class Recorder:
         key: object = None,
         unit: object = None,
     ) -> None:
+        self._append("signals", self._named(decision, name, value, ts, key, unit))
+
+    def _named(
+        self, decision: object, name: object, value: object, ts: object, key: object, unit: object
+    ) -> Row:
+        """The row of a named signal: a plain number for a recent decision is checked inline
+        (the ingest path is hot), anything else in full."""
         bounds = self._numeric.get(name) if type(name) is str else None
         if (
             bounds is not None
@@ -315,20 +322,18 @@ class Recorder:
             and key is None
             and unit is None
             and (decision in self._recent or decision in self._older or self._is_id(decision))
-        ):  # the common case, checked inline: the ingest path is hot
+        ):
             number = float(value)  # type: ignore[arg-type]
             if bounds[0] <= number <= bounds[1]:
-                self._append("signals", (decision, name, number, None, self._clock(), None, None))
-                return
-        row = self._signal_row(
+                return (decision, name, number, None, self._clock(), None, None)
+        return self._signal_row(
             self.decision_id(decision),
-            name,
+            name,  # type: ignore[arg-type]
             value,
             self._when(ts),
             self._key(key),
             self._unit(unit),
         )
-        self._writer.append("signals", row)
 
     def signal_batch(self, items: Sequence[Mapping[str, Any]]) -> int:
         """Signals of any decisions, all or none: every one is validated before any is queued,
@@ -351,38 +356,12 @@ class Recorder:
         return len(items)
 
     def _named_row(self, item: Mapping[str, Any], name: object) -> Row:
-        """The row of a batch item that is a named signal (``name``, ``value``): inline
-        when it is a plain number for a recent decision, as :meth:`signal` does."""
+        """The row of a batch item that is a named signal (``name``, ``value``)."""
         value = item.get("value")
         if value is None:
             raise InvalidInputError("value", "is required with name")
-        decision, ts, key, unit = (
-            item.get("decision"),
-            item.get("ts"),
-            item.get("key"),
-            item.get("unit"),
-        )
-        bounds = self._numeric.get(name) if type(name) is str else None
-        if (
-            bounds is not None
-            and type(decision) is str
-            and type(value) in _FAST_TYPES
-            and ts is None
-            and key is None
-            and unit is None
-            and (decision in self._recent or decision in self._older or self._is_id(decision))
-        ):
-            number = float(value)
-            if bounds[0] <= number <= bounds[1]:
-                return (decision, name, number, None, self._clock(), None, None)
-        return self._signal_row(
-            self.decision_id(decision),
-            name,  # type: ignore[arg-type]
-            value,
-            self._when(ts),
-            self._key(key),
-            self._unit(unit),
-        )
+        get = item.get
+        return self._named(get("decision"), name, value, get("ts"), get("key"), get("unit"))
 
     def _item_rows(self, item: Mapping[str, Any]) -> list[tuple[str, Row]]:
         """The rows of one item of a signal batch, by the fields it carries."""
