@@ -271,7 +271,9 @@ class BufferedWriter:
         """Call ``done(None)`` once every row appended so far is durable, or ``done(error)`` if
         the store refused them (a :class:`StoreError`; the rows are kept for retry). It is
         called from the writer thread, or at once from this one when the writer has stopped
-        or an unreported error is waiting: keep it short and thread-safe."""
+        or an unreported error is waiting: keep it short and thread-safe. With
+        ``keep_failed=False`` every such waiter is told of any batch dropped after it asked,
+        whether or not its rows were in it: use :meth:`write_then` to be told exactly."""
         with self._cond:
             failure = self._failure()
             if failure is None:
