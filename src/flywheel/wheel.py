@@ -23,13 +23,13 @@ from flywheel import align
 from flywheel.analyze import Analysis, analyze, export
 from flywheel.collect import importers
 from flywheel.collect.journal import Journal, default_folder, leftover_journal
-from flywheel.collect.record import Recorder
+from flywheel.collect.record import IdFactory, Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper
 from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
 from flywheel.collect.workers import IngestWorkers
 from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
-from flywheel.playbook import Decider, Decision, IdFactory, LearnResult, Playbook, publish
+from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish
 from flywheel.seatbelt import breaker, monitors, quality
 from flywheel.seatbelt.status import Status
 from flywheel.spec import Spec, load

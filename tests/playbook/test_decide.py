@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
+from flywheel.collect.record import IdFactory
 from flywheel.errors import SkeletonViolationError, SpecError
-from flywheel.playbook import Decider, IdFactory
+from flywheel.playbook import Decider
 from flywheel.rules import compile_rule
 from flywheel.spec import Spec
 

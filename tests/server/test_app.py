@@ -562,3 +562,19 @@ def test_signal_batches_converted_by_worker_processes(wheel_on_file: flywheel.Wh
         {"name": "rating", "value": 4.0, "text": None, "keyed": False},
         {"name": "rating", "value": 4.0, "text": None, "keyed": False},
     ]
+
+
+def test_complete_rows_converted_by_worker_processes(wheel_on_file: flywheel.Wheel) -> None:
+    row = {"context": THRILLER, "params": PARAMS, "results": {"completed": 1}, "unit": "ada"}
+    with serving(wheel_on_file, workers=1) as client:
+        status, answer = client.call("POST", "/v1/rows", {"rows": [row, row]})
+        assert status == 200 and len(set(answer["ids"])) == 2
+        bad = {**row, "params": {**PARAMS, "length": "epic"}}
+        status, refused = client.call("POST", "/v1/rows", {"rows": [row, bad]})
+        assert status == 422 and refused["errors"][0]["field"] == "rows[1].params.length"
+        status, refused = client.call("POST", "/v1/rows", {"rows": [{"context": THRILLER}]})
+        assert status == 422 and refused["errors"][0]["field"] == "rows[0].params"
+    stored = wheel_on_file.aligned().to_pylist()
+    assert sorted(r["decision_id"] for r in stored) == sorted(answer["ids"])
+    assert {r["unit"] for r in stored} == {wheel_on_file._units("ada")}  # the same pseudonym
+    assert [r["reward"] for r in stored] == [1.0, 1.0]

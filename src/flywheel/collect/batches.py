@@ -1,9 +1,9 @@
 """Batches as JSON: the shapes of ``signal_batch`` and ``log_many`` items as a body carries
 them, validated by pydantic, and its errors named as the SDK names fields.
 
-The HTTP API declares its bodies with these shapes (and documents them), and a worker
-process parses a signal batch's body with them itself (:mod:`flywheel.collect.workers`), so
-a server's own process never holds the batch as Python objects.
+The HTTP API documents its batch bodies with these shapes, and a worker process parses a
+batch's body with them itself (:mod:`flywheel.collect.workers`), so a server's own process
+never holds the batch as Python objects.
 """
 
 from __future__ import annotations
@@ -110,11 +110,20 @@ class InvalidBodyError(InvalidInputError):
 
 
 _SIGNALS = TypeAdapter(SignalsBody)
+_ROWS = TypeAdapter(RowsBody)
 
 
 def signal_items(body: bytes) -> Sequence[Mapping[str, Any]]:
     """The items of a ``{"signals": [...]}`` body (JSON, parsed and checked in one pass)."""
     try:
         return _SIGNALS.validate_json(body)["signals"]
+    except ValidationError as err:
+        raise InvalidBodyError(fields(err.errors(include_url=False))) from None
+
+
+def row_items(body: bytes) -> Sequence[Mapping[str, Any]]:
+    """The rows of a ``{"rows": [...]}`` body, as :func:`signal_items` reads signals."""
+    try:
+        return _ROWS.validate_json(body)["rows"]
     except ValidationError as err:
         raise InvalidBodyError(fields(err.errors(include_url=False))) from None

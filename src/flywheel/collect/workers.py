@@ -1,4 +1,4 @@
-"""OTLP conversion, and signal batches, in worker processes, so a server's intake is not bound
+"""OTLP requests and batches converted in worker processes, so a server's intake is not bound
 to one core, nor its decides to the interpreter lock an intake would hold.
 
 Converting spans is mostly Python (looking up each attribute's and event's encoding, making
@@ -11,10 +11,11 @@ the counts for the OTLP answer. The server's process keeps HTTP, the journal and
 and never holds the rows as Python objects: the journal writes the Arrow bytes as they came,
 and the store takes them as they are.
 
-A signal batch's body (``POST /v1/signals``) goes the same way: the worker parses and checks
-its JSON (:mod:`flywheel.collect.batches`), validates its items with its own
-:class:`~flywheel.collect.record.Recorder` (the server's spec and unit key: the same
-pseudonyms, the same redaction) and returns them as Arrow.
+Batches of signals (``POST /v1/signals``) and of complete rows (``POST /v1/rows``) go the
+same way: the worker parses and checks the body's JSON (:mod:`flywheel.collect.batches`),
+validates its items with its own :class:`~flywheel.collect.record.Recorder` (the server's
+spec and unit key: the same pseudonyms, the same redaction; decision ids from a prefix of its
+own) and returns them as Arrow.
 
 Workers are started with ``spawn`` (the server has threads and open files, which a forked
 child would inherit in an unknown state). A request a worker cannot read raises the same
@@ -33,12 +34,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from flywheel.collect.batches import signal_items
-from flywheel.collect.record import Recorder
+from flywheel.collect.batches import row_items, signal_items
+from flywheel.collect.record import IdFactory, Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper, decompress
 from flywheel.collect.units import Pseudonymizer
 from flywheel.collect.writer import Entry, Item, Rows, to_tables
@@ -48,8 +49,9 @@ from flywheel.store import tables_for
 
 
 class IngestWorkers:
-    """``processes`` worker processes converting OTLP requests and signal batches for one
-    spec; their rows go to ``record`` (a wheel's writer, awaited until they are durable)."""
+    """``processes`` worker processes converting OTLP requests and batches (signals, complete
+    rows) for one spec; their rows go to ``record`` (a wheel's writer, awaited until they
+    are durable)."""
 
     def __init__(
         self,
@@ -105,12 +107,26 @@ class IngestWorkers:
         await self._record(rows)
         return count
 
+    async def rows(self, body: bytes) -> list[str]:
+        """:meth:`signals` for a batch of complete rows (``{"rows": [...]}``, as
+        :meth:`~flywheel.Wheel.log_many` takes them); their decision ids, once durable."""
+        loop = asyncio.get_running_loop()
+        try:
+            rows, ids = await loop.run_in_executor(self._pool, _convert_rows, body)
+        except BrokenProcessPool:
+            raise FlywheelError(
+                "a worker process died (out of memory?); restart the server"
+            ) from None
+        await self._record(rows)
+        return ids
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- in the worker process ------------------------------------------------------------------------
 
+T = TypeVar("T")
 _worker: dict[str, Any] = {}  # this worker process's mapper and table schemas, once started
 
 
@@ -152,6 +168,7 @@ def _start(
     _worker["mapper"] = TraceMapper(spec, Recorder(spec, _NoWriter(), units, time.time), units)
     _worker["collected"] = collected = _Collected()
     _worker["recorder"] = Recorder(spec, collected, units, time.time)
+    _worker["ids"] = IdFactory()  # a prefix of its own: unique beside the server's
 
 
 def _exit_without(server: int) -> None:
@@ -176,11 +193,26 @@ def _convert(
 
 
 def _convert_signals(body: bytes) -> tuple[list[tuple[str, Rows]], int]:
+    return _collect(lambda recorder: recorder.signal_batch(signal_items(body)))
+
+
+def _convert_rows(body: bytes) -> tuple[list[tuple[str, Rows]], list[str]]:
+    def record(recorder: Recorder) -> list[str]:
+        items = row_items(body)
+        ids = [_worker["ids"]() for _ in items]
+        recorder.complete_rows(ids, items)
+        return ids
+
+    return _collect(record)
+
+
+def _collect(record: Callable[[Recorder], T]) -> tuple[list[tuple[str, Rows]], T]:
+    """What ``record`` makes the worker's recorder record, as Arrow, and what it returned."""
     collected: _Collected = _worker["collected"]
     collected.clear()
     try:
-        count = _worker["recorder"].signal_batch(signal_items(body))
+        result = record(_worker["recorder"])
         tables: dict[str, pa.Table] = to_tables(collected, _worker["schemas"])
     finally:
         collected.clear()
-    return [(name, Rows.of(table)) for name, table in tables.items()], count
+    return [(name, Rows.of(table)) for name, table in tables.items()], result

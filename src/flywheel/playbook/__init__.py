@@ -1,13 +1,12 @@
 """Playbooks and the decide path: what the product receives for a context."""
 
 from flywheel.playbook.book import Playbook
-from flywheel.playbook.decide import Decider, Decision, IdFactory
+from flywheel.playbook.decide import Decider, Decision
 from flywheel.playbook.publish import LearnResult, learn, restore
 
 __all__ = [
     "Decider",
     "Decision",
-    "IdFactory",
     "LearnResult",
     "Playbook",
     "learn",

@@ -16,8 +16,6 @@ by the playbook, ids come from a counter, and the row is handed to the buffered 
 
 from __future__ import annotations
 
-import itertools
-import os
 import random
 import secrets
 from collections.abc import Mapping
@@ -49,28 +47,6 @@ class Decision:
     expected: float | None = None
     low: float | None = None
     high: float | None = None
-
-
-class IdFactory:
-    """Decision ids: UUID-shaped strings from a random per-process prefix and a counter.
-
-    Cheaper than ``uuid.uuid4()`` per call and as unique: the 76 random bits of the prefix are
-    drawn again in a forked child.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        r = secrets.token_hex(10)
-        variant = "89ab"[secrets.randbelow(4)]
-        self._prefix = f"{r[:8]}-{r[8:12]}-4{r[12:15]}-{variant}{r[15:18]}-"
-        self._counter = itertools.count()
-
-    def __call__(self) -> str:
-        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 class Decider:

@@ -32,7 +32,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from flywheel.collect import traces as otlp
-from flywheel.collect.batches import InvalidBodyError, RowsBody, SignalsBody, fields, signal_items
+from flywheel.collect.batches import (
+    InvalidBodyError,
+    RowsBody,
+    SignalsBody,
+    fields,
+    row_items,
+    signal_items,
+)
 from flywheel.collect.workers import IngestWorkers
 from flywheel.errors import FlywheelError, InvalidInputError
 from flywheel.server import keys as api_keys
@@ -279,10 +286,15 @@ def create_app(
         dependencies=[Depends(need("ingest"))],
         response_model=RowsAnswer,
         responses=INVALID,
+        openapi_extra={"requestBody": _json_body("RowsBody")},
     )
-    def rows(body: RowsBody) -> dict[str, Any]:
+    async def rows(request: Request) -> dict[str, Any]:
         """Complete rows (context, knob values, results), all or none (durable when answered)."""
-        ids = wheel.durably(lambda: wheel.log_many(body["rows"]))
+        body = await _read(request)  # read as signals are, off the event loop
+        if pool is not None:
+            ids = await pool.rows(body)
+        else:
+            ids = await run_in_threadpool(_record_rows, wheel, body)
         return {"ok": True, "ids": ids}
 
     @app.post(
@@ -382,7 +394,7 @@ def create_app(
             keys.reload()
         return {"ok": True, **_shown(key)}
 
-    _with_bodies(app, SignalsBody)
+    _with_bodies(app, SignalsBody, RowsBody)
     return app
 
 
@@ -411,6 +423,12 @@ def _record_signals(wheel: Wheel, body: bytes) -> int:
     """Parse, validate and record a signal batch, durably: off the event loop."""
     items = signal_items(body)
     return wheel.durably(lambda: wheel.signal_batch(items))
+
+
+def _record_rows(wheel: Wheel, body: bytes) -> list[str]:
+    """Parse, validate and record a batch of complete rows, durably: off the event loop."""
+    items = row_items(body)
+    return wheel.durably(lambda: wheel.log_many(items))
 
 
 def _json_body(name: str) -> dict[str, Any]:
