@@ -47,6 +47,8 @@ from flywheel.errors import FlywheelError
 from flywheel.spec import Spec
 from flywheel.store import tables_for
 
+T = TypeVar("T")
+
 
 class IngestWorkers:
     """``processes`` worker processes converting OTLP requests and batches (signals, complete
@@ -80,13 +82,7 @@ class IngestWorkers:
         worker and record its rows, returning once they are durable; raises
         :class:`~flywheel.collect.traces.BodyError` when it cannot be read (then nothing is
         recorded)."""
-        loop = asyncio.get_running_loop()
-        try:
-            rows, intake = await loop.run_in_executor(self._pool, _convert, body, encoding, fmt)
-        except BrokenProcessPool:
-            raise FlywheelError(
-                "a worker process died (out of memory?); restart the server"
-            ) from None
+        rows, intake = await self._in_worker(_convert, body, encoding, fmt)
         if rows:
             await self._record(rows)
         return intake
@@ -97,28 +93,25 @@ class IngestWorkers:
         rows, returning the number of items once they are durable. Raises
         :class:`~flywheel.collect.batches.InvalidBodyError` or the SDK's
         :class:`~flywheel.errors.InvalidInputError` naming the field (nothing recorded)."""
-        loop = asyncio.get_running_loop()
-        try:
-            rows, count = await loop.run_in_executor(self._pool, _convert_signals, body)
-        except BrokenProcessPool:
-            raise FlywheelError(
-                "a worker process died (out of memory?); restart the server"
-            ) from None
+        rows, count = await self._in_worker(_convert_signals, body)
         await self._record(rows)
         return count
 
     async def rows(self, body: bytes) -> list[str]:
         """:meth:`signals` for a batch of complete rows (``{"rows": [...]}``, as
         :meth:`~flywheel.Wheel.log_many` takes them); their decision ids, once durable."""
+        rows, ids = await self._in_worker(_convert_rows, body)
+        await self._record(rows)
+        return ids
+
+    async def _in_worker(self, convert: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         try:
-            rows, ids = await loop.run_in_executor(self._pool, _convert_rows, body)
+            return await loop.run_in_executor(self._pool, convert, *args)
         except BrokenProcessPool:
             raise FlywheelError(
                 "a worker process died (out of memory?); restart the server"
             ) from None
-        await self._record(rows)
-        return ids
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -126,7 +119,6 @@ class IngestWorkers:
 
 # --- in the worker process ------------------------------------------------------------------------
 
-T = TypeVar("T")
 _worker: dict[str, Any] = {}  # this worker process's mapper and table schemas, once started
 
 
