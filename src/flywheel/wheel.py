@@ -562,13 +562,7 @@ class Wheel:
     async def durably_async(self, write: Callable[[], T]) -> T:
         """:meth:`durably` for asyncio code: waits without blocking the event loop or a
         thread. Concurrent callers share the same commit."""
-        loop = asyncio.get_running_loop()
-        durable = loop.create_future()
-
-        def done(error: Exception | None) -> None:  # on the writer thread
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                loop.call_soon_threadsafe(_settle, durable, error)
-
+        durable, done = _loop_waiter()
         result = self._writer.write_then(write, done)
         await durable
         return result
@@ -576,13 +570,7 @@ class Wheel:
     async def flush_async(self) -> None:
         """:meth:`flush` for asyncio code (durable: in the journal, with one): waits without
         blocking the event loop or a thread. Concurrent callers share the same commit."""
-        loop = asyncio.get_running_loop()
-        durable = loop.create_future()
-
-        def done(error: Exception | None) -> None:  # on the writer thread
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                loop.call_soon_threadsafe(_settle, durable, error)
-
+        durable, done = _loop_waiter()
         self._writer.when_durable(done)
         await durable
 
@@ -613,6 +601,18 @@ class Wheel:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _loop_waiter() -> tuple[asyncio.Future[None], Callable[[Exception | None], None]]:
+    """A future of the running loop, and the callback (for the writer thread) that settles it."""
+    loop = asyncio.get_running_loop()
+    durable: asyncio.Future[None] = loop.create_future()
+
+    def done(error: Exception | None) -> None:  # on the writer thread
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(_settle, durable, error)
+
+    return durable, done
 
 
 def _settle(future: asyncio.Future[None], error: Exception | None) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +45,8 @@ from flywheel.errors import FlywheelError, InvalidInputError
 from flywheel.server import keys as api_keys
 from flywheel.server.keys import KeyRing, Scope
 from flywheel.wheel import Wheel
+
+T = TypeVar("T")
 
 OTLP_BODY = {
     "required": True,
@@ -213,6 +215,19 @@ def create_app(
 
         return guard
 
+    async def batch(
+        request: Request,
+        in_worker: Callable[[IngestWorkers, bytes], Awaitable[T]],
+        in_thread: Callable[[Wheel, bytes], T],
+    ) -> T:
+        """A batch's body, parsed, validated and recorded in a worker process (or a thread of
+        this one), not on the event loop: a batch of 5,000 holds the interpreter for
+        milliseconds, and every decide waiting meanwhile would wait with it."""
+        body = await _read(request)
+        if pool is not None:
+            return await in_worker(pool, body)
+        return await run_in_threadpool(in_thread, wheel, body)
+
     @app.exception_handler(InvalidInputError)
     async def invalid_input(_request: Request, err: InvalidInputError) -> JSONResponse:
         return error(422, str(err), [{"field": err.field, "reason": err.reason}])
@@ -271,14 +286,7 @@ def create_app(
     async def signals(request: Request) -> dict[str, Any]:
         """A batch of signals, feedback, implicit events and edits, all or none (durable when
         answered); idempotency by ``key``."""
-        # parsed and validated in a worker process (or a thread of this one), not on the
-        # event loop: a batch of 5,000 holds the interpreter for milliseconds, and every
-        # decide waiting meanwhile would wait with it
-        body = await _read(request)
-        if pool is not None:
-            recorded = await pool.signals(body)
-        else:
-            recorded = await run_in_threadpool(_record_signals, wheel, body)
+        recorded = await batch(request, IngestWorkers.signals, _record_signals)
         return {"ok": True, "recorded": recorded}
 
     @app.post(
@@ -290,11 +298,7 @@ def create_app(
     )
     async def rows(request: Request) -> dict[str, Any]:
         """Complete rows (context, knob values, results), all or none (durable when answered)."""
-        body = await _read(request)  # read as signals are, off the event loop
-        if pool is not None:
-            ids = await pool.rows(body)
-        else:
-            ids = await run_in_threadpool(_record_rows, wheel, body)
+        ids = await batch(request, IngestWorkers.rows, _record_rows)
         return {"ok": True, "ids": ids}
 
     @app.post(
