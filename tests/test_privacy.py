@@ -126,3 +126,45 @@ def test_redaction_can_be_turned_off(make_wheel: Callable[..., flywheel.Wheel]) 
     d = wheel.decide()
     wheel.feedback(d, comment="jane@example.com")
     assert wheel.aligned().column("comment").to_pylist() == ["jane@example.com"]
+
+
+def _with_privacy(**privacy: object) -> dict[str, object]:
+    return {"knobs": {"tone": ["a", "b"]}, "reward": {"formula": "accepted"}, "privacy": privacy}
+
+
+def test_unit_ids_are_hashed_as_given_unless_normalised(
+    make_wheel: Callable[..., flywheel.Wheel],
+) -> None:
+    wheel = make_wheel(_with_privacy())
+    for unit in ("Alice@x.com", "alice@x.com"):
+        wheel.signal(wheel.decide(unit=unit), "accepted", 1, unit=unit)
+    assert len(set(wheel.aligned().column("unit").to_pylist())) == 2
+    assert wheel.forget("alice@x.com") == {"signals": 1, "edits": 0, "decisions": 1}
+
+
+def test_normalised_unit_ids_are_one_unit_everywhere_forget_included(
+    make_wheel: Callable[..., flywheel.Wheel],
+) -> None:
+    wheel = make_wheel(_with_privacy(normalize_units=["trim", "lower"]))
+    spellings = ("Alice@X.com", " alice@x.com\t", "ALICE@x.COM", "alice@x.com")
+    for unit in spellings:
+        d = wheel.decide(unit=unit)
+        wheel.signal(d, "accepted", 1, unit=unit)
+    wheel.log(context={}, params={"tone": "b"}, results={"accepted": 0}, unit="  ALICE@X.COM")
+    kept = wheel.decide(unit="bob@x.com")
+    assert len(set(wheel.aligned().column("unit").to_pylist())) == 2
+    assert wheel.forget("Alice@x.com ") == {"signals": 5, "edits": 0, "decisions": 5}
+    assert [r["decision_id"] for r in wheel.aligned().to_pylist()] == [kept.id]
+    with pytest.raises(flywheel.InvalidInputError, match="unit: must not be empty"):
+        wheel.decide(unit="   ")
+
+
+def test_a_store_refuses_a_changed_unit_normalisation(
+    make_wheel: Callable[..., flywheel.Wheel],
+) -> None:
+    make_wheel(_with_privacy()).close()  # hashed as given
+    changed = r'privacy\.normalize_units: .*\[\], not \["trim"'
+    with pytest.raises(flywheel.StoreError, match=changed):
+        make_wheel(_with_privacy(normalize_units=["trim"]))
+    with pytest.raises(flywheel.SpecError, match=r"privacy\.normalize_units"):
+        make_wheel(_with_privacy(normalize_units=["upper"]))

@@ -39,6 +39,7 @@ from flywheel.skeleton import Dimension, Space, Value
 Combine = Literal["last", "first", "sum", "max", "min", "mean"]
 DType = Literal["text", "integer", "number", "boolean"]
 
+UnitStep = Literal["trim", "lower"]  # [privacy] normalize_units: see flywheel.collect.units
 NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")  # \Z: no final newline either
 RESERVED_NAMES = frozenset(
     {
@@ -216,6 +217,7 @@ class Spec:
     storage_url: str
     explore: bool
     learn: Learn
+    normalize_units: tuple[UnitStep, ...]
     name: str
     base_dir: Path
     digest: str
@@ -314,6 +316,7 @@ class _Storage(_Model):
     url: str = DEFAULT_STORAGE_URL
 
 
+    normalize_units: list[UnitStep] = Field(default_factory=list)
 class _Policy(_Model):
     explore: bool = True
 
@@ -534,6 +537,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         redact_text=raw.privacy.redact_text,
         unit_salt_env=raw.privacy.unit_salt_env,
         storage_url=raw.storage.url,
+        normalize_units=tuple(raw.privacy.normalize_units),
         explore=raw.policy.explore,
         learn=learn,
         name=raw.name,

@@ -25,7 +25,14 @@ from flywheel.collect import importers
 from flywheel.collect.journal import Journal, default_folder, leftover_journal
 from flywheel.collect.record import IdFactory, Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper
-from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY, Pseudonymizer, fingerprint, salt
+from flywheel.collect.units import (
+    CHECK_META_KEY,
+    NORMALIZE_META_KEY,
+    SALT_META_KEY,
+    Pseudonymizer,
+    fingerprint,
+    salt,
+)
 from flywheel.collect.workers import IngestWorkers
 from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
@@ -111,11 +118,23 @@ class Wheel:
                 " is not the one this store's units were hashed with; forget() and per-unit"
                 " data would silently miss them. Restore the original salt."
             )
+        normalize = ",".join(spec.normalize_units)
+        stored = store.get_meta(NORMALIZE_META_KEY)  # none yet: a new store, or one from
+        hashed_as = stored if stored is not None else "" if check is not None else normalize
+        if hashed_as != normalize:  # before the setting, which hashed ids as given
+            store.close()
+            raise StoreError(
+                f"privacy.normalize_units: this store's units were hashed with"
+                f" [{_steps(hashed_as)}], not [{_steps(normalize)}]; a change would split"
+                " every unit in two and forget() would miss half of it. Restore the setting."
+            )
         if new_salt:
             store.set_meta(SALT_META_KEY, new_salt)
         if check is None:
             store.set_meta(CHECK_META_KEY, fingerprint(key))
-        self._units = Pseudonymizer(key)
+        if stored is None:
+            store.set_meta(NORMALIZE_META_KEY, normalize)
+        self._units = Pseudonymizer(key, spec.normalize_units)
         self.tables = tables_for(spec)
         self._schemas = {t: self.tables.schema(t) for t in self.tables.names}
         self._journal = self._open_journal(journal, max_delay, batch_rows)
@@ -622,6 +641,11 @@ def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+def _steps(normalize: str) -> str:
+    """``privacy.normalize_units`` as the spec writes it, from its stored form."""
+    return ", ".join(f'"{step}"' for step in normalize.split(",") if step)
 
 
 def _actor(given: str | None) -> str:

@@ -1,15 +1,23 @@
-"""Pseudonymous unit ids: a keyed hash (HMAC-SHA256) of the raw id, never the id itself."""
+"""Pseudonymous unit ids: a keyed hash (HMAC-SHA256) of the raw id, never the id itself.
+
+What is hashed is the id as given, or, with ``[privacy] normalize_units``, the id after each
+step in order: ``trim`` drops leading and trailing whitespace, ``lower`` folds case
+(``str.casefold``: ``Alice@X.com`` and ``alice@x.com`` are one unit). ``forget`` hashes the id
+it is given the same way, so it matches exactly the ids that normalise to the same text.
+"""
 
 from __future__ import annotations
 
 import hmac
 import os
 import secrets
+from collections.abc import Sequence
 
 from flywheel.errors import WrongTypeError
 
 SALT_META_KEY = "unit_salt"
 CHECK_META_KEY = "unit_salt_check"
+NORMALIZE_META_KEY = "unit_normalize"
 
 
 def fingerprint(key: bytes) -> str:
@@ -25,15 +33,21 @@ class Pseudonymizer:
     True
     >>> len(p("user-42"))
     32
+    >>> q = Pseudonymizer(b"salt", ("trim", "lower"))
+    >>> q(" Alice@X.com") == q("alice@x.com") == p("alice@x.com") != p("Alice@X.com")
+    True
     """
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, normalize: Sequence[str] = ()) -> None:
         self.key = key
+        self.normalize = tuple(normalize)
 
     def __call__(self, unit: object, field: str = "unit") -> str:
         if isinstance(unit, bool) or not isinstance(unit, str | int):
             raise WrongTypeError(field, f"expected text or an integer, got {type(unit).__name__}")
         raw = str(unit)
+        for step in self.normalize:
+            raw = raw.strip() if step == "trim" else raw.casefold()
         if not raw:
             raise WrongTypeError(field, "must not be empty")
         try:

@@ -154,7 +154,7 @@ def _start(
     spec = Spec.from_dict(raw, base_dir=Path(base_dir))
     if spec.digest != digest:
         raise FlywheelError("a worker read the spec differently from the server")
-    units = Pseudonymizer(unit_key)
+    units = Pseudonymizer(unit_key, spec.normalize_units)
     tables = tables_for(spec)
     _worker["schemas"] = {name: tables.schema(name) for name in tables.names}
     _worker["mapper"] = TraceMapper(spec, Recorder(spec, _NoWriter(), units, time.time), units)
