@@ -59,7 +59,9 @@ def init(
         errors.print(f"[bold red]error:[/] {spec} exists; use --force to overwrite it")
         raise typer.Exit(1)
     spec.write_text(example_text(), "utf-8")
-    console.print(f"wrote {spec}; check it with [bold]flywheel check --spec {spec}[/]")
+    console.print(
+        f"wrote {spec}; check it with [bold]{_again('check', '--spec', spec)}[/]", soft_wrap=True
+    )
 
 
 @app.command()
@@ -718,7 +720,24 @@ def demo(
     console.print(_genres_table(result))
     if result.chart:
         console.print(f"chart: {result.chart}")
-    console.print(f"look around: [bold]flywheel playbook show --spec {result.spec}[/]")
+    look = _again("playbook", "show", "--spec", result.spec)
+    console.print(f"look around: [bold]{escape(look)}[/]", soft_wrap=True)
+
+
+def _again(*args: object) -> str:
+    """A ``flywheel`` command line to print, as it runs where it is printed: ``flywheel …``
+    when the ``flywheel`` on the PATH is this one, else by the path this one was started by
+    (``.venv/bin/flywheel …`` after ``make demo``, before the virtualenv is activated)."""
+    import shlex
+    import shutil
+
+    started = Path(sys.argv[0])
+    command = "flywheel"
+    if started.name == "flywheel" and started.parent != Path():
+        on_path = shutil.which("flywheel")
+        if on_path is None or Path(on_path).resolve() != started.resolve():
+            command = shlex.quote(str(started))
+    return " ".join([command, *(shlex.quote(str(a)) for a in args)])
 
 
 def _bar(value: float, width: int = 24) -> str:
