@@ -394,13 +394,23 @@ def serve(
             " at most 4; 0: in the server's own process).",
         ),
     ] = None,
+    keys_reload: Annotated[
+        float,
+        typer.Option(
+            "--keys-reload",
+            min=0.0,
+            help="Seconds between reads of the API keys from the store: a key created or"
+            " revoked by any process (or `flywheel keys open`) counts within this time.",
+        ),
+    ] = 5.0,
 ) -> None:
     """Serve the HTTP API (/v1/decide, /v1/signals, /v1/rows, /v1/traces, /v1/playbook,
     /v1/status, /v1/learn, /v1/keys, DELETE /v1/units/UNIT) until interrupted (then
     in-flight requests finish and the store is flushed and closed). Writes are answered once
     durable: synced to the journal (replayed into the store after a crash), or committed with
-    --no-journal. With API keys every request needs one (keys created or revoked meanwhile
-    count within seconds); without, loopback only."""
+    --no-journal. Once a key has been created on the store, every request needs one (keys
+    created or revoked meanwhile, by any process, count within --keys-reload seconds; revoking
+    the last key refuses every request until `flywheel keys open`); before, loopback only."""
     import gc
     import ipaddress
     import os
@@ -420,12 +430,13 @@ def serve(
         )
     except FlywheelError as err:
         raise _fail(err) from None
-    keys = api_keys.KeyRing(wheel.store)
-    if not loopback and not keys.required:
+    # off loopback, a key is needed even if `flywheel keys open` is run while this one serves
+    keys = api_keys.KeyRing(wheel.store, every=keys_reload, keyless=loopback)
+    if not loopback and not api_keys.required(wheel.store):
         wheel.close()
         errors.print(
-            f"[bold red]error:[/] --host: {host} is not a loopback address and no API key"
-            " exists: create one with `flywheel keys create --scope admin` first"
+            f"[bold red]error:[/] --host: {host} is not a loopback address and this store"
+            " requires no API key: create one with `flywheel keys create --scope admin` first"
         )
         raise typer.Exit(2)
     try:
@@ -441,7 +452,8 @@ def serve(
 
 
 keys_app = typer.Typer(
-    help="API keys for `flywheel serve`: create, list, revoke.", no_args_is_help=True
+    help="API keys for `flywheel serve`: create, list, revoke; open (serve without keys again).",
+    no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")
 
@@ -479,12 +491,16 @@ def keys_list(spec: SpecOption = Path("flywheel.toml")) -> None:
 
     try:
         with flywheel.open(spec, refresh=0) as wheel:
-            found = api_keys.load(wheel.store)
+            found, opened = api_keys.load(wheel.store), api_keys.opened_at(wheel.store)
     except FlywheelError as err:
         raise _keys_fail(err) from None
     for key in found:
         state = f"revoked {key.revoked_at[:19]}" if key.revoked_at else "active"
         console.print(f"{key.id}  {key.scope:<6}  created {key.created_at[:19]}  {state}")
+    if opened:
+        console.print(f"open: servers answer without a key (`flywheel keys open`, {opened[:19]})")
+    elif found and all(key.revoked_at for key in found):
+        console.print("every key is revoked: servers refuse every request (`flywheel keys open`)")
 
 
 @keys_app.command("revoke")
@@ -501,6 +517,33 @@ def keys_revoke(
     except FlywheelError as err:
         raise _keys_fail(err) from None
     console.print(f"revoked {ident}")
+
+
+@keys_app.command("open")
+def keys_open(
+    yes: Annotated[bool, typer.Option("--yes", help="Do it without asking.")] = False,
+    spec: SpecOption = Path("flywheel.toml"),
+) -> None:
+    """Let servers on this store answer requests without a key again (loopback only).
+
+    Once a key has been created, a store requires keys for good, even when every key is
+    revoked or a server restarts, until this command: every key must be revoked first;
+    running servers open within --keys-reload seconds; the next key created requires keys
+    again."""
+    from flywheel.server import keys as api_keys
+
+    if not yes:
+        typer.confirm("Let servers on this store answer requests without a key?", abort=True)
+    try:
+        with flywheel.open(spec, refresh=0) as wheel:
+            api_keys.allow_keyless(wheel.store)
+    except FlywheelError as err:
+        raise _keys_fail(err) from None
+    console.print(
+        "[bold yellow]open:[/] servers on this store now answer requests WITHOUT a key"
+        " (on loopback only); the next `flywheel keys create` requires keys again",
+        highlight=False,
+    )
 
 
 @app.command()

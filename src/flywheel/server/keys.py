@@ -4,6 +4,12 @@ A key reads ``fw_<id>_<secret>``; the store keeps the id, the scope and the SHA-
 secret (a random 256-bit secret needs no slow hash). Scopes nest: ``ingest`` may send signals;
 ``decide`` may also decide and read the playbook and status; ``admin`` may do everything,
 learn and forget units included.
+
+A store that has ever had a key requires one for good: every key ever created stays in the
+stored list (revoking marks it, never removes it), so whether keys are required is read from
+the store, not from a server's memory, and revoking the last key closes every server rather
+than opening it. Only an explicit :func:`allow_keyless` (``flywheel keys open --yes``) lets
+servers answer without a key again, and the next key created undoes it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from flywheel.store import Store
 Scope = Literal["ingest", "decide", "admin"]
 SCOPES: tuple[Scope, ...] = ("ingest", "decide", "admin")
 META_KEY = "api_keys"
+OPEN_KEY = "api_keys_open"
+"""Where :func:`allow_keyless` records its decision: when, and how many keys existed then."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,40 @@ class ApiKey:
 
 
 def load(store: Store) -> list[ApiKey]:
+    """Every key ever created, revoked ones included, oldest first."""
     return _parse(store.get_meta(META_KEY))
+
+
+def required(store: Store) -> bool:
+    """Whether servers on ``store`` need a key for every request, from the store's state: yes
+    once any key was created, unless :func:`allow_keyless` was called since the last one."""
+    return _required(load(store), store.get_meta(OPEN_KEY))
+
+
+def opened_at(store: Store) -> str | None:
+    """When :func:`allow_keyless` let servers answer without a key, while that still holds."""
+    raw = store.get_meta(OPEN_KEY)
+    return None if raw is None or _required(load(store), raw) else str(json.loads(raw)["at"])
+
+
+def _required(keys: list[ApiKey], opened: str | None) -> bool:
+    # the list only grows, so a key created after the decision makes it longer than it was
+    return len(keys) > (int(json.loads(opened)["keys"]) if opened else 0)
+
+
+def allow_keyless(store: Store) -> str:
+    """Let servers on ``store`` answer requests without a key again (within their reload
+    interval), as they did before the first key: the administrator's explicit decision,
+    recorded in the store with its time, which it returns. Every key must be revoked first;
+    the next key created requires keys again."""
+    keys = load(store)
+    active = [k.id for k in keys if k.revoked_at is None]
+    if active:
+        raise InvalidInputError("keys", f"{', '.join(active)} still active: revoke every key first")
+    at = datetime.now(tz=UTC).isoformat()
+    # a key created meanwhile is not counted here, so it still requires keys
+    store.set_meta(OPEN_KEY, json.dumps({"at": at, "keys": len(keys)}))
+    return at
 
 
 def _parse(raw: str | None) -> list[ApiKey]:
@@ -104,34 +145,47 @@ def check(keys: list[ApiKey], header: str | None, needed: Scope) -> int:
 
 class KeyRing:
     """The keys a server checks requests against, re-read from the store at most every
-    ``every`` seconds: on a PostgreSQL store shared by several servers, a key created or
-    revoked with ``flywheel keys`` takes effect within that time, without a restart.
+    ``every`` seconds whether or not keys are required yet: on a PostgreSQL store shared by
+    several servers, a key created or revoked with ``flywheel keys`` (or the keyless state
+    allowed with ``flywheel keys open``) takes effect within that time, without a restart.
 
-    A ring that has seen a key keeps requiring one: revoking every key shuts the door, it
-    never opens it, and a key created while a keyless server runs shuts it too."""
+    Whether keys are required comes from the store (:func:`required`), so a restarted server
+    is as closed as the one it replaces.
 
-    def __init__(self, store: Store, every: float = 5.0) -> None:
-        self._store, self._every = store, every
+    A request handler asks :attr:`required` (cheap; true while the ring is stale too) and,
+    when true, :meth:`check` (which re-reads the store when :attr:`stale`: a store query, so
+    off the event loop then). With ``keyless=False`` (a server on a non-loopback address)
+    requests need a key even while the store requires none."""
+
+    def __init__(self, store: Store, every: float = 5.0, *, keyless: bool = True) -> None:
+        self._store, self._every, self._keyless = store, every, keyless
         self._lock = threading.Lock()
-        self._keys = [k for k in load(store) if k.revoked_at is None]
-        self._read_at = time.monotonic()
-        self.required = bool(self._keys)
+        self.reload()
 
     @property
     def stale(self) -> bool:
         """Whether the next :meth:`check` re-reads the keys from the store."""
         return time.monotonic() - self._read_at > self._every
 
+    @property
+    def required(self) -> bool:
+        """Whether requests need a key, as of the last read; true while :attr:`stale` as well,
+        since only a re-read (:meth:`check`) can tell that a key was created meanwhile."""
+        return self._state[1] or self.stale
+
     def check(self, header: str | None, needed: Scope) -> int:
-        """As :func:`check`, against the keys as of at most ``every`` seconds ago."""
+        """As :func:`check`, against the keys as of at most ``every`` seconds ago; 0 for any
+        request while the store requires no key."""
         if self.stale:
             with self._lock:
                 if self.stale:
                     self.reload()
-        return check(self._keys, header, needed)
+        keys, needs_key = self._state
+        return check(keys, header, needed) if needs_key else 0
 
     def reload(self) -> None:
         """Read the keys from the store now (after this server changed them itself)."""
-        self._keys = [k for k in load(self._store) if k.revoked_at is None]
+        keys = load(self._store)
+        needs_key = not self._keyless or _required(keys, self._store.get_meta(OPEN_KEY))
+        self._state = ([k for k in keys if k.revoked_at is None], needs_key)
         self._read_at = time.monotonic()
-        self.required = self.required or bool(self._keys)
