@@ -249,7 +249,23 @@ QUALITY_FUNCTIONS = REWARD_FUNCTIONS | {"lower", "upper", "length", "trim"}
 
 
 def quote_name(name: str) -> str:
+    """``name`` as a quoted SQL identifier (any ``"`` doubled): a column in every statement
+    and dialect, whatever keyword or function it spells. Every generated statement quotes the
+    spec's names with this."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def own_column(name: str) -> str:
+    """The name of a column a generated statement adds beside the spec's columns (``#n``). A
+    ``#`` cannot appear in a knob, feature or signal name, so the two never collide; quote it
+    with :func:`quote_name` in SQL and read the result's column by this name."""
+    return f"#{name}"
+
+
+def beside(name: str, taken: Iterable[str]) -> str:
+    """The name of a result's own column (``failed``, ``expected``) shown beside the spec's:
+    ``name`` itself, or ``#name`` when a knob, feature or signal is called that."""
+    return own_column(name) if name in set(taken) else name
 
 
 def check_quality_rule(sql: str, types: Mapping[str, str]) -> str:
@@ -267,7 +283,7 @@ def check_quality_rule(sql: str, types: Mapping[str, str]) -> str:
             raise ExpressionError("may not contain subqueries or *")
     _check_calls(node, QUALITY_FUNCTIONS)
     check_names(node, types, "a knob, context feature, signal or reward")
-    rendered = node.sql(dialect="duckdb")
+    rendered = node.sql(dialect="duckdb", identify=True)  # names quoted: keywords stay columns
     _bind(rendered, types)
     return rendered
 

@@ -6,7 +6,7 @@ and Python only receives the aligned rows as Arrow.
 
 from __future__ import annotations
 
-from flywheel.rules import parse
+from flywheel.rules import own_column, parse, quote_name
 from flywheel.spec import Spec
 
 _COMBINE = {
@@ -24,9 +24,8 @@ NOT_QUARANTINED = """NOT EXISTS (
     WHERE q.action = 'quarantined' AND q.decision_id = CAST(a.decision_id AS UUID))"""
 """True for an aligned row (aliased ``a``) that the seatbelt has not quarantined."""
 
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+_OBSERVED = quote_name(own_column("observed"))
+_OPEN = quote_name(own_column("open"))
 
 
 def aligned_rows_sql(spec: Spec, since: bool = False) -> str:
@@ -35,7 +34,9 @@ def aligned_rows_sql(spec: Spec, since: bool = False) -> str:
 
     Columns: decision_id, ts, unit, policy, playbook, propensity, the context features, the
     knobs, one column per signal (repeats combined as the spec says), n_signals, late_signals,
-    reward and status (complete | pending | expired).
+    reward and status (complete | pending | expired). The spec's names are quoted wherever
+    they appear, and no column of its own has a name the spec allows (see
+    :data:`flywheel.spec.RESERVED_NAMES` and :func:`flywheel.rules.own_column`).
     """
     window = f"INTERVAL '{round(spec.reward.window_seconds * 1e6)} microseconds'"
     aggregates = []
@@ -43,13 +44,13 @@ def aligned_rows_sql(spec: Spec, since: bool = False) -> str:
         column = "s.text" if sig.kind == "text" else "s.value"
         expr = _COMBINE[sig.combine].format(col=column)
         aggregates.append(
-            f"{expr} FILTER (WHERE s.name = '{name}' AND s.in_window) AS {quote(name)}"
+            f"{expr} FILTER (WHERE s.name = '{name}' AND s.in_window) AS {quote_name(name)}"
         )
     features = [*(f.name for f in spec.context), *(k.name for k in spec.knobs)]
-    columns = ", ".join(quote(n) for n in [*features, *spec.signals])
-    signal_cols = ", ".join(f"c.{quote(n)}" for n in spec.signals)
-    feature_cols = ", ".join(f"d.{quote(n)}" for n in features)
-    formula = parse(spec.reward.formula).sql(dialect="duckdb")
+    columns = ", ".join(quote_name(n) for n in [*features, *spec.signals])
+    signal_cols = ", ".join(f"c.{quote_name(n)}" for n in spec.signals)
+    feature_cols = ", ".join(f"d.{quote_name(n)}" for n in features)
+    formula = parse(spec.reward.formula).sql(dialect="duckdb", identify=True)
     missing = "NULL" if spec.reward.missing is None else repr(float(spec.reward.missing))
     after = " AND d.ts > $since" if since else ""
     return f"""
@@ -69,16 +70,16 @@ r AS (
     SELECT CAST(d.id AS VARCHAR) AS decision_id, d.ts, d.unit, d.policy, d.playbook, d.propensity,
         {feature_cols}, {signal_cols},
         coalesce(c.n_signals, 0) AS n_signals, coalesce(c.late_signals, 0) AS late_signals,
-        CAST(({formula}) AS DOUBLE) AS _observed,
-        d.ts + {window} > $as_of AS _open
+        CAST(({formula}) AS DOUBLE) AS {_OBSERVED},
+        d.ts + {window} > $as_of AS {_OPEN}
     FROM decisions d LEFT JOIN c ON c.decision_id = d.id
     WHERE d.ts <= $as_of{after}
 )
 SELECT decision_id, ts, unit, policy, playbook, propensity, {columns}, n_signals, late_signals,
-    CASE WHEN _observed IS NOT NULL THEN _observed WHEN _open THEN NULL ELSE {missing} END
-        AS reward,
-    CASE WHEN _observed IS NOT NULL THEN 'complete' WHEN _open THEN 'pending' ELSE 'expired' END
-        AS status
+    CASE WHEN {_OBSERVED} IS NOT NULL THEN {_OBSERVED} WHEN {_OPEN} THEN NULL ELSE {missing}
+        END AS reward,
+    CASE WHEN {_OBSERVED} IS NOT NULL THEN 'complete' WHEN {_OPEN} THEN 'pending'
+        ELSE 'expired' END AS status
 FROM r
 """
 

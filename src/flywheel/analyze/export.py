@@ -18,6 +18,7 @@ from flywheel.analyze import Analysis
 from flywheel.errors import InvalidInputError
 from flywheel.learn.cells import Cells
 from flywheel.playbook.book import MAX_TABULATED_SEGMENTS, Playbook
+from flywheel.rules import beside
 
 FORMATS = ("xlsx", "csv", "json")
 Sheet = tuple[str, list[dict[str, Any]]]
@@ -26,7 +27,8 @@ Sheet = tuple[str, list[dict[str, Any]]]
 def playbook_rows(playbook: Playbook, cells: Cells | None = None) -> list[dict[str, Any]]:
     """One row per context segment: each context feature, each knob's exact value (and the
     fixed values), then the expected result, its 95% interval, the share of traffic the
-    playbook gives it, and the rows behind the segment (from ``cells``, the training data)."""
+    playbook gives it, and the rows behind the segment (from ``cells``, the training data).
+    A statistic whose name a knob or context feature has is written as ``#name``."""
     spec = playbook.spec
     out = []
     for context in playbook.segment_contexts(MAX_TABULATED_SEGMENTS):
@@ -37,19 +39,19 @@ def playbook_rows(playbook: Playbook, cells: Cells | None = None) -> list[dict[s
         row: dict[str, Any] = dict(playbook.describe_context(context))
         row.update(spec.space.params(int(table.rows[best])))
         row.update(spec.fixed)
-        row.update(
-            expected=float(table.mean[best]),
-            low=float(table.low[best]),
-            high=float(table.high[best]),
-            served_share=float(table.probs[best]),
-        )
+        stats: dict[str, Any] = {
+            "expected": float(table.mean[best]),
+            "low": float(table.low[best]),
+            "high": float(table.high[best]),
+            "served_share": float(table.probs[best]),
+        }
         if cells is not None:
             mask = np.ones(len(cells), dtype=bool)
             for f, code in zip(spec.context, playbook.key(context), strict=True):
                 mask &= cells.codes[f.name] == code
-            row["rows"] = round(float(cells.n[mask].sum()))
-        row["playbook"] = playbook.version
-        out.append(row)
+            stats["rows"] = round(float(cells.n[mask].sum()))
+        stats["playbook"] = playbook.version
+        out.append(_beside(row, stats))
     return out
 
 
@@ -57,9 +59,12 @@ def findings_sheets(analysis: Analysis) -> list[Sheet]:
     """The findings as tables: best combinations, pairs (every cell), single dimensions,
     readiness, and the sentences."""
     best = [
-        {**b.context, **b.params, "expected": b.expected, "low": b.low, "high": b.high,
-         "p_best": b.p_best, "default": b.default, "lift": b.lift, "lift_low": b.lift_low,
-         "lift_high": b.lift_high, "rows": b.rows}
+        _beside(
+            {**b.context, **b.params},
+            {"expected": b.expected, "low": b.low, "high": b.high, "p_best": b.p_best,
+             "default": b.default, "lift": b.lift, "lift_low": b.lift_low,
+             "lift_high": b.lift_high, "rows": b.rows},
+        )
         for b in analysis.best
     ]  # fmt: skip
     pairs = [
@@ -91,6 +96,11 @@ def findings_sheets(analysis: Analysis) -> list[Sheet]:
         ("readiness", readiness),
         ("sentences", sentences),
     ]
+
+
+def _beside(names: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """The spec's names and values, then the statistics (renamed where a name is taken)."""
+    return {**names, **{beside(k, names): v for k, v in stats.items()}}
 
 
 def write(sheets: Sequence[Sheet], fmt: str, path: Path) -> None:

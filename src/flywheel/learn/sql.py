@@ -5,14 +5,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql, quote
+from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
+from flywheel.rules import own_column, quote_name
 from flywheel.spec import Spec
+
+N, S, SS, ROWS, REWARD_SUM, FIRST_TS, LAST_TS = (
+    own_column(c) for c in ("n", "s", "ss", "rows", "reward_sum", "first_ts", "last_ts")
+)
+"""The statistics columns of :func:`cells_sql`, beside the factors' columns."""
+_WEIGHT = quote_name(own_column("w"))
 
 
 def cells_sql(spec: Spec, edges: Mapping[str, Sequence[float]]) -> str:
     """Weighted count, sum and sum of squares of the reward per context (numeric features in
-    their bins) × knob combination, plus the data's signature (rows, sum, newest decision).
-    Quarantined rows are left out.
+    their bins) × knob combination, plus the data's signature (rows, sum, newest decision), in
+    the columns named by :data:`N`, :data:`S`, :data:`SS`, :data:`ROWS`, :data:`REWARD_SUM`,
+    :data:`FIRST_TS` and :data:`LAST_TS`. Quarantined rows are left out.
 
     With ``learn.half_life`` each row weighs 2^(-age / half_life), age counted to ``$as_of``.
     """
@@ -20,12 +28,13 @@ def cells_sql(spec: Spec, edges: Mapping[str, Sequence[float]]) -> str:
     for f in spec.context:
         if f.name in edges:
             bounds = edges[f.name]
-            cases = " ".join(f"WHEN {quote(f.name)} < {b!r} THEN {i}" for i, b in enumerate(bounds))
+            name = quote_name(f.name)
+            cases = " ".join(f"WHEN {name} < {b!r} THEN {i}" for i, b in enumerate(bounds))
             binned = f"CASE {cases} ELSE {len(bounds)} END" if bounds else "0"
-            features.append(f"{binned} AS {quote(f.name)}")
+            features.append(f"{binned} AS {name}")
         else:
-            features.append(quote(f.name))
-    knobs = [quote(k.name) for k in spec.knobs]
+            features.append(quote_name(f.name))
+    knobs = [quote_name(k.name) for k in spec.knobs]
     half_life = spec.learn.half_life_seconds
     weight = (
         f"exp({-math.log(2) / half_life!r} * (epoch($as_of) - epoch(ts)))"
@@ -35,11 +44,13 @@ def cells_sql(spec: Spec, edges: Mapping[str, Sequence[float]]) -> str:
     complete = " AND ".join([f"{k} IS NOT NULL" for k in knobs] + ["reward IS NOT NULL"])
     return f"""
 WITH a AS ({aligned_rows_sql(spec)}),
-w AS (SELECT *, {weight} AS _w FROM a WHERE {complete} AND {NOT_QUARANTINED})
+w AS (SELECT *, {weight} AS {_WEIGHT} FROM a WHERE {complete} AND {NOT_QUARANTINED})
 SELECT {", ".join([*features, *knobs])},
-    CAST(sum(_w) AS DOUBLE) AS n, CAST(sum(_w * reward) AS DOUBLE) AS s,
-    CAST(sum(_w * reward * reward) AS DOUBLE) AS ss, count(*) AS rows,
-    CAST(sum(reward) AS DOUBLE) AS reward_sum, min(ts) AS first_ts, max(ts) AS last_ts
+    CAST(sum({_WEIGHT}) AS DOUBLE) AS {quote_name(N)},
+    CAST(sum({_WEIGHT} * reward) AS DOUBLE) AS {quote_name(S)},
+    CAST(sum({_WEIGHT} * reward * reward) AS DOUBLE) AS {quote_name(SS)},
+    count(*) AS {quote_name(ROWS)}, CAST(sum(reward) AS DOUBLE) AS {quote_name(REWARD_SUM)},
+    min(ts) AS {quote_name(FIRST_TS)}, max(ts) AS {quote_name(LAST_TS)}
 FROM w GROUP BY {", ".join(str(i + 1) for i in range(len(features) + len(knobs)))}
 """
 
@@ -47,4 +58,5 @@ FROM w GROUP BY {", ".join(str(i + 1) for i in range(len(features) + len(knobs))
 def quantiles_sql(spec: Spec, name: str, bins: int) -> str:
     """Inner quantile boundaries of a numeric context feature over decisions up to ``$as_of``."""
     points = ", ".join(repr(i / bins) for i in range(1, bins))
-    return f"SELECT quantile_cont({quote(name)}, [{points}]) AS q FROM decisions WHERE ts <= $as_of"
+    column = quote_name(name)
+    return f"SELECT quantile_cont({column}, [{points}]) AS q FROM decisions WHERE ts <= $as_of"

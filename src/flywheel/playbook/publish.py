@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
 from flywheel.errors import InvalidInputError
+from flywheel.learn import sql as learn_sql
 from flywheel.learn.cells import Cells
 from flywheel.learn.design import Design, Encoding
 from flywheel.learn.model import DEFAULT_SCALES, Settings, fit
@@ -84,7 +85,7 @@ def learn(
             report = quality.scan(store, spec, moment, moment, since=_cut(store, incumbent))
     encoding = _encoding(store, spec, when)
     table = store.query(cells_sql(spec, encoding.edges), when)
-    rows = int(pc.sum(table.column("rows")).as_py() or 0) if table.num_rows else 0
+    rows = int(pc.sum(table.column(learn_sql.ROWS)).as_py() or 0) if table.num_rows else 0
     if belt and report is None:  # no checks: nothing new can be quarantined; count the rest
         report = quality.counted(store, rows)
     if rows == 0:
@@ -99,8 +100,8 @@ def learn(
         ), None
     signature = [
         rows,
-        round(float(pc.sum(table.column("reward_sum")).as_py()), 9),
-        _iso(pc.max(table.column("last_ts"))),
+        round(float(pc.sum(table.column(learn_sql.REWARD_SUM)).as_py()), 9),
+        _iso(pc.max(table.column(learn_sql.LAST_TS))),
     ]
     if previous is not None and not force:
         old = json.loads(previous[1])
@@ -188,7 +189,7 @@ def _fit(
         "signature": signature,
         "training": {
             "as_of": datetime.fromtimestamp(now, tz=UTC).isoformat(),
-            "first_decision": _iso(pc.min(table.column("first_ts"))),
+            "first_decision": _iso(pc.min(table.column(learn_sql.FIRST_TS))),
             "last_decision": signature[2],
             "rows": rows,
             "cells": len(cells),
@@ -443,10 +444,10 @@ def cells_of(table: pa.Table, spec: Spec, encoding: Encoding) -> Cells:
     }
     return Cells(
         clean,
-        table.column("n").to_numpy()[known],
-        table.column("s").to_numpy()[known],
-        table.column("ss").to_numpy()[known],
-        int(np.asarray(table.column("rows").to_numpy())[known].sum()),
+        table.column(learn_sql.N).to_numpy()[known],
+        table.column(learn_sql.S).to_numpy()[known],
+        table.column(learn_sql.SS).to_numpy()[known],
+        int(np.asarray(table.column(learn_sql.ROWS).to_numpy())[known].sum()),
     ).compact()
 
 

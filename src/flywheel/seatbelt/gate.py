@@ -35,9 +35,10 @@ from scipy import stats
 from scipy.special import betaln
 from scipy.stats import norm
 
-from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql, quote
+from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
 from flywheel.learn.policy import SegmentPolicy
 from flywheel.playbook.book import Playbook
+from flywheel.rules import own_column, quote_name
 from flywheel.seatbelt.monitors import SRM_THRESHOLD, Check, categorical_drift, numeric_drift
 from flywheel.seatbelt.quality import QualityReport
 from flywheel.spec import Spec
@@ -47,6 +48,8 @@ SHIFT_CYCLES = 3  # the reward-shift check's recent side spans this many publish
 WINDOW_ROWS = 100_000  # newest rows read per window: plenty of power, bounded cost
 MIN_EXPECTED = 5.0  # chi-square cells expecting fewer are pooled
 MISLOGGED_MIN, MISLOGGED_SHARE = 3, 0.01  # rows whose logged propensity contradicts the tags
+_RECENT, _LONG_RECENT, _NEWEST = (own_column(c) for c in ("recent", "long_recent", "newest"))
+# (no QUALIFY: sqlglot writes it for PostgreSQL with aliases of its own, _w and _t)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def windows(
     either)."""
     long_cut = min(long_cut or cut, cut)
     columns = ", ".join(
-        quote(n) for n in (*(f.name for f in spec.context), *(k.name for k in spec.knobs))
+        quote_name(n) for n in (*(f.name for f in spec.context), *(k.name for k in spec.knobs))
     )
     bound = store.query(
         f"SELECT ts FROM decisions WHERE ts <= $cut ORDER BY ts DESC LIMIT 1 OFFSET {WINDOW_ROWS}",
@@ -87,16 +90,21 @@ def windows(
     table = store.query(
         f"""WITH a AS ({aligned_rows_sql(spec, since=True)}),
         r AS (
-            SELECT ts, playbook, policy, propensity, {columns}, reward, ts > $cut AS recent,
-                ts > $long_cut AS long_recent
+            SELECT ts, playbook, policy, propensity, {columns}, reward,
+                ts > $cut AS {quote_name(_RECENT)}, ts > $long_cut AS {quote_name(_LONG_RECENT)}
             FROM a WHERE reward IS NOT NULL AND {NOT_QUARANTINED}
+        ),
+        n AS (
+            SELECT *, row_number() OVER (PARTITION BY {quote_name(_LONG_RECENT)} ORDER BY ts DESC)
+                AS {quote_name(_NEWEST)}
+            FROM r
         )
-        SELECT * FROM r QUALIFY row_number() OVER (PARTITION BY long_recent ORDER BY ts DESC)
-            <= {WINDOW_ROWS}""",
+        SELECT * FROM n WHERE {quote_name(_NEWEST)} <= {WINDOW_ROWS}""",
         {"as_of": as_of, "cut": cut, "since": since, "long_cut": long_cut},
     )
-    recent = np.asarray(table.column("recent").to_numpy(zero_copy_only=False), dtype=bool)
-    longer = np.asarray(table.column("long_recent").to_numpy(zero_copy_only=False), dtype=bool)
+    recent = np.asarray(table.column(_RECENT).to_numpy(zero_copy_only=False), dtype=bool)
+    longer = np.asarray(table.column(_LONG_RECENT).to_numpy(zero_copy_only=False), dtype=bool)
+    table = table.drop_columns([_RECENT, _LONG_RECENT, _NEWEST])
     return Windows(
         table.filter(pa.array(recent)),
         table.filter(pa.array(~recent)),

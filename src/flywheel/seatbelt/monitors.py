@@ -170,9 +170,10 @@ def _volume(store: Store, spec: Spec, as_of: datetime) -> list[Check]:
     out = []
     for table in ("decisions", "signals"):
         rows = store.query(
+            # grouped by position: ``GROUP BY k`` would bind a knob or feature named k
             f"""SELECT CAST(floor((epoch($as_of) - epoch(ts)) / {period!r}) AS BIGINT) AS k,
-                count(*) AS n, min(ts) AS first
-            FROM {table} WHERE ts <= $as_of AND ts > $start GROUP BY k""",
+                count(*) AS n
+            FROM {table} WHERE ts <= $as_of AND ts > $start GROUP BY 1""",
             {"as_of": as_of, "start": start},
         ).to_pylist()
         oldest = store.query(f"SELECT min(ts) AS t FROM {table}").to_pylist()[0]["t"]

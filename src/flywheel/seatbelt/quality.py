@@ -22,12 +22,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from flywheel.align.sql import aligned_rows_sql, quote
+from flywheel.align.sql import aligned_rows_sql
 from flywheel.errors import InvalidInputError
+from flywheel.rules import beside, own_column, quote_name
 from flywheel.spec import Spec
 from flywheel.store import Store
 
 SEPARATOR = "\n"  # between failed check names; rules are stored on one line
+_DUPLICATE = quote_name(own_column("duplicate"))
 
 
 @dataclass(frozen=True)
@@ -80,27 +82,30 @@ def checks(spec: Spec) -> dict[str, str]:
         for name, sql in spec.quality.rules.items()
     }
     if spec.quality.unique:
-        out[f"duplicate {', '.join(spec.quality.unique)}"] = "_duplicate"
+        out[f"duplicate {', '.join(spec.quality.unique)}"] = _DUPLICATE
     return out
 
 
 def checked_sql(spec: Spec) -> str:
-    """Every received row with its decision id, time, quarantine state and failed checks."""
+    """Every received row with its decision id, time, quarantine state and failed checks.
+
+    The checks are evaluated over the aligned rows alone (``f``), so the names they use read
+    only the spec's columns, never the quarantine table's."""
     failed = [f"CASE WHEN {cond} THEN {_literal(name)} END" for name, cond in checks(spec).items()]
     failed_expr = f"concat_ws(chr(10), {', '.join(failed)})" if failed else "''"
     keys = spec.quality.unique
     duplicate = (
-        f"{' AND '.join(f'{quote(k)} IS NOT NULL' for k in keys)} AND row_number() OVER"
-        f" (PARTITION BY {', '.join(quote(k) for k in keys)} ORDER BY ts, decision_id) > 1"
+        f"{' AND '.join(f'{quote_name(k)} IS NOT NULL' for k in keys)} AND row_number() OVER"
+        f" (PARTITION BY {', '.join(quote_name(k) for k in keys)} ORDER BY ts, decision_id) > 1"
         if keys
         else "false"
     )
     return f"""
 WITH a AS ({aligned_rows_sql(spec)}),
-r AS (SELECT *, {duplicate} AS _duplicate FROM a WHERE reward IS NOT NULL)
-SELECT r.decision_id, r.ts, q.action AS state, {failed_expr} AS failed,
-    count(*) OVER () AS received
-FROM r LEFT JOIN quarantine_state q ON q.decision_id = CAST(r.decision_id AS UUID)
+r AS (SELECT *, {duplicate} AS {_DUPLICATE} FROM a WHERE reward IS NOT NULL),
+f AS (SELECT decision_id, ts, {failed_expr} AS failed, count(*) OVER () AS received FROM r)
+SELECT f.decision_id, f.ts, q.action AS state, f.failed, f.received
+FROM f LEFT JOIN quarantine_state q ON q.decision_id = CAST(f.decision_id AS UUID)
 """
 
 
@@ -166,15 +171,18 @@ def quarantined(
     limit: int | None = None,
     decision_id: str | None = None,
 ) -> pa.Table:
-    """The quarantined rows (aligned, with the checks they failed), oldest first; or the one
-    row of ``decision_id`` (empty when it is not quarantined)."""
+    """The quarantined rows (aligned, with the checks they failed: ``failed``, and when:
+    ``quarantined_at``; ``#failed``, ``#quarantined_at`` where the spec has those names),
+    oldest first; or the one row of ``decision_id`` (empty when it is not quarantined)."""
     cap = "" if limit is None else f" LIMIT {int(limit)}"
     only = "" if decision_id is None else " AND q.decision_id = CAST($id AS UUID)"
     params: dict[str, Any] = {"as_of": as_of}
     if decision_id is not None:
         params["id"] = _uuid(decision_id)
+    names = (*(f.name for f in spec.context), *(k.name for k in spec.knobs), *spec.signals)
+    failed, at = (quote_name(beside(n, names)) for n in ("failed", "quarantined_at"))
     return store.query(
-        f"""SELECT q.rules AS failed, q.ts AS quarantined_at, a.*
+        f"""SELECT q.rules AS {failed}, q.ts AS {at}, a.*
         FROM ({aligned_rows_sql(spec)}) a
         JOIN quarantine_state q ON q.decision_id = CAST(a.decision_id AS UUID)
         WHERE q.action = 'quarantined'{only} ORDER BY q.ts, a.ts{cap}""",

@@ -110,7 +110,7 @@ MIGRATIONS += (
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _LOCK_ID = 0x466C7977  # the advisory lock that serialises migrations ("Flyw")
-_PARAM = re.compile(r"__fw_param_(\d+)__")
+_PARAM = re.compile(r"__FW_PARAM_(\d+)__")  # upper case: no knob, feature or signal matches
 _PG_ARROW: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
     "int2": pa.int64(),
@@ -455,7 +455,7 @@ def translate(duckdb_sql: str) -> tuple[str, tuple[str, ...]]:
     def mark(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Placeholder):
             names.append(str(node.name or ""))
-            return exp.var(f"__fw_param_{len(names) - 1}__")
+            return exp.var(f"__FW_PARAM_{len(names) - 1}__")
         return node
 
     text = tree.transform(mark).sql(dialect="postgres").replace("%", "%%")
