@@ -200,7 +200,7 @@ def test_a_signal_batch_mixes_every_kind_all_or_none(wheel: flywheel.Wheel) -> N
         assert caught.value.field == field
     wheel.flush()
     assert wheel.summary().signals == 0  # nothing of a rejected batch
-    assert wheel.signal_batch(items) == 4
+    assert wheel.signal_batch(items).recorded == 4
     row = wheel.aligned().to_pylist()[0]
     got = (row["completed"], row["rating"], row["comment"], row["accepted"], row["dwell_ms"])
     assert got == (1.0, 4.0, "too slow", 1.0, 1500.0)

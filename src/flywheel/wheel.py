@@ -23,6 +23,7 @@ from flywheel import align
 from flywheel.analyze import Analysis, analyze, export
 from flywheel.collect import importers
 from flywheel.collect.journal import Journal, default_folder, leftover_journal
+from flywheel.collect.outcomes import Outcomes, Pending, Recorded, signal_rows_of
 from flywheel.collect.record import IdFactory, Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper
 from flywheel.collect.units import (
@@ -137,9 +138,10 @@ class Wheel:
         self._units = Pseudonymizer(key, spec.normalize_units)
         self.tables = tables_for(spec)
         self._schemas = {t: self.tables.schema(t) for t in self.tables.names}
+        self._outcomes = Outcomes()  # keyed signal batches waiting for their counts
         self._journal = self._open_journal(journal, max_delay, batch_rows)
         self._writer = BufferedWriter(
-            self._store_rows if self._journal is None else self._journal.append,
+            self._store_rows if self._journal is None else self._journal_rows,
             batch_rows=batch_rows,
             max_delay=max_delay,
         )
@@ -162,7 +164,13 @@ class Wheel:
                     Journal(left, self.store, self._schemas).close()  # a crashed process's
                 return None
             return Journal(
-                folder, self.store, self._schemas, max_delay=max_delay, apply_rows=batch_rows
+                folder,
+                self.store,
+                self._schemas,
+                max_delay=max_delay,
+                apply_rows=batch_rows,
+                stored=self._outcomes.settle,
+                urgent=self._outcomes.waits_for,
             )
         except BaseException:
             self.store.close()
@@ -170,7 +178,22 @@ class Wheel:
 
     def _store_rows(self, items: list[Entry]) -> None:
         """The writer's sink without a journal: rows straight into the store."""
-        self.store.write(to_tables(items, self._schemas))
+        try:
+            written = self.store.write(to_tables(items, self._schemas))
+        except BaseException as err:
+            self._outcomes.fail(items, err)
+            raise
+        self._outcomes.settle(items, written)
+
+    def _journal_rows(self, items: list[Entry]) -> None:
+        """The writer's sink with a journal (keyed batches are told their counts once the
+        journal has stored them)."""
+        assert self._journal is not None
+        try:
+            self._journal.append(items)
+        except BaseException as err:
+            self._outcomes.fail(items, err)
+            raise
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -205,13 +228,44 @@ class Wheel:
         """Record one named signal (a number or a boolean; text for text signals)."""
         self._recorder.signal(decision, name, value, ts, key, unit)
 
-    def signal_batch(self, items: Sequence[Mapping[str, Any]]) -> int:
+    def signal_batch(self, items: Sequence[Mapping[str, Any]]) -> Recorded:
         """Many signals, all or none: all are validated before any is recorded, and an error
         names its position. Each item has ``decision`` and either ``name`` and ``value``, or
         feedback (``rating``, ``thumbs``, ``comment``), or an implicit ``event`` and/or
         ``dwell_ms``, or an edit (``draft``, ``final``); optionally ``ts``, ``key``, ``unit``.
-        Returns the number of items recorded."""
-        return self._recorder.signal_batch(items)
+
+        Returns how many items were ``recorded`` and how many were ``duplicates`` (an item
+        whose idempotency ``key`` was stored before, or came earlier in the batch: nothing of
+        it is stored again); the two add up to the items given. A batch with keys returns once
+        the store has claimed them (its rows are then durable); one without, at once."""
+        if not any(item.get("key") is not None for item in items):
+            return self.submit_signal_batch(items).result()
+        return self.durably(lambda: self.submit_signal_batch(items)).result()
+
+    def submit_signal_batch(self, items: Sequence[Mapping[str, Any]]) -> Pending:
+        """:meth:`signal_batch` without waiting: validates and queues the items, and returns
+        a handle whose ``result()`` are the counts, once the store has claimed the batch's
+        keys (at once for a batch without keys). For servers, inside :meth:`durably`."""
+        rows: list[tuple[str, Any]] = []
+        spans: list[int] = []
+        self._recorder.signal_batch(items, spans=spans, into=rows)
+        if all(table != "signals" or row[5] is None for table, row in rows):
+            self._writer.append_many(rows)
+            return Pending(spans)
+        entries = [(t, Rows.of(table)) for t, table in to_tables(rows, self._schemas).items()]
+        return self._queue_keyed(entries, spans)
+
+    def _queue_keyed(self, entries: list[tuple[str, Rows]], spans: list[int]) -> Pending:
+        """Queue a batch with keys (one :class:`Rows` a table), to be told its counts."""
+        signals = signal_rows_of(entries)
+        assert signals is not None
+        pending = self._outcomes.expect(signals, spans)
+        try:
+            self._writer.append_rows(entries)
+        except BaseException as err:
+            self._outcomes.fail(entries, err)
+            raise
+        return pending
 
     def feedback(
         self,
@@ -352,7 +406,17 @@ class Wheel:
         async def record(rows: list[tuple[str, Rows]]) -> None:
             await self.durably_async(lambda: self._writer.append_rows(rows))
 
-        return IngestWorkers(self.spec, self._units.key, processes, record)
+        async def record_signals(
+            rows: list[tuple[str, Rows]], spans: list[int], keyed: bool
+        ) -> Recorded:
+            if not keyed:  # recorded whole
+                await record(rows)
+                return Recorded(len(spans))
+            pending = await self.durably_async(lambda: self._queue_keyed(rows, spans))
+            assert pending.future is not None
+            return pending.counts(await asyncio.wrap_future(pending.future))
+
+        return IngestWorkers(self.spec, self._units.key, processes, record, record_signals)
 
     def aligned(self, as_of: float | datetime | None = None) -> pa.Table:
         """Aligned rows as an Arrow table (see :func:`flywheel.align.aligned`)."""
@@ -607,6 +671,7 @@ class Wheel:
                 if self._journal is not None:
                     self._journal.close()
             finally:
+                self._outcomes.fail(None, FlywheelError("this wheel is closed"))
                 self.store.close()
             _OPEN.discard(self)
 

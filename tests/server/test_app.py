@@ -92,7 +92,7 @@ def test_decide_and_signals_are_durable_when_answered(
         "/v1/signals",
         {"signals": [{"decision": decision["id"], "name": "completed", "value": 1, "key": "k1"}]},
     )
-    assert (status, answer) == (200, {"ok": True, "recorded": 1})
+    assert (status, answer) == (200, {"ok": True, "recorded": 1, "duplicates": 0})
     # answered means stored: read the store directly, no flush
     stored = wheel.store.query("SELECT count(*) AS n FROM signals").to_pylist()[0]["n"]
     assert stored == 1
@@ -123,7 +123,7 @@ def test_signals_take_feedback_implicit_events_and_edits(
     assert wheel.summary().signals == 0
     assert client.call("POST", "/v1/signals", {"signals": batch}) == (
         200,
-        {"ok": True, "recorded": 3},
+        {"ok": True, "recorded": 3, "duplicates": 0},
     )
     row = wheel.aligned().to_pylist()[0]
     assert (row["rating"], row["thumbs"], row["accepted"], row["dwell_ms"]) == (5, 1, 1, 900)
@@ -549,9 +549,10 @@ def test_signal_batches_converted_by_worker_processes(wheel_on_file: flywheel.Wh
         ]:
             status, answer = client.call("POST", "/v1/signals", body)
             assert status == 422 and answer["errors"][0]["field"] == field, answer
-        for _ in range(2):  # sent twice: the key stores it once
+        for again in range(2):  # sent twice: the key stores it once
             status, answer = client.call("POST", "/v1/signals", {"signals": [good, feedback]})
-            assert (status, answer) == (200, {"ok": True, "recorded": 2})
+            expected = {"ok": True, "recorded": 2 - again, "duplicates": again}
+            assert (status, answer) == (200, expected)
     found = wheel_on_file.store.query(
         "SELECT name, value, text, key IS NOT NULL AS keyed FROM signals ORDER BY name"
     ).to_pylist()

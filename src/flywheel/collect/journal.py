@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import msgpack
@@ -47,6 +47,7 @@ import pyarrow as pa
 from flywheel.collect.writer import Entry, Rows, count_rows, to_tables
 from flywheel.errors import FlywheelError, StoreError, StoreLockedError
 from flywheel.store import Store
+from flywheel.store.base import Written
 
 HEADER = struct.Struct("<IIQ")  # payload length, crc32 of the payload, sequence number
 SUFFIX = ".wal"
@@ -77,9 +78,13 @@ class Journal:
         max_delay: float = 1.0,
         apply_rows: int = 50_000,
         max_pending: int = 1_000_000,
+        stored: Callable[[list[Entry], Written], None] | None = None,
+        urgent: Callable[[list[Entry]], bool] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self._store = store
+        self._stored = stored  # told what the store wrote of each batch it took
+        self._urgent = urgent  # whether someone waits for a batch: stored at once, not later
         self._schemas = dict(schemas)
         self._max_delay = max_delay
         self._apply_rows = apply_rows
@@ -144,7 +149,10 @@ class Journal:
                 self._staged_since = time.monotonic()
             self._staged += items
             self._staged_rows += rows
-            if self._staged_rows >= self._apply_rows:
+            if self._urgent is not None and self._urgent(items):
+                self._wanted = max(self._wanted, sequence)
+                self._cond.notify_all()
+            elif self._staged_rows >= self._apply_rows:
                 self._cond.notify_all()
 
     def settle(self) -> None:
@@ -215,7 +223,8 @@ class Journal:
             retired.close()
             self._retired.append(Path(str(retired.name)))
             try:
-                self._store.write(to_tables(taken, self._schemas), mark=(self.mark_key, str(last)))
+                tables = to_tables(taken, self._schemas)
+                written = self._store.write(tables, mark=(self.mark_key, str(last)))
             except Exception as err:  # kept, in order; told to settle(), tried again
                 with self._cond:
                     self._staged[:0] = taken
@@ -236,6 +245,8 @@ class Journal:
                 self._storing = 0
                 self._error = None
                 self._cond.notify_all()
+            if self._stored is not None:
+                self._stored(taken, written)
 
     def _wait(self) -> float:
         if not self._staged:

@@ -360,12 +360,22 @@ class Recorder:
             self._unit(unit),
         )
 
-    def signal_batch(self, items: Sequence[Mapping[str, Any]]) -> int:
+    def signal_batch(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        *,
+        spans: list[int] | None = None,
+        into: list[tuple[str, Row]] | None = None,
+    ) -> int:
         """Signals of any decisions, all or none: every one is validated before any is queued,
         and an error names its position (``signals[3].value``). An item is a named signal
         (``name``, ``value``), feedback (``rating``, ``thumbs``, ``comment``), an implicit event
         (``event``, ``dwell_ms``) or an edit (``draft``, ``final``), each with ``decision`` and
-        optionally ``ts``, ``key`` and ``unit``. Returns the number of items."""
+        optionally ``ts``, ``key`` and ``unit``. Returns the number of items.
+
+        ``spans`` receives the number of signal rows of each item (what counting the batch's
+        duplicates needs: :mod:`flywheel.collect.outcomes`); with ``into``, the rows are put
+        there instead of queued."""
         rows: list[tuple[str, Row]] = []
         named = self._named_row
         for i, item in enumerate(items):
@@ -373,11 +383,19 @@ class Recorder:
                 name = item.get("name")
                 if name is not None and _NOT_NAMED.isdisjoint(item):  # the common item
                     rows.append(("signals", named(item, name)))
+                    if spans is not None:
+                        spans.append(1)
                 else:
-                    rows += self._item_rows(item)
+                    made = self._item_rows(item)
+                    rows += made
+                    if spans is not None:
+                        spans.append(sum(1 for table, _ in made if table == "signals"))
             except InvalidInputError as err:
                 raise type(err)(f"signals[{i}].{err.field}", err.reason) from None
-        self._writer.append_many(rows)
+        if into is not None:
+            into += rows
+        else:
+            self._writer.append_many(rows)
         return len(items)
 
     def _named_row(self, item: Mapping[str, Any], name: object) -> Row:

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from flywheel.collect.batches import row_items, signal_items
+from flywheel.collect.outcomes import Recorded
 from flywheel.collect.record import IdFactory, Recorder
 from flywheel.collect.traces import Format, Intake, TraceMapper, decompress
 from flywheel.collect.units import Pseudonymizer
@@ -61,8 +62,11 @@ class IngestWorkers:
         unit_key: bytes,
         processes: int,
         record: Callable[[list[tuple[str, Rows]]], Awaitable[None]],
+        record_signals: Callable[[list[tuple[str, Rows]], list[int], bool], Awaitable[Recorded]]
+        | None = None,
     ) -> None:
         self._record = record
+        self._record_signals = record_signals
         self._pool = ProcessPoolExecutor(
             processes,
             mp_context=multiprocessing.get_context("spawn"),
@@ -87,15 +91,18 @@ class IngestWorkers:
             await self._record(rows)
         return intake
 
-    async def signals(self, body: bytes) -> int:
+    async def signals(self, body: bytes) -> Recorded:
         """Parse, validate and convert a signal batch's body (``{"signals": [...]}``, as
         :meth:`~flywheel.Wheel.signal_batch` takes its items) in a worker and record its
-        rows, returning the number of items once they are durable. Raises
+        rows, returning the items recorded and the duplicates skipped (as
+        :meth:`~flywheel.Wheel.signal_batch` does) once they are durable. Raises
         :class:`~flywheel.collect.batches.InvalidBodyError` or the SDK's
         :class:`~flywheel.errors.InvalidInputError` naming the field (nothing recorded)."""
-        rows, count = await self._in_worker(_convert_signals, body)
+        rows, (spans, keyed) = await self._in_worker(_convert_signals, body)
+        if self._record_signals is not None:
+            return await self._record_signals(rows, spans, keyed)
         await self._record(rows)
-        return count
+        return Recorded(len(spans))
 
     async def rows(self, body: bytes) -> list[str]:
         """:meth:`signals` for a batch of complete rows (``{"rows": [...]}``, as
@@ -184,8 +191,18 @@ def _convert(
     return [(name, Rows.of(table)) for name, table in tables.items()], intake
 
 
-def _convert_signals(body: bytes) -> tuple[list[tuple[str, Rows]], int]:
-    return _collect(lambda recorder: recorder.signal_batch(signal_items(body)))
+def _convert_signals(body: bytes) -> tuple[list[tuple[str, Rows]], tuple[list[int], bool]]:
+    """A signal batch's rows, each item's number of signal rows, and whether any has a key."""
+    spans: list[int] = []
+    rows, _ = _collect(lambda recorder: recorder.signal_batch(signal_items(body), spans=spans))
+    signals = next((r for table, r in rows if table == "signals"), None)
+    keyed = signals is not None and _has_keys(signals)
+    return rows, (spans, keyed)
+
+
+def _has_keys(rows: Rows) -> bool:
+    keys = rows.table(_worker["schemas"]["signals"]).column("key")
+    return keys.null_count < len(keys)
 
 
 def _convert_rows(body: bytes) -> tuple[list[tuple[str, Rows]], list[str]]:

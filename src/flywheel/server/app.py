@@ -40,6 +40,7 @@ from flywheel.collect.batches import (
     row_items,
     signal_items,
 )
+from flywheel.collect.outcomes import Recorded
 from flywheel.collect.workers import IngestWorkers
 from flywheel.errors import FlywheelError, InvalidInputError
 from flywheel.server import keys as api_keys
@@ -120,8 +121,14 @@ class KeysAnswer(BaseModel):
 
 
 class SignalsAnswer(BaseModel):
+    """What a signal batch stored: ``recorded`` + ``duplicates`` = the items sent."""
+
     ok: bool = True
-    recorded: int
+    recorded: int = Field(description="Items stored")
+    duplicates: int = Field(
+        description="Items skipped: their idempotency key was stored before, or came earlier"
+        " in the batch (nothing of them is stored again)"
+    )
 
 
 class RowsAnswer(BaseModel):
@@ -286,8 +293,8 @@ def create_app(
     async def signals(request: Request) -> dict[str, Any]:
         """A batch of signals, feedback, implicit events and edits, all or none (durable when
         answered); idempotency by ``key``."""
-        recorded = await batch(request, IngestWorkers.signals, _record_signals)
-        return {"ok": True, "recorded": recorded}
+        counts = await batch(request, IngestWorkers.signals, _record_signals)
+        return {"ok": True, "recorded": counts.recorded, "duplicates": counts.duplicates}
 
     @app.post(
         "/v1/rows",
@@ -423,10 +430,11 @@ async def _read(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _record_signals(wheel: Wheel, body: bytes) -> int:
-    """Parse, validate and record a signal batch, durably: off the event loop."""
+def _record_signals(wheel: Wheel, body: bytes) -> Recorded:
+    """Parse, validate and record a signal batch, durably, and count what the store took of
+    it: off the event loop."""
     items = signal_items(body)
-    return wheel.durably(lambda: wheel.signal_batch(items))
+    return wheel.durably(lambda: wheel.submit_signal_batch(items)).result()
 
 
 def _record_rows(wheel: Wheel, body: bytes) -> list[str]:

@@ -110,17 +110,30 @@ def name_based_ids(decisions: pa.Table) -> pa.Array[Any]:
     return lowered
 
 
-def keep_first_claimed(rows: pa.Table, keys: pa.Array[Any], claimed: pa.Array[Any]) -> pa.Table:
-    """The rows to store once the store has claimed ``claimed`` (distinct, each one of the
+Kept = np.ndarray[Any, np.dtype[np.bool_]]
+Written = Mapping[str, Kept | None]
+"""What :meth:`Store.write` tells of a batch: for each table given, which of its rows were
+stored (``True``) and which were skipped as seen before (``False``); ``None``: all stored."""
+
+
+def first_claimed(keys: pa.Array[Any], claimed: pa.Array[Any]) -> Kept | None:
+    """Which rows to store once the store has claimed ``claimed`` (distinct, each one of the
     rows' keys) among the rows' idempotency ``keys`` (null: a row without one): rows without
-    a key, and the first row of each claimed key (a repeat within the batch is not fresh)."""
+    a key, and the first row of each claimed key (a repeat within the batch is not fresh);
+    ``None`` when that is every row."""
     if every_key_claimed(keys, claimed):
-        return rows
+        return None
     keep = np.array(pc.is_null(keys).to_numpy(zero_copy_only=False), dtype=bool)
     found = pc.index_in(keys, value_set=claimed).fill_null(-1).to_numpy()
     values, first = np.unique(found, return_index=True)  # each value's first row
     keep[first[values >= 0]] = True
-    return rows.filter(pa.array(keep))
+    return keep
+
+
+def keep_first_claimed(rows: pa.Table, keys: pa.Array[Any], claimed: pa.Array[Any]) -> pa.Table:
+    """The rows :func:`first_claimed` keeps."""
+    keep = first_claimed(keys, claimed)
+    return rows if keep is None else rows.filter(pa.array(keep))
 
 
 def every_key_claimed(keys: pa.Array[Any], claimed: pa.Array[Any]) -> bool:
@@ -135,7 +148,7 @@ class Store(Protocol):
 
     url: str
 
-    def write(self, batch: Mapping[str, pa.Table], mark: tuple[str, str] | None = None) -> None:
+    def write(self, batch: Mapping[str, pa.Table], mark: tuple[str, str] | None = None) -> Written:
         """Append event rows to their tables in one transaction: all of it or none of it;
         ``mark`` (key, value) is set in ``meta`` in the same transaction (a journal records
         there what the store holds).
@@ -144,7 +157,8 @@ class Store(Protocol):
         skipped. Decisions whose id is a name-based UUID (version 5: derived from something a
         sender may send again, such as an OTLP span) are idempotent the same way: one whose id
         was stored before (or repeats within the batch) is skipped; other decisions are
-        appended as given. Returns once the rows are durable.
+        appended as given. Returns once the rows are durable, telling which were stored
+        (:data:`Written`), so a sender can be told exactly what was new.
         """
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:

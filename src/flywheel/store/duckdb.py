@@ -12,7 +12,14 @@ import duckdb
 import pyarrow as pa
 
 from flywheel.errors import StoreError, StoreLockedError
-from flywheel.store.base import Tables, every_key_claimed, keep_first_claimed, name_based_ids
+from flywheel.store.base import (
+    Kept,
+    Tables,
+    Written,
+    every_key_claimed,
+    first_claimed,
+    name_based_ids,
+)
 
 SQL_TYPES = {
     pa.string(): "VARCHAR",
@@ -174,21 +181,22 @@ class DuckDBStore:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def write(self, batch: Mapping[str, pa.Table], mark: tuple[str, str] | None = None) -> None:
+    def write(self, batch: Mapping[str, pa.Table], mark: tuple[str, str] | None = None) -> Written:
+        written: dict[str, Kept | None] = {}
         with self._lock:
             con = self._con
             try:
                 con.execute("BEGIN")
                 for table, given in batch.items():
+                    written[table] = None
                     if given.num_rows == 0:
                         continue
-                    rows = (
-                        self._drop_seen_keys(given)
-                        if table == "signals"
-                        else self._drop_seen_decisions(given)
-                        if table == "decisions"
-                        else given
-                    )
+                    if table == "signals":
+                        written[table] = self._drop_seen_keys(given)
+                    elif table == "decisions":
+                        written[table] = self._drop_seen_decisions(given)
+                    kept = written[table]
+                    rows = given if kept is None else given.filter(pa.array(kept))
                     con.register("_batch", rows)
                     try:
                         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _batch")
@@ -200,8 +208,9 @@ class DuckDBStore:
             except duckdb.Error as err:
                 con.execute("ROLLBACK")
                 raise StoreError(f"write failed, nothing was stored: {err}") from err
+        return written
 
-    def _drop_seen_keys(self, rows: pa.Table) -> pa.Table:
+    def _drop_seen_keys(self, rows: pa.Table) -> Kept | None:
         return self._keep_claimed(
             rows,
             rows.column("key").combine_chunks(),
@@ -210,7 +219,7 @@ class DuckDBStore:
             digest=f"CAST({KEY_DIGEST.format('value')} AS VARCHAR)",
         )
 
-    def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
+    def _drop_seen_decisions(self, rows: pa.Table) -> Kept | None:
         """Decisions with a name-based id are stored once: their ids go into
         ``decision_keys``, and a row whose id was there before, or repeats in the batch, is
         dropped. Other decisions (random ids) pass untouched."""
@@ -223,12 +232,13 @@ class DuckDBStore:
 
     def _keep_claimed(
         self, rows: pa.Table, keys: pa.Array[Any], insert: str, digest: str | None = None
-    ) -> pa.Table:
+    ) -> Kept | None:
         """Run ``insert … RETURNING`` over the rows' idempotency ``keys`` (as
-        ``_claims.value``; null: no key) and keep the rows it claimed, and those without one.
-        ``digest`` is what the claim returns of a key, when not the key itself."""
+        ``_claims.value``; null: no key): which rows to keep (those it claimed, and those
+        without a key; ``None``: all). ``digest`` is what the claim returns of a key, when
+        not the key itself."""
         if keys.null_count == len(keys):
-            return rows
+            return None
         self._con.register("_claims", pa.table({"value": keys}))
         try:
             claimed = self._con.sql(insert).to_arrow_table().column(0).combine_chunks()
@@ -237,7 +247,7 @@ class DuckDBStore:
                 keys = digests.column(0).combine_chunks()
         finally:
             self._con.unregister("_claims")
-        return keep_first_claimed(rows, keys, claimed)
+        return first_claimed(keys, claimed)
 
     # --- reading ---------------------------------------------------------------------------------
 
