@@ -35,8 +35,10 @@ from sqlglot import exp
 from flywheel.errors import StoreError
 from flywheel.store.base import (
     TIMESTAMP,
+    Kept,
     Tables,
-    keep_first_claimed,
+    Written,
+    first_claimed,
     name_based_ids,
 )
 
@@ -234,24 +236,26 @@ class PostgresStore:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def write(self, batch: Mapping[str, pa.Table], mark: tuple[str, str] | None = None) -> None:
+    def write(self, batch: Mapping[str, pa.Table], mark: tuple[str, str] | None = None) -> Written:
+        written: dict[str, Kept | None] = {}
         with self._lock:
             try:
                 with self._con.transaction():
                     for table, given in batch.items():
+                        written[table] = None
                         if given.num_rows == 0:
                             continue
                         if table == "signals":
-                            rows = self._drop_seen_keys(given)
+                            written[table] = self._drop_seen_keys(given)
                         elif table == "decisions":
-                            rows = self._drop_seen_decisions(given)
-                        else:
-                            rows = given
-                        self._copy(table, rows)
+                            written[table] = self._drop_seen_decisions(given)
+                        kept = written[table]
+                        self._copy(table, given if kept is None else given.filter(pa.array(kept)))
                     if mark is not None:
                         self._con.execute(SET_META, list(mark))
             except (psycopg.Error, ValueError) as err:
                 raise StoreError(f"write failed, nothing was stored: {err}") from err
+        return written
 
     def _copy(self, table: str, rows: pa.Table, label: str | None = None) -> None:
         """Append Arrow rows with ``COPY … FROM STDIN``, in PostgreSQL's binary format (encoded
@@ -297,10 +301,10 @@ class PostgresStore:
         assert row is not None
         return None if row[0] == len(given) else pa.array(row[1] or [], pa.string())
 
-    def _drop_seen_keys(self, rows: pa.Table) -> pa.Table:
+    def _drop_seen_keys(self, rows: pa.Table) -> Kept | None:
         keys = rows.column("key").combine_chunks()
         if keys.null_count == rows.num_rows:
-            return rows
+            return None
         claimed = self._claim(
             "claim_signal_keys",
             f"INSERT INTO signal_keys SELECT DISTINCT {KEY_DIGEST.format(_STAGED)}"
@@ -309,19 +313,19 @@ class PostgresStore:
             "signals.key",
         )
         if claimed is None:
-            return rows
+            return None
         digests = self._con.execute(
             f"SELECT {KEY_DIGEST.format('k')} FROM unnest(%s::text[]) WITH ORDINALITY AS u(k, n)"
             " ORDER BY n",
             [keys.to_pylist()],
         ).fetchall()
-        return keep_first_claimed(rows, pa.array([d for (d,) in digests], pa.string()), claimed)
+        return first_claimed(pa.array([d for (d,) in digests], pa.string()), claimed)
 
-    def _drop_seen_decisions(self, rows: pa.Table) -> pa.Table:
+    def _drop_seen_decisions(self, rows: pa.Table) -> Kept | None:
         """Decisions with a name-based id are stored once (see the Store contract)."""
         ids = name_based_ids(rows)
         if ids.null_count == len(ids):
-            return rows
+            return None
         claimed = self._claim(
             "claim_decision_ids",
             f"INSERT INTO decision_keys SELECT DISTINCT {_STAGED} FROM claim_decision_ids"
@@ -329,7 +333,7 @@ class PostgresStore:
             ids,
             "decisions.id",
         )
-        return rows if claimed is None else keep_first_claimed(rows, ids, claimed)
+        return None if claimed is None else first_claimed(ids, claimed)
 
     # --- reading ---------------------------------------------------------------------------------
 
