@@ -46,6 +46,51 @@ def test_check_exits_2_with_field_errors(project: Path) -> None:
     assert errors[0]["path"] == "knobs.twist_count" and errors[0]["line"] == 7
 
 
+def test_check_refuses_a_rule_naming_a_value_a_knob_does_not_have(project: Path) -> None:
+    spec = project / "flywheel.toml"
+    spec.write_text(
+        spec.read_text().replace(
+            "rules = [\"NOT (length = 'short' AND twist_count = 3)\"]",
+            "rules = [\"NOT (length = 'shrt' AND twist_count = 3)\", \"twist_count != '3'\"]",
+        )
+    )
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert (
+        "skeleton.rules[0]: \"NOT (length = 'shrt' AND twist_count = 3)\" compares length with"
+        " 'shrt', which is not one of its values (allowed: 'short', 'medium', 'long') (line 13)"
+    ) in output
+    assert (
+        "skeleton.rules[1]: \"twist_count != '3'\" compares twist_count, an integer knob, with"
+        " the text '3' (allowed: 0, 1, 2, 3) (line 13)"
+    ) in output
+
+
+def test_check_warns_of_a_formula_signal_never_declared_and_status_names_it(
+    project: Path,
+) -> None:
+    spec = project / "flywheel.toml"
+    spec.write_text(spec.read_text().replace('formula = "completed"', 'formula = "complted"'))
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 0, result.output  # a warning, not an error
+    output = " ".join(result.output.split())
+    assert (
+        "warning reward.formula: names the signal 'complted', which is not declared under [signals]"
+    ) in output
+    assert "(line 20)" in output
+    warnings = json.loads(runner.invoke(app, ["check", "--json"]).output)["warnings"]
+    assert [(w["path"], w["line"]) for w in warnings] == [("reward.formula", 20)]
+    with flywheel.open(spec) as wheel:
+        d = wheel.decide({"genre": "drama"})
+        wheel.signal(d, "completed", 1)
+        assert wheel.status().never_received == ("complted",)
+    state = json.loads(runner.invoke(app, ["status", "--json"]).output)
+    assert state["signals_never_received"] == ["complted"] and state["pending"] == 1
+    output = " ".join(runner.invoke(app, ["status"]).output.split())
+    assert "the formula names 'complted', and no such signal was ever received" in output
+
+
 def test_status_and_forget(project: Path) -> None:
     with flywheel.open("flywheel.toml") as wheel:
         for unit in ("ann", "ann", "ben"):
@@ -63,6 +108,7 @@ def test_status_and_forget(project: Path) -> None:
         3,
     )
     assert counts["coverage"] == 1.0 and counts["playbook"] is None
+    assert counts["signals_never_received"] == []
     assert "coverage" in runner.invoke(app, ["status"]).output
     result = runner.invoke(app, ["forget", "ann"])
     assert result.exit_code == 0

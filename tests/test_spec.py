@@ -89,6 +89,71 @@ def test_bad_rules_are_load_time_errors(rule: str, reason: str) -> None:
     assert reason in found["skeleton.rules[0]"]
 
 
+@pytest.mark.parametrize(
+    ("rule", "reason"),
+    [
+        ("tone = 'wram'", "compares tone with 'wram', which is not one of its values"),
+        ("length = '3'", "compares length, an integer knob, with the text '3'"),
+        ("tone IN ('warm', 'cold')", "compares tone with 'cold', which is not one of its"),
+        ("NOT (tone != 'hot')", "compares tone with 'hot', which is not one of its values"),
+        ("'cold' <> tone OR length = 2", "compares tone with 'cold', which is not one of its"),
+        ("length BETWEEN 1 AND '2'", "compares length, an integer knob, with the text '2'"),
+        ("length = 4", "compares length with 4, which is not one of its values"),
+        ("genre <> 'c'", "compares genre with 'c', which is not one of its values"),
+        ("age = 'old'", "compares age, a numeric context feature, with the text 'old'"),
+    ],
+)
+def test_rules_comparing_a_name_with_a_value_it_cannot_take_are_refused(
+    rule: str, reason: str
+) -> None:
+    found = errors_of(
+        minimal(context={"genre": ["a", "b"], "age": "number"}, skeleton={"rules": [rule]})
+    )
+    message = found["skeleton.rules[0]"]
+    assert reason in message
+    name = reason.split()[1].rstrip(",")
+    allowed = {"tone": "'warm', 'formal'", "length": "1, 2, 3", "genre": "'a', 'b'"}
+    if name in allowed:
+        assert message.endswith(f"(allowed: {allowed[name]})")
+
+
+def test_a_rule_naming_a_value_a_knob_lacks_is_refused_with_its_line() -> None:
+    text = EXAMPLE.read_text().replace(
+        "rules = [\"NOT (length = 'short' AND twist_count = 3)\"]",
+        "rules = [\"NOT (length = 'shrt' AND twist_count = 3)\", \"twist_count <> '3'\"]",
+    )
+    with pytest.raises(SpecError) as caught:
+        Spec.from_toml(text)
+    first, second = caught.value.errors
+    assert (first.path, second.path) == ("skeleton.rules[0]", "skeleton.rules[1]")
+    assert first.message.endswith(
+        "compares length with 'shrt', which is not one of its values"
+        " (allowed: 'short', 'medium', 'long')"
+    )
+    assert second.message.endswith(
+        "compares twist_count, an integer knob, with the text '3' (allowed: 0, 1, 2, 3)"
+    )
+    assert text.splitlines()[first.line - 1].startswith("rules = ")  # type: ignore[operator]
+    with pytest.raises(SpecError, match="wram"):  # the SDK refuses it as well
+        flywheel.open(minimal(skeleton={"rules": ["tone = 'wram'"]}), store="duckdb:///:memory:")
+
+
+def test_rules_comparing_names_with_values_they_can_take_are_accepted() -> None:
+    spec = Spec.from_dict(
+        minimal(
+            context={"genre": ["a", "b"], "age": "number"},
+            skeleton={
+                "rules": [
+                    "age > 30 OR tone IN ('warm')",
+                    "length > 1.5 OR genre = 'a'",
+                    "NOT (tone <> 'formal' AND length = -1 + 2)",
+                ]
+            },
+        )
+    )
+    assert len(spec.rules) == 3
+
+
 def test_rules_that_exclude_everything() -> None:
     found = errors_of(minimal(skeleton={"rules": ["length > 5"]}))
     assert found["skeleton.rules"] == "exclude every combination of knob values"
@@ -167,6 +232,17 @@ def test_reward_formula_checks() -> None:
     )
     assert either.reward.signals == ("converted", "rating")
     assert "converted" in spec.signals  # formula names are declared implicitly
+
+
+def test_a_formula_signal_neither_declared_nor_built_in_is_a_warning() -> None:
+    spec = Spec.from_dict(minimal(reward={"formula": "0.5 * convertd + accepted"}))
+    (warning,) = spec.warnings
+    assert warning.path == "reward.formula"
+    assert warning.message.startswith(
+        "names the signal 'convertd', which is not declared under [signals]"
+    )
+    declared = Spec.from_dict(minimal(reward={"formula": "x"}, signals={"x": "max"}))
+    assert declared.warnings == ()
 
 
 def test_context_rules_are_applied_per_context() -> None:

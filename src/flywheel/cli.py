@@ -66,7 +66,8 @@ def init(
 
 @app.command()
 def check(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False) -> None:
-    """Validate a spec; exit 2 listing every field error."""
+    """Validate a spec; exit 2 listing every field error. Warnings (a reward formula naming
+    a signal not declared under [signals]) are printed but do not fail the check."""
     try:
         parsed = flywheel.load(spec)
     except FlywheelError as err:
@@ -86,6 +87,7 @@ def check(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False)
         "window_seconds": parsed.reward.window_seconds,
         "storage": parsed.storage_url,
         "digest": parsed.digest,
+        "warnings": [w.__dict__ for w in parsed.warnings],
     }
     if as_json:
         print(json.dumps(info, indent=2))
@@ -93,8 +95,11 @@ def check(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False)
     console.print(
         f"[green]✓[/] {spec} is valid: {len(parsed.knobs)} knobs, "
         f"{len(parsed.space)} of {parsed.space.total} combinations allowed, "
-        f"reward = {parsed.reward.formula}"
+        f"reward = {escape(parsed.reward.formula)}",
+        highlight=False,
     )
+    for warning in parsed.warnings:
+        errors.print(f"[yellow]warning[/] {escape(str(warning))}", highlight=False)
 
 
 @app.command()
@@ -118,6 +123,12 @@ def status(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False
         )
         for rule in q.rules:
             console.print(f"  {escape(rule.line())}", highlight=False)
+    for name in state.never_received:
+        console.print(
+            f"[yellow]reward:[/] the formula names {name!r}, and no such signal was ever"
+            " received: rewards that need it stay pending (check the name)",
+            highlight=False,
+        )
     serving = f"playbook {state.playbook}" if state.playbook else "the cold start (no playbook yet)"
     console.print(f"serving: {serving}")
     if state.halt is not None:

@@ -117,15 +117,102 @@ class Rule:
         return np.broadcast_to(result, (size,)) if result.ndim == 0 else result
 
 
-def compile_rule(sql: str, allowed: Iterable[str]) -> Rule:
-    """Parse, check and compile one skeleton rule."""
+@dataclass(frozen=True)
+class Domain:
+    """What a name in a rule holds: ``what`` it is (``an integer knob``), its ``dtype`` (text,
+    integer, number or boolean) and, when it takes only listed values, those ``values``."""
+
+    what: str
+    dtype: str
+    values: tuple[Any, ...] | None = None
+
+
+def compile_rule(
+    sql: str, allowed: Iterable[str], domains: Mapping[str, Domain] | None = None
+) -> Rule:
+    """Parse, check and compile one skeleton rule. With ``domains``, a name compared with a
+    value (``=``, ``<>``, ``IN``, ``<``, ``BETWEEN``...) must be compared with one of its type,
+    and ``=``, ``<>`` and ``IN`` with one it can take: a rule that names a value a knob does
+    not have would silently exclude nothing (or everything)."""
     node = parse(sql)
     while isinstance(node, exp.Paren):
         node = node.this
     if not isinstance(node, _PREDICATES):
         raise ExpressionError(f"is not a boolean expression ({node.sql()!r})")
     names = check_names(node, allowed, "a knob or context feature")
+    if domains:
+        check_values(node, domains)
     return Rule(sql=sql, names=tuple(names), evaluate=_compile(node))
+
+
+_NOT_A_VALUE = object()
+_LISTED = 20  # values named in an error, at most
+
+
+def check_values(node: exp.Expression, domains: Mapping[str, Domain]) -> None:
+    """Raise :class:`ExpressionError` where a name is compared with a value it cannot hold."""
+    for compare in node.find_all(exp.In, exp.Between, *_COMPARE):
+        if isinstance(compare, exp.In):
+            pairs = [(compare.this, v, True) for v in compare.expressions]
+        elif isinstance(compare, exp.Between):
+            low, high = compare.args["low"], compare.args["high"]
+            pairs = [(compare.this, low, False), (compare.this, high, False)]
+        else:
+            member = isinstance(compare, exp.EQ | exp.NEQ)
+            left, right = compare.this, compare.expression
+            pairs = [(left, right, member), (right, left, member)]
+        for subject, other, member in pairs:
+            if isinstance(subject, exp.Column) and subject.name in domains:
+                _check_value(subject.name, domains[subject.name], _value(other), member)
+
+
+def _value(node: exp.Expression) -> Any:
+    """The Python value of a literal (``'a'``, ``3``, ``-1.5``, ``true``), else a sentinel."""
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Boolean):
+        return bool(node.this)
+    if isinstance(node, exp.Literal):
+        return node.this if node.is_string else _number(node.this)
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):
+        inner = _value(node.this)
+        return -inner if isinstance(inner, int | float) else _NOT_A_VALUE
+    return _NOT_A_VALUE
+
+
+def _check_value(name: str, domain: Domain, value: Any, member: bool) -> None:
+    if value is _NOT_A_VALUE:
+        return
+    kind = (
+        "text"
+        if isinstance(value, str)
+        else "boolean"
+        if isinstance(value, bool)
+        else "integer"
+        if isinstance(value, int)
+        else "number"
+    )
+    numbers = ("integer", "number")
+    fits = kind == domain.dtype or (kind in numbers and domain.dtype in numbers)
+    allowed = "" if domain.values is None else f" ({_listing(domain.values)})"
+    if not fits:
+        raise ExpressionError(
+            f"compares {name}, {domain.what}, with the {kind} {_shown(value)}{allowed}"
+        )
+    if member and domain.values is not None and value not in domain.values:
+        raise ExpressionError(
+            f"compares {name} with {_shown(value)}, which is not one of its values{allowed}"
+        )
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value).lower()
+
+
+def _listing(values: tuple[Any, ...]) -> str:
+    shown = ", ".join(_shown(v) for v in values[:_LISTED])
+    more = f", … {len(values):,} values in all" if len(values) > _LISTED else ""
+    return f"allowed: {shown}{more}"
 
 
 def _compile(node: exp.Expression) -> Evaluator:

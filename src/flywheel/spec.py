@@ -26,6 +26,7 @@ from sqlglot import exp
 from flywheel.errors import FieldError, InvalidInputError, SpecError
 from flywheel.rules import (
     SQL_TYPE,
+    Domain,
     ExpressionError,
     Rule,
     check_quality_rule,
@@ -38,8 +39,8 @@ from flywheel.skeleton import Dimension, Space, Value
 
 Combine = Literal["last", "first", "sum", "max", "min", "mean"]
 DType = Literal["text", "integer", "number", "boolean"]
-
 UnitStep = Literal["trim", "lower"]  # [privacy] normalize_units: see flywheel.collect.units
+
 NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")  # \Z: no final newline either
 RESERVED_NAMES = frozenset(
     {
@@ -147,6 +148,9 @@ class Quality:
     required: tuple[str, ...] = ()
     unique: tuple[str, ...] = ()
     max_failure_rate: float = 0.05
+    skeleton: Mapping[str, str] = field(default_factory=dict)
+    """The skeleton's rules as checks (``skeleton rule: <rule>`` -> SQL): a complete row logged
+    or imported with values the skeleton forbids is quarantined, never learned from."""
 
     @property
     def active(self) -> bool:
@@ -214,10 +218,10 @@ class Spec:
     signals: Mapping[str, SignalDef]
     redact_text: bool
     unit_salt_env: str
+    normalize_units: tuple[UnitStep, ...]
     storage_url: str
     explore: bool
     learn: Learn
-    normalize_units: tuple[UnitStep, ...]
     name: str
     base_dir: Path
     digest: str
@@ -228,6 +232,9 @@ class Spec:
     traces: Traces = field(default_factory=Traces)
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    warnings: tuple[FieldError, ...] = field(default=(), compare=False)
+    """What is valid but probably a mistake (``flywheel check`` prints it): a reward formula
+    naming a signal that is neither declared under ``[signals]`` nor built in."""
 
     @cached_property
     def knob(self) -> dict[str, Knob]:
@@ -310,13 +317,13 @@ class _Signal(_Model):
 class _Privacy(_Model):
     redact_text: bool = True
     unit_salt_env: str = "FLYWHEEL_UNIT_SALT"
+    normalize_units: list[UnitStep] = Field(default_factory=list)
 
 
 class _Storage(_Model):
     url: str = DEFAULT_STORAGE_URL
 
 
-    normalize_units: list[UnitStep] = Field(default_factory=list)
 class _Policy(_Model):
     explore: bool = True
 
@@ -505,18 +512,13 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         if name in raw.knobs:
             errors.add(f"skeleton.fixed.{name}", "is a knob; a fixed value cannot also be tuned")
 
-    rules: list[Rule] = []
-    for i, sql in enumerate(raw.skeleton.rules):
-        try:
-            rules.append(compile_rule(sql, declared))
-        except ExpressionError as err:
-            errors.add(f"skeleton.rules[{i}]", f"{sql!r} {err}")
+    rules, skeleton_checks = _parse_rules(raw.skeleton.rules, knobs, context, declared, errors)
 
     signals = _parse_signals(raw, declared, errors)
     reward = _parse_reward(raw.reward, signals, errors)
     default = _parse_default(raw.skeleton.default, knobs, set(raw.knobs), errors)
     learn = _parse_learn(raw.learn, raw.knobs, raw.context, errors)
-    quality = _parse_quality(raw.quality, knobs, context, signals, errors)
+    quality = _parse_quality(raw.quality, knobs, context, signals, errors, skeleton_checks)
     seatbelt = _parse_seatbelt(raw.seatbelt, errors)
     imports = _parse_import(raw.import_, knobs, context, signals, errors)
     traces = _parse_traces(raw.traces, knobs, context, signals, errors)
@@ -536,8 +538,8 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         signals=signals,
         redact_text=raw.privacy.redact_text,
         unit_salt_env=raw.privacy.unit_salt_env,
-        storage_url=raw.storage.url,
         normalize_units=tuple(raw.privacy.normalize_units),
+        storage_url=raw.storage.url,
         explore=raw.policy.explore,
         learn=learn,
         name=raw.name,
@@ -550,6 +552,61 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         traces=traces,
         source=source,
         raw=raw.model_dump(mode="json", by_alias=True),
+        warnings=_undeclared_signals(raw, reward, text),
+    )
+
+
+def _parse_rules(
+    texts: Sequence[str],
+    knobs: Sequence[Knob],
+    context: Sequence[Feature],
+    declared: set[str],
+    errors: _Errors,
+) -> tuple[list[Rule], dict[str, str]]:
+    """Compile the skeleton's rules (each value a rule compares a knob or a listed context
+    feature with must be one it can take) and render each as a quality check, named
+    ``skeleton rule: <rule>``, which quarantines complete rows that break it."""
+    domains = {k.name: Domain(_knob_kind(k), k.dtype, k.values) for k in knobs}
+    for f in context:
+        listed = f.values if f.kind == "categorical" else None
+        domains[f.name] = Domain(f"a {f.kind} context feature", f.dtype, listed)
+    types = {f.name: SQL_TYPE[f.dtype] for f in context} | {
+        k.name: SQL_TYPE[k.dtype] for k in knobs
+    }
+    rules: list[Rule] = []
+    checks: dict[str, str] = {}
+    for i, sql in enumerate(texts):
+        try:
+            rule = compile_rule(sql, declared, domains)
+            if set(rule.names) <= set(types):  # else a knob or feature has an error of its own
+                checks[f"skeleton rule: {' '.join(sql.split())}"] = check_quality_rule(sql, types)
+            rules.append(rule)
+        except ExpressionError as err:
+            errors.add(f"skeleton.rules[{i}]", f"{sql!r} {err}")
+    return rules, checks
+
+
+def _knob_kind(knob: Knob) -> str:
+    if knob.kind == "integer" or knob.dtype == "integer":
+        return "an integer knob"
+    return {"text": "a text knob", "number": "a numeric knob", "boolean": "a boolean knob"}.get(
+        knob.dtype, "a knob"
+    )
+
+
+def _undeclared_signals(raw: _Spec, reward: Reward, text: str | None) -> tuple[FieldError, ...]:
+    """A warning for each signal the reward formula names that is neither declared under
+    ``[signals]`` nor built in: a misspelt name there leaves every reward pending forever."""
+    return tuple(
+        FieldError(
+            "reward.formula",
+            f"names the signal {name!r}, which is not declared under [signals]: until a"
+            f" {name!r} signal is received, rewards that need it stay pending (declare it,"
+            " or correct the name)",
+            _line_of(text, "reward.formula"),
+        )
+        for name in reward.signals
+        if name not in raw.signals and name not in BUILTIN_SIGNALS
     )
 
 
@@ -882,6 +939,7 @@ def _parse_quality(
     context: Sequence[Feature],
     signals: Mapping[str, SignalDef],
     errors: _Errors,
+    skeleton: Mapping[str, str] | None = None,
 ) -> Quality:
     types: dict[str, str] = {f.name: SQL_TYPE[f.dtype] for f in context}
     types.update({k.name: SQL_TYPE[k.dtype] for k in knobs})
@@ -913,7 +971,9 @@ def _parse_quality(
     for name in raw.unique:
         if name not in types and name != "unit":
             errors.add(f"quality.unique.{name}", "is not a knob, context feature or unit")
-    return Quality(rules, tuple(raw.required), tuple(raw.unique), raw.max_failure_rate)
+    return Quality(
+        rules, tuple(raw.required), tuple(raw.unique), raw.max_failure_rate, dict(skeleton or {})
+    )
 
 
 def _parse_import(

@@ -39,7 +39,7 @@ from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish
 from flywheel.seatbelt import breaker, monitors, quality
-from flywheel.seatbelt.status import Status
+from flywheel.seatbelt.status import Status, never_received
 from flywheel.spec import Spec, load
 from flywheel.store import Store, open_store, tables_for
 
@@ -466,7 +466,8 @@ class Wheel:
 
     def status(self, as_of: float | datetime | None = None) -> Status:
         """Counts, quality (received = accepted + quarantined), the playbook served, the
-        halted state, the monitors' alerts and the last seatbelt entries."""
+        halted state, the monitors' alerts, the last seatbelt entries and the signals the
+        reward formula names that were never received."""
         self.flush()
         moment = self._moment(as_of)
         report = None
@@ -480,6 +481,7 @@ class Wheel:
             halt=breaker.halted(self.store),
             monitors=tuple(monitors.scheduled(self.store, self.spec, moment)),
             events=tuple(breaker.events(self.store, limit=10)),
+            never_received=never_received(self.store, self.spec.reward.signals),
         )
 
     def resume(self, reason: str, *, actor: str | None = None) -> breaker.Halt | None:

@@ -83,6 +83,8 @@ def learn(
             return LearnResult(False, previous_version, reason, halted=True), None
         if spec.quality.active:
             report = quality.scan(store, spec, moment, moment, since=_cut(store, incumbent))
+        else:  # the skeleton's rules alone: a cheap check of the decisions table
+            quality.skeleton_scan(store, spec, moment, moment)
     encoding = _encoding(store, spec, when)
     table = store.query(cells_sql(spec, encoding.edges), when)
     rows = int(pc.sum(table.column(learn_sql.ROWS)).as_py() or 0) if table.num_rows else 0

@@ -76,11 +76,9 @@ class QualityReport:
 
 
 def checks(spec: Spec) -> dict[str, str]:
-    """Every check's name and its failure condition (SQL, true when the row fails)."""
-    out = {
-        name: f"NOT coalesce(CAST(({sql}) AS BOOLEAN), true)"
-        for name, sql in spec.quality.rules.items()
-    }
+    """Every check's name and its failure condition (SQL, true when the row fails): the
+    ``[quality]`` checks, then the skeleton's rules."""
+    out = _failing({**spec.quality.rules, **spec.quality.skeleton})
     if spec.quality.unique:
         out[f"duplicate {', '.join(spec.quality.unique)}"] = _DUPLICATE
     return out
@@ -148,6 +146,33 @@ def scan(
         recent_received=recent,
         recent_quarantined=recent_quarantined,
     )
+
+
+def _failing(rules: dict[str, str]) -> dict[str, str]:
+    return {name: f"NOT coalesce(CAST(({sql}) AS BOOLEAN), true)" for name, sql in rules.items()}
+
+
+def skeleton_scan(store: Store, spec: Spec, as_of: datetime, now: datetime) -> int:
+    """Quarantine the decisions up to ``as_of`` that have signals and break a skeleton rule
+    (complete rows logged or imported with a combination the skeleton forbids), with each
+    rule they break; returns how many. It reads the decisions table only, so a learn cycle
+    without ``[quality]`` checks (which skips :func:`scan`) still never learns from them."""
+    failing = _failing(dict(spec.quality.skeleton))
+    if not failing:
+        return 0
+    named = ", ".join(
+        f"CASE WHEN {cond} THEN {_literal(name)} END" for name, cond in failing.items()
+    )
+    rows = store.query(
+        f"""SELECT CAST(d.id AS VARCHAR) AS decision_id, concat_ws(chr(10), {named}) AS rules
+        FROM decisions d LEFT JOIN quarantine_state q ON q.decision_id = d.id
+        WHERE d.ts <= $as_of AND (q.action IS NULL OR q.action = 'released')
+            AND ({" OR ".join(failing.values())})
+            AND EXISTS (SELECT 1 FROM signals s WHERE s.decision_id = d.id AND s.ts <= $as_of)""",
+        {"as_of": as_of},
+    ).to_pylist()
+    _append(store, rows, "quarantined", now, actor="seatbelt")
+    return len(rows)
 
 
 def counted(store: Store, accepted: int) -> QualityReport:
