@@ -233,7 +233,8 @@ def import_(
     ] = None,
     sheet: Annotated[str | None, typer.Option("--sheet", help="XLSX sheet to read.")] = None,
 ) -> None:
-    """Import rows from CSV, XLSX, Parquet or JSONL; ends with `read N, imported A, rejected R`."""
+    """Import rows from CSV, XLSX, Parquet or JSONL; lists each column it ignores and why, and
+    ends with `read N, imported A, rejected R`."""
     columns = {}
     for item in mapping or []:
         source, sep, target = item.partition("=")
@@ -270,6 +271,13 @@ def import_(
             )
     except FlywheelError as err:
         raise _fail(err) from None
+    for line in report.ignored():
+        console.print(f"  [yellow]ignored[/] {escape(line)}", highlight=False)
+    if report.imported and not report.signals:
+        console.print(
+            "  [yellow]no signals imported[/]: no column holds one, so every reward stays pending",
+            highlight=False,
+        )
     for line in report.details(10):
         console.print(f"  [yellow]rejected[/] {escape(line)}", highlight=False)
     if report.rejected:

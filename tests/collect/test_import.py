@@ -13,11 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from openpyxl import Workbook
+from typer.testing import CliRunner
 
 import flywheel
+from flywheel.cli import app
 from flywheel.collect import importers
 from flywheel.collect.importers import ImportInterruptedError, ImportReport, import_rows, read_table
-from flywheel.demo import example_spec
+from flywheel.demo import example_spec, example_text
 from flywheel.errors import InvalidInputError, StoreError
 from tests.conftest import DAY, HOUR, T0, Clock
 
@@ -87,7 +89,14 @@ def test_a_csv_of_complete_rows_is_imported_and_its_bad_rows_rejected(
     balanced(report)
     assert (report.read, report.imported, report.rejected) == (5, 2, 3)
     assert report.summary() == "read 5, imported 2, rejected 3"
-    assert report.ignored_columns == (("stories.csv", "notes"),)
+    assert report.ignored_columns == (
+        (
+            "stories.csv",
+            "notes",
+            "not a knob, context feature or signal of the spec;"
+            " map it with --map SOURCE=NAME or [import] columns",
+        ),
+    )
     assert report.rejections == (
         ("stories.csv", 3, "twist_count: 'three' is not one of [0, 1, 2, 3]"),
         ("stories.csv", 4, "rating: '9' is outside [1.0, 5.0]"),
@@ -170,6 +179,11 @@ def test_a_row_breaking_a_skeleton_rule_is_recorded_as_log_records_it(
     report = import_rows(wheel, [source])
     assert (report.imported, report.rejected) == (1, 0)
     assert [(r["length"], r["twist_count"]) for r in aligned(wheel)] == [("short", 3)] * 2
+    # recorded, and quarantined with the rule they break: never learned from
+    quality = wheel.status().quality
+    assert quality is not None and (quality.received, quality.quarantined) == (2, 2)
+    failed = {r["failed"] for r in wheel.quarantined().to_pylist()}
+    assert failed == {"skeleton rule: NOT (length = 'short' AND twist_count = 3)"}
 
 
 def test_columns_map_by_name_from_the_spec_and_from_arguments(
@@ -193,7 +207,7 @@ def test_columns_map_by_name_from_the_spec_and_from_arguments(
     report = import_rows(wheel, [source], columns={"Count": "count", "Outcome": "converted"})
     assert (report.imported, report.rejected) == (1, 1)
     assert report.rejections[0][2] == "Count (count): 'x' is not one of [0, 1, 2, 3]"
-    assert report.ignored_columns == (("mapped.csv", "Other"),)
+    assert [c[:2] for c in report.ignored_columns] == [("mapped.csv", "Other")]
     (row,) = aligned(wheel)
     assert (row["segment"], row["count"], row["converted"]) == ("a", 1, 1.0)
     assert row["ts"].timestamp() == T0 - DAY
@@ -543,3 +557,32 @@ def test_rows_logged_before_the_import_are_stored_first(make_wheel: Make, tmp_pa
     stored = wheel.store.query("SELECT CAST(id AS VARCHAR) AS id FROM decisions").to_pylist()
     assert {row["id"] for row in stored} >= {logged}
     assert len(stored) == 2
+
+
+def test_the_cli_lists_each_ignored_column_with_its_reason(tmp_path: Path) -> None:
+    spec = tmp_path / "flywheel.toml"
+    spec.write_text(
+        example_text().replace(
+            "duckdb:///.flywheel/flywheel.duckdb", f"duckdb:///{tmp_path / 'x.duckdb'}"
+        )
+    )
+    names = [*HEADER[:-1], "reward", "region"]
+    book = Workbook()
+    sheet = book.active
+    sheet.append(names)
+    for _ in range(3):
+        sheet.append(["thriller", "suspense", 2, "mid", "long", 1, "north"])
+    book.save(tmp_path / "sales.xlsx")
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "sales.xlsx"), "--spec", str(spec)])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())  # the console wraps long lines
+    assert (
+        "ignored sales.xlsx column 'reward': 'reward' is reserved: the reward is computed from"
+        " signals by the spec's formula; to import this column, map it with --map SOURCE=NAME"
+        " or [import] columns onto a signal (declared under [signals]) that the formula names"
+    ) in output
+    assert (
+        "ignored sales.xlsx column 'region': not a knob, context feature or signal of the spec"
+    ) in output
+    assert "no signals imported" in output
+    assert "read 3, imported 3, rejected 0" in output

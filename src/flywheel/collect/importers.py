@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from flywheel.collect.record import EARLIEST, LATEST
 from flywheel.collect.redact import redact
 from flywheel.errors import InvalidInputError, StoreError
-from flywheel.spec import DType, Import, Spec
+from flywheel.spec import RESERVED_NAMES, DType, Import, Spec
 from flywheel.store.base import TIMESTAMP
 
 if TYPE_CHECKING:
@@ -239,7 +239,8 @@ class ImportReport:
     Rows are numbered as a spreadsheet shows them: the header is row 1, so the first data row
     is row 2 (in a JSONL file, row n is line n - 1; in an Arrow table, index n - 2).
     ``rejections`` lists (source, row, reason) for the first ``MAX_LISTED`` rejected rows;
-    ``rejected`` counts them all. With two sources, features rows without results are imported
+    ``rejected`` counts them all. ``ignored_columns`` lists (source, column, reason) for each
+    column nothing was read from. With two sources, features rows without results are imported
     all the same (as decisions whose reward stays pending, then expired or the spec's
     ``missing`` value), and results rows without a features row are rejected.
     """
@@ -251,7 +252,7 @@ class ImportReport:
     signals: int
     rejections: tuple[tuple[str, int, str], ...] = ()
     sources: tuple[str, ...] = ()
-    ignored_columns: tuple[tuple[str, str], ...] = ()
+    ignored_columns: tuple[tuple[str, str, str], ...] = ()
     unmatched_features: int = 0
     unmatched_results: int = 0
     unmatched_feature_rows: tuple[int, ...] = ()
@@ -276,6 +277,10 @@ class ImportReport:
     def details(self, limit: int = 20) -> list[str]:
         """The first ``limit`` rejections as ``source row N: reason`` lines."""
         return [f"{source} row {row}: {reason}" for source, row, reason in self.rejections[:limit]]
+
+    def ignored(self) -> list[str]:
+        """Each ignored column as ``source column NAME: reason``."""
+        return [f"{source} column {name!r}: {why}" for source, name, why in self.ignored_columns]
 
 
 class ImportInterruptedError(StoreError):
@@ -319,7 +324,7 @@ class _Layout:
     key: int | None
     time: int | None
     unit: int | None
-    ignored: tuple[str, ...]
+    ignored: tuple[tuple[str, str], ...]  # (column, why it was ignored)
 
 
 def _array(column: pa.ChunkedArray[Any] | Column) -> Column:
@@ -337,7 +342,7 @@ def _layout(source: _Source, spec: Spec, settings: Import, role: str) -> _Layout
     known = names | set(spec.signals)
     targets: dict[str, int] = {}
     found: dict[str, int | None] = {"key": None, "time": None, "unit": None}
-    ignored: list[str] = []
+    ignored: list[tuple[str, str]] = []
     for index, name in enumerate(source.table.column_names):
         if name == settings.time and found["time"] is None:
             found["time"] = index
@@ -350,7 +355,7 @@ def _layout(source: _Source, spec: Spec, settings: Import, role: str) -> _Layout
             continue
         target = settings.columns.get(name, name if name in known else None)
         if target is None or target not in allowed:
-            ignored.append(name)
+            ignored.append((name, _ignored_reason(name, target, settings, role)))
         elif target in targets:
             other = source.table.column_names[targets[target]]
             raise InvalidInputError(
@@ -361,6 +366,25 @@ def _layout(source: _Source, spec: Spec, settings: Import, role: str) -> _Layout
     layout = _Layout(targets, found["key"], found["time"], found["unit"], tuple(ignored))
     _check_layout(source, spec, settings, role, layout)
     return layout
+
+
+def _ignored_reason(name: str, target: str | None, settings: Import, role: str) -> str:
+    """Why a column is not read, and what to do instead."""
+    where = "map it with --map SOURCE=NAME or [import] columns"
+    if target is not None or (role == "results" and name == settings.unit):
+        what = "the unit" if target is None else f"{target!r}, not a signal,"
+        return f"{what} belongs in the features file; a results file holds signals"
+    if name == settings.key:
+        return "the key joins a features file with a results file; one file has no join"
+    if name == "reward":
+        return (
+            "'reward' is reserved: the reward is computed from signals by the spec's formula;"
+            f" to import this column, {where} onto a signal (declared under [signals])"
+            " that the formula names"
+        )
+    if name in RESERVED_NAMES:
+        return f"{name!r} is a reserved name, not a knob, context feature or signal; {where}"
+    return f"not a knob, context feature or signal of the spec; {where}"
 
 
 def _check_layout(
@@ -1049,7 +1073,8 @@ def import_rows(
     and overrides its mapping). Columns named like a knob, context feature, fixed value or
     signal map by name, ``columns`` maps other names; the rest are ignored (and reported).
     Rows that break a skeleton rule are recorded as ``Wheel.log`` records them (what happened,
-    even where the skeleton would not serve it); a fixed value may be repeated, not changed.
+    even where the skeleton would not serve it), and quarantined with the rule they break, so
+    they are never learned from; a fixed value may be repeated, not changed.
     Without a time column, rows take the wheel's clock now (with one, an empty time is a row
     error); joined results without one take their decision's time.
 
@@ -1163,9 +1188,9 @@ def _report(
         rejections=_listed_rejections(parts),
         sources=tuple(p.source.name for p in parts),
         ignored_columns=tuple(
-            (p.source.name, name)
+            (p.source.name, name, why)
             for p, lay in zip(parts, layouts, strict=True)
-            for name in lay.ignored
+            for name, why in lay.ignored
         ),
         seconds=clock.perf_counter() - started,
     )
