@@ -12,6 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from flywheel.errors import StoreError, StoreLockedError
+from flywheel.rules import quote_name
 from flywheel.store.base import (
     Kept,
     Tables,
@@ -172,7 +173,8 @@ class DuckDBStore:
             wanted = SQL_TYPES[self._tables.decisions.field(name).type]
             have = existing.get(name)
             if have is None:
-                self._con.execute(f'ALTER TABLE decisions ADD COLUMN "{name}" {wanted}')
+                column = quote_name(name)
+                self._con.execute(f"ALTER TABLE decisions ADD COLUMN {column} {wanted}")
             elif have != wanted:
                 raise StoreError(
                     f"decisions.{name}: stored as {have} but the spec now declares {wanted};"
