@@ -231,3 +231,23 @@ def _run_loop(names: list[str], url: str, out: Path) -> None:
         export.write(export.findings_sheets(analysis), "json", out / "findings.json")
         best = json.loads((out / "findings.json").read_text("utf-8"))["best"]
         assert [b[first] for b in best] == ["a"] * len(analysis.best)
+
+
+def test_skeleton_rules_over_names_the_quarantine_table_has(url: str) -> None:
+    spec = {
+        "name": "names",
+        "knobs": {"action": ["a", "b"], "rules": [1, 2]},
+        "skeleton": {"rules": ['NOT ("action" = \'b\' AND "rules" = 2)']},
+        "reward": {"formula": "completed", "window": "1h"},
+        "signals": {"completed": "max"},
+    }
+    clock = Clock()
+    with flywheel.open(spec, store=url, clock=clock) as wheel:
+        broken = wheel.log(context={}, params={"action": "b", "rules": 2}, results={"completed": 1})
+        kept = wheel.log(context={}, params={"action": "b", "rules": 1}, results={"completed": 0})
+        clock.now += 2 * HOUR
+        wheel.learn()
+        held = wheel.quarantined().to_pylist()
+    assert [r["decision_id"] for r in held] == [broken] and kept != broken
+    assert held[0]["rules"] == 2 and held[0]["action"] == "b"
+    assert held[0]["failed"] == 'skeleton rule: NOT ("action" = \'b\' AND "rules" = 2)'

@@ -163,11 +163,16 @@ def skeleton_scan(store: Store, spec: Spec, as_of: datetime, now: datetime) -> i
     named = ", ".join(
         f"CASE WHEN {cond} THEN {_literal(name)} END" for name, cond in failing.items()
     )
+    # the rules read the decisions table alone: the quarantine's columns (action, rules) are
+    # joined after, so a knob with one of those names is not mistaken for them
     rows = store.query(
-        f"""SELECT CAST(d.id AS VARCHAR) AS decision_id, concat_ws(chr(10), {named}) AS rules
-        FROM decisions d LEFT JOIN quarantine_state q ON q.decision_id = d.id
-        WHERE d.ts <= $as_of AND (q.action IS NULL OR q.action = 'released')
-            AND ({" OR ".join(failing.values())})
+        f"""WITH d AS (
+            SELECT id, concat_ws(chr(10), {named}) AS rules FROM decisions
+            WHERE ts <= $as_of AND ({" OR ".join(failing.values())})
+        )
+        SELECT CAST(d.id AS VARCHAR) AS decision_id, d.rules
+        FROM d LEFT JOIN quarantine_state q ON q.decision_id = d.id
+        WHERE (q.action IS NULL OR q.action = 'released')
             AND EXISTS (SELECT 1 FROM signals s WHERE s.decision_id = d.id AND s.ts <= $as_of)""",
         {"as_of": as_of},
     ).to_pylist()
