@@ -608,7 +608,8 @@ def quarantine_list(
     for col in ("decision", "decided", "failed checks"):
         table.add_column(col)
     for row in rows:
-        table.add_row(row["decision_id"], str(row["ts"])[:19], escape(row["failed"] or ""))
+        failed = row.get("#failed", row["failed"])  # #failed: the spec names something failed
+        table.add_row(row["decision_id"], str(row["ts"])[:19], escape(failed or ""))
     console.print(table)
 
 

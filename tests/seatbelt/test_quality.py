@@ -254,3 +254,26 @@ def test_complete_rows_posted_over_http_that_break_a_skeleton_rule_are_quarantin
         (held,) = wheel.quarantined().to_pylist()
         assert held["decision_id"] == posted["ids"][1]
         assert held["failed"] == "skeleton rule: NOT (length = 'short' AND twists = 3)"
+
+
+def test_cli_quarantine_list_names_the_failed_checks_beside_a_knob_called_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "flywheel.toml").write_text(
+        """
+[knobs]
+failed = ["knob-a", "knob-b"]
+[reward]
+formula = "amount"
+[signals]
+amount = "last"
+[quality]
+rules = ["amount > 0"]
+"""
+    )
+    with flywheel.open(tmp_path / "flywheel.toml") as wheel:
+        wheel.log(context={}, params={"failed": "knob-a"}, results={"amount": -1})
+    listed = CliRunner().invoke(app, ["quarantine", "list"], terminal_width=200)
+    assert listed.exit_code == 0, listed.output
+    assert "amount > 0" in listed.output and "knob-a" not in listed.output
