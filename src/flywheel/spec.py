@@ -228,6 +228,7 @@ class Spec:
     space: Space = field(repr=False, compare=False)
     quality: Quality = field(default_factory=Quality)
     seatbelt: Seatbelt = field(default_factory=Seatbelt)
+    dedup_window_seconds: float = 7 * 86400.0  # how long a signal's idempotency key is kept
     imports: Import = field(default_factory=Import)
     traces: Traces = field(default_factory=Traces)
     source: str | None = None
@@ -322,6 +323,7 @@ class _Privacy(_Model):
 
 class _Storage(_Model):
     url: str = DEFAULT_STORAGE_URL
+    dedup_window: str = "7d"
 
 
 class _Policy(_Model):
@@ -522,6 +524,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
     seatbelt = _parse_seatbelt(raw.seatbelt, errors)
     imports = _parse_import(raw.import_, knobs, context, signals, errors)
     traces = _parse_traces(raw.traces, knobs, context, signals, errors)
+    dedup_window = _duration("storage.dedup_window", raw.storage.dedup_window, errors)
     if errors.items:
         raise SpecError(errors.items, source)
     space = _build_space(knobs, rules, context, default, errors)
@@ -540,6 +543,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         unit_salt_env=raw.privacy.unit_salt_env,
         normalize_units=tuple(raw.privacy.normalize_units),
         storage_url=raw.storage.url,
+        dedup_window_seconds=dedup_window,
         explore=raw.policy.explore,
         learn=learn,
         name=raw.name,

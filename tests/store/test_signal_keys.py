@@ -4,6 +4,7 @@ every key it had claimed."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +15,12 @@ import pytest
 from psycopg import sql as pgsql
 
 from flywheel.demo import example_spec
+from flywheel.errors import SpecError
+from flywheel.spec import Spec
 from flywheel.store import duckdb as duckdb_store
 from flywheel.store import open_store
 from flywheel.store import postgres as postgres_store
-from flywheel.store.base import keep_first_claimed
+from flywheel.store.base import KEYS_SINCE, keep_first_claimed
 from tests.store.test_conformance import count, signals
 
 
@@ -115,3 +118,72 @@ def test_keep_first_claimed_keeps_keyless_rows_and_each_claimed_keys_first() -> 
             rows, rows.column("key").combine_chunks(), pa.array(sorted(claimed), pa.string())
         )
         assert kept.column("row").to_pylist() == _reference(keys, claimed)
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def store_url_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return f"duckdb:///{tmp_path}/keys.duckdb"
+
+
+_SENT: dict[str, list[list[str]]] = {}
+
+
+def _window_began(url: str, hours_ago: float) -> None:
+    """Move the start of the current generation of keys back, as time passing would."""
+    spec = _hourly()
+    store = open_store(spec, url)
+    try:
+        store.set_meta(KEYS_SINCE, repr(time.time() - hours_ago * 3600))
+    finally:
+        store.close()
+
+
+def _hourly() -> Spec:
+    raw = dict(example_spec().raw)
+    raw["storage"] = {**raw.get("storage", {}), "dedup_window": "1h"}
+    return Spec.from_dict(raw)
+
+
+def _send(url: str, keys: list[str]) -> list[str]:
+    """Write one signal a key (its value: the write's number, then its place); the values of
+    the signals stored so far."""
+    spec = _hourly()
+    store = open_store(spec, url)
+    try:
+        sends = len(_SENT.setdefault(url, []))
+        _SENT[url].append(keys)
+        rows = [(0, "x", 10.0 * sends + i, k) for i, k in enumerate(keys)]
+        written = store.write({"signals": signals(spec, rows)})
+        kept = written["signals"]
+        assert kept is None or len(kept) == len(keys)
+        found = store.query("SELECT value FROM signals ORDER BY value").to_pylist()
+        return [f"{int(r['value']) // 10}.{int(r['value']) % 10}" for r in found]
+    finally:
+        store.close()
+
+
+def test_keys_are_kept_for_the_window_and_then_forgotten(store_url_of: str) -> None:
+    """A key is a duplicate for at least the window (after the generations rotate once, it is
+    found in the previous one) and is stored again once two windows have passed: the check
+    never reaches keys older than that, however many the store holds."""
+    url = store_url_of  # below, "2.1": the second key of the third write was stored
+    assert _send(url, ["k1"]) == ["0.0"]
+    _window_began(url, 1.5)  # a window has passed: k1's generation becomes the previous one
+    assert _send(url, ["k1", "k2"]) == ["0.0", "1.1"]  # k1 still a duplicate; k2 new
+    assert _send(url, ["k2", "k1"]) == ["0.0", "1.1"]
+    _window_began(url, 1.2)  # k2's generation becomes the previous one, k1's is dropped
+    assert _send(url, ["k1", "k2"]) == ["0.0", "1.1", "3.0"]  # k1 new again; k2 still seen
+    _window_began(url, 2.5)  # two windows without a write: every key is forgotten
+    assert _send(url, ["k2", "k1", "k1"]) == ["0.0", "1.1", "3.0", "4.0", "4.1"]
+
+
+def test_a_spec_names_the_window_and_refuses_a_bad_one() -> None:
+    assert _hourly().dedup_window_seconds == 3600
+    assert example_spec().dedup_window_seconds == 7 * 86400
+    raw = dict(example_spec().raw)
+    raw["storage"] = {"dedup_window": "soon"}
+    with pytest.raises(SpecError) as caught:
+        Spec.from_dict(raw)
+    assert "storage.dedup_window" in str(caught.value)

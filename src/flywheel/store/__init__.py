@@ -24,13 +24,13 @@ def open_store(spec: Spec, url: str | None = None) -> Store:
 
         path = rest[1:] if rest.startswith("/") else rest  # duckdb:///rel, duckdb:////abs
         if path in ("", ":memory:"):
-            return DuckDBStore(":memory:", tables_for(spec))
+            return DuckDBStore(":memory:", tables_for(spec), spec.dedup_window_seconds)
         resolved = Path(path) if Path(path).is_absolute() else spec.base_dir / path
-        return DuckDBStore(str(resolved), tables_for(spec))
+        return DuckDBStore(str(resolved), tables_for(spec), spec.dedup_window_seconds)
     if scheme in ("postgresql", "postgres"):
         from flywheel.store.postgres import PostgresStore
 
-        return PostgresStore(url, tables_for(spec))
+        return PostgresStore(url, tables_for(spec), spec.dedup_window_seconds)
     raise StoreError(
         f"storage.url: backend {scheme!r} is not available (supported: duckdb, postgresql)"
     )

@@ -136,6 +136,24 @@ def keep_first_claimed(rows: pa.Table, keys: pa.Array[Any], claimed: pa.Array[An
     return rows if keep is None else rows.filter(pa.array(keep))
 
 
+KEYS_SINCE = "signal_keys:since"
+"""The ``meta`` key holding when the current generation of signal keys began (epoch seconds)."""
+KEY_GENERATIONS = ("signal_keys", "signal_keys_previous")
+
+
+def key_rotation(since: float, now: float, window: float) -> str | None:
+    """What the signal keys' generations need at ``now``: ``None`` (nothing), ``"rotate"``
+    (the current one, begun at ``since``, is ``window`` old: it becomes the previous one, and
+    the previous one is dropped) or ``"clear"`` (both are older than the window).
+
+    A key is claimed in the current generation and checked against both, so it is kept at
+    least ``window`` after it was claimed and at most twice that: the duplicate check costs
+    what the keys of the last one or two windows cost, however large the store grows."""
+    if now - since < window:
+        return None
+    return "rotate" if now - since < 2 * window else "clear"
+
+
 def every_key_claimed(keys: pa.Array[Any], claimed: pa.Array[Any]) -> bool:
     """Whether a claim of the distinct ``keys`` took one key per row that has one: then those
     keys were all distinct and all new, and every row is kept (the common case, checked

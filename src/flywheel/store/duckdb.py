@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,14 @@ import pyarrow as pa
 from flywheel.errors import StoreError, StoreLockedError
 from flywheel.rules import quote_name
 from flywheel.store.base import (
+    KEY_GENERATIONS,
+    KEYS_SINCE,
     Kept,
     Tables,
     Written,
     every_key_claimed,
     first_claimed,
+    key_rotation,
     name_based_ids,
 )
 
@@ -106,6 +110,15 @@ MIGRATIONS += (
         """,
     ),
 )
+MIGRATIONS += (
+    (
+        6,
+        # keys are kept for a deduplication window, in two generations (see key_rotation)
+        """
+        CREATE TABLE IF NOT EXISTS signal_keys_previous (key UUID PRIMARY KEY);
+        """,
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # What ``signal_keys`` holds of a signal's idempotency key: its MD5 digest as a UUID (the same
 # in the PostgreSQL store). Two keys are one when their digests are equal: by accident, about
@@ -119,10 +132,11 @@ SET_META = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value
 class DuckDBStore:
     """A DuckDB file (or ``:memory:``). One process may hold a file open for writing."""
 
-    def __init__(self, path: str, tables: Tables) -> None:
+    def __init__(self, path: str, tables: Tables, dedup_window: float = 7 * 86400.0) -> None:
         self.url = f"duckdb:///{path}"
         self.path = path
         self._tables = tables
+        self._window = dedup_window  # how long a signal's idempotency key is kept, at least
         self._lock = threading.RLock()
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +150,10 @@ class DuckDBStore:
                 ) from None
             raise StoreError(f"cannot open {path}: {err}") from None
         self._migrate()
+        since = self.get_meta(KEYS_SINCE)
+        if since is None:
+            self.set_meta(KEYS_SINCE, repr(time.time()))
+        self._since = time.time() if since is None else float(since)
 
     # --- schema ----------------------------------------------------------------------------------
 
@@ -213,13 +231,55 @@ class DuckDBStore:
         return written
 
     def _drop_seen_keys(self, rows: pa.Table) -> Kept | None:
-        return self._keep_claimed(
-            rows,
-            rows.column("key").combine_chunks(),
-            f"INSERT INTO signal_keys SELECT DISTINCT {KEY_DIGEST.format('value')} FROM _claims"
-            " WHERE value IS NOT NULL ON CONFLICT DO NOTHING RETURNING CAST(key AS VARCHAR)",
-            digest=f"CAST({KEY_DIGEST.format('value')} AS VARCHAR)",
-        )
+        """Claim the signals' keys in the current generation, those of the previous one aside
+        (found by a scan of it: a semi-join whose hash table holds the batch's keys)."""
+        keys = rows.column("key").combine_chunks()
+        if keys.null_count == len(keys):
+            return None
+        self._rotate_keys()
+        digest = KEY_DIGEST.format("value")
+        self._con.register("_claims", pa.table({"value": keys}))
+        try:
+            seen = self._con.sql(
+                "SELECT key FROM signal_keys_previous WHERE key IN"
+                f" (SELECT {digest} FROM _claims WHERE value IS NOT NULL)"
+            ).to_arrow_table()
+        finally:
+            self._con.unregister("_claims")
+        fresh = ""
+        if seen.num_rows:
+            self._con.register("_seen", seen)
+            fresh = f" AND {digest} NOT IN (SELECT CAST(key AS UUID) FROM _seen)"
+        try:
+            return self._keep_claimed(
+                rows,
+                keys,
+                f"INSERT INTO signal_keys SELECT DISTINCT {digest} FROM _claims"
+                f" WHERE value IS NOT NULL{fresh}"
+                " ON CONFLICT DO NOTHING RETURNING CAST(key AS VARCHAR)",
+                digest=f"CAST({digest} AS VARCHAR)",
+            )
+        finally:
+            if seen.num_rows:
+                self._con.unregister("_seen")
+
+    def _rotate_keys(self) -> None:
+        """Start a new generation of signal keys when the window has passed (in the write's
+        transaction: undone with it)."""
+        now = time.time()
+        step = key_rotation(self._since, now, self._window)
+        if step is None:
+            return
+        con = self._con
+        con.execute("DROP TABLE signal_keys_previous")
+        if step == "rotate":
+            con.execute("ALTER TABLE signal_keys RENAME TO signal_keys_previous")
+        else:
+            con.execute("DROP TABLE signal_keys")
+            con.execute("CREATE TABLE signal_keys_previous (key UUID PRIMARY KEY)")
+        con.execute("CREATE TABLE signal_keys (key UUID PRIMARY KEY)")
+        con.execute(SET_META, [KEYS_SINCE, repr(now)])
+        self._since = now
 
     def _drop_seen_decisions(self, rows: pa.Table) -> Kept | None:
         """Decisions with a name-based id are stored once: their ids go into
@@ -269,12 +329,13 @@ class DuckDBStore:
             con.execute("BEGIN")
             ids = "SELECT id FROM decisions WHERE unit = $unit"
             con.execute(f"DELETE FROM decision_keys WHERE id IN ({ids})", {"unit": unit})
-            con.execute(
-                f"DELETE FROM signal_keys WHERE key IN (SELECT {KEY_DIGEST.format('key')}"
-                " FROM signals"
-                f" WHERE key IS NOT NULL AND (unit = $unit OR decision_id IN ({ids})))",
-                {"unit": unit},
-            )
+            for keys in KEY_GENERATIONS:
+                con.execute(
+                    f"DELETE FROM {keys} WHERE key IN (SELECT {KEY_DIGEST.format('key')}"
+                    " FROM signals"
+                    f" WHERE key IS NOT NULL AND (unit = $unit OR decision_id IN ({ids})))",
+                    {"unit": unit},
+                )
             for table in ("signals", "edits"):
                 row = con.execute(
                     f"DELETE FROM {table} WHERE unit = $unit OR decision_id IN ({ids}) RETURNING 1",

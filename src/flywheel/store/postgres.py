@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -34,11 +35,14 @@ from sqlglot import exp
 
 from flywheel.errors import StoreError
 from flywheel.store.base import (
+    KEY_GENERATIONS,
+    KEYS_SINCE,
     TIMESTAMP,
     Kept,
     Tables,
     Written,
     first_claimed,
+    key_rotation,
     name_based_ids,
 )
 
@@ -110,6 +114,15 @@ MIGRATIONS += (
         """,
     ),
 )
+MIGRATIONS += (
+    (
+        3,
+        # keys are kept for a deduplication window, in two generations (see key_rotation)
+        """
+        CREATE TABLE IF NOT EXISTS signal_keys_previous (key uuid PRIMARY KEY);
+        """,
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _LOCK_ID = 0x466C7977  # the advisory lock that serialises migrations ("Flyw")
 _PARAM = re.compile(r"__FW_PARAM_(\d+)__")  # upper case: no knob, feature or signal matches
@@ -158,8 +171,9 @@ SET_META = "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET val
 class PostgresStore:
     """A schema in a PostgreSQL database, shared safely by several processes."""
 
-    def __init__(self, url: str, tables: Tables) -> None:
+    def __init__(self, url: str, tables: Tables, dedup_window: float = 7 * 86400.0) -> None:
         self._tables = tables
+        self._window = dedup_window  # how long a signal's idempotency key is kept, at least
         self._lock = threading.RLock()
         conninfo, self.schema = _split_url(url)
         self.url = url
@@ -179,6 +193,7 @@ class PostgresStore:
                 f" TEMPORARY privilege on the database): {err}".strip()
             ) from None
         self._types: dict[str, dict[str, str]] = {}  # see _column_types
+        self._since = self._keys_since()
 
     @property
     def _schema_id(self) -> pgsql.Identifier:
@@ -240,6 +255,8 @@ class PostgresStore:
         written: dict[str, Kept | None] = {}
         with self._lock:
             try:
+                if "signals" in batch and key_rotation(self._since, time.time(), self._window):
+                    self._rotate_keys()
                 with self._con.transaction():
                     for table, given in batch.items():
                         written[table] = None
@@ -305,10 +322,12 @@ class PostgresStore:
         keys = rows.column("key").combine_chunks()
         if keys.null_count == rows.num_rows:
             return None
+        digest = KEY_DIGEST.format(f"s.{_STAGED}")
         claimed = self._claim(
             "claim_signal_keys",
-            f"INSERT INTO signal_keys SELECT DISTINCT {KEY_DIGEST.format(_STAGED)}"
-            " FROM claim_signal_keys ON CONFLICT DO NOTHING RETURNING key AS value",
+            f"INSERT INTO signal_keys SELECT DISTINCT {digest} FROM claim_signal_keys s"
+            f" WHERE NOT EXISTS (SELECT 1 FROM signal_keys_previous p WHERE p.key = {digest})"
+            " ON CONFLICT DO NOTHING RETURNING key AS value",
             keys,
             "signals.key",
         )
@@ -320,6 +339,51 @@ class PostgresStore:
             [keys.to_pylist()],
         ).fetchall()
         return first_claimed(pa.array([d for (d,) in digests], pa.string()), claimed)
+
+    def _keys_since(self) -> float:
+        """When the current generation of signal keys began (recorded now if never)."""
+        with self._con.transaction():
+            self._con.execute(
+                "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                [KEYS_SINCE, repr(time.time())],
+            )
+            row = self._con.execute("SELECT value FROM meta WHERE key = %s", [KEYS_SINCE])
+            found = row.fetchone()
+        assert found is not None
+        return float(found[0])
+
+    def _rotate_keys(self) -> None:
+        """Start a new generation of signal keys (see key_rotation), once among all the
+        processes sharing the store: under a lock that waits for the claims in progress, and
+        holds back new ones until the generations have moved."""
+        with self._con.transaction():
+            self._con.execute(
+                "LOCK TABLE signal_keys, signal_keys_previous IN ACCESS EXCLUSIVE MODE"
+            )
+            row = self._con.execute("SELECT value FROM meta WHERE key = %s", [KEYS_SINCE])
+            found = row.fetchone()
+            since = float(found[0]) if found else 0.0
+            now = time.time()
+            step = key_rotation(since, now, self._window)
+            if step is not None:
+                con = self._con
+                con.execute("DROP TABLE signal_keys_previous")
+                if step == "rotate":
+                    con.execute("ALTER TABLE signal_keys RENAME TO signal_keys_previous")
+                else:
+                    con.execute("DROP TABLE signal_keys")
+                    con.execute(
+                        f"CREATE TABLE signal_keys_previous (key uuid,"
+                        f" CONSTRAINT signal_keys_p{int(now * 1e6)} PRIMARY KEY (key))"
+                    )
+                # a constraint name of its own: the renamed table keeps its index's name
+                con.execute(
+                    f"CREATE TABLE signal_keys (key uuid,"
+                    f" CONSTRAINT signal_keys_{int(now * 1e6)} PRIMARY KEY (key))"
+                )
+                con.execute(SET_META, [KEYS_SINCE, repr(now)])
+                since = now
+        self._since = since
 
     def _drop_seen_decisions(self, rows: pa.Table) -> Kept | None:
         """Decisions with a name-based id are stored once (see the Store contract)."""
@@ -361,12 +425,13 @@ class PostgresStore:
             with self._con.transaction():
                 con = self._con
                 con.execute(f"DELETE FROM decision_keys WHERE id IN ({ids})", args)
-                con.execute(
-                    f"DELETE FROM signal_keys WHERE key IN (SELECT {KEY_DIGEST.format('key')}"
-                    " FROM signals WHERE key IS NOT NULL"
-                    f" AND (unit = %(unit)s OR decision_id IN ({ids})))",
-                    args,
-                )
+                for keys in KEY_GENERATIONS:
+                    con.execute(
+                        f"DELETE FROM {keys} WHERE key IN (SELECT {KEY_DIGEST.format('key')}"
+                        " FROM signals WHERE key IS NOT NULL"
+                        f" AND (unit = %(unit)s OR decision_id IN ({ids})))",
+                        args,
+                    )
                 for table in ("signals", "edits"):
                     cursor = con.execute(
                         f"DELETE FROM {table} WHERE unit = %(unit)s OR decision_id IN ({ids})",
@@ -380,7 +445,8 @@ class PostgresStore:
                 # Dead rows stay in their pages until vacuumed; vacuum now so the space (and
                 # the bytes, as pages are reused) goes. VACUUM FULL rewrites the tables.
                 self._con.execute(
-                    "VACUUM signals, edits, quarantine, decisions, signal_keys, decision_keys"
+                    "VACUUM signals, edits, quarantine, decisions, signal_keys,"
+                    " signal_keys_previous, decision_keys"
                 )
         return deleted
 
