@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint types unit bench bench-learning bench-seatbelt bench-analysis bench-serve clean
+.PHONY: demo test lint types unit bench bench-learning bench-seatbelt bench-analysis bench-serve bench-fuzz clean
 
 $(BIN)/flywheel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-seatbelt: $(VENV)/.dev ## the seatbelt benchmark (about 7 minutes on 2 cor
 
 bench-analysis: $(VENV)/.dev ## the analysis's error rates, power and coverage (about 2 minutes)
 	$(BIN)/python bench/analysis.py
+
+bench-fuzz: $(VENV)/.dev ## Schemathesis, every check, on the HTTP API (about 2 minutes)
+	$(BIN)/python bench/fuzz.py
 
 # Arize Phoenix, for bench-serve's side-by-side OTLP intake: its own virtualenv.
 PHOENIX := .venv-phoenix

@@ -9,7 +9,7 @@ never holds the batch as Python objects.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, NotRequired, TypeVar
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
@@ -17,6 +17,7 @@ from typing_extensions import TypedDict
 from flywheel.errors import InvalidInputError
 
 MAX_BATCH = 100_000
+T = TypeVar("T")
 
 
 # Batches are typed dicts, not models: validated into plain dicts in one pass, with no
@@ -113,17 +114,23 @@ _SIGNALS = TypeAdapter(SignalsBody)
 _ROWS = TypeAdapter(RowsBody)
 
 
-def signal_items(body: bytes) -> Sequence[Mapping[str, Any]]:
-    """The items of a ``{"signals": [...]}`` body (JSON, parsed and checked in one pass)."""
+def parsed(shape: TypeAdapter[T], body: bytes) -> T:
+    """``body`` as ``shape``: its JSON parsed and checked in one pass by pydantic-core. Every
+    JSON body the HTTP API reads comes through here, so every fault of one is an
+    :class:`InvalidBodyError` that names its field: ``body`` for bytes that are not UTF-8,
+    not JSON, or nested deeper than pydantic-core's limit (200 levels), which it refuses as
+    it parses, so no body can exhaust the stack."""
     try:
-        return _SIGNALS.validate_json(body)["signals"]
+        return shape.validate_json(body)
     except ValidationError as err:
         raise InvalidBodyError(fields(err.errors(include_url=False))) from None
+
+
+def signal_items(body: bytes) -> Sequence[Mapping[str, Any]]:
+    """The items of a ``{"signals": [...]}`` body (JSON, parsed and checked in one pass)."""
+    return parsed(_SIGNALS, body)["signals"]
 
 
 def row_items(body: bytes) -> Sequence[Mapping[str, Any]]:
     """The rows of a ``{"rows": [...]}`` body, as :func:`signal_items` reads signals."""
-    try:
-        return _ROWS.validate_json(body)["rows"]
-    except ValidationError as err:
-        raise InvalidBodyError(fields(err.errors(include_url=False))) from None
+    return parsed(_ROWS, body)["rows"]

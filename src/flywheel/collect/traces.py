@@ -43,6 +43,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import pydantic_core
+
 from flywheel.collect.record import EARLIEST, LATEST, Recorder, timestamp
 from flywheel.collect.units import Pseudonymizer
 from flywheel.errors import InvalidInputError
@@ -472,9 +474,11 @@ class TraceMapper:
         return None if row is None else (row[1], row[2], row[3])
 
     def _json(self, body: bytes, intake: Intake) -> None:
+        # pydantic-core refuses nesting past 200 levels as it parses: a body nested too
+        # deeply is a fault of the body, never a RecursionError (json.loads raises one)
         try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as err:
+            document = pydantic_core.from_json(body)
+        except ValueError as err:
             raise BodyError("body", f"is not JSON ({err})") from None
         if not isinstance(document, dict):
             raise BodyError("body", "expected an ExportTraceServiceRequest object")

@@ -16,20 +16,32 @@ decisions and signals (:mod:`flywheel.collect.traces`), and the answer is an OTL
 ExportTraceServiceResponse whose ``partial_success`` counts the spans that could not be used.
 
 With API keys (:mod:`flywheel.server.keys`) every request needs one whose scope allows it.
+Each route declares its scope and the largest body it takes (:data:`MAX_BODY` for batches
+and traces, :data:`MAX_SMALL_BODY` for the rest) as it is declared; :class:`Guard`, a pure
+ASGI middleware around the whole app, checks both before anything reads the body (401, 403,
+413), and every JSON body is parsed by one function
+(:func:`~flywheel.collect.batches.parsed`), so a body that is not UTF-8, not JSON or nested
+too deeply is a 422 naming ``body``, never a 400 without a field or a 500.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as Connection
 
 from flywheel.collect import traces as otlp
 from flywheel.collect.batches import (
@@ -37,17 +49,23 @@ from flywheel.collect.batches import (
     RowsBody,
     SignalsBody,
     fields,
+    parsed,
     row_items,
     signal_items,
 )
 from flywheel.collect.outcomes import Recorded
 from flywheel.collect.workers import IngestWorkers
-from flywheel.errors import FlywheelError, InvalidInputError
+from flywheel.errors import FlywheelError, InvalidInputError, StoreError
 from flywheel.server import keys as api_keys
 from flywheel.server.keys import KeyRing, Scope
 from flywheel.wheel import Wheel
 
 T = TypeVar("T")
+
+MAX_BODY = otlp.MAX_BODY
+"""The largest body of a batch (``/v1/signals``, ``/v1/rows``) or of ``/v1/traces``: 64 MiB."""
+MAX_SMALL_BODY = 1024 * 1024
+"""The largest body of every other route: 1 MiB (a decide's context, a key's scope)."""
 
 OTLP_BODY = {
     "required": True,
@@ -98,6 +116,10 @@ class KeyBody(_Body):
     scope: Scope
 
 
+_DECIDE = TypeAdapter(DecideBody)
+_KEY = TypeAdapter(KeyBody)
+
+
 class KeyShown(BaseModel):
     """An API key as the server shows it: never the key, nor its hash."""
 
@@ -142,36 +164,154 @@ class FieldError(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """The one error body of every endpoint."""
+    """The one error body of every endpoint: ``errors`` names at least one field (``body``,
+    ``authorization``, ``path``, ``method``, … or ``signals[3].value``)."""
 
     ok: bool = False
     status: int
     error: str
-    errors: list[FieldError]
+    errors: list[FieldError] = Field(min_length=1)
 
 
 # Every route documents the one error body for every error it can answer with (the statuses
-# :func:`error` is called with below); FastAPI's own 422 body is replaced, not added. OTLP's
-# own refusals are documented on its route.
-def _documented(errors: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+# :func:`error` is called with below); FastAPI's own 422 body is replaced, not added.
+def _documented(errors: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": text} for status, text in errors.items()}
 
 
-ERRORS = _documented(
-    {
-        401: "No valid key (when the server has keys)",
-        403: "The key's scope does not allow this",
-        500: "An internal error",
-        503: "The store cannot take it now: nothing was stored, send it again",
-    }
-)
-INVALID = _documented({422: "A field is not valid: ``errors`` names each one"})
+ERRORS = {
+    401: "No valid key (when the server has keys): ``authorization``",
+    403: "The key's scope does not allow this: ``authorization``",
+    500: "An internal error (the server's log has the details)",
+    503: "The store cannot take it now: nothing was stored, send it again",
+}
+INVALID = {422: "A field is not valid: ``errors`` names each one"}
+INVALID_JSON = {
+    422: "A field is not valid: ``errors`` names each one (``body`` for a body that is not"
+    " UTF-8, not JSON, or nested more than 200 levels deep)"
+}
 
 
-def error(status: int, message: str, errors: list[dict[str, Any]] | None = None) -> JSONResponse:
-    """The one error body of every endpoint (:class:`ErrorBody`)."""
-    body = {"ok": False, "status": status, "error": message, "errors": errors or []}
-    return JSONResponse(body, status_code=status)
+def error(
+    status: int,
+    message: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The one error body of every endpoint (:class:`ErrorBody`); without ``errors``, the
+    field is ``request``."""
+    named = errors or [{"field": "request", "reason": message}]
+    body = {"ok": False, "status": status, "error": message, "errors": named}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _refusal(status: int, field: str, reason: str) -> JSONResponse:
+    return error(status, f"{field}: {reason}", [{"field": field, "reason": reason}])
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a route needs: a key of ``scope`` (when the server has keys), and a body of at
+    most ``limit`` bytes."""
+
+    scope: Scope
+    limit: int
+
+
+class Guard:
+    """Every request's key and body size, checked before anything reads its body: a pure
+    ASGI middleware around the whole app, so no route can read a byte of a body it would
+    refuse, nor forget to check the key. ``routes`` maps each path (``templates``: each
+    path pattern) to its methods' :class:`Access`. A method the path does not take is
+    answered 405 here, with an ``Allow`` that lists every method it does take (FastAPI's
+    router would name only those of the first route it tried); a request that matches no
+    route goes on to the router, which answers 404 without reading its body.
+
+    A body is refused (413) from its ``Content-Length`` before a byte of it is read, and a
+    body sent without one (chunked) as soon as its chunks pass the limit: either way the
+    server never holds more than the limit."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: KeyRing | None,
+        routes: Mapping[str, Mapping[str, Access]],
+        templates: Sequence[tuple[re.Pattern[str], Mapping[str, Access]]],
+    ) -> None:
+        self.app, self.keys, self.routes, self.templates = app, keys, routes, templates
+
+    async def __call__(self, scope: Connection, receive: Receive, send: Send) -> None:
+        methods = self._methods(scope) if scope["type"] == "http" else None
+        if methods is None:
+            await self.app(scope, receive, send)
+            return
+        access = methods.get(scope["method"])
+        if access is None:
+            allowed = ", ".join(methods)
+            wrong = _refusal(405, "method", f"{scope['method']} is not one of {allowed}")
+            wrong.headers["Allow"] = allowed
+            await wrong(scope, receive, send)
+            return
+        length: int | None = None
+        authorization: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-length" and value.isdigit():
+                length = int(value)
+        refused = await self._refused(authorization, access.scope)
+        if refused is None and length is not None and length > access.limit:
+            refused = _refusal(413, "body", f"is larger than {access.limit:,} bytes")
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        if length is None:  # chunked: counted as it comes
+            receive = _counted(receive, access.limit)
+        await self.app(scope, receive, send)
+
+    def _methods(self, scope: Connection) -> Mapping[str, Access] | None:
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root + "/"):
+            path = path[len(root) :]
+        methods = self.routes.get(path)
+        if methods is None:
+            methods = next((m for p, m in self.templates if p.match(path)), None)
+        return methods
+
+    async def _refused(self, header: str | None, needed: Scope) -> JSONResponse | None:
+        keys = self.keys
+        if keys is None:
+            return None
+        try:
+            if keys.stale:  # re-reading the keys is a store query: off the event loop
+                verdict = await run_in_threadpool(keys.check, header, needed)
+            else:
+                verdict = keys.check(header, needed) if keys.required else 0
+        except FlywheelError as err:
+            return _refusal(503, "store", str(err))
+        if verdict == 0 or not keys.required:
+            return None
+        if verdict == 403:
+            return _refusal(
+                403, "authorization", f"this key's scope does not allow this ({needed} needed)"
+            )
+        return _refusal(401, "authorization", "send a valid key: Authorization: Bearer fw_…")
+
+
+def _counted(receive: Receive, limit: int) -> Receive:
+    """``receive``, refusing a body once more than ``limit`` bytes of it have come."""
+    size = 0
+
+    async def counted() -> Message:
+        nonlocal size
+        message = await receive()
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise otlp.TooLargeError("body", f"is larger than {limit:,} bytes")
+        return message
+
+    return counted
 
 
 def create_app(
@@ -204,23 +344,23 @@ def create_app(
             if close_on_shutdown:
                 wheel.close()
 
-    app = FastAPI(title="Flywheel", version="1", lifespan=lifespan, responses=ERRORS)
+    app = FastAPI(title="Flywheel", version="1", lifespan=lifespan)
+    access: dict[tuple[str, str], Access] = {}
 
-    def need(scope: Scope) -> Callable[[Request], Awaitable[None]]:
-        async def guard(request: Request) -> None:  # async: no thread hop per request
-            if keys is None or not keys.required:
-                return
-            header = request.headers.get("authorization")
-            if keys.stale:  # re-reading the keys is a store query: off the event loop
-                verdict = await run_in_threadpool(keys.check, header, scope)
-            else:
-                verdict = keys.check(header, scope)
-            if verdict == 401:
-                raise HTTPException(401, "send a valid key: Authorization: Bearer fw_…")
-            if verdict == 403:
-                raise HTTPException(403, f"this key's scope does not allow this ({scope} needed)")
-
-        return guard
+    def route(
+        method: str,
+        path: str,
+        scope: Scope,
+        limit: int = MAX_SMALL_BODY,
+        errors: Mapping[int, str] | None = None,
+        **options: Any,
+    ) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        """Declare a route with the scope its key needs and the largest body it takes (both
+        checked by :class:`Guard`), and document every error it can answer."""
+        access[method, path] = Access(scope, limit)
+        limited = {413: f"The body is larger than {limit:,} bytes: ``body``"}
+        responses = _documented({**ERRORS, **limited, **(errors or {})})
+        return app.api_route(path, methods=[method], responses=responses, **options)
 
     async def batch(
         request: Request,
@@ -230,7 +370,7 @@ def create_app(
         """A batch's body, parsed, validated and recorded in a worker process (or a thread of
         this one), not on the event loop: a batch of 5,000 holds the interpreter for
         milliseconds, and every decide waiting meanwhile would wait with it."""
-        body = await _read(request)
+        body = await request.body()
         if pool is not None:
             return await in_worker(pool, body)
         return await run_in_threadpool(in_thread, wheel, body)
@@ -243,31 +383,46 @@ def create_app(
     async def invalid_batch(_request: Request, err: InvalidBodyError) -> JSONResponse:
         return error(422, "the request is not valid", err.problems)
 
+    @app.exception_handler(otlp.BodyError)
+    async def unreadable(_request: Request, err: otlp.BodyError) -> JSONResponse:
+        return error(err.status, str(err), [{"field": err.field, "reason": err.reason}])
+
     @app.exception_handler(FlywheelError)
     async def flywheel_error(_request: Request, err: FlywheelError) -> JSONResponse:
-        return error(503, str(err))
+        field = "store" if isinstance(err, StoreError) else "server"
+        return error(503, str(err), [{"field": field, "reason": str(err)}])
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_request: Request, err: RequestValidationError) -> JSONResponse:
         return error(422, "the request is not valid", fields(list(err.errors())))
 
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, err: HTTPException) -> JSONResponse:
-        return error(err.status_code, str(err.detail))
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        if err.status_code == 404:
+            return _refusal(404, "path", f"there is no route {request.url.path}")
+        if err.status_code == 405:
+            allowed = (err.headers or {}).get("Allow", "")
+            answer = _refusal(405, "method", f"{request.method} is not one of {allowed}")
+            answer.headers["Allow"] = allowed
+            return answer
+        return error(err.status_code, str(err.detail), headers=err.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, _err: Exception) -> JSONResponse:
         # the server logs the exception with its traceback; the client gets the same shape
-        return error(500, "internal error: the server's log has the details")
+        return _refusal(500, "server", "internal error: the server's log has the details")
 
-    @app.post(
+    @route(
+        "POST",
         "/v1/decide",
-        dependencies=[Depends(need("decide"))],
+        "decide",
         response_model=DecideAnswer,
-        responses=INVALID,
+        errors=INVALID_JSON,
+        openapi_extra={"requestBody": _json_body("DecideBody")},
     )
-    async def decide(body: DecideBody) -> dict[str, Any]:
+    async def decide(request: Request) -> dict[str, Any]:
         """Parameters for a context, recorded as a decision (durable when answered)."""
+        body = parsed(_DECIDE, await request.body())
         d = await wheel.durably_async(
             lambda: wheel.decide(body.context, unit=body.unit, explore=body.explore)
         )
@@ -283,11 +438,13 @@ def create_app(
             "high": d.high,
         }
 
-    @app.post(
+    @route(
+        "POST",
         "/v1/signals",
-        dependencies=[Depends(need("ingest"))],
+        "ingest",
+        MAX_BODY,
         response_model=SignalsAnswer,
-        responses=INVALID,
+        errors=INVALID_JSON,
         openapi_extra={"requestBody": _json_body("SignalsBody")},
     )
     async def signals(request: Request) -> dict[str, Any]:
@@ -296,11 +453,13 @@ def create_app(
         counts = await batch(request, IngestWorkers.signals, _record_signals)
         return {"ok": True, "recorded": counts.recorded, "duplicates": counts.duplicates}
 
-    @app.post(
+    @route(
+        "POST",
         "/v1/rows",
-        dependencies=[Depends(need("ingest"))],
+        "ingest",
+        MAX_BODY,
         response_model=RowsAnswer,
-        responses=INVALID,
+        errors=INVALID_JSON,
         openapi_extra={"requestBody": _json_body("RowsBody")},
     )
     async def rows(request: Request) -> dict[str, Any]:
@@ -308,17 +467,17 @@ def create_app(
         ids = await batch(request, IngestWorkers.rows, _record_rows)
         return {"ok": True, "ids": ids}
 
-    @app.post(
+    @route(
+        "POST",
         "/v1/traces",
-        dependencies=[Depends(need("ingest"))],
+        "ingest",
+        MAX_BODY,
         openapi_extra={"requestBody": OTLP_BODY, "responses": OTLP_ANSWER},
-        responses=_documented(
-            {
-                400: "The body is not an OTLP request (nothing was stored)",
-                413: f"The body is larger than {otlp.MAX_BODY:,} bytes",
-                415: "An unsupported content type or encoding",
-            }
-        ),
+        errors={
+            400: "The body is not an OTLP request (nothing was stored)",
+            413: f"The body is larger than {MAX_BODY:,} bytes, sent or decompressed: ``body``",
+            415: "An unsupported content type or encoding",
+        },
         response_class=Response,
     )
     async def traces(request: Request) -> Response:
@@ -326,7 +485,7 @@ def create_app(
         answered); spans sent again are not stored twice."""
         try:
             fmt = otlp.media_format(request.headers.get("content-type"))
-            body = await _read(request)
+            body = await request.body()
             encoding = request.headers.get("content-encoding")
             if pool is not None:  # durable, awaited without holding a thread
                 intake = await pool.ingest(body, encoding, fmt)
@@ -338,7 +497,7 @@ def create_app(
         media = otlp.PROTOBUF if fmt == "protobuf" else otlp.JSON
         return Response(otlp.answer(intake, fmt), media_type=media)
 
-    @app.get("/v1/playbook", dependencies=[Depends(need("decide"))])
+    @route("GET", "/v1/playbook", "decide")
     def playbook() -> dict[str, Any]:
         """The playbook served now, one row per segment (so SDKs can serve it locally)."""
         book = wheel.playbook
@@ -346,12 +505,12 @@ def create_app(
             return {"ok": True, "version": None, "segments": []}
         return {"ok": True, "version": book.version, "segments": wheel.playbook_rows()}
 
-    @app.get("/v1/status", dependencies=[Depends(need("decide"))])
+    @route("GET", "/v1/status", "decide")
     def status() -> dict[str, Any]:
         """What ``flywheel status --json`` prints."""
         return {"ok": True, **wheel.status().as_dict()}
 
-    @app.post("/v1/learn", dependencies=[Depends(need("admin"))])
+    @route("POST", "/v1/learn", "admin")
     def learn() -> dict[str, Any]:
         result = wheel.learn()
         return {
@@ -363,50 +522,82 @@ def create_app(
             "checks": [c.as_dict() for c in result.checks],
         }
 
-    @app.delete("/v1/units/{unit}", dependencies=[Depends(need("admin"))], responses=INVALID)
+    @route("DELETE", "/v1/units/{unit}", "admin", errors=INVALID)
     def forget(unit: str) -> dict[str, Any]:
         """Delete every row of a unit, everywhere."""
         return {"ok": True, "deleted": wheel.forget(unit)}
 
     # Keys through the server that holds the store: an embedded (DuckDB) store is one
     # process's, so `flywheel keys` cannot reach it while the server runs
-    @app.get("/v1/keys", dependencies=[Depends(need("admin"))], response_model=KeysAnswer)
+    @route("GET", "/v1/keys", "admin", response_model=KeysAnswer)
     def list_keys() -> dict[str, Any]:
         """Every key's id, scope, creation and revocation (never the key itself)."""
         return {"ok": True, "keys": [_shown(k) for k in api_keys.load(wheel.store)]}
 
-    @app.post(
+    @route(
+        "POST",
         "/v1/keys",
-        dependencies=[Depends(need("admin"))],
+        "admin",
         response_model=NewKeyAnswer,
-        responses=INVALID,
+        errors=INVALID_JSON,
+        openapi_extra={"requestBody": _json_body("KeyBody")},
     )
-    def create_key(body: KeyBody) -> dict[str, Any]:
+    async def create_key(request: Request) -> dict[str, Any]:
         """A new key, answered this once (the store keeps its hash); it works at once."""
-        key, text = api_keys.create(wheel.store, body.scope)
+        body = parsed(_KEY, await request.body())
+        return await run_in_threadpool(_create_key, body.scope)
+
+    def _create_key(scope: Scope) -> dict[str, Any]:
+        key, text = api_keys.create(wheel.store, scope)
         if keys is not None:
             keys.reload()
         return {"ok": True, **_shown(key), "key": text}
 
-    @app.delete(
+    @route(
+        "DELETE",
         "/v1/keys/{ident}",
-        dependencies=[Depends(need("admin"))],
+        "admin",
         response_model=KeyAnswer,
-        responses={**INVALID, **_documented({404: "No key has this id"})},
+        errors={**INVALID, 404: "No key has this id: ``id``"},
     )
-    def revoke_key(ident: str) -> dict[str, Any]:
+    def revoke_key(ident: str) -> Any:
         """Revoke a key: refused from this answer on (by other servers on a shared store,
         within seconds)."""
         try:
             key = api_keys.revoke(wheel.store, ident)
-        except InvalidInputError:
-            raise HTTPException(404, f"there is no key {ident!r}") from None
+        except InvalidInputError as err:
+            return _refusal(404, err.field, err.reason)
         if keys is not None:
             keys.reload()
         return {"ok": True, **_shown(key)}
 
-    _with_bodies(app, SignalsBody, RowsBody)
+    _with_bodies(app, SignalsBody, RowsBody, DecideBody, KeyBody)
+    _guard(app, keys, access)
     return app
+
+
+def _guard(app: FastAPI, keys: KeyRing | None, access: Mapping[tuple[str, str], Access]) -> None:
+    """Put :class:`Guard` around ``app``, with each route's :class:`Access`. A route declared
+    without one, or one that lets FastAPI read its body (which it does before any check, and
+    answers a body it cannot parse with a 400 that names no field), is a mistake made here:
+    refused at once."""
+    routes: dict[str, dict[str, Access]] = {}
+    templates: dict[str, tuple[re.Pattern[str], dict[str, Access]]] = {}
+    for declared in app.routes:
+        if not isinstance(declared, APIRoute):
+            continue  # FastAPI's own pages (the OpenAPI document): no body, no key
+        if declared.body_field is not None:
+            raise TypeError(f"{declared.path}: read the body with parsed(), not a parameter")
+        for method in declared.methods or ():
+            found = access.get((method, declared.path))
+            if found is None:
+                raise TypeError(f"{method} {declared.path}: declare it with route()")
+            if declared.param_convertors:
+                pattern = templates.setdefault(declared.path, (declared.path_regex, {}))
+                pattern[1][method] = found
+            else:
+                routes.setdefault(declared.path, {})[method] = found
+    app.add_middleware(Guard, keys=keys, routes=routes, templates=list(templates.values()))
 
 
 def _shown(key: api_keys.ApiKey) -> dict[str, Any]:
@@ -417,17 +608,6 @@ def _shown(key: api_keys.ApiKey) -> dict[str, Any]:
         "created_at": key.created_at,
         "revoked_at": key.revoked_at,
     }
-
-
-async def _read(request: Request) -> bytes:
-    """The raw body, refused past ``otlp.MAX_BODY`` bytes before it is all read."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > otlp.MAX_BODY:
-            raise otlp.TooLargeError("body", f"is larger than {otlp.MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _record_signals(wheel: Wheel, body: bytes) -> Recorded:
