@@ -1,17 +1,22 @@
 """Shared fixtures: the example spec, wheels on real DuckDB files (or, with
 ``FLYWHEEL_TEST_STORE=postgresql``, every wheel on the local PostgreSQL server), fresh
-PostgreSQL schemas, a controllable clock."""
+PostgreSQL schemas, a controllable clock, and for what other threads and processes do: waits
+on a condition with a deadline a busy machine meets, and loopback ports held for servers."""
 
 from __future__ import annotations
 
 import os
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 
 import flywheel
 from flywheel.demo import example_spec
@@ -30,6 +35,48 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+# Property tests on a busy machine: no per-example deadline, and slow generation is no failure
+# (a test's own settings that name health checks must name too_slow again)
+settings.register_profile(
+    "flywheel", deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+)
+settings.load_profile("flywheel")
+
+WAIT = 120.0
+"""How long a test waits for something another thread or process does: long enough for a
+machine under heavy load, so a test fails only when the thing never happens."""
+
+
+def wait_for(condition: Callable[[], object], seconds: float = WAIT) -> bool:
+    """Whether ``condition()`` came true within ``seconds`` (polled): for what a background
+    thread or process does in its own time, instead of sleeping a fixed while."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@contextmanager
+def reserved_port() -> Iterator[int]:
+    """A loopback port for a server process to listen on, held until the block ends: bound
+    (not listening) with ``SO_REUSEADDR``, as a server's socket is, so the server can bind it
+    beside this one, while no other process is handed it meanwhile (a port probed and then
+    let go could be taken, by a connection's local end, before the server binds it)."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        yield int(holder.getsockname()[1])
+
+
+@pytest.fixture
+def loopback_port() -> Iterator[int]:
+    """A port held for the test (see :func:`reserved_port`): for a server process of its own."""
+    with reserved_port() as port:
+        yield port
 
 
 @pytest.fixture

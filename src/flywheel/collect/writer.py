@@ -380,6 +380,7 @@ class BufferedWriter:
                         self._bulk += bulk
                 with self._cond:
                     stop = self._closed
+                    asked = self._requested
                     told = [done for _, done in self._take_callbacks(
                         self._requested if stop or not self.keep_failed else generation
                     )] + waiting  # fmt: skip
@@ -395,8 +396,9 @@ class BufferedWriter:
                     done(refusal)
                 if stop:
                     return
-                with self._cond:
-                    self._cond.wait(self._max_delay)
+                with self._cond:  # wait before trying again, unless asked since (or closed)
+                    if self._requested == asked and not self._closed:
+                        self._cond.wait(self._max_delay)
                 continue
             with self._cond:
                 self._completed = max(self._completed, generation)
