@@ -19,6 +19,9 @@ unit that the spec's ``normalize_units`` trims to nothing), which the document's
 schema, the same for every spec, does not say; the 422 still has to be the documented error
 body naming the field.
 
+Then what a hostile body costs: 200 MB sent whole to ``POST /v1/decide`` without a key, the
+seconds until the answer and the growth of the process's peak memory (:func:`refusal`).
+
 Run: ``.venv/bin/python bench/fuzz.py [--examples 100] [--seed 1]`` (``make bench-fuzz``).
 Prints the requests the servers were sent (counted by them), the test cases Schemathesis
 generated and the failures (0 expected), and saves them in ``bench/results/fuzz.json``.
@@ -73,8 +76,8 @@ def serving(wheel: flywheel.Wheel, keys: KeyRing) -> Iterator[tuple[str, Counted
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     counted = Counted(create_app(wheel, keys))
-    config = uvicorn.Config(counted, host="127.0.0.1", port=port)
-    config.log_level = "critical"  # the run's 4xx are expected; a 5xx fails a check
+    # the run's 4xx are expected, and a 5xx fails a check: no log of each request
+    config = uvicorn.Config(counted, host="127.0.0.1", port=port, log_level="critical")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -158,6 +161,54 @@ def run_one(with_keys: bool, examples: int, seed: int, folder: Path) -> dict[str
     }
 
 
+def _peak_rss() -> int:
+    """This process's peak resident memory so far, in bytes (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def refusal(folder: Path, size: int = 200 * 1000 * 1000) -> dict[str, Any]:
+    """A ``size``-byte ``POST /v1/decide`` without a key, sent whole on one connection (from
+    a reused 1 MiB buffer): the seconds until its answer, and how much the peak memory of
+    this process (server and client) grew meanwhile."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with flywheel.open(example_spec(), store=f"duckdb:///{folder / 'big.duckdb'}", refresh=0) as w:
+        api_keys.create(w.store, "admin")
+        with serving(w, KeyRing(w.store)) as (base, _):
+            port = int(base.rsplit(":", 1)[1])
+            chunk = b" " * (1024 * 1024)
+            before = _peak_rss()
+            start = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", port), timeout=120) as conn:
+                conn.sendall(
+                    b"POST /v1/decide HTTP/1.1\r\nHost: bench\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % size
+                )
+                answer = b""
+                sent = 0
+                conn.setblocking(False)
+                while b"\r\n\r\n" not in answer:
+                    if sent < size:
+                        try:
+                            sent += conn.send(chunk[: size - sent])
+                        except BlockingIOError:
+                            time.sleep(0.0005)
+                    try:
+                        answer += conn.recv(65536)
+                    except BlockingIOError:
+                        time.sleep(0.0005 if sent >= size else 0)
+            seconds = time.perf_counter() - start
+    return {
+        "body_bytes": size,
+        "status": int(answer.split(b" ", 2)[1]),
+        "seconds_to_answer": round(seconds, 3),
+        "body_bytes_sent_before_the_answer": sent,
+        "peak_memory_growth_mb": round((_peak_rss() - before) / 1e6, 1),
+    }
+
+
 def fuzz(examples: int, seed: int, folder: Path) -> dict[str, Any]:
     """Both runs (with keys, then without); the total of requests and of failures."""
     runs = [
@@ -184,6 +235,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         results = fuzz(args.examples, args.seed, Path(tmp))
+        results["refusal"] = refusal(Path(tmp) / "refusal")
     report("fuzz", results)
     sys.exit(1 if results["failures"] else 0)
 
