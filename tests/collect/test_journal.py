@@ -18,7 +18,7 @@ from flywheel.demo import example_spec, example_text
 from flywheel.errors import StoreError, StoreLockedError
 from flywheel.spec import Spec
 from flywheel.store import Store, open_store, tables_for
-from tests.conftest import T0, THRILLER
+from tests.conftest import T0, THRILLER, WAIT
 
 CRASH = """
 import os, sys
@@ -208,7 +208,7 @@ def test_the_journal_keeps_rows_while_the_store_is_down_and_then_stores_them_onc
         blocked.join(0.5)
         assert blocked.is_alive()  # 40 rows wait for the store: the next batch waits too
         outage.down = False
-        blocked.join(10)
+        blocked.join(WAIT)
         assert not blocked.is_alive()
         journal.settle()
         stored = store.query("SELECT count(*) AS n, count(DISTINCT key) AS k FROM signals")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import flywheel
-from tests.conftest import T0, Clock
+from tests.conftest import T0, Clock, wait_for
 
 GOOD = {"opening": "suspense", "twists": 2}
 
@@ -130,12 +130,7 @@ def test_a_version_published_elsewhere_is_picked_up(
     serving.flush()
     learner = make_wheel(spec(), refresh=0)  # another wheel on the same store publishes
     assert learner.learn(as_of=clock.now).published
-    for _ in range(200):
-        if serving.playbook is not None:
-            break
-        import time
-
-        time.sleep(0.05)
+    assert wait_for(lambda: serving.playbook is not None)  # its next look at the store
     assert serving.playbook is not None and serving.playbook.version == 1
 
 

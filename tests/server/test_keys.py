@@ -3,7 +3,6 @@ the store by every server, every few seconds, and never forgotten by a restart."
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from flywheel.cli import app
 from flywheel.demo import example_spec, example_text
 from flywheel.server import keys as api_keys
 from flywheel.store import Store
+from tests.conftest import reserved_port
 from tests.server.test_app import Client, serving
 
 CLI = [sys.executable, "-m", "flywheel.cli"]
@@ -34,26 +34,24 @@ def _spec(tmp_path: Path, store: str) -> Path:
 @contextmanager
 def _serve(spec: Path) -> Iterator[Client]:
     """``flywheel serve`` as a process of its own, once it answers."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [*CLI, "serve", "--spec", str(spec)]
-    options = ["--port", str(port), "--workers", "0", "--no-journal", "--keys-reload", "0.2"]
-    process = subprocess.Popen([*command, *options], stdout=subprocess.DEVNULL)
-    client = Client(f"http://127.0.0.1:{port}")
-    deadline = time.time() + DEADLINE
-    try:
-        while True:
-            try:
-                client.call("GET", "/v1/status")
-                break
-            except OSError:
-                assert time.time() < deadline and process.poll() is None, "server did not start"
-                time.sleep(0.1)
-        yield client
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    with reserved_port() as port:
+        command = [*CLI, "serve", "--spec", str(spec)]
+        options = ["--port", str(port), "--workers", "0", "--no-journal", "--keys-reload", "0.2"]
+        process = subprocess.Popen([*command, *options], stdout=subprocess.DEVNULL)
+        client = Client(f"http://127.0.0.1:{port}")
+        deadline = time.time() + DEADLINE
+        try:
+            while True:
+                try:
+                    client.call("GET", "/v1/status")
+                    break
+                except OSError:
+                    assert time.time() < deadline and process.poll() is None, "did not start"
+                    time.sleep(0.1)
+            yield client
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
 
 
 def _eventually(client: Client, status: int, key: str | None = None) -> None:

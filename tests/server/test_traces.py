@@ -26,7 +26,7 @@ import flywheel
 from flywheel.collect.traces import NAMESPACE, TraceMapper, decision_id
 from flywheel.server import keys as api_keys
 from flywheel.spec import Spec
-from tests.conftest import T0
+from tests.conftest import T0, WAIT
 from tests.server.test_app import Client, serving
 
 NS = 1_000_000_000
@@ -134,7 +134,7 @@ def post(
         client.base + "/v1/traces", data=body, method="POST", headers=headers
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
+        with urllib.request.urlopen(request, timeout=WAIT) as answer:
             return answer.status, answer.headers["content-type"], answer.read()
     except urllib.error.HTTPError as err:
         return err.code, err.headers["content-type"], err.read()

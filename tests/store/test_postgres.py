@@ -3,10 +3,10 @@ server processes can share one database without losing or duplicating rows."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +23,7 @@ import flywheel
 from flywheel.demo import StoryWorld, example_spec, example_text
 from flywheel.spec import Spec
 from flywheel.store.postgres import _uuid_bytes
-from tests.conftest import DAY, T0, Clock
+from tests.conftest import DAY, T0, WAIT, Clock, reserved_port
 from tests.server.test_app import Client
 
 SERVE = [sys.executable, "-m", "flywheel.cli", "serve"]
@@ -114,12 +114,6 @@ def test_forget_on_postgres_removes_the_unit_everywhere(pg_url: str) -> None:
         assert wheel.store.query("SELECT count(*) AS n FROM signals").to_pylist()[0]["n"] == 2
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(params=["commit", "journal"])
 def two_servers(
     pg_url: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -129,8 +123,9 @@ def two_servers(
     spec = tmp_path / "flywheel.toml"
     spec.write_text(example_text().replace("duckdb:///.flywheel/flywheel.duckdb", pg_url))
     processes, clients = [], []
+    ports = contextlib.ExitStack()  # each held until its server is gone (see reserved_port)
     for n in range(2):
-        port = free_port()
+        port = ports.enter_context(reserved_port())
         journal = ["--journal", str(tmp_path / f"journal-{n}")]
         processes.append(
             subprocess.Popen(
@@ -143,7 +138,7 @@ def two_servers(
         clients.append(Client(f"http://127.0.0.1:{port}"))
     try:
         for process, client in zip(processes, clients, strict=True):
-            deadline = time.time() + 60
+            deadline = time.monotonic() + WAIT
             while True:
                 try:
                     client.call("GET", "/v1/status")
@@ -152,14 +147,15 @@ def two_servers(
                     if process.poll() is not None:
                         stderr = process.stderr.read().decode() if process.stderr else ""
                         pytest.fail(f"server exited: {stderr}")
-                    assert time.time() < deadline, "server did not start"
+                    assert time.monotonic() < deadline, "server did not start"
                     time.sleep(0.1)
         yield clients
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(timeout=60)
+            process.wait(timeout=WAIT)
+        ports.close()
 
 
 def test_two_processes_write_concurrently_without_losing_or_duplicating(
@@ -197,7 +193,7 @@ def test_two_processes_write_concurrently_without_losing_or_duplicating(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=120)
+        thread.join()
     assert not errors, errors
     for client in two_servers:  # a read settles what a server journaled into the database
         assert client.call("GET", "/v1/status")[0] == 200
@@ -229,14 +225,14 @@ def test_processes_opening_a_fresh_schema_at_once_all_succeed(pg_url: str) -> No
 
 def test_keys_created_by_two_processes_at_once_are_all_kept(pg_url: str) -> None:
     """`flywheel keys create` on a shared store is an atomic update: none is lost."""
-    start = time.time() + 4  # both processes are up by then, and go at once
     code = (
-        "import time\n"
+        "import sys\n"
         "from flywheel.demo import example_spec\n"
         "from flywheel.store import open_store\n"
         "from flywheel.server import keys\n"
         f"store = open_store(example_spec(), {pg_url!r})\n"
-        f"time.sleep(max(0.0, {start!r} - time.time()))\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()  # both are up: they go at once\n"
         "for _ in range(40):\n"
         "    keys.create(store, 'ingest')\n"
         "store.close()\n"
@@ -246,9 +242,19 @@ def test_keys_created_by_two_processes_at_once_are_all_kept(pg_url: str) -> None
 
     open_store(example_spec(), pg_url).close()  # the schema exists before they race
     processes = [
-        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(2)
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
     ]
-    failures = [p.communicate(timeout=120)[1].decode()[-300:] for p in processes]
+    for process in processes:
+        assert process.stdout is not None
+        process.stdout.readline()  # "ready", or "" if it failed: it says why below
+    failures = [p.communicate("go\n", timeout=WAIT)[1][-300:] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], failures
     store = open_store(example_spec(), pg_url)
     try:
