@@ -146,7 +146,8 @@ def run_one(with_keys: bool, examples: int, seed: int, folder: Path) -> dict[str
                 str(report),
                 *extra,
             ]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            # in the run's folder: Schemathesis keeps its replay files under the working one
+            done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=folder)
     result = json.loads(report.read_text())
     return {
         "keys": with_keys,
