@@ -22,7 +22,7 @@ from flywheel.demo import example_spec
 from flywheel.server import create_app
 from flywheel.server import keys as api_keys
 from flywheel.server.keys import KeyRing
-from tests.conftest import PARAMS, THRILLER
+from tests.conftest import PARAMS, THRILLER, WAIT, wait_for
 
 
 class Client:
@@ -40,7 +40,7 @@ class Client:
             self.base + path, data=data, method=method, headers=headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
+            with urllib.request.urlopen(request, timeout=WAIT) as answer:
                 return answer.status, json.loads(answer.read())
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
@@ -50,21 +50,22 @@ class Client:
 def serving(
     wheel: flywheel.Wheel, keys: KeyRing | None = None, workers: int = 0
 ) -> Iterator[Client]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    listening = socket.socket()  # bound here and handed over: no other process can take it
+    listening.bind(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
     app = create_app(wheel, keys, workers=workers)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
-    deadline = time.time() + 60  # worker processes take a moment to start
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
     try:
+        # worker processes take a moment to start; a failed start-up ends the thread
+        wait_for(lambda: server.started or not thread.is_alive())
+        assert server.started, "the server did not start"
         yield Client(f"http://127.0.0.1:{port}")
     finally:
         server.should_exit = True
-        thread.join(timeout=20)
+        thread.join(timeout=WAIT)
+        listening.close()
 
 
 @pytest.fixture
@@ -321,9 +322,7 @@ def test_answered_writes_survive_the_server_process(
     url = "api.duckdb" if backend == "duckdb" else request.getfixturevalue("pg_url")
     spec.write_text(example_text().replace(".flywheel/flywheel.duckdb", url))
     journal = tmp_path / ("api.duckdb.journal" if backend == "duckdb" else "journal")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = request.getfixturevalue("loopback_port")
     command = [sys.executable, "-m", "flywheel.cli", "serve", "--spec", str(spec)]
     if backend == "postgresql":
         command += ["--journal", str(journal)]
@@ -348,10 +347,8 @@ def test_answered_writes_survive_the_server_process(
             process.kill()
     assert (code in (0, -signal.SIGTERM)) if signal_name == "SIGTERM" else (code != 0), code
     # stopped or killed, the server leaves no worker behind
-    deadline = time.time() + 20
-    while (left := [pid for pid in workers if _alive(pid)]) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not left, f"worker processes {left} outlived the server"
+    gone = wait_for(lambda: not any(_alive(pid) for pid in workers))
+    assert gone, f"worker processes {[pid for pid in workers if _alive(pid)]} outlived the server"
     journaled = sum(p.stat().st_size for p in journal.glob("*.wal"))
     # killed, the rows were only in the journal (the store takes them once an hour here);
     # stopped gracefully, the server stored them all and emptied its journal
@@ -367,19 +364,19 @@ def test_answered_writes_survive_the_server_process(
 def _first_decision(process: Any, port: int) -> tuple[Client, dict[str, Any]]:
     """A client of a ``flywheel serve`` process once it answers, and its first decision."""
     client = Client(f"http://127.0.0.1:{port}")
-    deadline = time.time() + 60
+    deadline = time.monotonic() + WAIT
     while True:
         try:
             status, decision = client.call("POST", "/v1/decide", {"context": THRILLER})
             break
         except OSError:
-            assert time.time() < deadline and process.poll() is None, "server did not start"
+            assert time.monotonic() < deadline and process.poll() is None, "server did not start"
             time.sleep(0.1)
     assert status == 200
     return client, decision
 
 
-def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
+def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path, loopback_port: int) -> None:
     """SIGTERM while a request is in flight (a 100,000-signal batch, its body not yet sent):
     it is answered 200, stored whole, and the server exits cleanly."""
     import os
@@ -392,9 +389,7 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
 
     spec = tmp_path / "flywheel.toml"
     spec.write_text(example_text().replace(".flywheel/flywheel.duckdb", "api.duckdb"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = loopback_port
     command = [sys.executable, "-m", "flywheel.cli", "serve", "--spec", str(spec)]
     process = subprocess.Popen([*command, "--port", str(port)], stdout=subprocess.DEVNULL)
     try:
@@ -475,7 +470,7 @@ def test_a_write_answered_503_is_never_stored_later(pg_url: str) -> None:
                 assert status == 503 and "none of them will be stored" in answer["error"], answer
             for table in ("decisions", "signals"):
                 admin.execute(f'ALTER TABLE "{schema}".{table} DROP CONSTRAINT refuse')
-            time.sleep(0.5)  # ten of the writer's retry intervals
+            # rows the writer had kept would be stored ahead of these (it keeps them in order)
             assert client.call("POST", "/v1/signals", {"signals": [signal]})[0] == 200
             assert client.call("POST", "/v1/rows", {"rows": [row]})[0] == 200
         counts = wheel.store.query(
