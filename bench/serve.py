@@ -577,18 +577,85 @@ def decide_bodies(n: int) -> list[bytes]:
     ]
 
 
-def signal_payloads(ids: list[str], batch: int, total: int, seed: int) -> list[bytes]:
+def signal_payloads(
+    ids: list[str], batch: int, total: int, seed: int, keyed: bool = False
+) -> list[bytes]:
+    """Batches of signals; with ``keyed``, each with an idempotency key of its own (32 hex
+    digits, as a client's UUID), none sent before."""
     rng = random.Random(seed)
     out = []
     for _ in range(total // batch):
-        items = [
+        items: list[dict[str, Any]] = [
             {"decision": rng.choice(ids), "name": "rating", "value": rng.randint(1, 5)}
             if rng.random() < 0.5
             else {"decision": rng.choice(ids), "name": "completed", "value": rng.random() < 0.4}
             for _ in range(batch)
         ]
+        if keyed:
+            for item in items:
+                item["key"] = f"{rng.getrandbits(128):032x}"
         out.append(post_json("/v1/signals", {"signals": items}))
     return out
+
+
+def prefill(spec: Path, n: int, in_window: bool) -> dict[str, Any]:
+    """``n`` keyed signals written straight into the store, in bulk (SQL inside the database:
+    minutes, where HTTP would take hours), dated 30 days ago, each with a key of its own, for
+    1,000 decisions. Their keys are in the duplicate check's generations only ``in_window``
+    (as if sent within the last window); otherwise they were claimed more than two windows
+    ago and forgotten, as a store that has run for a while holds most of its signals."""
+    began = time.perf_counter()
+    chunk = 5_000_000
+    with flywheel.open(spec, refresh=0) as wheel:
+        store: Any = wheel.store
+        duck = store.url.startswith("duckdb")
+        for start in range(0, n, chunk):
+            size = min(chunk, n - start)
+            if duck:
+                store._con.execute(
+                    "INSERT INTO signals (decision_id, name, value, ts, key)"
+                    " SELECT ids[1 + (i % len(ids))], 'rating', 1 + i % 5,"
+                    " now() - INTERVAL 30 DAY, md5(CAST(i AS VARCHAR) || '-prefill')"
+                    " FROM range(?, ?) t(i),"
+                    " (SELECT list(id) AS ids FROM (SELECT id FROM decisions LIMIT 1000))",
+                    [start, start + size],
+                )
+                if in_window:
+                    store._con.execute(
+                        "INSERT INTO signal_keys SELECT CAST(md5(md5(CAST(i AS VARCHAR)"
+                        " || '-prefill')) AS UUID) FROM range(?, ?) t(i)",
+                        [start, start + size],
+                    )
+            else:
+                store._con.execute(
+                    "INSERT INTO signals (decision_id, name, value, ts, key)"
+                    " SELECT ids[1 + mod(i, array_length(ids, 1))], 'rating', 1 + mod(i, 5),"
+                    " now() - interval '30 days', md5(i::text || '-prefill')"
+                    " FROM generate_series(%s::bigint, %s::bigint) i,"
+                    " (SELECT array_agg(id) AS ids FROM (SELECT id FROM decisions LIMIT 1000) x) a",
+                    [start, start + size - 1],
+                )
+                if in_window:
+                    store._con.execute(
+                        "INSERT INTO signal_keys SELECT md5(md5(i::text || '-prefill'))::uuid"
+                        " FROM generate_series(%s::bigint, %s::bigint) i",
+                        [start, start + size - 1],
+                    )
+            print(f"prefill: {start + size:,} of {n:,} keyed signals", file=sys.stderr)
+        if duck:
+            store._con.execute("CHECKPOINT")
+        else:
+            store._con.execute("VACUUM ANALYZE signals")
+            store._con.execute("CHECKPOINT")
+        keys = store.query(
+            "SELECT (SELECT count(*) FROM signal_keys) + (SELECT count(*) FROM"
+            " signal_keys_previous) AS n"
+        ).to_pylist()[0]["n"]
+    return {
+        "signals": n,
+        "keys_in_window": int(keys),
+        "seconds": round(time.perf_counter() - began),
+    }
 
 
 def otlp_payloads(batch: int, total: int, seed: int) -> list[bytes]:
@@ -748,7 +815,8 @@ def signals_phase(
     runs = []
     answered = 0
     for rep in range(args.repeat):
-        payloads = signal_payloads(ids, args.signal_batch, args.signals, seed=rep)
+        keyed = args.keyed != "no"
+        payloads = signal_payloads(ids, args.signal_batch, args.signals, rep, keyed)
         out = metered(cpu, batches(port, payloads, args.ingest_concurrency))
         if out["failed"]:
             raise SystemExit(f"signals refused: {out['failed'][:3]}")
@@ -759,7 +827,7 @@ def signals_phase(
 
 
 def mixed_phase(
-    port: int, cpu: Cpu, ids: list[str], args: argparse.Namespace
+    port: int, cpu: Cpu, ids: list[str], args: argparse.Namespace, keyed: bool
 ) -> tuple[dict[str, Any], int, int]:
     """Decide's open loop with a steady signal stream beside it; the decisions and signals
     answered."""
@@ -767,7 +835,8 @@ def mixed_phase(
     per_run = int(args.mixed_signals * (args.warmup + args.seconds)) + args.signal_batch
     runs, decisions, signals = [], 0, 0
     for rep in range(args.repeat):
-        payloads = signal_payloads(ids, args.signal_batch, per_run, seed=100 + rep)
+        seed = 100 + rep + (1000 if keyed else 0)
+        payloads = signal_payloads(ids, args.signal_batch, per_run, seed, keyed)
         out = metered(
             cpu, decide_while_ingesting(port, lambda i: bodies[i % len(bodies)], payloads, args)
         )
@@ -867,12 +936,15 @@ def table(results: dict[str, Any]) -> str:
         row("  server CPU", c["server_cores"], " cores")
     if "signals" in results:
         batch = results["settings"]["signal_batch"]
-        row(f"signals, batches of {batch:,}", results["signals"]["per_s"], "/s")
+        keyed = ", each with a key" if results["settings"]["keyed"] != "no" else ""
+        row(f"signals, batches of {batch:,}{keyed}", results["signals"]["per_s"], "/s")
         row("  server CPU", results["signals"]["server_cores"], " cores")
-    if "mixed" in results:
-        m = results["mixed"]
+    for name, what in (("mixed", "a signal stream"), ("mixed_keyed", "a keyed signal stream")):
+        if name not in results:
+            continue
+        m = results[name]
         rate = results["settings"]["rate"]
-        row(f"decide open loop at {rate:g}/s beside a signal stream: p50", m["p50_ms"], " ms")
+        row(f"decide open loop at {rate:g}/s beside {what}: p50", m["p50_ms"], " ms")
         row("  p99", m["p99_ms"], " ms")
         row("  max", m["max_ms"], " ms")
         row("  signals meanwhile", m["signals_per_s"], "/s")
@@ -943,6 +1015,24 @@ def main() -> None:
         type=int,
         help="the server's worker processes for OTLP and signal batches (its default)",
     )
+    parser.add_argument(
+        "--keyed",
+        choices=("no", "yes", "both"),
+        default="no",
+        help="every signal (signals and mixed phases) carries an idempotency key of its own;"
+        " both: the mixed phase runs without and with keys, side by side, and signals with",
+    )
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=0,
+        help="keyed signals written into the store in bulk before the server starts",
+    )
+    parser.add_argument(
+        "--prefill-in-window",
+        action="store_true",
+        help="the prefilled signals' keys are in the duplicate check's window (default: older)",
+    )
     parser.add_argument("--skip", default="", help="phases to skip: open,closed,signals,mixed,otlp")
     parser.add_argument("--name", default="serve", help="the results file's name")
     args = parser.parse_args()
@@ -967,6 +1057,9 @@ def main() -> None:
                 "phoenix_spans",
                 "journal",
                 "workers",
+                "keyed",
+                "prefill",
+                "prefill_in_window",
             )
         },
     }
@@ -974,6 +1067,8 @@ def main() -> None:
         folder = Path(tmp)
         spec = write_spec(folder, url)
         teach(spec, 5_000)
+        if args.prefill:
+            results["prefill"] = prefill(spec, args.prefill, args.prefill_in_window)
         before = counts(spec)
         expected = {"decisions": 0, "signals": 0}
         with flywheel_server(spec, args.journal, args.workers) as (port, process):
@@ -990,9 +1085,12 @@ def main() -> None:
                 results["signals"], answered = signals_phase(port, cpu, ids, args)
                 expected["signals"] += answered
             if "mixed" not in skip:
-                results["mixed"], decided, answered = mixed_phase(port, cpu, ids, args)
-                expected["decisions"] += decided
-                expected["signals"] += answered
+                kinds = {"no": [False], "yes": [True], "both": [False, True]}[args.keyed]
+                for keyed in kinds:
+                    name = "mixed_keyed" if keyed else "mixed"
+                    results[name], decided, answered = mixed_phase(port, cpu, ids, args, keyed)
+                    expected["decisions"] += decided
+                    expected["signals"] += answered
             if "otlp" not in skip:
                 results["otlp"], answered = otlp_phase(port, cpu, folder, args)
                 expected["decisions"] += answered  # one decision a span
