@@ -319,8 +319,9 @@ def test_answered_writes_survive_the_server_process(
     spec = tmp_path / "flywheel.toml"
     from flywheel.demo import example_text
 
-    url = "api.duckdb" if backend == "duckdb" else request.getfixturevalue("pg_url")
-    spec.write_text(example_text().replace(".flywheel/flywheel.duckdb", url))
+    url = "duckdb:///api.duckdb" if backend == "duckdb" else request.getfixturevalue("pg_url")
+    spec.write_text(example_text().replace("duckdb:///.flywheel/flywheel.duckdb", url))
+    assert flywheel.load(spec).storage_url.startswith(backend)
     journal = tmp_path / ("api.duckdb.journal" if backend == "duckdb" else "journal")
     port = request.getfixturevalue("loopback_port")
     command = [sys.executable, "-m", "flywheel.cli", "serve", "--spec", str(spec)]
