@@ -18,6 +18,7 @@ from flywheel.demo import example_spec, example_text
 from flywheel.errors import StoreError, StoreLockedError
 from flywheel.spec import Spec
 from flywheel.store import Store, open_store, tables_for
+from flywheel.store.base import Written
 from tests.conftest import T0, THRILLER, WAIT
 
 CRASH = """
@@ -171,10 +172,10 @@ class Outage:
         self.store = store
         self.down = False
 
-    def write(self, batch: Any, mark: tuple[str, str] | None = None) -> None:
+    def write(self, batch: Any, mark: tuple[str, str] | None = None) -> Written:
         if self.down:
             raise StoreError("the store is unreachable")
-        self.store.write(batch, mark)
+        return self.store.write(batch, mark)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)

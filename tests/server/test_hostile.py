@@ -19,7 +19,7 @@ from flywheel.demo import example_spec
 from flywheel.server import keys as api_keys
 from flywheel.server.app import MAX_BODY, MAX_SMALL_BODY, openapi_document
 from flywheel.server.keys import KeyRing
-from tests.conftest import THRILLER
+from tests.conftest import THRILLER, WAIT
 from tests.server.test_app import Client, serving
 
 MiB = 1024 * 1024
@@ -38,7 +38,7 @@ class Served:
     def partial(self, head: str, body: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
         """Send a request's head and only the first bytes of its body, then read the answer:
         one that waits for the rest of the body never comes (the socket times out)."""
-        with socket.create_connection((self.host, self.port), timeout=20) as conn:
+        with socket.create_connection((self.host, self.port), timeout=WAIT) as conn:
             conn.sendall(head.encode() + body)
             answer = http.client.HTTPResponse(conn)
             answer.begin()
@@ -46,7 +46,7 @@ class Served:
 
     def chunked(self, path: str, chunks: list[bytes]) -> tuple[int, dict[str, Any]]:
         """A body sent in chunks, with no Content-Length."""
-        with socket.create_connection((self.host, self.port), timeout=20) as conn:
+        with socket.create_connection((self.host, self.port), timeout=WAIT) as conn:
             head = f"POST {path} HTTP/1.1\r\nHost: test\r\n{self.auth()}"
             conn.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
             for chunk in chunks:
@@ -149,7 +149,7 @@ NOT_JSON = {
 
 @pytest.mark.parametrize("path", ["/v1/decide", "/v1/keys", "/v1/signals", "/v1/rows"])
 def test_a_body_that_is_not_json_is_a_422_naming_the_body(keyed: Served, path: str) -> None:
-    conn = http.client.HTTPConnection(keyed.host, keyed.port, timeout=20)
+    conn = http.client.HTTPConnection(keyed.host, keyed.port, timeout=WAIT)
     try:
         for case, body in NOT_JSON.items():
             status, _, answer = keyed.send(conn, "POST", path, body)
@@ -165,7 +165,7 @@ def test_deeply_nested_otlp_json_is_a_400_and_the_connection_lives_on(keyed: Ser
         deep = f'{{"arrayValue": {{"values": [{deep}]}}}}'
     attribute = f'{{"key": "gen_ai.request.model", "value": {deep}}}'
     nested = f'{{"resourceSpans": [{{"resource": {{"attributes": [{attribute}]}}}}]}}'
-    conn = http.client.HTTPConnection(keyed.host, keyed.port, timeout=20)
+    conn = http.client.HTTPConnection(keyed.host, keyed.port, timeout=WAIT)
     try:
         for body in (nested.encode(), b"[" * 100_000 + b"]" * 100_000):
             status, _, answer = keyed.send(conn, "POST", "/v1/traces", body)
@@ -180,7 +180,7 @@ def test_deeply_nested_otlp_json_is_a_400_and_the_connection_lives_on(keyed: Ser
 def test_every_refusal_is_in_the_one_shape_and_405_says_what_is_allowed(
     keyed: Served,
 ) -> None:
-    conn = http.client.HTTPConnection(keyed.host, keyed.port, timeout=20)
+    conn = http.client.HTTPConnection(keyed.host, keyed.port, timeout=WAIT)
     try:
         status, headers, answer = keyed.send(conn, "GET", "/v1/decide")
         assert status == 405 and headers["allow"] == "POST" and _is_shape(answer, 405, "method")

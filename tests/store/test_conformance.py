@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,7 +44,7 @@ def decisions(spec: Spec, n: int, unit: str | None = "u") -> pa.Table:
     return to_arrow(rows, tables_for(spec).decisions)
 
 
-def signals(spec: Spec, rows: list[tuple[int, str, float, str | None]]) -> pa.Table:
+def signals(spec: Spec, rows: Sequence[tuple[int, str, float, str | None]]) -> pa.Table:
     return to_arrow(
         [(ID.format(i), name, value, None, T0 + 10, key, None) for i, name, value, key in rows],
         tables_for(spec).signals,
