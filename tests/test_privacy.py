@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import flywheel
+from flywheel.collect.units import CHECK_META_KEY, SALT_META_KEY
+from flywheel.demo import example_spec
+from flywheel.store import Store, open_store
 from tests.conftest import THRILLER
 
 SECRET_UNIT = "alice.unit.7f3e9c"
@@ -168,3 +172,40 @@ def test_a_store_refuses_a_changed_unit_normalisation(
         make_wheel(_with_privacy(normalize_units=["trim"]))
     with pytest.raises(flywheel.SpecError, match=r"privacy\.normalize_units"):
         make_wheel(_with_privacy(normalize_units=["upper"]))
+
+
+class StaleReads:
+    """A real store whose first reads of some settings come back empty, as for a process that
+    read them just before another one, opening the same fresh store, wrote them."""
+
+    def __init__(self, store: Store, stale: set[str]) -> None:
+        self.store, self.stale = store, set(stale)
+
+    def get_meta(self, key: str) -> str | None:
+        if key in self.stale:
+            self.stale.discard(key)
+            return None
+        return self.store.get_meta(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_processes_opening_a_fresh_store_at_once_share_one_unit_salt(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLYWHEEL_UNIT_SALT", raising=False)
+    spec = example_spec()
+    first = flywheel.open(spec, store=pg_url, refresh=0)
+    late = StaleReads(open_store(spec, pg_url), {SALT_META_KEY, CHECK_META_KEY})
+    second = flywheel.Wheel(spec, late, refresh=0)
+    try:
+        for wheel in (first, second):
+            wheel.decide(THRILLER, unit="ada")
+            wheel.flush()
+        assert len(set(first.aligned().column("unit").to_pylist())) == 1
+    finally:
+        first.close()
+        second.close()
+    with flywheel.open(spec, store=pg_url, refresh=0) as again:  # the salt still checks
+        assert again.forget("ada")["decisions"] == 2

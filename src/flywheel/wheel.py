@@ -110,32 +110,11 @@ class Wheel:
         self.spec = spec
         self.store = store
         self._clock = clock or time.time
-        key, new_salt = salt(spec.unit_salt_env, store.get_meta(SALT_META_KEY))
-        check = store.get_meta(CHECK_META_KEY)
-        if check is not None and check != fingerprint(key):
+        try:
+            self._units = _unit_hasher(spec, store)
+        except StoreError:
             store.close()
-            raise StoreError(
-                f"privacy.unit_salt_env: the unit salt ({spec.unit_salt_env} or the store's own)"
-                " is not the one this store's units were hashed with; forget() and per-unit"
-                " data would silently miss them. Restore the original salt."
-            )
-        normalize = ",".join(spec.normalize_units)
-        stored = store.get_meta(NORMALIZE_META_KEY)  # none yet: a new store, or one from
-        hashed_as = stored if stored is not None else "" if check is not None else normalize
-        if hashed_as != normalize:  # before the setting, which hashed ids as given
-            store.close()
-            raise StoreError(
-                f"privacy.normalize_units: this store's units were hashed with"
-                f" [{_steps(hashed_as)}], not [{_steps(normalize)}]; a change would split"
-                " every unit in two and forget() would miss half of it. Restore the setting."
-            )
-        if new_salt:
-            store.set_meta(SALT_META_KEY, new_salt)
-        if check is None:
-            store.set_meta(CHECK_META_KEY, fingerprint(key))
-        if stored is None:
-            store.set_meta(NORMALIZE_META_KEY, normalize)
-        self._units = Pseudonymizer(key, spec.normalize_units)
+            raise
         self.tables = tables_for(spec)
         self._schemas = {t: self.tables.schema(t) for t in self.tables.names}
         self._outcomes = Outcomes()  # keyed signal batches waiting for their counts
@@ -708,6 +687,35 @@ def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+def _unit_hasher(spec: Spec, store: Store) -> Pseudonymizer:
+    """How this store's units are hashed: its salt (the spec's environment variable, or the
+    store's own) and ``normalize_units``, each checked against what the store's units were
+    hashed with. A new store's settings are claimed atomically (``update_meta``): two
+    processes opening it at once agree on one salt instead of each storing its own."""
+    key, new_salt = salt(spec.unit_salt_env, store.get_meta(SALT_META_KEY))
+    if new_salt:  # the first of several openers wins, and the others take its salt
+        key = bytes.fromhex(store.update_meta(SALT_META_KEY, lambda old: old or new_salt))
+    # the normalisation is claimed before the salt's check: an opener that finds the check
+    # finds the normalisation too, and a check without one is a store from before the
+    # setting, which hashed ids as given
+    normalize = ",".join(spec.normalize_units)
+    first = "" if store.get_meta(CHECK_META_KEY) is not None else normalize
+    hashed_as = store.update_meta(NORMALIZE_META_KEY, lambda old: first if old is None else old)
+    if store.update_meta(CHECK_META_KEY, lambda old: old or fingerprint(key)) != fingerprint(key):
+        raise StoreError(
+            f"privacy.unit_salt_env: the unit salt ({spec.unit_salt_env} or the store's own)"
+            " is not the one this store's units were hashed with; forget() and per-unit"
+            " data would silently miss them. Restore the original salt."
+        )
+    if hashed_as != normalize:
+        raise StoreError(
+            f"privacy.normalize_units: this store's units were hashed with"
+            f" [{_steps(hashed_as)}], not [{_steps(normalize)}]; a change would split"
+            " every unit in two and forget() would miss half of it. Restore the setting."
+        )
+    return Pseudonymizer(key, spec.normalize_units)
 
 
 def _steps(normalize: str) -> str:
