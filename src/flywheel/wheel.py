@@ -696,14 +696,14 @@ def _unit_hasher(spec: Spec, store: Store) -> Pseudonymizer:
     processes opening it at once agree on one salt instead of each storing its own."""
     key, new_salt = salt(spec.unit_salt_env, store.get_meta(SALT_META_KEY))
     if new_salt:  # the first of several openers wins, and the others take its salt
-        key = bytes.fromhex(store.update_meta(SALT_META_KEY, lambda old: old or new_salt))
+        key = bytes.fromhex(_claim(store, SALT_META_KEY, new_salt))
     # the normalisation is claimed before the salt's check: an opener that finds the check
     # finds the normalisation too, and a check without one is a store from before the
     # setting, which hashed ids as given
     normalize = ",".join(spec.normalize_units)
-    first = "" if store.get_meta(CHECK_META_KEY) is not None else normalize
-    hashed_as = store.update_meta(NORMALIZE_META_KEY, lambda old: first if old is None else old)
-    if store.update_meta(CHECK_META_KEY, lambda old: old or fingerprint(key)) != fingerprint(key):
+    check = store.get_meta(CHECK_META_KEY)
+    hashed_as = _claim(store, NORMALIZE_META_KEY, normalize if check is None else "")
+    if (check or _claim(store, CHECK_META_KEY, fingerprint(key))) != fingerprint(key):
         raise StoreError(
             f"privacy.unit_salt_env: the unit salt ({spec.unit_salt_env} or the store's own)"
             " is not the one this store's units were hashed with; forget() and per-unit"
@@ -716,6 +716,15 @@ def _unit_hasher(spec: Spec, store: Store) -> Pseudonymizer:
             " every unit in two and forget() would miss half of it. Restore the setting."
         )
     return Pseudonymizer(key, spec.normalize_units)
+
+
+def _claim(store: Store, key: str, value: str) -> str:
+    """The setting ``key``; stored as ``value`` first if it has none (atomically: of several
+    processes doing this at once, one stores its value and every one gets that)."""
+    found = store.get_meta(key)
+    if found is not None:  # an existing store: no write at start-up
+        return found
+    return store.update_meta(key, lambda old: value if old is None else old)
 
 
 def _steps(normalize: str) -> str:

@@ -62,8 +62,7 @@ class IngestWorkers:
         unit_key: bytes,
         processes: int,
         record: Callable[[list[tuple[str, Rows]]], Awaitable[None]],
-        record_signals: Callable[[list[tuple[str, Rows]], list[int], bool], Awaitable[Recorded]]
-        | None = None,
+        record_signals: Callable[[list[tuple[str, Rows]], list[int], bool], Awaitable[Recorded]],
     ) -> None:
         self._record = record
         self._record_signals = record_signals
@@ -99,10 +98,7 @@ class IngestWorkers:
         :class:`~flywheel.collect.batches.InvalidBodyError` or the SDK's
         :class:`~flywheel.errors.InvalidInputError` naming the field (nothing recorded)."""
         rows, (spans, keyed) = await self._in_worker(_convert_signals, body)
-        if self._record_signals is not None:
-            return await self._record_signals(rows, spans, keyed)
-        await self._record(rows)
-        return Recorded(len(spans))
+        return await self._record_signals(rows, spans, keyed)
 
     async def rows(self, body: bytes) -> list[str]:
         """:meth:`signals` for a batch of complete rows (``{"rows": [...]}``, as

@@ -286,11 +286,11 @@ class Guard:
         try:
             if keys.stale:  # re-reading the keys is a store query: off the event loop
                 verdict = await run_in_threadpool(keys.check, header, needed)
-            else:
-                verdict = keys.check(header, needed) if keys.required else 0
+            else:  # 0 at once while the store requires no key
+                verdict = keys.check(header, needed)
         except FlywheelError as err:
             return _refusal(503, "store", str(err))
-        if verdict == 0 or not keys.required:
+        if verdict == 0:
             return None
         if verdict == 403:
             return _refusal(

@@ -154,6 +154,18 @@ def key_rotation(since: float, now: float, window: float) -> str | None:
     return "rotate" if now - since < 2 * window else "clear"
 
 
+def rotation_statements(step: str, create: Callable[[str], str]) -> list[str]:
+    """The statements that move the signal keys' generations on as :func:`key_rotation`'s
+    ``step`` says; ``create(table)`` creates an empty generation in the store's dialect."""
+    current, previous = KEY_GENERATIONS
+    moved = (
+        [f"ALTER TABLE {current} RENAME TO {previous}"]
+        if step == "rotate"
+        else [f"DROP TABLE {current}", create(previous)]
+    )
+    return [f"DROP TABLE {previous}", *moved, create(current)]
+
+
 def every_key_claimed(keys: pa.Array[Any], claimed: pa.Array[Any]) -> bool:
     """Whether a claim of the distinct ``keys`` took one key per row that has one: then those
     keys were all distinct and all new, and every row is kept (the common case, checked

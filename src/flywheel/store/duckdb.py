@@ -24,6 +24,7 @@ from flywheel.store.base import (
     first_claimed,
     key_rotation,
     name_based_ids,
+    rotation_statements,
 )
 
 SQL_TYPES = {
@@ -270,15 +271,9 @@ class DuckDBStore:
         step = key_rotation(self._since, now, self._window)
         if step is None:
             return
-        con = self._con
-        con.execute("DROP TABLE signal_keys_previous")
-        if step == "rotate":
-            con.execute("ALTER TABLE signal_keys RENAME TO signal_keys_previous")
-        else:
-            con.execute("DROP TABLE signal_keys")
-            con.execute("CREATE TABLE signal_keys_previous (key UUID PRIMARY KEY)")
-        con.execute("CREATE TABLE signal_keys (key UUID PRIMARY KEY)")
-        con.execute(SET_META, [KEYS_SINCE, repr(now)])
+        for statement in rotation_statements(step, "CREATE TABLE {} (key UUID PRIMARY KEY)".format):
+            self._con.execute(statement)
+        self._con.execute(SET_META, [KEYS_SINCE, repr(now)])
         self._since = now
 
     def _drop_seen_decisions(self, rows: pa.Table) -> Kept | None:

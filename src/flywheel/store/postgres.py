@@ -44,6 +44,7 @@ from flywheel.store.base import (
     first_claimed,
     key_rotation,
     name_based_ids,
+    rotation_statements,
 )
 
 SQL_TYPES = {
@@ -366,22 +367,17 @@ class PostgresStore:
             now = time.time()
             step = key_rotation(since, now, self._window)
             if step is not None:
-                con = self._con
-                con.execute("DROP TABLE signal_keys_previous")
-                if step == "rotate":
-                    con.execute("ALTER TABLE signal_keys RENAME TO signal_keys_previous")
-                else:
-                    con.execute("DROP TABLE signal_keys")
-                    con.execute(
-                        f"CREATE TABLE signal_keys_previous (key uuid,"
-                        f" CONSTRAINT signal_keys_p{int(now * 1e6)} PRIMARY KEY (key))"
-                    )
                 # a constraint name of its own: the renamed table keeps its index's name
-                con.execute(
-                    f"CREATE TABLE signal_keys (key uuid,"
-                    f" CONSTRAINT signal_keys_{int(now * 1e6)} PRIMARY KEY (key))"
-                )
-                con.execute(SET_META, [KEYS_SINCE, repr(now)])
+                stamp = int(now * 1e6)
+                for statement in rotation_statements(
+                    step,
+                    lambda table: (
+                        f"CREATE TABLE {table} (key uuid,"
+                        f" CONSTRAINT {table}_{stamp} PRIMARY KEY (key))"
+                    ),
+                ):
+                    self._con.execute(statement)
+                self._con.execute(SET_META, [KEYS_SINCE, repr(now)])
                 since = now
         self._since = since
 
