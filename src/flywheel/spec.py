@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
@@ -122,6 +123,9 @@ class Learn:
 
     interactions: str | tuple[tuple[str, str], ...] = "pairwise"
     half_life_seconds: float | None = None
+    """A fixed half-life for the rows' weights; ``None`` with ``forget_auto``: rows before
+    the last change of the world the seatbelt found weigh little, the others fully."""
+    forget_auto: bool = True
     link: Literal["auto", "logistic", "gaussian"] = "auto"
     empirical_bayes: bool = True
     explore_floor: float = 0.005
@@ -131,6 +135,27 @@ class Learn:
     draws: int = 512
     context_bins: int = 4
     min_rows: int = 20
+    online: bool = True
+    """Between cycles, decide serves from a posterior updated with the results recorded since
+    the last one (Thompson sampling from the first results on); the published versions stay
+    the audited checkpoints."""
+    online_rows: int = 100
+    online_seconds: float = 5.0
+    every_seconds: float | None = None  # a scheduled cycle this often
+    after_rows: int | None = None  # ... or once this many new complete rows arrived
+
+    @property
+    def scheduled(self) -> bool:
+        return self.every_seconds is not None or self.after_rows is not None
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Where the seatbelt's events go beyond the store (``[alerts]``): a JSON POST each."""
+
+    webhook: str | None = None
+    retries: int = 5
+    timeout_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -147,7 +172,6 @@ class Quality:
     rules: Mapping[str, str] = field(default_factory=dict)
     required: tuple[str, ...] = ()
     unique: tuple[str, ...] = ()
-    max_failure_rate: float = 0.05
     skeleton: Mapping[str, str] = field(default_factory=dict)
     """The skeleton's rules as checks (``skeleton rule: <rule>`` -> SQL): a complete row logged
     or imported with values the skeleton forbids is quarantined, never learned from."""
@@ -167,6 +191,7 @@ class Seatbelt:
     drift_distance: float = 0.1
     min_shift: float = 0.25
     min_rows: int = 100
+    max_quarantined: float = 0.05
     ope_tolerance: float = 0.02
     guard_alpha: float = 0.01
     guard_min_rows: int = 200
@@ -231,6 +256,7 @@ class Spec:
     dedup_window_seconds: float = 7 * 86400.0  # how long a signal's idempotency key is kept
     imports: Import = field(default_factory=Import)
     traces: Traces = field(default_factory=Traces)
+    alerts: Alerts = field(default_factory=Alerts)
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     warnings: tuple[FieldError, ...] = field(default=(), compare=False)
@@ -332,7 +358,7 @@ class _Policy(_Model):
 
 class _Learn(_Model):
     interactions: Literal["pairwise", "none"] | list[str] = "pairwise"
-    half_life: str | None = None
+    half_life: str = "auto"
     link: Literal["auto", "logistic", "gaussian"] = "auto"
     empirical_bayes: bool = True
     explore_floor: float = Field(default=0.005, ge=0.0, le=1.0)
@@ -342,6 +368,11 @@ class _Learn(_Model):
     draws: int = Field(default=512, ge=16, le=10_000)
     context_bins: int = Field(default=4, ge=1, le=50)
     min_rows: int = Field(default=20, ge=1)
+    online: bool = True
+    online_rows: int = Field(default=100, ge=1)
+    online_interval: str = "5s"
+    every: str | None = None
+    after: int | None = Field(default=None, ge=1)
 
 
 class _Quality(_Model):
@@ -349,7 +380,7 @@ class _Quality(_Model):
     required: list[str] = Field(default_factory=list)
     ranges: dict[str, list[float | int]] = Field(default_factory=dict)
     unique: list[str] = Field(default_factory=list)
-    max_failure_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    max_failure_rate: float | None = Field(default=None, ge=0.0, le=1.0)  # seatbelt's, once
 
 
 HaltingCheck = Literal["quality", "drift", "srm", "reward_shift"]
@@ -362,6 +393,7 @@ class _Seatbelt(_Model):
     drift_distance: float = Field(default=0.1, gt=0.0, le=1.0)
     min_shift: float = Field(default=0.25, ge=0.0)
     min_rows: int = Field(default=100, ge=1)
+    max_quarantined: float | None = Field(default=None, ge=0.0, le=1.0)
     ope_tolerance: float = Field(default=0.02, ge=0.0)
     guard_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     guard_min_rows: int = Field(default=200, ge=1)
@@ -383,6 +415,12 @@ class _Traces(_Model):
     map: dict[str, str] = Field(default_factory=dict)
 
 
+class _Alerts(_Model):
+    webhook: str | None = None
+    retries: int = Field(default=5, ge=0, le=20)
+    timeout: str = "5s"
+
+
 class _Spec(_Model):
     name: str = "flywheel"
     knobs: dict[str, Any]
@@ -398,6 +436,7 @@ class _Spec(_Model):
     seatbelt: _Seatbelt = Field(default_factory=_Seatbelt)
     import_: _Import = Field(default_factory=_Import, alias="import")
     traces: _Traces = Field(default_factory=_Traces)
+    alerts: _Alerts = Field(default_factory=_Alerts)
 
 
 # --- semantics -----------------------------------------------------------------------------------
@@ -423,6 +462,7 @@ _SECTIONS: dict[str, type[_Model]] = {
     "seatbelt": _Seatbelt,
     "import": _Import,
     "traces": _Traces,
+    "alerts": _Alerts,
 }
 
 
@@ -468,7 +508,18 @@ def _digest(raw: _Spec) -> str:
     with the same digest."""
     shape = raw.model_dump(
         mode="json",
-        exclude={"name", "storage", "privacy", "quality", "seatbelt", "import_", "traces"},
+        exclude={
+            "name": True,
+            "storage": True,
+            "privacy": True,
+            "quality": True,
+            "seatbelt": True,
+            "import_": True,
+            "traces": True,
+            "alerts": True,
+            # when cycles run and how often serving follows results between them
+            "learn": {"online", "online_rows", "online_interval", "every", "after"},
+        },
         exclude_defaults=True,
     )
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
@@ -521,7 +572,8 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
     default = _parse_default(raw.skeleton.default, knobs, set(raw.knobs), errors)
     learn = _parse_learn(raw.learn, raw.knobs, raw.context, errors)
     quality = _parse_quality(raw.quality, knobs, context, signals, errors, skeleton_checks)
-    seatbelt = _parse_seatbelt(raw.seatbelt, errors)
+    seatbelt = _parse_seatbelt(raw.seatbelt, raw.quality.max_failure_rate, errors)
+    alerts = _parse_alerts(raw.alerts, errors)
     imports = _parse_import(raw.import_, knobs, context, signals, errors)
     traces = _parse_traces(raw.traces, knobs, context, signals, errors)
     dedup_window = _duration("storage.dedup_window", raw.storage.dedup_window, errors)
@@ -554,6 +606,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         seatbelt=seatbelt,
         imports=imports,
         traces=traces,
+        alerts=alerts,
         source=source,
         raw=raw.model_dump(mode="json", by_alias=True),
         warnings=_undeclared_signals(raw, reward, text),
@@ -919,12 +972,19 @@ def _parse_learn(
             else:
                 pairs.append((names[0], names[1]))
         interactions = tuple(pairs)
-    half_life = (
-        None if raw.half_life is None else _duration("learn.half_life", raw.half_life, errors)
-    )
+    half_life = None
+    if raw.half_life not in ("auto", "off"):
+        half_life = _duration("learn.half_life", raw.half_life, errors)
+    every = None if raw.every is None else _duration("learn.every", raw.every, errors)
     return Learn(
         interactions=interactions,
         half_life_seconds=half_life,
+        forget_auto=raw.half_life == "auto",
+        online=raw.online,
+        online_rows=raw.online_rows,
+        online_seconds=_duration("learn.online_interval", raw.online_interval, errors),
+        every_seconds=every,
+        after_rows=raw.after,
         link=raw.link,
         empirical_bayes=raw.empirical_bayes,
         explore_floor=raw.explore_floor,
@@ -975,9 +1035,7 @@ def _parse_quality(
     for name in raw.unique:
         if name not in types and name != "unit":
             errors.add(f"quality.unique.{name}", "is not a knob, context feature or unit")
-    return Quality(
-        rules, tuple(raw.required), tuple(raw.unique), raw.max_failure_rate, dict(skeleton or {})
-    )
+    return Quality(rules, tuple(raw.required), tuple(raw.unique), dict(skeleton or {}))
 
 
 def _parse_import(
@@ -1016,14 +1074,27 @@ def _parse_traces(
     return Traces(dict(raw.map))
 
 
-def _parse_seatbelt(raw: _Seatbelt, errors: _Errors) -> Seatbelt:
-    same = raw.model_dump(exclude={"halt_on", "period", "stale_after"})
+def _parse_seatbelt(raw: _Seatbelt, legacy_limit: float | None, errors: _Errors) -> Seatbelt:
+    """``[quality] max_failure_rate``, the limit's earlier name, still counts where
+    ``[seatbelt] max_quarantined`` is not given."""
+    same = raw.model_dump(exclude={"halt_on", "period", "stale_after", "max_quarantined"})
+    limit = raw.max_quarantined if raw.max_quarantined is not None else legacy_limit
     return Seatbelt(
         **same,
+        max_quarantined=0.05 if limit is None else limit,
         halt_on=tuple(raw.halt_on),
         period_seconds=_duration("seatbelt.period", raw.period, errors),
         stale_after_seconds=_duration("seatbelt.stale_after", raw.stale_after, errors),
     )
+
+
+def _parse_alerts(raw: _Alerts, errors: _Errors) -> Alerts:
+    url = raw.webhook
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            errors.add("alerts.webhook", f"{url!r} is not an http:// or https:// URL")
+    return Alerts(url, raw.retries, _duration("alerts.timeout", raw.timeout, errors))
 
 
 def _parse_default(

@@ -5,7 +5,7 @@ cut-off (or since the last resume, if later); the *reference window* the rows be
 data checks compare the two (each needs ``seatbelt.min_rows`` rows on both sides):
 
 - ``quality``: the share of the recent window's rows quarantined is over
-  ``quality.max_failure_rate``;
+  ``seatbelt.max_quarantined``;
 - ``drift``: a context feature's distribution moved (chi-square / Kolmogorov–Smirnov on small
   samples, Jensen–Shannon / Wasserstein on large: see :mod:`~flywheel.seatbelt.monitors`);
 - ``srm``: the knob values logged by a playbook's decisions do not match what its policy
@@ -147,7 +147,7 @@ def _critical(spec: Spec, name: str) -> bool:
 def _quality(spec: Spec, report: QualityReport) -> Check:
     if not spec.quality.active:
         return Check("quality", True, False, "no [quality] checks declared")
-    limit = spec.quality.max_failure_rate
+    limit = spec.seatbelt.max_quarantined
     rate = report.recent_failure_rate
     judged = report.recent_received >= spec.seatbelt.min_rows
     ok = not judged or rate <= limit
