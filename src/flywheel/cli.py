@@ -17,6 +17,7 @@ from rich.table import Table
 import flywheel
 from flywheel.demo import DemoResult, example_text
 from flywheel.errors import FlywheelError, SpecError, StoreLockedError
+from flywheel.seatbelt.status import Status
 from flywheel.spec import duration
 
 app = typer.Typer(
@@ -103,9 +104,22 @@ def check(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False)
 
 
 @app.command()
-def status(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False) -> None:
+def status(
+    spec: SpecOption = Path("flywheel.toml"),
+    as_json: JsonOption = False,
+    check_alerts: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Exit 1 while an alert is active (halted, or a monitor alerting), listing each"
+            " on stderr; exit 0 otherwise.",
+        ),
+    ] = False,
+) -> None:
     """Counts, quality (received = accepted + quarantined), the playbook served, whether the
-    seatbelt halted publishing and why, the monitors' alerts and the latest seatbelt events."""
+    seatbelt halted publishing and why, the monitors' alerts and the latest seatbelt events.
+    With --check (for a cron job or a health probe): exit 1 while the wheel is halted or a
+    monitor alerts, one line per alert on stderr."""
     try:
         with flywheel.open(spec, refresh=0) as wheel:
             state = wheel.status()
@@ -113,6 +127,8 @@ def status(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False
         raise _fail(err) from None
     if as_json:
         print(json.dumps(state.as_dict(), indent=2, default=str))
+        if check_alerts:
+            _exit_on_alerts(state)
         return
     console.print(_counts_table(state.counts.as_dict()))
     if state.quality is not None:
@@ -148,6 +164,20 @@ def status(spec: SpecOption = Path("flywheel.toml"), as_json: JsonOption = False
             f" {escape(event['reason'])}",
             highlight=False,
         )
+    if check_alerts:
+        _exit_on_alerts(state)
+
+
+def _exit_on_alerts(state: Status) -> None:
+    """``status --check``: one line per active alert on stderr and exit 1, if any is active."""
+    active = [f"monitor {m.name}: {m.summary}" for m in state.monitors if not m.ok]
+    if state.halt is not None:
+        halt = state.halt
+        active.insert(0, f"halted since {halt.since} by {halt.check}: {halt.reason}")
+    for line in active:
+        errors.print(f"[bold red]alert[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if active:
+        raise typer.Exit(1)
 
 
 def _counts_table(counts: dict[str, float]) -> Table:
