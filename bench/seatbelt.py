@@ -11,8 +11,11 @@ and faults are injected from decision ``T`` (``--fault-at`` of the run) on:
   two tags of one knob exchanged (the knob's most and least served levels under the playbook
   at ``T``), while the reward is that of what was really served.
 - ``bug``: from ``T`` an instrumentation bug reports success (1) for every decision served
-  with one knob level (the level of ``--bug-knob`` least often in the best combinations);
-  regret still counts the true reward.
+  with one knob level (the level of ``--bug-knob`` least often in the best combinations, or
+  ``--bug-level``; ``--bug-levels a,b,c`` runs the seeds once for each level); regret still
+  counts the true reward. The criterion is per traffic: the bug is caught when the run
+  halts (by any check) at or before the first cycle in which the level has at least
+  ``--bug-rows`` (60) forced results visible since ``T`` (``caught_by_60``).
 - ``bug_off``: the same bug with the seatbelt switched off (``"seatbelt": {"enabled":
   false}``).
 - ``inject``: a bad deploy. At the refit at ``T``, instead of the learn cycle,
@@ -23,7 +26,7 @@ and faults are injected from decision ``T`` (``--fault-at`` of the run) on:
 - ``inject_after``: the same, but right after the learn cycle at ``T`` (the version it
   replaces was never served).
 - ``clean``: no fault; when the seatbelt halts, ``wheel.resume("bench")`` lets the run go on
-  and the halt is counted as a false alarm.
+  and the halt is counted as a false alarm (reported per 200 learn cycles too).
 
 A halt before ``T`` is a false alarm in every scenario and is resumed at once; after ``T``
 nobody resumes.
@@ -33,7 +36,9 @@ runs of that seed (common random numbers), and the wheel gets the same serving s
 scenarios of one seed only part at ``T``.
 
 Run: ``.venv/bin/python bench/seatbelt.py`` (the default figures, about 7 minutes on 2
-cores), or a smoke run: ``.venv/bin/python bench/seatbelt.py --quick``.
+cores), the bug per level: ``.venv/bin/python bench/seatbelt.py --scenarios bug
+--bug-levels short,medium,long``, or a smoke run: ``.venv/bin/python bench/seatbelt.py
+--quick``.
 """
 
 from __future__ import annotations
@@ -72,6 +77,13 @@ NOTES = [
     " fault scenarios before T; after T nobody resumes. The clean regret of the regret"
     " comparison is that of the same seeds' clean runs.",
     "Simulated minutes: one decision a minute, so decisions and minutes are the same number.",
+    "Bug, per traffic: for each learn cycle after T, rows = the decisions served with the"
+    " bugged level, decided at or after T and visible by the cycle (decision index <= the"
+    " cycle's - delay, as signalled). The deadline is the first cycle with rows >= bug_rows"
+    " (60); caught_by_60: the run halted (any check, or the guard's rollback) after T and at"
+    " or before the deadline. A run whose level never reaches bug_rows has no deadline:"
+    " caught if it halted at all after T (reached_60 false says so).",
+    "Clean runs: halts per 200 learn cycles = 200 x (cycles halted or rolled back) / cycles.",
 ]
 
 
@@ -176,7 +188,21 @@ def fault_point(args: argparse.Namespace) -> int:
     return refit * round(share * decisions / refit)
 
 
-def run(world_name: str, seed: int, scenario: str, args: argparse.Namespace) -> dict[str, Any]:
+def _level_of(world: W.World, knob: str, name: str) -> Any:
+    """The knob's level whose text is ``name`` (levels may be numbers)."""
+    found = [v for v in world.knobs[knob] if str(v) == name]
+    if not found:
+        raise SystemExit(f"{knob} has no level {name!r}: {world.knobs[knob]}")
+    return found[0]
+
+
+def run(
+    world_name: str,
+    seed: int,
+    scenario: str,
+    args: argparse.Namespace,
+    level_name: str | None = None,
+) -> dict[str, Any]:
     world = W.make(world_name, args.decisions)
     segs, uniforms = draws(world, seed, args.decisions)
     n, delay, refit = args.decisions, args.delay, args.refit
@@ -193,7 +219,12 @@ def run(world_name: str, seed: int, scenario: str, args: argparse.Namespace) -> 
     if scenario == "bug_off":
         spec["seatbelt"] = {"enabled": False}
     bug_knob = args.bug_knob if args.bug_knob in world.knobs else knobs[0]
-    level = bug_level(world, bug_knob) if args.bug_level is None else args.bug_level
+    level_name = level_name if level_name is not None else args.bug_level
+    level = (
+        bug_level(world, bug_knob)
+        if level_name is None
+        else _level_of(world, bug_knob, str(level_name))
+    )
     out: dict[str, Any] = {"world": world_name, "seed": seed, "scenario": scenario}
     cycles: list[dict[str, Any]] = []
     checks_fired: list[dict[str, Any]] = []
@@ -332,7 +363,12 @@ def run(world_name: str, seed: int, scenario: str, args: argparse.Namespace) -> 
         wall_s=round(wall, 1),
     )
     if scenario in ("bug", "bug_off"):
-        out["bug"] = {"knob": bug_knob, "level": level, "first_cycle": first_cycle(bugged, args)}
+        out["bug"] = {
+            "knob": bug_knob,
+            "level": level,
+            "first_cycle": first_cycle(bugged, args),
+            "per_traffic": per_traffic(bugged, cycles, fault_at, args),
+        }
     if injected is not None:
         out["injected"] = injected
     return out
@@ -355,7 +391,37 @@ def first_cycle(bugged: list[tuple[int, float]], args: argparse.Namespace) -> di
     }
 
 
-def _run(task: tuple[str, int, str, argparse.Namespace]) -> dict[str, Any]:
+def per_traffic(
+    bugged: list[tuple[int, float]],
+    cycles: list[dict[str, Any]],
+    fault_at: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The bug caught per traffic: per learn cycle after T, the bugged level's rows (decided
+    at or after T) whose forced result it sees; the first cycle where they reach
+    ``--bug-rows``; whether the run halted (any check) at or before it."""
+    decided = np.array([t for t, _ in bugged], dtype=np.int64)
+    need: int = args.bug_rows
+    after = [c for c in cycles if c["t"] > fault_at]
+    rows = [int((decided <= c["t"] - args.delay).sum()) for c in after]
+    reached = next((i for i, n in enumerate(rows) if n >= need), None)
+    halt = next((i for i, c in enumerate(after) if c["outcome"] in ("halted", "rolled_back")), None)
+    caught = halt is not None and (reached is None or halt <= reached)
+    return {
+        "need": need,
+        "reached_60": reached is not None,
+        "cycle_60": None if reached is None else reached + 1,  # 1: the first cycle after T
+        "t_60": None if reached is None else after[reached]["t"],
+        "rows_at_60": None if reached is None else rows[reached],
+        "halted_cycle": None if halt is None else halt + 1,
+        "halted_t": None if halt is None else after[halt]["t"],
+        "rows_at_halt": None if halt is None else rows[halt],
+        "caught_by_60": caught,
+        "rows_per_cycle": rows,
+    }
+
+
+def _run(task: tuple[str, int, str, argparse.Namespace, str | None]) -> dict[str, Any]:
     return run(*task)
 
 
@@ -394,9 +460,21 @@ def detection(runs: list[dict[str, Any]]) -> dict[str, Any]:
         )
     found = [p["cycles_to_halt"] for p in per_run if p["cycles_to_halt"] is not None]
     bounds = [r["bug"]["first_cycle"] for r in runs if "bug" in r]
+    traffic = [r["bug"]["per_traffic"] for r in runs if "bug" in r]
     return {
         "runs": len(runs),
         "halted": len(found),
+        **(
+            {  # the per-traffic criterion (see per_traffic)
+                "level": str(runs[0]["bug"]["level"]),
+                "caught_by_60": sum(t["caught_by_60"] for t in traffic),
+                "reached_60": sum(t["reached_60"] for t in traffic),
+                "cycles_to_60": [t["cycle_60"] for t in traffic],
+                "halted_cycles": [t["halted_cycle"] for t in traffic],
+            }
+            if traffic
+            else {}
+        ),
         "cycles_to_halt": sorted(found),
         "within_one_cycle": sum(c == 1 for c in found),
         **(
@@ -462,6 +540,7 @@ def false_alarms(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "cycles": len(cycles),
         "halted_or_rolled_back": len(alarms),
         "share": round(len(alarms) / max(len(cycles), 1), 4),
+        "per_200_cycles": round(200 * len(alarms) / max(len(cycles), 1), 2),
         "runs_with_an_alarm": sum(
             any(c["outcome"] in ("halted", "rolled_back") for c in r["cycles"]) for r in runs
         ),
@@ -534,6 +613,14 @@ def print_table(results: dict[str, Any]) -> None:
                         " test alarming at 1% catches at most"
                         f" {d['first_cycle_best_detection_at_1pct']:.1f} runs in it"
                     )
+                if "caught_by_60" in d:
+                    _print_traffic(d)
+        for level, d in r.get("bug_by_level", {}).items():
+            print(
+                f"bug {level:<4} halted {d['halted']}/{d['runs']}, cycles to halt"
+                f" {d['cycles_to_halt']}, checks {d['checks']}"
+            )
+            _print_traffic(d)
         for name in ("inject", "inject_after"):
             d = r.get(name)
             if d:
@@ -546,7 +633,8 @@ def print_table(results: dict[str, Any]) -> None:
         if g:
             c = g["cumulative_regret"]
             print(
-                f"regret   clean {c['clean']['mean']:.0f}, toxic+seatbelt {c['bug']['mean']:.0f}"
+                f"regret   clean {c['clean']['mean']:.0f}, toxic ({g['bug_level']})+seatbelt"
+                f" {c['bug']['mean']:.0f}"
                 f" ({g['ratio_toxic_seatbelt_vs_clean']:.2f}x), toxic no seatbelt"
                 f" {c['bug_off']['mean']:.0f} ({g['ratio_toxic_no_seatbelt_vs_clean']:.2f}x)"
             )
@@ -554,10 +642,22 @@ def print_table(results: dict[str, Any]) -> None:
         if f:
             print(
                 f"clean    {f['halted_or_rolled_back']}/{f['cycles']} cycles halted or rolled"
-                f" back ({f['share']:.1%}), checks {f['checks']}, rollbacks of truly worse"
+                f" back ({f['share']:.1%}, {f['per_200_cycles']:.2f} per 200 learn cycles),"
+                f" checks {f['checks']}, rollbacks of truly worse"
                 f" versions {f['rollbacks_of_truly_worse_versions']}, ope rejections"
                 f" {f['rejected_by_ope']}"
             )
+
+
+def _print_traffic(d: dict[str, Any]) -> None:
+    """The per-traffic criterion of one bugged level."""
+    never = d["runs"] - d["reached_60"]
+    print(
+        f"{'':<8} level {d['level']}: caught in the first cycle with >= 60 results:"
+        f" {d['caught_by_60']} of {d['runs']}"
+        + (f" ({never} never reached 60 results)" if never else "")
+        + f"; cycle with 60 {d['cycles_to_60']}, halted in {d['halted_cycles']}"
+    )
 
 
 def main() -> None:
@@ -578,8 +678,22 @@ def main() -> None:
     parser.add_argument(
         "--bug-level", default=None, help="the bugged level (default: the worst, never best)"
     )
+    parser.add_argument(
+        "--bug-levels",
+        default="",
+        help="a comma list of bugged levels: the bug scenarios run every seed for each",
+    )
+    parser.add_argument(
+        "--bug-rows",
+        type=int,
+        default=60,
+        help="the per-traffic criterion: caught by the first cycle with this many results",
+    )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--out", default="seatbelt", help="the results' name: bench/results/NAME.json"
+    )
     parser.add_argument("--quick", action="store_true", help="2 seeds, 6,000 decisions")
     args = parser.parse_args()
     if args.quick:
@@ -592,14 +706,16 @@ def main() -> None:
     ]
     if unknown:
         parser.error(f"unknown scenario or world: {', '.join(unknown)}")
-    tasks = []
+    levels: list[str | None] = [v for v in args.bug_levels.split(",") if v] or [args.bug_level]
+    tasks: list[tuple[str, int, str, argparse.Namespace, str | None]] = []
     for w in worlds:
         for s in scenarios:
             seeds = args.clean_seeds if s == "clean" else args.seeds
-            tasks += [(w, seed, s, args) for seed in range(seeds)]
+            for lv in levels if s in ("bug", "bug_off") else [None]:
+                tasks += [(w, seed, s, args, lv) for seed in range(seeds)]
     if "clean" in scenarios:
         tasks += [
-            (w, seed, "clean", args) for w in clean_worlds for seed in range(args.clean_seeds)
+            (w, seed, "clean", args, None) for w in clean_worlds for seed in range(args.clean_seeds)
         ]
     code = revision()
     started = time.perf_counter()
@@ -612,6 +728,8 @@ def main() -> None:
             "delay": args.delay,
             "refit": args.refit,
             "fault_at": fault_point(args),
+            "bug_levels": levels,
+            "bug_rows": args.bug_rows,
             "check_every": args.check_every,
             "swap_share": SWAP_SHARE,
             "jobs": args.jobs,
@@ -624,16 +742,28 @@ def main() -> None:
     }
     for w in [*worlds, *clean_worlds]:
         mine = [r for r in runs if r["world"] == w]
+        if not mine:  # a clean world while the clean scenario does not run
+            continue
         out: dict[str, Any] = {}
         for name in ("swap", "bug"):
             picked = [r for r in mine if r["scenario"] == name]
-            if picked:
+            by_level: dict[str, list[dict[str, Any]]] = {}
+            for r in picked if name == "bug" else []:
+                by_level.setdefault(str(r["bug"]["level"]), []).append(r)
+            if len(by_level) > 1:  # --bug-levels: one detection a level
+                out["bug_by_level"] = {lv: detection(rs) for lv, rs in by_level.items()}
+            elif picked:
                 out[name] = detection(picked)
         for name in ("inject", "inject_after"):
             picked = [r for r in mine if r["scenario"] == name]
             if picked:
                 out[name] = rollback(picked)
-        out["regret"] = regret(mine, w)
+        # the regret comparison pairs seeds: with several bugged levels, the first one's runs
+        level = next((str(r["bug"]["level"]) for r in mine if "bug" in r), None)
+        paired = [r for r in mine if "bug" not in r or str(r["bug"]["level"]) == level]
+        out["regret"] = regret(paired, w)
+        if out["regret"]:
+            out["regret"]["bug_level"] = level
         clean = [r for r in mine if r["scenario"] == "clean"]
         if clean:
             out["false_alarms"] = false_alarms(clean)
@@ -643,7 +773,7 @@ def main() -> None:
         ]
         results["worlds"][w] = out
     print_table(results)
-    report("seatbelt", results)
+    report(args.out, results)
 
 
 if __name__ == "__main__":

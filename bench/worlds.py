@@ -6,6 +6,11 @@ effects, knob × knob and knob × context effects. The effects are drawn once fr
 reaches a target reward rate, and every probability is tabulated over the full grid of knob
 values (rules ignored) for every context segment and phase, so lookups are cheap.
 
+Change worlds hold several phases: ``drift``, ``change_same`` and ``change_drop`` switch at
+half the run; ``gradual`` moves its logit linearly from one phase to the next over a window
+around half the run, tabulated as ``GRADUAL_STEPS + 1`` phases (``phase(t)`` picks the
+nearest), so every probability and oracle stays a table lookup.
+
 A world exposes its flywheel spec (``spec``), a context sampler (``sample_context``),
 ``prob(context, params, t)`` and ``oracle(context, t)``: the best combination that the
 skeleton allows for the context, found by enumerating ``spec.space.allowed(context)``.
@@ -25,9 +30,23 @@ import flywheel
 
 Value = str | int
 
-WORLDS = ("factorial", "rare", "flat_marginals", "large", "drift")
+STATIONARY = ("factorial", "rare", "flat_marginals", "large", "strong_early")
+CHANGE = ("drift", "change_same", "change_drop", "gradual")
+WORLDS = (
+    "factorial",
+    "rare",
+    "flat_marginals",
+    "large",
+    "drift",
+    "strong_early",
+    "change_same",
+    "change_drop",
+    "gradual",
+)
 SECONDS_PER_DECISION = 60
 DRIFT_HALF_LIFE = "42h"  # 151,200 s: 2,520 decisions at one decision a minute
+GRADUAL_WINDOW = 5_000  # decisions of the gradual drift (a quarter of the run when shorter)
+GRADUAL_STEPS = 50  # the gradual drift is tabulated as this many steps (51 phases)
 
 
 @dataclass
@@ -51,6 +70,7 @@ class World:
     features: dict[str, list[Value]]
     weights: dict[str, np.ndarray]  # context feature -> probability of each value
     switch: int | None = None  # decision index from which the second phase holds (drift)
+    ramp: tuple[int, int] | None = None  # (start, end): phase 0 to the last, linearly
     parsed: flywheel.Spec = field(init=False, repr=False)
     probs: np.ndarray = field(init=False, repr=False)  # (phases, segments, grid)
     segments: list[dict[str, Value]] = field(init=False, repr=False)
@@ -103,6 +123,10 @@ class World:
         return rng.choice(len(self.segments), size=n, p=self.segment_weights)
 
     def phase(self, t: int) -> int:
+        if self.ramp is not None:  # the nearest tabulated step of a gradual drift
+            start, end = self.ramp
+            last = self.probs.shape[0] - 1
+            return int(min(max(round((t - start) / (end - start) * last), 0), last))
         return int(self.switch is not None and t >= self.switch)
 
     def prob(self, context: Mapping[str, Any], params: Mapping[str, Any], t: int) -> float:
@@ -144,6 +168,7 @@ class World:
             "uniform_rate": [round(self.uniform_rate(p), 4) for p in phases],
             "best_rate": [round(self.best_rate(p), 4) for p in phases],
             "switch_at": self.switch,
+            **({"ramp": list(self.ramp)} if self.ramp is not None else {}),
         }
 
     def _key(self, context: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -417,15 +442,206 @@ def large(decisions: int) -> World:
     return world.build([_calibrate(effects, world, 0.10)])
 
 
+# --- factorial's structure with other effects, and worlds that change ---------------------------
+
+
+def _factorial_probe() -> World:
+    """Factorial's knobs and context without the rule: for calibration and the rule itself."""
+    return World(
+        "probe",
+        "",
+        _spec(FACTORIAL_KNOBS, FACTORIAL_CONTEXT),
+        dict(FACTORIAL_KNOBS),
+        dict(FACTORIAL_CONTEXT),
+        FACTORIAL_WEIGHTS,
+    )
+
+
+def _thriller_rule(effects: Effects) -> tuple[str, dict[str, Value], float]:
+    """The rule forbidding the (opening, twists) pair of the unconstrained best for
+    thrillers under ``effects``; that best, and its P."""
+    probe = _factorial_probe().build([effects])
+    thriller = probe.segment({"genre": "thriller"})
+    best = probe.params(int(probe.best_grid[0, thriller]))
+    rule = (
+        f"NOT (genre = 'thriller' AND opening = {_quote(best['opening'])}"
+        f" AND twists = {_quote(best['twists'])})"
+    )
+    return rule, best, float(probe.best_prob[0, thriller])
+
+
+def _factorial_world(
+    name: str,
+    description: str,
+    phases: Sequence[Effects],
+    *,
+    switch: int | None = None,
+    ramp: tuple[int, int] | None = None,
+) -> World:
+    """Factorial's knobs, context and rule (from the first phase) with the spec's default
+    learn settings, over the given phases."""
+    rule, _, unconstrained = _thriller_rule(phases[0])
+    world = World(
+        name,
+        description,
+        _spec(FACTORIAL_KNOBS, FACTORIAL_CONTEXT, [rule]),
+        dict(FACTORIAL_KNOBS),
+        dict(FACTORIAL_CONTEXT),
+        FACTORIAL_WEIGHTS,
+        switch=switch,
+        ramp=ramp,
+    ).build(phases)
+    assert world.best_prob[0, world.segment({"genre": "thriller"})] < unconstrained  # it bites
+    return world
+
+
+def _permuted(effects: Effects, perm: Mapping[str, np.ndarray]) -> Effects:
+    """The effects with each knob's levels relabelled: level ``l`` gets the effects level
+    ``perm[knob][l]`` had, in every table (so P_new(combination) = P_old(its image))."""
+    return Effects(
+        mains={k: t[perm[k]] for k, t in effects.mains.items()},
+        pairs={(a, b): t[np.ix_(perm[a], perm[b])] for (a, b), t in effects.pairs.items()},
+        context={(f, k): t[:, perm[k]] for (f, k), t in effects.context.items()},
+        base=effects.base,
+    )
+
+
+def _blend(a: Effects, b: Effects, w: float) -> Effects:
+    """The logit ``(1 - w) a + w b`` (every table is additive in the logit)."""
+    return Effects(
+        mains={k: (1 - w) * t + w * b.mains[k] for k, t in a.mains.items()},
+        pairs={k: (1 - w) * t + w * b.pairs[k] for k, t in a.pairs.items()},
+        context={k: (1 - w) * t + w * b.context[k] for k, t in a.context.items()},
+        base=(1 - w) * a.base + w * b.base,
+    )
+
+
+def _change_phases() -> tuple[Effects, Effects]:
+    """Factorial's effects (phase A, so the first half is the factorial world) and the same
+    effects with every knob's levels permuted (phase B). The permutation keeps the thriller
+    rule's opening and twists levels in place (the other levels of those two knobs move) and
+    moves every level of tone and length: the skeleton's allowed set maps onto itself, so
+    every segment's allowed probabilities are the same multiset in both phases (the uniform
+    and the best rates are unchanged), while every segment's best combination changes (its
+    tone differs)."""
+    a = _calibrate(_factorial_effects(101), _factorial_probe(), 0.25)
+    _, best, _ = _thriller_rule(a)
+
+    def fixing(knob: str) -> np.ndarray:  # keep the rule's level, move the others
+        n, keep = len(FACTORIAL_KNOBS[knob]), FACTORIAL_KNOBS[knob].index(best[knob])
+        others = [lv for lv in range(n) if lv != keep]
+        perm = np.arange(n)
+        perm[others] = np.roll(others, 1)
+        return perm
+
+    perm = {
+        "opening": fixing("opening"),
+        "twists": fixing("twists"),
+        "tone": np.roll(np.arange(len(FACTORIAL_KNOBS["tone"])), 1),
+        "length": np.roll(np.arange(len(FACTORIAL_KNOBS["length"])), 1),
+    }
+    return a, _permuted(a, perm)
+
+
+def _assert_new_best(world: World) -> None:
+    """The best combination of the last phase differs from the first's in every context."""
+    assert np.all(world.best_grid[0] != world.best_grid[-1]), world.best_grid[[0, -1]]
+
+
+def change_same(decisions: int) -> World:
+    a, b = _change_phases()
+    world = _factorial_world(
+        "change_same",
+        "factorial until half the run (the same world); then every knob's levels swap their"
+        " effects (a permutation that maps the allowed set onto itself): the best"
+        " combination changes in every context while the uniform rate (0.25) and every"
+        " context's best P stay the same; spec's default learn settings (half_life auto)",
+        [a, b],
+        switch=decisions // 2,
+    )
+    _assert_new_best(world)
+    assert abs(world.uniform_rate(0) - world.uniform_rate(1)) < 0.005
+    assert abs(world.best_rate(0) - world.best_rate(1)) < 0.005
+    return world
+
+
+def change_drop(decisions: int) -> World:
+    a, b = _change_phases()
+    b.base = 0.0  # calibrated afresh, on the allowed combinations (the rule's world)
+    _calibrate(b, _factorial_world("probe", "", [a]), 0.18)
+    world = _factorial_world(
+        "change_drop",
+        "change_same's change, and at the same time the base drops so the uniform rate falls"
+        " from 0.24 to 0.18: worse for everyone (uniform and best P lower in every context),"
+        " with a new best combination in every context; spec's default learn settings"
+        " (half_life auto)",
+        [a, b],
+        switch=decisions // 2,
+    )
+    _assert_new_best(world)
+    for s, allowed in enumerate(world.allowed_grid):
+        assert world.probs[1, s, allowed].mean() < world.probs[0, s, allowed].mean()
+        assert world.best_prob[1, s] < world.best_prob[0, s]
+    assert abs(world.uniform_rate(1) - 0.18) < 0.005
+    return world
+
+
+def gradual(decisions: int) -> World:
+    a, b = _change_phases()
+    window = max(1, min(GRADUAL_WINDOW, decisions // 4))
+    start = decisions // 2 - window // 2
+    world = _factorial_world(
+        "gradual",
+        "change_same's two phases, but the logit moves linearly from the first to the second"
+        f" over {GRADUAL_WINDOW:,} decisions centred on half the run (a quarter of the run"
+        f" when shorter), tabulated in {GRADUAL_STEPS} steps; half-way the effects are"
+        " flatter (best P about 0.53 instead of 0.72); simple regret against the last phase;"
+        " spec's default learn settings (half_life auto)",
+        [_blend(a, b, k / GRADUAL_STEPS) for k in range(GRADUAL_STEPS + 1)],
+        ramp=(start, start + window),
+    )
+    _assert_new_best(world)
+    assert world.phase(start) == 0 and world.phase(start + window) == GRADUAL_STEPS
+    assert abs(world.uniform_rate(0) - world.uniform_rate(GRADUAL_STEPS)) < 0.005
+    return world
+
+
+def strong_early(decisions: int) -> World:
+    effects = _random_effects(
+        np.random.default_rng(505),
+        FACTORIAL_KNOBS,
+        FACTORIAL_CONTEXT,
+        mains=dict.fromkeys(FACTORIAL_KNOBS, 0.8),
+        pairs={("opening", "twists"): 1.5, ("tone", "length"): 1.5},
+        context={("genre", "opening"): 0.6, ("genre", "tone"): 0.6, ("genre", "twists"): 0.4},
+    )
+    # the rule does not depend on the base: calibrate on the allowed combinations
+    _calibrate(effects, _factorial_world("probe", "", [effects]), 0.25)
+    return _factorial_world(
+        "strong_early",
+        "factorial's knobs, context and kind of rule with strong effects (mains 0.8, pairs 1.5"
+        " on the logit; best P 0.98 on average), uniform rate 0.25: the first few hundred"
+        " results already show the way, so staying uniform until the first learn cycle"
+        " costs; spec's default learn settings",
+        [effects],
+    )
+
+
 BUILDERS: dict[str, Callable[[int], World]] = {
     "factorial": factorial,
     "rare": rare,
     "flat_marginals": flat_marginals,
     "large": large,
     "drift": drift,
+    "strong_early": strong_early,
+    "change_same": change_same,
+    "change_drop": change_drop,
+    "gradual": gradual,
 }
+assert set(BUILDERS) == set(WORLDS) == {*STATIONARY, *CHANGE}
 
 
 def make(name: str, decisions: int) -> World:
-    """A world by name; ``decisions`` places the drift world's switch at half the run."""
+    """A world by name; ``decisions`` places a change world's switch (or its gradual drift)
+    at half the run."""
     return BUILDERS[name](decisions)
