@@ -143,6 +143,9 @@ def make_wheel(store_url: str, clock: Clock) -> Iterator[Callable[..., flywheel.
 
     def make(spec: Spec | dict[str, Any] | None = None, **kwargs: Any) -> flywheel.Wheel:
         kwargs.setdefault("clock", clock)
+        # tests drive online updates and cycles themselves (wheel.update(), wheel.learn()):
+        # what they see must not depend on when a background thread ran
+        kwargs.setdefault("background", False)
         wheel = flywheel.open(
             spec if spec is not None else example_spec(), store=store_url, **kwargs
         )

@@ -121,7 +121,7 @@ def status(
     With --check (for a cron job or a health probe): exit 1 while the wheel is halted or a
     monitor alerts, one line per alert on stderr."""
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             state = wheel.status()
     except FlywheelError as err:
         raise _fail(err) from None
@@ -196,7 +196,7 @@ def forget(
 ) -> None:
     """Delete every row of a unit, everywhere, and rewrite the store file without them."""
     try:
-        with flywheel.open(spec) as wheel:
+        with flywheel.open(spec, background=False) as wheel:
             deleted = wheel.forget(unit)
     except FlywheelError as err:
         raise _fail(err) from None
@@ -211,7 +211,7 @@ def learn(
 ) -> None:
     """Align, aggregate, fit and publish a new playbook version (or say why not)."""
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             result = wheel.learn(force=force)
     except FlywheelError as err:
         raise _fail(err) from None
@@ -277,7 +277,7 @@ def import_(
         if rejected is None:
             rejected = files[0].with_name(f"{files[0].stem}.rejected.csv")
         with (
-            flywheel.open(spec, refresh=0) as wheel,
+            flywheel.open(spec, refresh=0, background=False) as wheel,
             Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -346,7 +346,7 @@ def analyze(
         errors.print(f"[bold red]error:[/] --format: {fmt!r} is not one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             result = wheel.analyze(version, effect=effect)
     except FlywheelError as err:
         raise _fail(err) from None
@@ -383,7 +383,7 @@ def export_playbook(
     from flywheel.analyze import export
 
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             rows = wheel.playbook_rows(version)
         export.write([("playbook", rows)], fmt, output)
     except FlywheelError as err:
@@ -405,7 +405,7 @@ def export_findings(
     from flywheel.analyze import export
 
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             result = wheel.analyze(version)
         export.write(export.findings_sheets(result), fmt, output)
     except FlywheelError as err:
@@ -500,6 +500,65 @@ def serve(
         wheel.close()
 
 
+@app.command()
+def run(
+    spec: SpecOption = Path("flywheel.toml"),
+    poll: Annotated[
+        float,
+        typer.Option("--poll", min=0.05, help="Seconds between looks at the schedule."),
+    ] = 5.0,
+    stop_after: Annotated[
+        int | None,
+        typer.Option("--stop-after", min=1, help="Stop after this many cycles (default: never)."),
+    ] = None,
+) -> None:
+    """Turn the wheel without HTTP: run the learn cycles the spec schedules ([learn] every
+    and/or after), the negative-loop guard and the monitors between them, and send their
+    alerts, until interrupted. Several workers and servers may share a PostgreSQL store: one
+    cycle runs at a time, and a cycle another process just ran is not run again."""
+    import time
+
+    from flywheel.turn import CHECK_EVERY, due
+
+    try:
+        wheel = flywheel.open(spec, refresh=0, background=False)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    if not wheel.spec.learn.scheduled:
+        wheel.close()
+        errors.print(
+            "[bold red]error:[/] learn.every, learn.after: nothing is scheduled; set either"
+            ' (every = "15m", after = 1000) in the spec\'s [learn] section'
+        )
+        raise typer.Exit(2)
+    every, after = wheel.spec.learn.every_seconds, wheel.spec.learn.after_rows
+    plan = " or ".join(
+        ([] if every is None else [f"every {every:g} s"])
+        + ([] if after is None else [f"after {after:,} new rows"])
+    )
+    console.print(f"turning the wheel: a learn cycle {plan}; Ctrl-C stops")
+    cycles, checked = 0, time.monotonic()
+    try:
+        while stop_after is None or cycles < stop_after:
+            trigger = due(wheel.store, wheel.spec, wheel.now())
+            result = wheel.cycle(trigger) if trigger else None
+            if result is not None:
+                cycles += 1
+                what = f"published version {result.version}" if result.published else "no change"
+                console.print(f"{wheel.now():%Y-%m-%d %H:%M:%S} {trigger}: {what}: {result.reason}")
+            if time.monotonic() - checked >= CHECK_EVERY:
+                checked = time.monotonic()
+                wheel.watch()
+            if stop_after is None or cycles < stop_after:
+                time.sleep(poll)
+    except KeyboardInterrupt:
+        pass
+    except FlywheelError as err:
+        raise _fail(err) from None
+    finally:
+        wheel.close()
+
+
 keys_app = typer.Typer(
     help="API keys for `flywheel serve`: create, list, revoke; open (serve without keys again).",
     no_args_is_help=True,
@@ -525,7 +584,7 @@ def keys_create(
     from flywheel.server import keys as api_keys
 
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             key, text = api_keys.create(wheel.store, scope)
     except FlywheelError as err:
         raise _keys_fail(err) from None
@@ -539,7 +598,7 @@ def keys_list(spec: SpecOption = Path("flywheel.toml")) -> None:
     from flywheel.server import keys as api_keys
 
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             found, opened = api_keys.load(wheel.store), api_keys.opened_at(wheel.store)
     except FlywheelError as err:
         raise _keys_fail(err) from None
@@ -561,7 +620,7 @@ def keys_revoke(
     from flywheel.server import keys as api_keys
 
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             api_keys.revoke(wheel.store, ident)
     except FlywheelError as err:
         raise _keys_fail(err) from None
@@ -584,7 +643,7 @@ def keys_open(
     if not yes:
         typer.confirm("Let servers on this store answer requests without a key?", abort=True)
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             api_keys.allow_keyless(wheel.store)
     except FlywheelError as err:
         raise _keys_fail(err) from None
@@ -602,7 +661,7 @@ def resume(
 ) -> None:
     """Lift the seatbelt's halt, with an audit entry; the next learn may publish again."""
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             lifted = wheel.resume(reason)
     except FlywheelError as err:
         raise _fail(err) from None
@@ -627,7 +686,7 @@ def quarantine_list(
 ) -> None:
     """Quarantined rows, oldest first, with every check each failed."""
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             rows = wheel.quarantined(limit).to_pylist()
     except FlywheelError as err:
         raise _fail(err) from None
@@ -650,7 +709,7 @@ def quarantine_show(
 ) -> None:
     """One quarantined row: its values, the checks it failed and its history."""
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             rows = wheel.quarantined(None, decision=decision).to_pylist()
             history = wheel.quarantine_history(decision)
     except FlywheelError as err:
@@ -670,7 +729,7 @@ def quarantine_release(
 ) -> None:
     """Re-check quarantined rows against the current rules and data; release those that pass."""
     try:
-        with flywheel.open(spec, refresh=0) as wheel:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             released, kept = wheel.release(decisions or None, accept=accept)
     except FlywheelError as err:
         raise _fail(err) from None
@@ -684,7 +743,7 @@ app.add_typer(playbook_app, name="playbook")
 
 
 def _open_playbooks(spec: Path) -> flywheel.Wheel:
-    return flywheel.open(spec, refresh=0)
+    return flywheel.open(spec, refresh=0, background=False)
 
 
 @playbook_app.command("list")

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 
 from flywheel import align
@@ -39,9 +40,11 @@ from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish
 from flywheel.seatbelt import breaker, monitors, quality
+from flywheel.seatbelt.alerts import Alerts, monitor_event, relay
 from flywheel.seatbelt.status import Status, never_received
 from flywheel.spec import Spec, load
 from flywheel.store import Store, open_store, tables_for
+from flywheel.turn import Cycle, Turn, due, schedule
 
 T = TypeVar("T")
 
@@ -56,6 +59,7 @@ def open(
     refresh: float = 5.0,
     seed: int | None = None,
     journal: str | Path | bool = False,
+    background: bool = True,
 ) -> Wheel:
     """Open a flywheel: a spec (path, mapping or :class:`Spec`) and its store.
 
@@ -66,7 +70,10 @@ def open(
     ``journal`` is a folder for a write-ahead journal (:mod:`flywheel.collect.journal`;
     ``True``: beside a DuckDB file, none for other stores): rows are durable once synced
     there and reach the store within ``max_delay`` seconds. Without one, a journal a crashed
-    process left beside a DuckDB file is stored first.
+    process left beside a DuckDB file is stored first. ``background`` runs what the spec's
+    ``[learn]`` asks for on a thread of its own (:mod:`flywheel.turn`): online updates between
+    cycles (``online``, on by default) and scheduled cycles (``every``, ``after``); a script
+    that only reads (a report, a status check) passes ``False``.
     """
     if isinstance(spec, Spec):
         parsed = spec
@@ -85,6 +92,7 @@ def open(
         refresh=refresh,
         seed=seed,
         journal=journal,
+        background=background,
     )
 
 
@@ -106,6 +114,7 @@ class Wheel:
         refresh: float = 5.0,
         seed: int | None = None,
         journal: str | Path | bool = False,
+        background: bool = True,
     ) -> None:
         self.spec = spec
         self.store = store
@@ -126,11 +135,21 @@ class Wheel:
         )
         self._recorder = Recorder(spec, self._writer, self._units, self._clock)
         self._decider = Decider(spec, None if seed is None else random.Random(seed))
+        self._published: Playbook | None = None  # the version served (online tables follow it)
+        self._serving = threading.Lock()  # swaps what decide serves from
+        self._updating = threading.Lock()  # one online update at a time
+        self._online_rng = np.random.default_rng(seed)
+        self._alerts = Alerts(spec.alerts, spec.name)
+        self._alerting: set[str] = set()  # monitors whose alert was sent and still holds
         self._traces: TraceMapper | None = None
         self._ids = IdFactory()
         self._closed = False
         self._load_playbook()
         self._watcher = _Watcher(self._refresh, refresh) if refresh else None
+        learn = spec.learn
+        turning = background and (learn.online or learn.scheduled)
+        self._turn = Turn(self, online=learn.online, scheduled=learn.scheduled) if turning else None
+        self._note = self._turn.note if self._turn is not None else _ignore
         _track(self)
 
     def _open_journal(
@@ -206,6 +225,7 @@ class Wheel:
     ) -> None:
         """Record one named signal (a number or a boolean; text for text signals)."""
         self._recorder.signal(decision, name, value, ts, key, unit)
+        self._note(1)
 
     def signal_batch(self, items: Sequence[Mapping[str, Any]]) -> Recorded:
         """Many signals, all or none: all are validated before any is recorded, and an error
@@ -228,6 +248,7 @@ class Wheel:
         rows: list[tuple[str, Any]] = []
         spans: list[int] = []
         self._recorder.signal_batch(items, spans=spans, into=rows)
+        self._note(len(spans))
         if all(table != "signals" or row[5] is None for table, row in rows):
             self._writer.append_many(rows)
             return Pending(spans)
@@ -261,6 +282,7 @@ class Wheel:
         self._recorder.feedback(
             decision, rating=rating, thumbs=thumbs, comment=comment, ts=ts, key=key, unit=unit
         )
+        self._note(1)
 
     def implicit(
         self,
@@ -274,6 +296,7 @@ class Wheel:
     ) -> None:
         """Implicit behaviour: accepted, rejected, requeried or abandoned, and dwell time."""
         self._recorder.implicit(decision, event, dwell_ms=dwell_ms, ts=ts, key=key, unit=unit)
+        self._note(1)
 
     def edit(
         self,
@@ -287,7 +310,9 @@ class Wheel:
     ) -> float:
         """A person's edit of an AI draft: stores both texts (redacted), a diff, and the
         normalised edit distance, which is also recorded as the ``edit_distance`` signal."""
-        return self._recorder.edit(decision, draft, final, ts=ts, key=key, unit=unit)
+        distance = self._recorder.edit(decision, draft, final, ts=ts, key=key, unit=unit)
+        self._note(1)
+        return distance
 
     def log(
         self,
@@ -317,6 +342,7 @@ class Wheel:
             playbook=playbook,
             propensity=propensity,
         )
+        self._note(1)
         return ident
 
     def import_rows(
@@ -340,7 +366,7 @@ class Wheel:
         their row number and reason (written to ``rejected_path``), never dropped: the
         report's ``read == imported + rejected``.
         """
-        return importers.import_rows(
+        report = importers.import_rows(
             self,
             [s if isinstance(s, pa.Table) else Path(s) for s in sources],
             columns=columns,
@@ -352,12 +378,15 @@ class Wheel:
             progress=progress,
             sheet=sheet,
         )
+        self._note(report.imported)
+        return report
 
     def log_many(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
         """Many complete rows (each a mapping of the arguments of :meth:`log`), all or none:
         all are validated before any is recorded, and an error names its position. Their ids."""
         idents = [self._ids() for _ in rows]
         self._recorder.complete_rows(idents, rows)
+        self._note(len(idents))
         return idents
 
     def traces(self, body: bytes, fmt: Format = "protobuf", *, durably: bool = False) -> Intake:
@@ -371,6 +400,7 @@ class Wheel:
         if self._traces is None:
             self._traces = TraceMapper(self.spec, self._recorder, self._units)
         intake = self._traces.convert(body, fmt)
+        self._note(len(intake.rows))
         if durably:
             self.durably(lambda: self._writer.append_many(intake.rows))
         else:
@@ -384,6 +414,7 @@ class Wheel:
 
         async def record(rows: list[tuple[str, Rows]]) -> None:
             await self.durably_async(lambda: self._writer.append_rows(rows))
+            self._note(sum(r.count for _, r in rows))
 
         async def record_signals(
             rows: list[tuple[str, Rows]], spans: list[int], keyed: bool
@@ -392,6 +423,7 @@ class Wheel:
                 await record(rows)
                 return Recorded(len(spans))
             pending = await self.durably_async(lambda: self._queue_keyed(rows, spans))
+            self._note(len(spans))
             assert pending.future is not None
             return pending.counts(await asyncio.wrap_future(pending.future))
 
@@ -416,19 +448,99 @@ class Wheel:
     # --- learning and playbooks ------------------------------------------------------------------
 
     def learn(
-        self, as_of: float | datetime | None = None, *, seed: int | None = None, force: bool = False
+        self,
+        as_of: float | datetime | None = None,
+        *,
+        seed: int | None = None,
+        force: bool = False,
+        trigger: str = "manual",
     ) -> LearnResult:
         """Align, aggregate, fit and publish a new playbook version; decide uses it at once.
 
         Returns whether a version was ``published``, its ``version`` and the ``reason``
         (nothing is published without new data since the newest version, unless ``force``).
+        One cycle runs at a time among the processes sharing the store: this waits for one
+        running elsewhere to end. The cycle is remembered (``status`` shows it) with what
+        started it (``trigger``).
         """
+        while True:
+            with self.store.exclusive("learn") as mine:
+                if mine:
+                    return self._learn(as_of, seed, force, trigger)
+            time.sleep(0.05)
+
+    def _learn(
+        self, as_of: float | datetime | None, seed: int | None, force: bool, trigger: str
+    ) -> LearnResult:
+        """One learn cycle, inside the store's ``learn`` lock."""
         self.flush()
         when = self._clock() if as_of is None else align.moment(as_of).timestamp()
         result, playbook = publish.learn(self.store, self.spec, as_of=when, seed=seed, force=force)
         if playbook is not None:
-            self._decider.use(playbook)
+            self._serve(playbook)
+        moment = align.moment(when)
+        Cycle(
+            moment, trigger, result.published, result.version, result.reason, result.halted
+        ).write(self.store)
+        relay(self.store, self._alerts)
         return result
+
+    def cycle(self, trigger: str) -> LearnResult | None:
+        """A scheduled learn cycle (what the background turn runs when ``[learn] every`` or
+        ``after`` says one is due): ``None`` when another process holds the cycle's lock, or
+        ran the cycle meanwhile."""
+        with self.store.exclusive("learn") as mine:
+            if not mine or due(self.store, self.spec, self.now()) is None:
+                return None
+            return self._learn(None, None, False, trigger)
+
+    def update(self) -> bool:
+        """Follow the results recorded since the served version was learned: an online update
+        of its posterior (before the first version: a fit of the results so far), served from
+        now on with exact propensities (policy ``online``). The background turn does this
+        every ``[learn] online_rows`` results; call it yourself with ``background=False``.
+        Returns whether what decide serves changed (not while the seatbelt is halted, nor
+        while a restored version is served: it serves as it was published until the next
+        cycle). With a journal, the rows it has not yet applied to the store wait for it
+        (at most ``max_delay``): an update does not force it."""
+        self.flush(journal_only=True)
+        with self._updating:
+            base = self._published
+            if self.spec.seatbelt.enabled and breaker.halted(self.store) is not None:
+                with self._serving:  # data in doubt: back to the checked version
+                    if self._published is base:
+                        self._decider.use(base)
+                return False
+            playbook = publish.online(self.store, self.spec, base, self._clock(), self._online_rng)
+            if playbook is None:
+                return False
+            with self._serving:
+                if self._published is not base:  # a cycle published meanwhile: it wins
+                    return False
+                self._decider.use(playbook)
+        return True
+
+    def watch(self) -> None:
+        """Between cycles: the negative-loop guard, and the monitors' alerts sent (what the
+        background turn runs every minute)."""
+        self.check()
+        if self._alerts.enabled:
+            moment = self._moment(None)
+            failing = [c for c in monitors.scheduled(self.store, self.spec, moment) if not c.ok]
+            for check in failing:
+                if check.name not in self._alerting:
+                    self._alerts.send(monitor_event(check, now=moment))
+            self._alerting = {c.name for c in failing}
+
+    def now(self) -> datetime:
+        """The wheel's clock (a simulation's, or the wall clock) as a UTC time."""
+        return self._moment(None)
+
+    def _serve(self, playbook: Playbook | None) -> None:
+        """Serve ``playbook`` (a published version) from now on, dropping online tables."""
+        with self._serving:
+            self._published = playbook
+            self._decider.use(playbook)
 
     # --- the seatbelt ----------------------------------------------------------------------------
 
@@ -440,7 +552,8 @@ class Wheel:
         when = self._moment(as_of).timestamp()
         result, playbook = publish.check(self.store, self.spec, as_of=when)
         if playbook is not None:
-            self._decider.use(playbook)
+            self._serve(playbook)
+        relay(self.store, self._alerts)
         return result
 
     def status(self, as_of: float | datetime | None = None) -> Status:
@@ -452,7 +565,7 @@ class Wheel:
         report = None
         if self.spec.seatbelt.enabled:
             report = quality.scan(self.store, self.spec, moment, moment)
-        current = self._decider.playbook
+        current = self._published
         return Status(
             counts=align.summary(self.store, self.spec, moment),
             quality=report,
@@ -461,6 +574,7 @@ class Wheel:
             monitors=tuple(monitors.scheduled(self.store, self.spec, moment)),
             events=tuple(breaker.events(self.store, limit=10)),
             never_received=never_received(self.store, self.spec.reward.signals),
+            cycles=schedule(self.store, self.spec, moment),
         )
 
     def resume(self, reason: str, *, actor: str | None = None) -> breaker.Halt | None:
@@ -469,7 +583,9 @@ class Wheel:
         The gate's next windows start now: data judged before the resume is accepted as is.
         """
         who = _actor(actor)
-        return breaker.resume(self.store, self._moment(None), who, reason)
+        lifted = breaker.resume(self.store, self._moment(None), who, reason)
+        relay(self.store, self._alerts)
+        return lifted
 
     def quarantined(self, limit: int | None = 100, *, decision: str | None = None) -> pa.Table:
         """Quarantined rows (aligned, with the checks each failed), oldest first; or only the
@@ -504,7 +620,7 @@ class Wheel:
 
     def _served_or(self, version: int | None) -> Playbook:
         """The playbook served (``version`` None) or a stored version; an error if none."""
-        playbook = self._decider.playbook if version is None else self.load_playbook(version)
+        playbook = self._published if version is None else self.load_playbook(version)
         if playbook is None:
             reason = "no playbook yet: run learn first" if version is None else "no such version"
             raise InvalidInputError("version", reason)
@@ -534,8 +650,9 @@ class Wheel:
 
     @property
     def playbook(self) -> Playbook | None:
-        """The playbook decide serves from (``None``: cold start)."""
-        return self._decider.playbook
+        """The published version decide serves from (``None``: cold start); between cycles,
+        online updates follow its results (:meth:`update`)."""
+        return self._published
 
     def load_playbook(self, version: int | None = None) -> Playbook | None:
         """A stored playbook (the newest by default), without serving from it."""
@@ -563,22 +680,23 @@ class Wheel:
         """Restore an earlier version: it is published again as the newest and served (an
         audited action; the negative-loop guard judges it like any new version)."""
         playbook = publish.restore(self.store, self.spec, version)
-        self._decider.use(playbook)
+        self._serve(playbook)
         who = _actor(None)
         reason = f"restored version {version} as version {playbook.version}"
         breaker.audit(self.store, self._moment(None), "rollback", reason, actor=who)
+        relay(self.store, self._alerts)
         return playbook
 
     def _load_playbook(self) -> None:
         """Serve the newest playbook, if it was learned for this spec (else: cold start)."""
         found = self.store.playbook()
         if found is not None and json.loads(found[1]).get("spec_digest") == self.spec.digest:
-            self._decider.use(Playbook.load(self.spec, *found))
+            self._serve(Playbook.load(self.spec, *found))
 
     def _refresh(self) -> None:
         """Pick up a version published by another process (a cheap query, off the hot path)."""
         latest = self.store.latest_version()
-        current = self._decider.playbook
+        current = self._published
         if latest is not None and (current is None or latest > current.version):
             self._load_playbook()
 
@@ -643,6 +761,8 @@ class Wheel:
         if self._closed:
             return
         self._closed = True
+        if self._turn is not None:
+            self._turn.stop()
         if self._watcher is not None:
             self._watcher.stop()
         try:
@@ -653,6 +773,7 @@ class Wheel:
                     self._journal.close()
             finally:
                 self._outcomes.fail(None, FlywheelError("this wheel is closed"))
+                self._alerts.close()
                 self.store.close()
             _OPEN.discard(self)
 
@@ -730,6 +851,10 @@ def _claim(store: Store, key: str, value: str) -> str:
 def _steps(normalize: str) -> str:
     """``privacy.normalize_units`` as the spec writes it, from its stored form."""
     return ", ".join(f'"{step}"' for step in normalize.split(",") if step)
+
+
+def _ignore(results: int) -> None:
+    """Where recorded results are noted when nothing turns in the background."""
 
 
 def _actor(given: str | None) -> str:

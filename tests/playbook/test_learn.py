@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -192,6 +193,34 @@ def test_half_life_lets_the_policy_follow_a_shift(
             wheel.resume("the market changed; the new results are real")
     assert 1 <= len(halts) <= 2  # once judged real, the change is the new normal
     assert all("reward_shift" in r or "rolled back" in r for r in halts)
+    best = wheel.decide({"genre": "thriller"}, explore=False)
+    assert (best.params["opening"], best.params["twists"]) == ("question", 1)
+
+
+def test_a_changed_world_is_adapted_to_without_a_halt(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """Default settings (half_life = "auto"): the best combination changes for everyone; the
+    seatbelt tells the change from toxic data, finds where it began, forgets what came
+    before it and keeps publishing."""
+    wheel = make_wheel(spec(), seed=7)
+    rng = random.Random(7)
+    for _ in range(4):
+        play(wheel, clock, 500, rng)
+        assert wheel.learn(as_of=clock.now).published
+    changed_at = clock.now
+    results = []
+    for _ in range(6):
+        play(wheel, clock, 500, rng, flipped=True)
+        results.append(wheel.learn(as_of=clock.now))
+    assert not any(r.halted for r in results), [r.reason for r in results]
+    changes = [e for e in wheel.status().events if e["action"] == "change"]
+    assert changes, [r.reason for r in results]
+    found = changes[-1]["detail"]
+    at = datetime.fromisoformat(found["at"]).timestamp()
+    assert abs(at - changed_at) <= 500 * 60  # within a cycle of where it began
+    assert 0 < found["weight"] < 1
+    assert sum(r.published for r in results) >= 5
     best = wheel.decide({"genre": "thriller"}, explore=False)
     assert (best.params["opening"], best.params["twists"]) == ("question", 1)
 

@@ -241,8 +241,8 @@ def test_a_stuck_outcome_is_caught_from_a_few_dozen_rows(
     recent = recent.set_column(recent.schema.get_field_index("reward"), "reward", pa.array(forced))
     alarms = gate._stuck(sim.wheel.spec, data.reference, recent, incumbent, 0.01)
     # (the policy serves twists = 0 only with dialogue openings: both levels carry the 30)
-    assert any(a.startswith("twists = 0: the last 30 results are all 1") for a in alarms)
-    assert all("results are all 1" in a for a in alarms), alarms
+    assert any(a.text.startswith("twists = 0: the last 30 results are all 1") for a in alarms)
+    assert all("results are all 1" in a.text for a in alarms), alarms
 
 
 def test_a_stuck_outcome_that_began_inside_the_window_is_measured_from_where_it_began(
@@ -259,16 +259,18 @@ def test_a_stuck_outcome_that_began_inside_the_window_is_measured_from_where_it_
     reward[rows[-30:]] = 1.0
     at = recent.schema.get_field_index("reward")
 
-    def stuck() -> list[str]:
+    def stuck() -> list[gate.Alarm]:
         reported = recent.set_column(at, "reward", pa.array(reward))
         return gate._stuck(sim.wheel.spec, data.reference, reported, incumbent, 0.01)
 
     alarms = stuck()
-    assert any(a.startswith("twists = 0: the last 30 results are all 1") for a in alarms), alarms
+    assert any(a.text.startswith("twists = 0: the last 30 results are all 1") for a in alarms), (
+        alarms
+    )
     # a failure last: the run is one result long, too short to judge
     reward[rows[-1]] = 0.0
     alarms = stuck()
-    assert not any(a.startswith("twists = 0") for a in alarms), alarms
+    assert not any(a.text.startswith("twists = 0") for a in alarms), alarms
 
 
 def test_a_run_in_cells_the_reference_never_saw_is_no_evidence(
@@ -283,9 +285,9 @@ def test_a_run_in_cells_the_reference_never_saw_is_no_evidence(
     failed = np.where(twists == 0, 0.0, recent.column("reward").to_numpy())
     recent = recent.set_column(recent.schema.get_field_index("reward"), "reward", pa.array(failed))
     seen = gate._stuck(sim.wheel.spec, data.reference, recent, incumbent, 0.01)
-    assert any(a.startswith("twists = 0: the last") for a in seen), seen
+    assert any(a.text.startswith("twists = 0: the last") for a in seen), seen
     # the same run, against a reference that never served twists = 0
     served = np.asarray(data.reference.column("twists").to_pylist()) != 0
     unseen = data.reference.filter(pa.array(served))
     alarms = gate._stuck(sim.wheel.spec, unseen, recent, incumbent, 0.01)
-    assert not any(a.startswith("twists = 0") for a in alarms), alarms
+    assert not any(a.text.startswith("twists = 0") for a in alarms), alarms

@@ -92,7 +92,7 @@ def _load(wheel: flywheel.Wheel) -> dict[str, str]:
 def test_failing_rows_are_quarantined_with_every_failed_check(
     make_wheel: Callable[..., flywheel.Wheel], clock: Clock
 ) -> None:
-    wheel = make_wheel(sales())
+    wheel = make_wheel({**sales(), "seatbelt": {"max_quarantined": 0.2}})
     ids = _load(wheel)
     clock.now += DAY
     state = wheel.status()
@@ -201,6 +201,7 @@ def stories(**skeleton: Any) -> dict[str, Any]:
         "signals": {"completed": "max"},
         "reward": {"formula": "completed"},
         "learn": {"min_rows": 10},
+        "seatbelt": {"max_quarantined": 0.1},  # 2 of 22 rows break a rule here
     }
 
 
@@ -277,3 +278,20 @@ rules = ["amount > 0"]
     listed = CliRunner().invoke(app, ["quarantine", "list"], terminal_width=200)
     assert listed.exit_code == 0, listed.output
     assert "amount > 0" in listed.output and "knob-a" not in listed.output
+
+
+def test_the_first_cycle_publishes_nothing_above_the_quarantine_limit(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    wheel = make_wheel(sales())  # seatbelt.max_quarantined: 5% by default
+    _load(wheel)
+    clock.now += DAY
+    result = wheel.learn()
+    assert not result.published and wheel.playbook is None
+    assert "7 of 47 rows quarantined (14.9%" in result.reason
+    assert "seatbelt.max_quarantined is 5.0%" in result.reason
+    assert wheel.status().events[0]["action"] == "rejected"
+    # the limit's earlier name, [quality] max_failure_rate, still sets it
+    looser = make_wheel(sales(max_failure_rate=0.2))
+    assert looser.spec.seatbelt.max_quarantined == 0.2
+    assert looser.learn().published

@@ -192,6 +192,56 @@ def fit(cells: Cells, design: Design, settings: Settings | None = None) -> Poste
     )
 
 
+def update(posterior: Posterior, cells: Cells, settings: Settings | None = None) -> Posterior:
+    """The posterior after more data: ``posterior`` is the prior, ``cells`` the rows it has
+    not seen (Bayes' rule with a Laplace approximation, as in the fit itself).
+
+    This is the online step between learn cycles: its cost grows with the parameters and the
+    new cells, not with the rows seen before, and the prior scales stay those the last fit
+    chose. Gaussian rewards keep the fit's standardisation and noise.
+    """
+    settings = settings or Settings()
+    if not len(cells):
+        return posterior
+    design = posterior.design
+    if posterior.link == "gaussian":
+        center, scale = posterior.center, posterior.scale
+        cells = Cells(
+            cells.codes,
+            cells.n,
+            (cells.s - cells.n * center) / scale,
+            (cells.ss - 2 * center * cells.s + cells.n * center**2) / scale**2,
+            cells.rows,
+        )
+    x = design.matrix(cells.codes, len(cells))
+    precision = _inverse(posterior.cov)
+    beta, hessian, steps, converged = _mode(
+        x,
+        cells,
+        posterior.link,
+        posterior.mean,
+        posterior.mean,
+        precision,
+        posterior.noise,
+        settings,
+    )
+    return Posterior(
+        design=design,
+        link=posterior.link,
+        mean=beta,
+        cov=_inverse(hessian),
+        scales=posterior.scales,
+        term_scales=posterior.term_scales,
+        noise=posterior.noise,
+        center=posterior.center,
+        scale=posterior.scale,
+        iterations=steps,
+        converged=converged,
+        cells=posterior.cells + len(cells),
+        weight=posterior.weight + cells.total,
+    )
+
+
 def _mode(
     x: sp.csr_matrix,
     cells: Cells,
@@ -204,10 +254,25 @@ def _mode(
 ) -> tuple[np.ndarray, np.ndarray, int, bool]:
     """Newton's method to the posterior mode; returns (mode, negative Hessian, steps, ok).
 
-    Gaussian: the log posterior is quadratic, so the first step lands on the mode.
+    ``precision`` is the prior's: a vector (independent effects) or a full matrix (a
+    posterior used as the next prior, see :mod:`flywheel.learn.online`). Gaussian: the log
+    posterior is quadratic, so the first step lands on the mode.
     """
     xt = x.T.tocsr()
     n, s = cells.n, cells.s
+    full = precision.ndim == 2
+
+    def penalty(b: np.ndarray) -> np.ndarray:
+        shifted = b - prior_mean
+        result: np.ndarray = precision @ shifted if full else precision * shifted
+        return result
+
+    def add_prior(hessian: np.ndarray) -> np.ndarray:
+        if full:
+            hessian += precision
+        else:
+            hessian[np.diag_indices_from(hessian)] += precision
+        return hessian
 
     def objective(b: np.ndarray) -> float:
         eta = x @ b
@@ -215,7 +280,7 @@ def _mode(
             loglik = float(s @ eta - n @ np.logaddexp(0.0, eta))
         else:
             loglik = float(-(cells.ss - 2 * s * eta + n * eta**2).sum() / (2 * noise**2))
-        return loglik - 0.5 * float(precision @ (b - prior_mean) ** 2)
+        return loglik - 0.5 * float((b - prior_mean) @ penalty(b))
 
     current = objective(beta)
     for step in range(1, settings.max_iterations + 1):
@@ -227,9 +292,8 @@ def _mode(
         else:
             weights = n / noise**2
             gradient = xt @ ((s - n * eta) / noise**2)
-        gradient = gradient - precision * (beta - prior_mean)
-        hessian = (xt @ sp.diags(weights) @ x).toarray()
-        hessian[np.diag_indices_from(hessian)] += precision
+        gradient = gradient - penalty(beta)
+        hessian = add_prior((xt @ sp.diags(weights) @ x).toarray())
         direction = la.cho_solve(la.cho_factor(hessian), gradient)
         size = 1.0
         while True:  # step halving keeps every step an improvement
@@ -242,8 +306,7 @@ def _mode(
         if link == "gaussian" or np.max(np.abs(size * direction)) < settings.tolerance:
             if link == "logistic":  # the curvature at the mode itself
                 mu = 1.0 / (1.0 + np.exp(-(x @ beta)))
-                hessian = (xt @ sp.diags(n * mu * (1.0 - mu)) @ x).toarray()
-                hessian[np.diag_indices_from(hessian)] += precision
+                hessian = add_prior((xt @ sp.diags(n * mu * (1.0 - mu)) @ x).toarray())
             return beta, hessian, step, True
     return beta, hessian, settings.max_iterations, False
 

@@ -16,13 +16,17 @@ N, S, SS, ROWS, REWARD_SUM, FIRST_TS, LAST_TS = (
 _WEIGHT = quote_name(own_column("w"))
 
 
-def cells_sql(spec: Spec, edges: Mapping[str, Sequence[float]]) -> str:
+def cells_sql(
+    spec: Spec, edges: Mapping[str, Sequence[float]], *, since: bool = False, forget: bool = False
+) -> str:
     """Weighted count, sum and sum of squares of the reward per context (numeric features in
     their bins) × knob combination, plus the data's signature (rows, sum, newest decision), in
     the columns named by :data:`N`, :data:`S`, :data:`SS`, :data:`ROWS`, :data:`REWARD_SUM`,
     :data:`FIRST_TS` and :data:`LAST_TS`. Quarantined rows are left out.
 
     With ``learn.half_life`` each row weighs 2^(-age / half_life), age counted to ``$as_of``.
+    With ``forget``, rows decided up to ``$forget_before`` (a change of the world) weigh
+    ``$forget_weight`` more. With ``since``, only decisions after ``$since`` are read.
     """
     features = []
     for f in spec.context:
@@ -41,9 +45,14 @@ def cells_sql(spec: Spec, edges: Mapping[str, Sequence[float]]) -> str:
         if half_life
         else "CAST(1 AS DOUBLE)"
     )
+    if forget:
+        weight = (
+            f"{weight} * CASE WHEN ts <= $forget_before"
+            " THEN CAST($forget_weight AS DOUBLE) ELSE 1 END"
+        )
     complete = " AND ".join([f"{k} IS NOT NULL" for k in knobs] + ["reward IS NOT NULL"])
     return f"""
-WITH a AS ({aligned_rows_sql(spec)}),
+WITH a AS ({aligned_rows_sql(spec, since=since)}),
 w AS (SELECT *, {weight} AS {_WEIGHT} FROM a WHERE {complete} AND {NOT_QUARANTINED})
 SELECT {", ".join([*features, *knobs])},
     CAST(sum({_WEIGHT}) AS DOUBLE) AS {quote_name(N)},
@@ -60,3 +69,10 @@ def quantiles_sql(spec: Spec, name: str, bins: int) -> str:
     points = ", ".join(repr(i / bins) for i in range(1, bins))
     column = quote_name(name)
     return f"SELECT quantile_cont({column}, [{points}]) AS q FROM decisions WHERE ts <= $as_of"
+
+
+def complete_since_sql(spec: Spec) -> str:
+    """How many rows decided after ``$since`` have their reward as of ``$as_of`` (the count a
+    cycle scheduled ``after`` new rows waits for)."""
+    return f"""SELECT count(*) AS n FROM ({aligned_rows_sql(spec, since=True)}) a
+WHERE reward IS NOT NULL AND {NOT_QUARANTINED}"""

@@ -49,6 +49,7 @@ class Playbook:
     draws: np.ndarray
     segments: dict[Key, SegmentPolicy]
     spec: Spec = field(repr=False)
+    online: bool = False  # serving tables updated between cycles, never stored
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Rules that read a numeric feature make the allowed set depend on its exact value, not
     # on its bin: such tables are cached per exact value (bounded).

@@ -6,6 +6,10 @@ exploration floor and cap); one uniform draw picks from it, so the propensity of
 served is exact and recorded with the decision. ``explore=False`` serves the combination with
 the best posterior mean (propensity 1).
 
+Between learn cycles the tables may come from an online update of the served version's
+posterior (:func:`flywheel.playbook.publish.online`): such decisions are recorded with the
+policy ``online`` (and the version updated), with the same exact propensities.
+
 Before any playbook exists the policy is the cold start: uniform over the combinations the
 skeleton allows for the context, or the skeleton ``default`` when the spec or the call asks
 for no exploration.
@@ -101,9 +105,9 @@ class Decider:
             ident,
             self._params(int(table.rows[i])),
             context,
-            policy,
+            "online" if playbook.online else policy,
             propensity,
-            playbook.version,
+            playbook.version or None,  # an online update before the first version: none
             float(table.mean[i]),
             float(table.low[i]),
             float(table.high[i]),

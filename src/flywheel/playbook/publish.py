@@ -18,7 +18,7 @@ from flywheel.errors import InvalidInputError
 from flywheel.learn import sql as learn_sql
 from flywheel.learn.cells import Cells
 from flywheel.learn.design import Design, Encoding
-from flywheel.learn.model import DEFAULT_SCALES, Settings, fit
+from flywheel.learn.model import DEFAULT_SCALES, Posterior, Settings, fit, update
 from flywheel.learn.sql import cells_sql, quantiles_sql
 from flywheel.playbook.book import MAX_TABULATED_SEGMENTS, Playbook, design_for
 from flywheel.seatbelt import breaker, gate, guard, quality
@@ -86,13 +86,23 @@ def learn(
         else:  # the skeleton's rules alone: a cheap check of the decisions table
             quality.skeleton_scan(store, spec, moment, moment)
     encoding = _encoding(store, spec, when)
-    table = store.query(cells_sql(spec, encoding.edges), when)
+    forget = forgetting(store, spec)
+    table = _cells_table(store, spec, encoding, when, forget)
     rows = int(pc.sum(table.column(learn_sql.ROWS)).as_py() or 0) if table.num_rows else 0
     if belt and report is None:  # no checks: nothing new can be quarantined; count the rest
         report = quality.counted(store, rows)
     if rows == 0:
         reason = "no decisions with a reward yet"
         return LearnResult(False, previous_version, reason, quality=report), None
+    if incumbent is None and report is not None and report.received:  # the first cycle
+        share = report.quarantined / report.received
+        if share > spec.seatbelt.max_quarantined:
+            reason = (
+                f"not published: {report.quarantined:,} of {report.received:,} rows quarantined"
+                f" ({share:.1%}; seatbelt.max_quarantined is {spec.seatbelt.max_quarantined:.1%})"
+            )
+            breaker.audit(store, moment, "rejected", reason, {"quality": report.as_dict()})
+            return LearnResult(False, previous_version, reason, quality=report), None
     if rows < spec.learn.min_rows:
         return LearnResult(
             False,
@@ -119,13 +129,17 @@ def learn(
     data = None
     if belt and incumbent is not None and report is not None:
         cut = _cut(store, incumbent) or moment
-        floor = breaker.resumed_at(store)
+        floor = _floor(store, forget)
         long_cut, before = _long_cut(store, incumbent, cut)
         data = gate.windows(store, spec, moment, cut, floor=floor, long_cut=long_cut)
         checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec))
         stopped = _halt_on(store, spec, moment, checks, incumbent, before, report)
         if stopped is not None:
             return stopped
+        found = next((c for c in checks if c.name == "change" and not c.ok), None)
+        if found is not None and spec.learn.forget_auto:
+            forget = _adapt(store, moment, found)
+            table = _cells_table(store, spec, encoding, when, forget)
 
     playbook = _fit(spec, table, encoding, rows, signature, now, seed)
     if data is not None and incumbent is not None:
@@ -159,6 +173,134 @@ def learn(
     ), playbook
 
 
+CHANGE_KEY = "learn.change"
+FORGET_SHARE = 0.25
+"""After a change of the world, the rows before it weigh together a quarter of the rows
+seen since it when it was found (and less as more arrive)."""
+
+
+def forgetting(store: Store, spec: Spec) -> dict[str, Any] | None:
+    """The parameters that down-weight the rows before the last change of the world the
+    seatbelt found (``learn.half_life = "auto"``); ``None`` when nothing is forgotten."""
+    raw = store.get_meta(CHANGE_KEY) if spec.learn.forget_auto else None
+    if not raw:
+        return None
+    change = json.loads(raw)
+    return {
+        "forget_before": datetime.fromisoformat(change["at"]),
+        "forget_weight": float(change["weight"]),
+    }
+
+
+def _cells_table(
+    store: Store,
+    spec: Spec,
+    encoding: Encoding,
+    when: dict[str, datetime],
+    forget: dict[str, Any] | None,
+) -> pa.Table:
+    sql = cells_sql(spec, encoding.edges, forget=forget is not None)
+    return store.query(sql, {**when, **(forget or {})})
+
+
+def _floor(store: Store, forget: dict[str, Any] | None) -> datetime | None:
+    """Where the gate's windows start: the last resume or the last change, the later one
+    (what came before either is not the normal a new window is judged against)."""
+    marks = [m for m in (breaker.resumed_at(store), forget and forget["forget_before"]) if m]
+    return max(marks) if marks else None
+
+
+def _adapt(store: Store, moment: datetime, found: Check) -> dict[str, Any]:
+    """A change of the world: remember where it began, so the rows before it weigh little
+    from now on, and record it (the cycle goes on and publishes)."""
+    at = datetime.fromisoformat(found.detail["at"])
+    counts = store.query(
+        "SELECT count(*) FILTER (WHERE ts <= $at) AS before, count(*) FILTER (WHERE ts > $at)"
+        " AS after FROM decisions WHERE ts <= $as_of",
+        {"at": at, "as_of": moment},
+    ).to_pylist()[0]
+    before, after = int(counts["before"] or 0), int(counts["after"] or 0)
+    weight = min(1.0, FORGET_SHARE * max(after, 1) / max(before, 1))
+    change = {"at": at.isoformat(), "weight": weight, "found": moment.isoformat()}
+    store.set_meta(CHANGE_KEY, json.dumps(change))
+    reason = f"{found.summary}; rows before {at:%Y-%m-%d %H:%M} now weigh {weight:.3g}"
+    breaker.audit(store, moment, "change", reason, {**found.detail, **change})
+    return {"forget_before": at, "forget_weight": weight}
+
+
+def _posterior(spec: Spec, cells: Cells, design: Design) -> Posterior:
+    settings = Settings(
+        link=spec.learn.link,
+        empirical_bayes=spec.learn.empirical_bayes,
+        scales=dict(DEFAULT_SCALES),
+        prior_mean=_prior_mean(spec, design),
+    )
+    # The matrices are small: BLAS threads only fight the store's own threads (measured: a
+    # 148-parameter fit took 6.8 s with them beside DuckDB, 0.03 s without).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return fit(cells, design, settings)
+
+
+def _tabulate(playbook: Playbook, limit: int) -> None:
+    """Compute the serving tables of the first ``limit`` segments (the rest on first use)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        for context in playbook.segment_contexts(limit):
+            playbook.segment(context)
+
+
+ONLINE_TABULATED = 256  # segments an online update tabulates ahead; the others on first use
+
+
+def online(
+    store: Store,
+    spec: Spec,
+    checkpoint: Playbook | None,
+    as_of: float,
+    rng: np.random.Generator,
+) -> Playbook | None:
+    """Serving tables that follow the results recorded since ``checkpoint`` (the published
+    version served) was fitted: its posterior updated with the cells of the rows decided
+    after its training cut-off (:func:`flywheel.learn.model.update`), or, before the first
+    version, a fit of every row so far. ``None``: nothing new to learn from.
+
+    The result serves like a playbook (exact propensities, recorded with the policy
+    ``online`` and the checkpoint's version) but is never stored: published versions stay
+    the audited, gated checkpoints. A restored version is not updated.
+    """
+    if checkpoint is not None and checkpoint.meta.get("restored_from") is not None:
+        return None  # a restored version serves exactly as published, until the next cycle
+    moment = datetime.fromtimestamp(as_of, tz=UTC)
+    when: dict[str, Any] = {"as_of": moment}
+    if checkpoint is None:
+        encoding = _encoding(store, spec, when)
+        table = _cells_table(store, spec, encoding, when, forgetting(store, spec))
+    else:
+        encoding = checkpoint.encoding
+        since = datetime.fromisoformat(checkpoint.meta["training"]["as_of"])
+        when["since"] = since
+        table = store.query(cells_sql(spec, encoding.edges, since=True), when)
+    if not table.num_rows:
+        return None
+    rows = int(pc.sum(table.column(learn_sql.ROWS)).as_py() or 0)
+    if checkpoint is None and rows < spec.learn.min_rows:
+        return None
+    cells = cells_of(table, spec, encoding)
+    if checkpoint is None:
+        posterior = _posterior(spec, cells, design_for(spec, encoding))
+        meta: dict[str, Any] = {"spec_digest": spec.digest, "training": {"rows": 0}}
+    else:
+        with threadpool_limits(limits=1, user_api="blas"):
+            posterior = update(checkpoint.posterior, cells)
+        meta = dict(checkpoint.meta)
+    meta["online"] = {"rows": rows, "as_of": moment.isoformat()}
+    with threadpool_limits(limits=1, user_api="blas"):
+        draws = posterior.draws(spec.learn.draws, rng, spec.learn.explore_spread)
+    version = 0 if checkpoint is None else checkpoint.version  # 0: no version yet
+    playbook = Playbook(version, meta, encoding, posterior, draws, {}, spec, online=True)
+    _tabulate(playbook, ONLINE_TABULATED)
+    return playbook
+
+
 def _fit(
     spec: Spec,
     table: pa.Table,
@@ -171,18 +313,10 @@ def _fit(
     """Fit the model on the cells and tabulate the candidate playbook (not yet published)."""
     cells = cells_of(table, spec, encoding)
     design = design_for(spec, encoding)
-    settings = Settings(
-        link=spec.learn.link,
-        empirical_bayes=spec.learn.empirical_bayes,
-        scales=dict(DEFAULT_SCALES),
-        prior_mean=_prior_mean(spec, design),
-    )
     fitted = time.perf_counter()
-    # The matrices are small: BLAS threads only fight the store's own threads (measured: a
-    # 148-parameter fit took 6.8 s with them beside DuckDB, 0.03 s without).
+    posterior = _posterior(spec, cells, design)
+    fit_seconds = time.perf_counter() - fitted
     with threadpool_limits(limits=1, user_api="blas"):
-        posterior = fit(cells, design, settings)
-        fit_seconds = time.perf_counter() - fitted
         rng = np.random.default_rng(seed)
         draws = posterior.draws(spec.learn.draws, rng, spec.learn.explore_spread)
     meta: dict[str, Any] = {
@@ -201,6 +335,7 @@ def _fit(
         "settings": {
             "interactions": spec.learn.interactions,
             "half_life_seconds": spec.learn.half_life_seconds,
+            "forget_auto": spec.learn.forget_auto,
             "explore_floor": spec.learn.explore_floor,
             "explore_cap": spec.learn.explore_cap,
             "explore_spread": spec.learn.explore_spread,
@@ -208,9 +343,7 @@ def _fit(
         },
     }
     playbook = Playbook(0, meta, encoding, posterior, draws, {}, spec)
-    with threadpool_limits(limits=1, user_api="blas"):
-        for context in playbook.segment_contexts(MAX_TABULATED_SEGMENTS):
-            playbook.segment(context)
+    _tabulate(playbook, MAX_TABULATED_SEGMENTS)
     meta["diagnostics"] = {
         "link": posterior.link,
         "iterations": posterior.iterations,
@@ -237,6 +370,7 @@ def _halt_on(
     failed = [c for c in checks if c.critical and not c.ok]
     if not failed:
         return None
+    failed.sort(key=lambda c: -float(c.detail.get("strength", 0.0)))  # strongest evidence first
     detail = {"checks": [c.as_dict() for c in checks]}
     stop = breaker.halt(store, moment, failed[0].name, "; ".join(c.summary for c in failed), detail)
     reason = f"halted by {stop.check}: {stop.reason}"

@@ -10,9 +10,15 @@ data checks compare the two (each needs ``seatbelt.min_rows`` rows on both sides
   samples, Jensen–Shannon / Wasserstein on large: see :mod:`~flywheel.seatbelt.monitors`);
 - ``srm``: the knob values logged by a playbook's decisions do not match what its policy
   serves (chi-square per knob, p < 0.001);
-- ``reward_shift``: one knob level's result moved against the incumbent model's prediction
-  while the other levels' did not (a difference of mean residuals between the windows, both
-  significant and at least ``seatbelt.min_shift`` standard deviations of the reward);
+- ``reward_shift``: toxic results: one knob level's result moved against the incumbent
+  model's prediction while the other levels' did not (a difference of mean residuals between
+  the windows, both significant and at least ``seatbelt.min_shift`` standard deviations of
+  the reward), or a level's results are all the same for longer than the reference makes
+  probable (a forced success or failure);
+- ``change`` (never halts): the results moved across the combinations served — after the
+  strongest level's cells are set aside, other levels still moved — with plausible results:
+  the world changed. The cycle adapts (its change point is found, and the rows before it
+  weigh little from then on) instead of halting;
 - ``reward_drift`` (never halts: a policy that learns *should* move the reward).
 
 Statistical checks share the false-alarm budget ``seatbelt.alpha`` per cycle (Bonferroni).
@@ -26,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -117,6 +123,31 @@ def windows(
 # --- data checks ---------------------------------------------------------------------------------
 
 
+class Alarm(NamedTuple):
+    """One piece of evidence, with its ``strength`` (as a two-sided z: how far past chance),
+    and the knob level it is about (if any: ``level`` -1 otherwise)."""
+
+    strength: float
+    text: str
+    knob: str = ""
+    level: int = -1
+
+
+def z_of(p_value: float) -> float:
+    """A p-value as the two-sided z it corresponds to (a common scale for strengths)."""
+    return float(norm.isf(max(p_value, 1e-300) / 2))
+
+
+LEAD = 3  # a reason lists its strongest alarms first, this many, then how many more
+
+
+def lead(alarms: list[Alarm]) -> str:
+    """The alarms, strongest first: the first LEAD of them, then "and N more"."""
+    ordered = sorted(alarms, key=lambda a: -a.strength)
+    text = "; ".join(a.text for a in ordered[:LEAD])
+    return f"{text}; and {len(ordered) - LEAD} more" if len(ordered) > LEAD else text
+
+
 def data_checks(
     spec: Spec,
     quality: QualityReport,
@@ -135,7 +166,7 @@ def data_checks(
     alpha = belt.alpha / max(tests, 1)
     checks.append(_drift(spec, data, alpha))
     checks.append(_srm(spec, data, load, alpha))
-    checks.append(_reward_shift(spec, data, incumbent, alpha))
+    checks += _reward_shift(spec, data, incumbent, alpha)
     checks.append(_reward_drift(spec, data, alpha))
     return checks
 
@@ -158,9 +189,10 @@ def _quality(spec: Spec, report: QualityReport) -> Check:
     if not judged:
         summary += f"; not judged below {spec.seatbelt.min_rows} rows"
     worst = sorted(report.rules, key=lambda r: -r.failed)[:5]
-    return Check(
-        "quality", ok, _critical(spec, "quality"), summary, {"rules": [r.line() for r in worst]}
-    )
+    detail: dict[str, Any] = {"rules": [r.line() for r in worst]}
+    if not ok:
+        detail["strength"] = np.inf  # rows that broke a rule: a fact, not a chance
+    return Check("quality", ok, _critical(spec, "quality"), summary, detail)
 
 
 def _drift(spec: Spec, data: Windows, alpha: float) -> Check:
@@ -238,7 +270,7 @@ def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alph
                 expected[k.name].append(cells)
                 observed[k.name].append(np.bincount(codes[members, j], minlength=len(k.values)))
     threshold = min(alpha * 10, SRM_THRESHOLD) / len(spec.knobs)  # p < 0.001 across the knobs
-    alarms: list[str] = []
+    alarms: list[Alarm] = []
     found: dict[str, Any] = {}
     for k in spec.knobs:
         if not observed[k.name]:
@@ -269,18 +301,22 @@ def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alph
             "rare_p_value": excess,
         }
         if p < threshold:
-            alarms.append(f"{k.name} (chi-square {chi2:.1f} over {len(obs)} cells, p = {p:.2g})")
+            text = f"{k.name} (chi-square {chi2:.1f} over {len(obs)} cells, p = {p:.2g})"
+            alarms.append(Alarm(z_of(p), text))
     found["mislogged_rows"] = mislogged
     if mislogged >= max(MISLOGGED_MIN, MISLOGGED_SHARE * rows.num_rows):
-        alarms.append(
+        text = (
             f"{mislogged} of {rows.num_rows} rows logged a combination their playbook gives"
             " another probability than the logged propensity"
         )
+        alarms.append(Alarm(np.inf, text))  # not chance: what was served is known exactly
     summary = (
-        "logged knob values do not match the policy: " + ", ".join(alarms)
+        "logged knob values do not match the policy: " + lead(alarms)
         if alarms
         else "logged knob values match the policy"
     )
+    if alarms:
+        found["strength"] = max(a.strength for a in alarms)
     return Check("srm", not alarms, _critical(spec, "srm"), summary, found)
 
 
@@ -314,28 +350,107 @@ def _pool(observed: np.ndarray, expected: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.array(obs), np.array(exp)
 
 
-def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) -> Check:
+def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) -> list[Check]:
     """The shift check on the last cycle and on the last SHIFT_CYCLES (sharing ``alpha``): a
     sudden break shows at once in the short window, a slow one or one on a rarely served
-    level accumulates in the long one."""
+    level accumulates in the long one.
+
+    Two verdicts: ``reward_shift`` for toxic results (a level that jumped alone, or a stuck
+    outcome), ``change`` for a shift spread across the combinations served, with its change
+    point. A stuck outcome makes the whole shift toxic: plausible results are never all the
+    same for that long."""
     spans = [(data.reference, data.recent, "last cycle")]
     if data.long_recent.num_rows > data.recent.num_rows:
         spans.append((data.long_reference, data.long_recent, f"last {SHIFT_CYCLES} cycles"))
-    alarms: list[str] = []
+    alarms: list[Alarm] = []
     found: dict[str, Any] = {}
     tests = len(spans) + 1  # the shift on each span, and the stuck-outcome test
     for reference, recent, label in spans:
         if min(reference.num_rows, recent.num_rows) < spec.seatbelt.min_rows:
             continue
-        more, detail = _shift(spec, reference, recent, incumbent, alpha / tests)
-        alarms += [f"{a} over the {label}" for a in more]
+        shifts, detail = _shift(spec, reference, recent, incumbent, alpha / tests)
         found.update({f"{k} ({label})": v for k, v in detail.items()})
+        alarms += [Alarm(abs(s.z), f"{s.text} over the {label}", s.knob, s.level) for s in shifts]
     if min(data.long_reference.num_rows, data.recent.num_rows) >= spec.seatbelt.min_rows:
         alarms += _stuck(spec, data.long_reference, data.long_recent, incumbent, alpha / tests)
-    summary = (
-        "reward shifted for " + "; ".join(alarms) if alarms else "no knob level's reward shifted"
+    critical = _critical(spec, "reward_shift")
+    if not alarms:
+        return [
+            Check("reward_shift", True, critical, "no knob level's reward shifted", found),
+            Check("change", True, False, "no change of the world"),
+        ]
+    found["strength"] = max(a.strength for a in alarms)
+    long_rows = (data.long_reference, data.long_recent)
+    if not _spread(spec, *long_rows, incumbent, max(alarms, key=lambda a: a.strength), alpha):
+        summary = "reward shifted for " + lead(alarms)
+        return [
+            Check("reward_shift", False, critical, summary, found),
+            Check("change", True, False, "no change of the world: one level moved alone"),
+        ]
+    at = change_point(spec, pa.concat_tables(long_rows), incumbent)
+    summary = f"the world changed near {at:%Y-%m-%d %H:%M}: results moved for " + lead(alarms)
+    detail = {"at": at.isoformat(), "shifts": [a.text for a in alarms], **found}
+    return [
+        Check("reward_shift", True, critical, "results moved across the combinations", found),
+        Check("change", False, False, summary, detail),
+    ]
+
+
+def _spread(
+    spec: Spec,
+    reference: pa.Table,
+    recent: pa.Table,
+    incumbent: Playbook,
+    strongest: Alarm,
+    alpha: float,
+) -> bool:
+    """Did results move beyond the strongest alarm's level? Set aside every row with that
+    level and judge the rest again: a shift in means (``alpha`` shared across the levels, no
+    minimum size) or a stuck outcome anywhere else means the results moved across the
+    combinations served (a changed world); nothing else, that one level moved alone (a
+    fault: a broken metric, a mislabelled tag)."""
+    if strongest.level < 0:
+        return False
+    j = [k.name for k in spec.knobs].index(strongest.knob)
+    keep_old = knob_codes(spec, reference)[:, j] != strongest.level
+    keep_new = knob_codes(spec, recent)[:, j] != strongest.level
+    rest_old, rest_new = reference.filter(pa.array(keep_old)), recent.filter(pa.array(keep_new))
+    if min(rest_old.num_rows, rest_new.num_rows) < spec.seatbelt.min_rows:
+        return False
+    levels = sum(len(k.values) for k in spec.knobs)
+    others, _ = _shift(
+        spec, rest_old, rest_new, incumbent, spec.seatbelt.alpha / levels, min_shift=0.0
     )
-    return Check("reward_shift", not alarms, _critical(spec, "reward_shift"), summary, found)
+    return bool(others) or bool(_stuck(spec, rest_old, rest_new, incumbent, alpha))
+
+
+CHANGE_CHUNKS = 400  # the change point is looked for between chunks of rows this many
+
+
+def change_point(spec: Spec, rows: pa.Table, incumbent: Playbook) -> datetime:
+    """Where results began to move against the incumbent's model: the split of the rows (in
+    decision order) that maximises the summed squared difference, over every knob level, of
+    the mean residual before and after it (each weighed by its precision). Rows are split
+    between CHANGE_CHUNKS chunks, so the search is cheap however many rows there are."""
+    rows = rows.sort_by("ts")
+    residual = rows.column("reward").to_numpy() - predict(incumbent, rows)
+    knobs = knob_codes(spec, rows)
+    offsets = np.cumsum([0, *(len(k.values) for k in spec.knobs)])
+    levels = np.zeros((rows.num_rows, int(offsets[-1])))
+    for j in range(len(spec.knobs)):
+        levels[np.arange(rows.num_rows), offsets[j] + knobs[:, j]] = 1.0
+    starts = np.unique(np.linspace(0, rows.num_rows, CHANGE_CHUNKS, endpoint=False).astype(int))
+    sums = np.cumsum(np.add.reduceat(levels * residual[:, None], starts, axis=0), axis=0)
+    counts = np.cumsum(np.add.reduceat(levels, starts, axis=0), axis=0)
+    n_before, s_before = counts[:-1], sums[:-1]  # split after each chunk but the last
+    n_after, s_after = counts[-1] - n_before, sums[-1] - s_before
+    enough = (n_before >= 5) & (n_after >= 5)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = s_after / n_after - s_before / n_before
+        score = np.where(enough, gap**2 / (1 / n_after + 1 / n_before), 0.0).sum(axis=1)
+    split = starts[int(np.argmax(score)) + 1] - 1 if len(score) else 0  # the last row before
+    ts: datetime = rows.column("ts")[int(split)].as_py()
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def _cells(spec: Spec, playbook: Playbook, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -353,7 +468,7 @@ STUCK_ROWS = 10  # a level needs this many results in a row before "all the same
 
 def _stuck(
     spec: Spec, reference: pa.Table, recent: pa.Table, incumbent: Playbook, alpha: float
-) -> list[str]:
+) -> list[Alarm]:
     """Binary results only: a knob level whose latest results are all the same (all 1 or all
     0) for longer than the reference makes probable.
 
@@ -407,16 +522,32 @@ def _stuck(
             else:
                 log_p = float((betaln(ones, zeros + length) - betaln(ones, zeros)).sum())
             if log_p < np.log(alpha / 2):  # ``alpha`` is already a level's share; two outcomes
-                alarms.append(
+                text = (
                     f"{k.name} = {value!r}: the last {len(run)} results are all {outcome}"
                     f" (P = {np.exp(log_p):.2g} by the reference)"
                 )
+                alarms.append(Alarm(z_of(float(np.exp(log_p))), text, k.name, level))
     return alarms
 
 
+class Shift(NamedTuple):
+    """One knob level whose results moved against the other levels'."""
+
+    knob: str
+    level: int
+    shift: float
+    z: float
+    text: str
+
+
 def _shift(
-    spec: Spec, reference: pa.Table, recent_rows: pa.Table, incumbent: Playbook, alpha: float
-) -> tuple[list[str], dict[str, Any]]:
+    spec: Spec,
+    reference: pa.Table,
+    recent_rows: pa.Table,
+    incumbent: Playbook,
+    alpha: float,
+    min_shift: float | None = None,
+) -> tuple[list[Shift], dict[str, Any]]:
     """Per knob level: did its results move between the windows more than everyone else's?
 
     Compared within cells (one context segment and one full combination each), so a policy
@@ -439,7 +570,9 @@ def _shift(
     level_of_cell[cell] = knobs
     scale = float(np.std(reference.column("reward").to_numpy())) or 1.0
     z_limit = float(norm.ppf(1 - alpha / 2))
-    alarms, found = [], {}
+    smallest = spec.seatbelt.min_shift if min_shift is None else min_shift
+    alarms: list[Shift] = []
+    found: dict[str, Any] = {}
     for j, k in enumerate(spec.knobs):
         for level, value in enumerate(k.values):
             mine = level_of_cell[:, j] == level
@@ -452,7 +585,7 @@ def _shift(
                 float(n_new[mine].sum() / max(n_new.sum(), 1)),
                 float(n_old[mine].sum() / max(n_old.sum(), 1)),
             )
-            alarm = abs(z) > z_limit and abs(shift) >= spec.seatbelt.min_shift * scale
+            alarm = abs(z) > z_limit and abs(shift) >= smallest * scale
             if abs(z) > z_limit:
                 found[f"{k.name}={value}"] = {
                     "shift": round(float(shift), 4),
@@ -462,10 +595,11 @@ def _shift(
                     "alarm": bool(alarm),
                 }
             if alarm:
-                alarms.append(
+                text = (
                     f"{k.name} = {value!r} moved {shift:+.3g} against the other levels"
                     f" (z = {z:.1f}; traffic {traffic[1]:.0%} -> {traffic[0]:.0%})"
                 )
+                alarms.append(Shift(k.name, level, float(shift), float(z), text))
     return alarms, found
 
 
@@ -484,7 +618,7 @@ def ope_check(spec: Spec, candidate: Playbook, incumbent: Playbook, data: Window
     rows = data.recent
     version = rows.column("playbook").to_numpy(zero_copy_only=False)
     policy = np.asarray(rows.column("policy").to_pylist())
-    sampled = (policy == "thompson") | (policy == "local")
+    sampled = (policy == "thompson") | (policy == "local") | (policy == "online")
     rows = rows.filter(pa.array((version == incumbent.version) & sampled))
     if rows.num_rows < spec.seatbelt.min_rows:
         note = f"not judged: {rows.num_rows} rows served by the incumbent"

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+import pyarrow as pa
 from numpy.typing import ArrayLike
 
 from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
+from flywheel.rules import quote_name
 from flywheel.spec import Spec
 from flywheel.store import Store
 
@@ -58,14 +60,25 @@ class Sequential:
         }
 
 
-def msprt(new: ArrayLike, old: ArrayLike, alpha: float = 0.05, tau: float = TAU) -> Sequential:
-    """Compare the mean of ``new`` with the mean of ``old`` (each needs two values or more)."""
+def msprt(
+    new: ArrayLike,
+    old: ArrayLike,
+    alpha: float = 0.05,
+    tau: float = TAU,
+    *,
+    adjust: tuple[float, float] = (0.0, 0.0),
+) -> Sequential:
+    """Compare the mean of ``new`` with the mean of ``old`` (each needs two values or more).
+
+    ``adjust`` (an estimate and its variance) is subtracted from the difference: the change
+    of the results over time that both streams would have seen (see :func:`live`)."""
     a, b = np.asarray(new, dtype=float), np.asarray(old, dtype=float)
     if len(a) < 2 or len(b) < 2:
         return Sequential(0.0, -math.inf, math.inf, 1.0, len(a), len(b))
-    theta = float(a.mean() - b.mean())
+    theta = float(a.mean() - b.mean()) - adjust[0]
     pooled = float(np.concatenate([a - a.mean(), b - b.mean()]).std()) or 1e-9
-    variance = max(float(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)), 1e-18)
+    variance = float(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)) + adjust[1]
+    variance = max(variance, 1e-18)
     mix = (tau * pooled) ** 2
     log_ratio = 0.5 * math.log(variance / (variance + mix)) + theta**2 * mix / (
         2 * variance * (variance + mix)
@@ -84,12 +97,48 @@ def live(
     store: Store, spec: Spec, as_of: datetime, new: int, old: int, since: datetime
 ) -> Sequential:
     """The live rewards of playbook version ``new`` against those of ``old`` (which was
-    published after ``since``: older decisions are not read)."""
+    published after ``since``: older decisions are not read), as if on the same period.
+
+    The two versions served one after the other, so a change of the world between their
+    periods (everyone's results fell) would pass for a worse version. That change is measured
+    where it shows without the versions' choices: in the cells (context and combination)
+    both served, the mean change of the results between the periods (each cell weighed by
+    its precision), and taken out of the difference, its uncertainty added to the test's."""
+    factors = ", ".join(
+        quote_name(n) for n in (*(f.name for f in spec.context), *(k.name for k in spec.knobs))
+    )
     table = store.query(
-        f"""SELECT playbook, reward FROM ({aligned_rows_sql(spec, since=True)}) a
+        f"""SELECT playbook, reward, {factors} FROM ({aligned_rows_sql(spec, since=True)}) a
         WHERE reward IS NOT NULL AND playbook IN ($new, $old) AND {NOT_QUARANTINED}""",
         {"as_of": as_of, "new": new, "old": old, "since": since},
     )
     version = table.column("playbook").to_numpy()
     reward = table.column("reward").to_numpy()
-    return msprt(reward[version == new], reward[version == old], spec.seatbelt.guard_alpha)
+    is_new = version == new
+    shift = _common_shift(table, reward, is_new)
+    return msprt(reward[is_new], reward[~is_new], spec.seatbelt.guard_alpha, adjust=shift)
+
+
+def _common_shift(table: pa.Table, reward: np.ndarray, is_new: np.ndarray) -> tuple[float, float]:
+    """The mean change of the results between the two periods within the cells both served,
+    and its variance; (0, 0) when they share no cell."""
+    if table.num_rows < 4 or not is_new.any() or is_new.all():
+        return 0.0, 0.0
+    key = table.drop_columns(["playbook", "reward"])
+    codes = [
+        np.unique(np.asarray(c.to_pylist(), dtype=str), return_inverse=True)[1].ravel()
+        for c in key.columns
+    ]
+    _, cell = np.unique(np.column_stack(codes), axis=0, return_inverse=True)
+    cell = cell.ravel()
+    size = int(cell.max()) + 1
+    n_new = np.bincount(cell[is_new], minlength=size)
+    n_old = np.bincount(cell[~is_new], minlength=size)
+    shared = (n_new > 0) & (n_old > 0)
+    if not shared.any():
+        return 0.0, 0.0
+    mean_new = np.bincount(cell[is_new], reward[is_new], size)[shared] / n_new[shared]
+    mean_old = np.bincount(cell[~is_new], reward[~is_new], size)[shared] / n_old[shared]
+    weight = 1.0 / (1.0 / n_new[shared] + 1.0 / n_old[shared])
+    spread = float(np.var(reward)) or 1e-9
+    return float(weight @ (mean_new - mean_old) / weight.sum()), spread / float(weight.sum())

@@ -26,6 +26,7 @@ class Status:
     monitors: tuple[Check, ...]
     events: tuple[dict[str, Any], ...]
     never_received: tuple[str, ...] = ()
+    cycles: dict[str, Any] | None = None  # the last learn cycle and the next (flywheel.turn)
 
     @property
     def halted(self) -> bool:
@@ -41,6 +42,7 @@ class Status:
             "monitors": [m.as_dict() for m in self.monitors],
             "events": [{**e, "ts": str(e["ts"])} for e in self.events],
             "signals_never_received": list(self.never_received),
+            "cycles": self.cycles,
         }
 
 

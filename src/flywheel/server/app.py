@@ -666,6 +666,8 @@ def openapi_document() -> str:
     import flywheel
     from flywheel.demo import example_spec
 
-    with flywheel.open(example_spec(), store="duckdb:///:memory:", refresh=0) as wheel:
+    with flywheel.open(
+        example_spec(), store="duckdb:///:memory:", refresh=0, background=False
+    ) as wheel:
         document = create_app(wheel).openapi()
     return json.dumps(document, indent=2, sort_keys=True) + "\n"

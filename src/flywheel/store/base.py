@@ -21,6 +21,7 @@ Tables (one row per event, never updated in place):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -220,6 +221,11 @@ class Store(Protocol):
     def update_meta(self, key: str, change: Callable[[str | None], str]) -> str:
         """Replace a setting with ``change(old value)`` atomically, also against other
         processes sharing the store (no update is lost); return the new value."""
+
+    def exclusive(self, name: str) -> AbstractContextManager[bool]:
+        """Try to take the lock ``name``, held by one process (and thread) at a time among
+        all those sharing the store, without waiting: the context's value says whether it
+        was taken (a learn cycle runs only where it was)."""
 
     def close(self) -> None:
         """Release the store. Writes already acknowledged stay durable."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,10 @@ KEY_DIGEST = "CAST(md5({}) AS UUID)"
 
 
 SET_META = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+
+
+_LOCKS: dict[tuple[str, str], threading.Lock] = {}  # see DuckDBStore.exclusive
+_LOCKS_GUARD = threading.Lock()
 
 
 class DuckDBStore:
@@ -420,6 +425,18 @@ class DuckDBStore:
             value = change(self.get_meta(key))
             self.set_meta(key, value)
         return value
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        # one process holds the file: a lock per file and name in this process is enough
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault((self.path, name), threading.Lock())
+        taken = lock.acquire(blocking=False)
+        try:
+            yield taken
+        finally:
+            if taken:
+                lock.release()
 
     def close(self) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ passed to libpq; the schema, ``flywheel`` by default, is created when missing).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -176,6 +177,7 @@ class PostgresStore:
         self._tables = tables
         self._window = dedup_window  # how long a signal's idempotency key is kept, at least
         self._lock = threading.RLock()
+        self._exclusive: dict[str, threading.Lock] = {}  # see exclusive
         conninfo, self.schema = _split_url(url)
         self.url = url
         try:
@@ -501,6 +503,32 @@ class PostgresStore:
             value = change(self.get_meta(key))
             self.set_meta(key, value)
         return value
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        # a session advisory lock is re-entrant within a session, so threads of this process
+        # take a lock of their own first
+        with self._lock:
+            local = self._exclusive.setdefault(name, threading.Lock())
+        if not local.acquire(blocking=False):
+            yield False
+            return
+        try:
+            with self._lock:
+                row = self._con.execute(
+                    "SELECT pg_try_advisory_lock(hashtext(%s))", [f"exclusive:{name}"]
+                ).fetchone()
+            taken = bool(row and row[0])
+            try:
+                yield taken
+            finally:
+                if taken:
+                    with self._lock:
+                        self._con.execute(
+                            "SELECT pg_advisory_unlock(hashtext(%s))", [f"exclusive:{name}"]
+                        )
+        finally:
+            local.release()
 
     def close(self) -> None:
         with self._lock:
