@@ -70,7 +70,9 @@ NOTES = [
     " reported beside it for reference.",
     "Flywheel: public SDK only, a fresh DuckDB file per run, clock T0 + 60 s per decision,"
     " each reward signalled (0 or 1) at the time it becomes visible, learn(as_of=now) every"
-    " refit, its serving generator seeded per run, the world's spec with its default learn"
+    " refit, an online update (wheel.update(), what the SDK's background thread runs) every"
+    " `online_rows` (100) rewards signalled, its serving generator seeded per run, the"
+    " world's spec with its default learn"
     " settings (half_life auto; the drift world alone sets a half-life). Its figures still"
     " vary a little from one run to the next for the same seed: the store sums cells in"
     " parallel, so the fits differ in the last bits, and a single different choice changes"
@@ -358,7 +360,13 @@ class Flywheel(Policy):
             clock=lambda: self.now,
             refresh=0,
             seed=int(rng.integers(2**31)),
+            background=False,  # online updates below, every online_rows results
         )
+        learn = self.wheel.spec.learn
+        self.online_rows = learn.online_rows if learn.online else 0
+        self.unlearned = 0
+        self.updates = 0
+        self.update_seconds = 0.0
         self.knobs = list(world.knobs)
         self.ids: dict[int, str] = {}
         self.published = 0
@@ -390,6 +398,14 @@ class Flywheel(Policy):
     def observe(self, t: int, seg: int, grid: int, reward: int, now: float) -> None:
         self.now = now
         self.wheel.signal(self.ids.pop(t), "converted", reward, ts=now)
+        self.unlearned += 1
+        if self.online_rows and self.unlearned >= self.online_rows:
+            # what the SDK's background thread does at this pace in production; here in the
+            # loop, so a simulation faster than real traffic gets the same updates
+            self.unlearned = 0
+            started = time.perf_counter()
+            self.updates += int(self.wheel.update())
+            self.update_seconds += time.perf_counter() - started
 
     def refit(self, t: int, now: float) -> None:
         self.now = now
@@ -435,6 +451,8 @@ class Flywheel(Policy):
             changes=self.changes,
             operator=bool(self.args.operator),
             learn_seconds=round(self.learn_seconds, 2),
+            online_updates=self.updates,
+            update_seconds=round(self.update_seconds, 2),
             served_violations=self.violations,
         )
 
@@ -679,6 +697,21 @@ def print_overview(worlds: dict[str, dict[str, Any]]) -> None:
         )
 
 
+def _reused(args: argparse.Namespace) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """The baselines' runs of an earlier result file with the same protocol."""
+    path = Path(__file__).parent / "results" / f"{args.reuse}.json"
+    earlier = json.loads(path.read_text())["results"]
+    settings = earlier["settings"]
+    same = all(settings[k] == getattr(args, k) for k in ("decisions", "delay", "refit"))
+    if not same:
+        raise SystemExit(f"{path}: another protocol (decisions, delay or refit differ)")
+    return {
+        (r["world"], r["seed"], r["policy"]): r
+        for r in earlier.get("runs", [])
+        if r["policy"] != "flywheel"
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -706,6 +739,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument(
         "--out", default="learning", help="the results' name: bench/results/NAME.json"
+    )
+    parser.add_argument(
+        "--reuse",
+        default="",
+        metavar="NAME",
+        help="take the baselines' runs from bench/results/NAME.json (same decisions, delay and"
+        " refit) instead of running them again; Flywheel always runs",
     )
     parser.add_argument(
         "--learn",
@@ -738,6 +778,8 @@ def main() -> None:
     tasks = [
         (w, seed, p, args) for w in world_names for seed in range(args.seeds) for p in policies
     ]
+    reused = _reused(args) if args.reuse else {}
+    tasks = [t for t in tasks if t[2] == "flywheel" or (t[0], t[1], t[2]) not in reused]
     # slowest first, so the pool stays busy to the end
     tasks.sort(
         key=lambda t: (t[2] in ("flywheel", *VW_POLICIES, *VW_ONLINE), t[0] == "large"),
@@ -745,6 +787,7 @@ def main() -> None:
     )
     started = time.perf_counter()
     runs = run_all(_run, tasks, args.jobs)
+    runs += [r for key, r in reused.items() if key[0] in world_names and key[2] in policies]
     results: dict[str, Any] = {
         "settings": {
             "decisions": args.decisions,
@@ -760,6 +803,7 @@ def main() -> None:
         },
         "notes": NOTES,
         "worlds": {},
+        "runs": runs,
     }
     for name in world_names:
         world = W.make(name, args.decisions)
