@@ -1,7 +1,9 @@
 """Decide latency in-process: the cold start, and a learned playbook on ~150 and 6,561 combinations.
 
 Each call is timed on its own with ``perf_counter_ns``, the background writer running as in
-production. Run: ``.venv/bin/python bench/decide.py``.
+production. The learned cases are timed twice: with nothing else running, and while online
+updates run back to back on another thread (the worst case: the SDK's own thread runs one
+every 100 results or 5 s). Run: ``.venv/bin/python bench/decide.py``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -50,18 +53,48 @@ def measure(
 
 
 def teach(wheel: flywheel.Wheel, contexts: list[dict[str, Any]], n: int, reward: Any) -> None:
-    """Some simulated traffic, then a learn cycle, so decide serves from a playbook."""
+    """Some simulated traffic, then a learn cycle, so decide serves from a playbook, then as
+    much traffic again, for online updates to learn from."""
     rng = random.Random(2)
-    for i in range(n):
-        ctx = contexts[i % len(contexts)]
-        d = wheel.decide(ctx)
-        wheel.signal(
-            d,
-            "completed" if "completed" in wheel.spec.signals else "converted",
-            rng.random() < reward(ctx, d.params),
-        )
+    name = "completed" if "completed" in wheel.spec.signals else "converted"
+
+    def traffic() -> None:
+        for i in range(n):
+            ctx = contexts[i % len(contexts)]
+            d = wheel.decide(ctx)
+            wheel.signal(d, name, rng.random() < reward(ctx, d.params))
+
+    traffic()
     result = wheel.learn(seed=1)
     assert result.published, result.reason
+    traffic()
+
+
+def with_updates(
+    wheel: flywheel.Wheel, contexts: list[dict[str, Any]], calls: int, unit: str | None
+) -> dict[str, float]:
+    """``measure`` while another thread runs online updates back to back."""
+    stop = threading.Event()
+    seconds: list[float] = []
+
+    def updating() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            assert wheel.update()
+            seconds.append(time.perf_counter() - started)
+
+    thread = threading.Thread(target=updating)
+    thread.start()
+    try:
+        found = measure(wheel, contexts, calls, unit)
+    finally:
+        stop.set()
+        thread.join()
+    return {
+        **found,
+        "online_updates": len(seconds),
+        "update_ms_median": round(float(np.median(seconds)) * 1000, 1),
+    }
 
 
 def main() -> None:
@@ -74,16 +107,22 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
         with flywheel.open(
-            example_spec(), store=f"duckdb:///{Path(folder) / 'a.duckdb'}", refresh=0
+            example_spec(),
+            store=f"duckdb:///{Path(folder) / 'a.duckdb'}",
+            refresh=0,
+            background=False,  # the updates are run below, where they are measured
         ) as wheel:
             results["cold_start_with_unit"] = measure(wheel, stories, args.calls, "user-42")
             results["cold_start_without_unit"] = measure(wheel, stories, args.calls, None)
             world = StoryWorld(3)
             teach(wheel, stories, 5_000, world.completion)
             results["learned_132_combinations"] = measure(wheel, stories, args.calls, "user-42")
+            results["learned_132_combinations_online_updates"] = with_updates(
+                wheel, stories, args.calls, "user-42"
+            )
         segments = [{"segment": rng.choice(["s1", "s2", "s3"])} for _ in range(1000)]
         with flywheel.open(
-            LARGE, store=f"duckdb:///{Path(folder) / 'b.duckdb'}", refresh=0
+            LARGE, store=f"duckdb:///{Path(folder) / 'b.duckdb'}", refresh=0, background=False
         ) as wheel:
             teach(
                 wheel,
@@ -92,6 +131,9 @@ def main() -> None:
                 lambda ctx, p: 0.2 + 0.3 * (p["k0"] == "a") * (p["k1"] == "b"),
             )
             results["learned_6561_combinations"] = measure(wheel, segments, args.calls, "user-42")
+            results["learned_6561_combinations_online_updates"] = with_updates(
+                wheel, segments, args.calls, "user-42"
+            )
     report("decide", results)
 
 

@@ -147,6 +147,8 @@ def status(
         )
     serving = f"playbook {state.playbook}" if state.playbook else "the cold start (no playbook yet)"
     console.print(f"serving: {serving}")
+    for line in _cycle_lines(state.cycles or {}):
+        console.print(line, highlight=False)
     if state.halt is not None:
         console.print(
             f"[bold red]halted[/] since {state.halt.since} by {state.halt.check}:"
@@ -166,6 +168,30 @@ def status(
         )
     if check_alerts:
         _exit_on_alerts(state)
+
+
+def _cycle_lines(cycles: dict[str, Any]) -> list[str]:
+    """The last learn cycle (what started it, how it ended) and when the next is due."""
+    lines = []
+    last = cycles.get("last")
+    if last:
+        outcome = (
+            f"published version {last['version']}" if last["published"] else "published nothing"
+        )
+        lines.append(
+            f"last cycle: {last['at'][:19]} ({last['trigger']}): {outcome}:"
+            f" {escape(last['reason'])}"
+        )
+    due = []
+    if cycles.get("next"):
+        due.append(f"at {cycles['next'][:19]}")
+    if cycles.get("rows_to_go") is not None:
+        due.append(f"after {cycles['rows_to_go']:,} more rows with a result")
+    if due:
+        lines.append("next cycle: " + " or ".join(due))
+    elif not last or last["trigger"] == "manual":
+        lines.append("next cycle: when `flywheel learn` runs (nothing scheduled in [learn])")
+    return lines
 
 
 def _exit_on_alerts(state: Status) -> None:
@@ -849,7 +875,8 @@ def demo(
 
     console.print(
         f"[bold]Flywheel demo[/]: {decisions:,} readers over 30 simulated days, outcomes arriving"
-        " late, a learn cycle every tenth of the way"
+        " late; the product never calls learn: the wheel runs a cycle every 3 days by itself"
+        " ([learn] every) and follows the results online between cycles"
     )
     with Progress(
         TextColumn("{task.description}"),
@@ -858,7 +885,7 @@ def demo(
         TimeElapsedColumn(),
         console=console,
     ) as bar:
-        task = bar.add_task("decide, signal, learn", total=decisions)
+        task = bar.add_task("decide, signal (the wheel turns)", total=decisions)
         result = story.run(spec, decisions, seed, progress=lambda n: bar.advance(task, n))
         bar.update(task, completed=decisions)
     console.print(_counts_table(result.summary.as_dict()))
@@ -902,7 +929,7 @@ def _cycles_table(result: DemoResult) -> Table:
         title=f"completion per learn cycle (uniform {result.uniform:.3f},"
         f" hidden best {result.oracle:.3f})"
     )
-    for col in ("cycle", "playbook", "completion", "", "exploring"):
+    for col in ("cycle", "playbook", "completion", "", "exploring", "online"):
         table.add_column(col, justify="right" if col != "" else "left")
     for c in result.cycles:
         table.add_row(
@@ -911,7 +938,12 @@ def _cycles_table(result: DemoResult) -> Table:
             f"{c.expected:.3f}",
             _bar(c.expected),
             f"{c.exploring:.0%}",
+            f"{c.online:.0%}",
         )
+    table.caption = (
+        "playbook: the version the wheel's own cycles published; online: decisions served by"
+        " its updates between cycles"
+    )
     return table
 
 

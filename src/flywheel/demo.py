@@ -5,6 +5,12 @@ works best with exactly two twists, thrillers reward twists while romances punis
 short science fiction disappoints. Outcomes arrive late (hours to days after the decision), a
 few never arrive, and some readers leave a rating or a comment. Everything goes through the
 public SDK into the embedded store, on a simulated clock that ends now.
+
+The product's code never calls ``learn``: the wheel turns by itself. Its spec schedules a
+learn cycle every three days (``[learn] every``), and between cycles the serving tables
+follow the results as they arrive (online updates). The simulation runs far faster than the
+wall clock, so it paces the wheel's background turn: every ``PACE`` decisions it lets the
+turn catch up with what is due (``wheel.settle()``), as real time would.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import pyarrow as pa
 import flywheel
 from flywheel.align import Summary
 from flywheel.spec import Spec
+from flywheel.turn import Cycle as LastCycle
 
 DAY = 86_400.0
+PACE = 100  # decisions between two looks of the wheel's turn at the simulated clock
 COMMENTS = (
     "loved the twist",
     "too slow in the middle",
@@ -51,6 +59,10 @@ def write_demo_spec(path: Path) -> Spec:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = example_text().replace(
         'url = "duckdb:///.flywheel/flywheel.duckdb"', 'url = "duckdb:///demo.duckdb"'
+    )
+    text += (
+        "\n[learn]\n"
+        'every = "3d"  # the wheel runs a learn cycle every three days by itself\n'
     )
     path.write_text(text, encoding="utf-8")
     return flywheel.load(path)
@@ -111,7 +123,8 @@ class Cycle:
     decisions: int
     expected: float  # mean true completion probability of what was served
     exploring: float  # share of decisions that did not serve the segment's current best
-    reason: str  # what the learn call at the end of the cycle did
+    reason: str  # what the wheel's own cycle at the end of the period did
+    online: float = 0.0  # share of decisions served by online updates
 
 
 @dataclass(frozen=True)
@@ -134,9 +147,10 @@ def run(
     cycles: int = 10,
     progress: Callable[[int], None] | None = None,
 ) -> DemoResult:
-    """Simulate ``decisions`` reader visits over 30 days ending now, learning ``cycles`` times,
-    into a fresh store beside the demo spec written to ``spec_path``. The same ``seed`` tells
-    the same story: the world, the readers and the wheel's own exploration are all seeded."""
+    """Simulate ``decisions`` reader visits over 30 days ending now, into a fresh store beside
+    the demo spec written to ``spec_path``; the wheel learns by itself (``cycles`` periods of
+    30 days, each ending with its scheduled cycle). The same ``seed`` tells the same story:
+    the world, the readers and the wheel's own exploration are all seeded."""
     spec = write_demo_spec(spec_path)
     store_path = spec.base_dir / "demo.duckdb"
     for stale in (store_path, Path(f"{store_path}.wal")):
@@ -150,7 +164,7 @@ def run(
     clock = [start]
     due: list[tuple[float, int, str, str, Any]] = []  # (when, tiebreak, decision id, kind, value)
     history: list[Cycle] = []
-    expected, exploring = 0.0, 0
+    expected, exploring, online = 0.0, 0, 0
     # the wheel's draws get a stream of their own: seeded like the world, its uniform draws
     # would be the world's, and each genre would get the same few combinations
     with flywheel.open(spec, clock=lambda: clock[0], refresh=0, seed=seed + 2) as wheel:
@@ -164,23 +178,26 @@ def run(
             p = world.completion(ctx, d.params)
             expected += p
             exploring += _exploring(wheel, ctx, d)
+            online += d.policy == "online"
             if rng.random() >= 0.05:  # the product never reports on some decisions: they expire
                 _schedule(due, rng, i, d.id, clock[0], completed=rng.random() < p)
+            if (i + 1) % PACE == 0 or i + 1 == decisions:
+                wheel.settle()  # what real time would give the wheel's turn: it catches up
             if (i + 1) % per_cycle == 0 or i + 1 == decisions:
                 served = (i % per_cycle) + 1
-                version = d.playbook
-                result = wheel.learn(as_of=clock[0], seed=seed)
+                last = LastCycle.read(wheel.store)
                 history.append(
                     Cycle(
                         len(history) + 1,
-                        version,
+                        d.playbook,
                         served,
                         expected / served,
                         exploring / served,
-                        result.reason,
+                        "no cycle yet" if last is None else last.reason,
+                        online / served,
                     )
                 )
-                expected, exploring = 0.0, 0
+                expected, exploring, online = 0.0, 0, 0
             if progress and (i + 1) % 500 == 0:
                 progress(500)
         clock[0] = end

@@ -11,6 +11,11 @@ guard and the volume and staleness monitors, and sends their alerts.
 
 Nothing here is on the decide path: :meth:`Turn.note` (called as results are recorded) is
 a counter and, at most, the setting of an event.
+
+A simulation whose clock runs faster than the wall clock paces the turn instead: once it
+calls :meth:`Turn.settle`, the thread acts only when asked (the simulation is its clock), and
+each call returns once what is due then (an online update of the results so far, a cycle the
+schedule asks for) is done, so the same seed tells the same story.
 """
 
 from __future__ import annotations
@@ -136,6 +141,9 @@ class Turn:
         self._last_update = self._last_check = self._last_count = clock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._paced = False  # a simulation paces the turn: act only when it settles
+        self._asked: list[threading.Event] = []  # settle() calls waiting for a step
+        self._asking = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="flywheel-turn", daemon=True)
         self._thread.start()
 
@@ -143,8 +151,22 @@ class Turn:
         """``results`` signals were recorded (called on the recording path: cheap)."""
         self._pending += results
         self._recorded += results
+        if self._paced:
+            return
         if self._pending >= self._rows or (self._after and self._recorded >= self._after):
             self._wake.set()
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """Do now, on the thread, what is due (an online update of the results recorded so
+        far, a scheduled cycle), and return once it is done (``False``: not within
+        ``timeout``). From the first call on, the thread acts only when asked: for
+        simulations, whose clock is theirs."""
+        done = threading.Event()
+        with self._asking:
+            self._paced = True
+            self._asked.append(done)
+        self._wake.set()
+        return done.wait(timeout)
 
     def stop(self) -> None:
         """Stop the thread; a cycle or update in progress finishes first."""
@@ -154,18 +176,28 @@ class Turn:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(POLL)
+            self._wake.wait(None if self._paced else POLL)
             self._wake.clear()
             if self._stop.is_set():
-                return
+                break
+            with self._asking:
+                asked, self._asked = self._asked, []
+            if self._paced and not asked:
+                continue
             try:
-                self._step()
+                self._step(forced=bool(asked))
             except Exception:  # the thread must outlive a bad moment of the store
                 log.exception("flywheel: the wheel's background turn failed; trying again")
+            finally:
+                for done in asked:
+                    done.set()
+        with self._asking:  # nobody waits on a stopped turn
+            for done in self._asked:
+                done.set()
 
-    def _step(self) -> None:
+    def _step(self, forced: bool = False) -> None:
         now = self._clock()
-        trigger = self._due(now) if self._scheduled else None
+        trigger = self._due(now, forced) if self._scheduled else None
         if trigger is not None:
             self._recorded = 0
             self._pending = 0
@@ -174,20 +206,20 @@ class Turn:
         elif (
             self._online
             and self._pending
-            and (self._pending >= self._rows or now - self._last_update >= self._interval)
+            and (forced or self._pending >= self._rows or now - self._last_update >= self._interval)
         ):
             self._pending = 0
             self._last_update = now
             self._wheel.update()
-        if now - self._last_check >= CHECK_EVERY:
+        if not self._paced and now - self._last_check >= CHECK_EVERY:
             self._last_check = now
             self._wheel.watch()
 
-    def _due(self, now: float) -> str | None:
+    def _due(self, now: float, forced: bool = False) -> str | None:
         """What makes a cycle due now, if anything (new complete rows are counted only when
-        this process recorded enough of them, or every COUNT_EVERY seconds)."""
+        this process recorded enough of them, or every COUNT_EVERY seconds, or when asked)."""
         count = self._after is not None and (
-            self._recorded >= self._after or now - self._last_count >= COUNT_EVERY
+            forced or self._recorded >= self._after or now - self._last_count >= COUNT_EVERY
         )
         if count:
             self._last_count = now

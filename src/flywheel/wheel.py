@@ -139,8 +139,10 @@ class Wheel:
         self._serving = threading.Lock()  # swaps what decide serves from
         self._updating = threading.Lock()  # one online update at a time
         self._online_rng = np.random.default_rng(seed)
+        self._seeded = seed is not None  # cycles draw their seeds from it too
         self._alerts = Alerts(spec.alerts, spec.name)
         self._alerting: set[str] = set()  # monitors whose alert was sent and still holds
+        relay(store, self._alerts)  # a first relay marks where this store's alerts begin
         self._traces: TraceMapper | None = None
         self._ids = IdFactory()
         self._closed = False
@@ -475,6 +477,9 @@ class Wheel:
         """One learn cycle, inside the store's ``learn`` lock."""
         self.flush()
         when = self._clock() if as_of is None else align.moment(as_of).timestamp()
+        if seed is None and self._seeded:  # a seeded wheel's cycles are reproducible too
+            with self._updating:
+                seed = int(self._online_rng.integers(2**31))
         result, playbook = publish.learn(self.store, self.spec, as_of=when, seed=seed, force=force)
         if playbook is not None:
             self._serve(playbook)
@@ -531,6 +536,15 @@ class Wheel:
                 if check.name not in self._alerting:
                     self._alerts.send(monitor_event(check, now=moment))
             self._alerting = {c.name for c in failing}
+
+    def settle(self, timeout: float | None = None) -> bool:
+        """For simulations, whose clock runs faster than the wall clock: let the background
+        turn do what is due now (an online update of the results recorded so far, a cycle the
+        schedule asks for) and return once it is done. From the first call on, the turn acts
+        only when asked, so a seeded simulation tells the same story every time. ``False``
+        when nothing turns in the background (``background=False``, or nothing to do in the
+        spec) or ``timeout`` passed."""
+        return self._turn is not None and self._turn.settle(timeout)
 
     def now(self) -> datetime:
         """The wheel's clock (a simulation's, or the wall clock) as a UTC time."""

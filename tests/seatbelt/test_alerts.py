@@ -22,7 +22,7 @@ from flywheel.seatbelt.alerts import RELAYED_KEY, Alerts, monitor_event, relay
 from flywheel.seatbelt.monitors import Check
 from flywheel.spec import Alerts as AlertsConfig
 from flywheel.store import Store
-from tests.conftest import WAIT, reserved_port, wait_for
+from tests.conftest import WAIT, Clock, reserved_port, wait_for
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 SPEC: dict[str, Any] = {
@@ -230,13 +230,12 @@ def test_without_a_webhook_alerts_do_nothing(make_alerts: Callable[..., Alerts])
 def test_relay_sends_each_audit_entry_once_and_no_history(
     hook: Hook, make_alerts: Callable[..., Alerts], tmp_path: Path
 ) -> None:
-    with flywheel.open(
-        {**SPEC, "alerts": {"webhook": hook.url}}, store=f"duckdb:///{tmp_path}/x.duckdb"
-    ) as wheel:
+    # (a wheel with a webhook relays once when it opens: this one has none)
+    with flywheel.open(SPEC, store=f"duckdb:///{tmp_path}/x.duckdb") as wheel:
         store = wheel.store
         breaker.halt(store, NOW, "drift", "before any relay")
         breaker.resume(store, NOW, "ann", "old history")
-        alerts = Alerts(wheel.spec.alerts, wheel.spec.name, backoff=0.01)
+        alerts = Alerts(AlertsConfig(hook.url, 5, 5.0), wheel.spec.name, backoff=0.01)
         other = make_alerts(hook.url)  # a second process on the same store
         try:
             assert relay(store, alerts) == 0  # the first call starts after the history
@@ -319,3 +318,23 @@ def test_status_check_exits_1_while_halted(tmp_path: Path, monkeypatch: pytest.M
     with flywheel.open("flywheel.toml") as wheel:
         wheel.resume("fixed the tracking", actor="ann")
     assert runner.invoke(app, ["status", "--check"]).exit_code == 0
+
+
+def test_a_wheel_sends_its_halts_rollbacks_and_resumes(
+    hook: Hook, make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    from tests.seatbelt.test_gate import Sim
+    from tests.seatbelt.test_gate import spec as gate_spec
+
+    wheel = make_wheel({**gate_spec(), "alerts": {"webhook": hook.url}}, seed=1)
+    sim = Sim(wheel, clock, 1)
+    for _ in range(3):
+        sim.play(600)
+        assert sim.learn().published
+    sim.play(600, bug=lambda params, r: 1.0 if params["twists"] == 0 else r)
+    assert sim.learn().halted
+    wheel.resume("metric fixed", actor="ops")
+    assert wait_for(lambda: [b["event"] for b in hook.bodies()] == ["halt", "rollback", "resume"])
+    halt, _, resume = hook.bodies()
+    assert halt["flywheel"] == "flywheel" and "reward_shift" in halt["reason"]
+    assert resume["actor"] == "ops" and resume["reason"] == "metric fixed"
