@@ -60,10 +60,7 @@ def write_demo_spec(path: Path) -> Spec:
     text = example_text().replace(
         'url = "duckdb:///.flywheel/flywheel.duckdb"', 'url = "duckdb:///demo.duckdb"'
     )
-    text += (
-        "\n[learn]\n"
-        'every = "3d"  # the wheel runs a learn cycle every three days by itself\n'
-    )
+    text += '\n[learn]\nevery = "3d"  # the wheel runs a learn cycle every three days by itself\n'
     path.write_text(text, encoding="utf-8")
     return flywheel.load(path)
 
