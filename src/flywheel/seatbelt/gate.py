@@ -125,12 +125,14 @@ def windows(
 
 class Alarm(NamedTuple):
     """One piece of evidence, with its ``strength`` (as a two-sided z: how far past chance),
-    and the knob level it is about (if any: ``level`` -1 otherwise)."""
+    the knob level it is about (if any: ``level`` -1 otherwise), and whether that level's
+    results ``rose`` (its own, significantly; or all successes)."""
 
     strength: float
     text: str
     knob: str = ""
     level: int = -1
+    rose: bool = False
 
 
 def z_of(p_value: float) -> float:
@@ -355,22 +357,25 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
     sudden break shows at once in the short window, a slow one or one on a rarely served
     level accumulates in the long one.
 
-    Two verdicts: ``reward_shift`` for toxic results (a level that jumped alone, or a stuck
-    outcome), ``change`` for a shift spread across the combinations served, with its change
-    point. A stuck outcome makes the whole shift toxic: plausible results are never all the
-    same for that long."""
-    spans = [(data.reference, data.recent, "last cycle")]
-    if data.long_recent.num_rows > data.recent.num_rows:
-        spans.append((data.long_reference, data.long_recent, f"last {SHIFT_CYCLES} cycles"))
+    Two verdicts. ``reward_shift`` for toxic results: a level whose own results rose (or are
+    all successes) while nothing else moved once its rows are set aside — a level that jumped
+    alone, what a broken metric or a mislabelled tag looks like, and what a learning loop
+    would amplify. ``change`` for every other move: results that fell where the policy served
+    (the world changed under it: the policy moves away and keeps exploring, and the guard
+    watches the live results), or moves that show beyond any one level; with the change
+    point where they began."""
+    spans = spans_of(data)
     alarms: list[Alarm] = []
     found: dict[str, Any] = {}
     tests = len(spans) + 1  # the shift on each span, and the stuck-outcome test
-    for reference, recent, label in spans:
+    for (reference, recent), label in spans:
         if min(reference.num_rows, recent.num_rows) < spec.seatbelt.min_rows:
             continue
         shifts, detail = _shift(spec, reference, recent, incumbent, alpha / tests)
         found.update({f"{k} ({label})": v for k, v in detail.items()})
-        alarms += [Alarm(abs(s.z), f"{s.text} over the {label}", s.knob, s.level) for s in shifts]
+        alarms += [
+            Alarm(abs(s.z), f"{s.text} over the {label}", s.knob, s.level, s.rose) for s in shifts
+        ]
     if min(data.long_reference.num_rows, data.recent.num_rows) >= spec.seatbelt.min_rows:
         alarms += _stuck(spec, data.long_reference, data.long_recent, incumbent, alpha / tests)
     critical = _critical(spec, "reward_shift")
@@ -381,8 +386,13 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
         ]
     found["strength"] = max(a.strength for a in alarms)
     long_rows = (data.long_reference, data.long_recent)
-    if not _spread(spec, *long_rows, incumbent, max(alarms, key=lambda a: a.strength), alpha):
-        summary = "reward shifted for " + lead(alarms)
+    jumped = [
+        a
+        for a in sorted(alarms, key=lambda a: -a.strength)
+        if a.rose and not any(_spread(spec, *rows, incumbent, a, alpha) for rows, _ in spans)
+    ]
+    if jumped:
+        summary = "reward jumped alone for " + lead(jumped)
         return [
             Check("reward_shift", False, critical, summary, found),
             Check("change", True, False, "no change of the world: one level moved alone"),
@@ -394,6 +404,15 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
         Check("reward_shift", True, critical, "results moved across the combinations", found),
         Check("change", False, False, summary, detail),
     ]
+
+
+def spans_of(data: Windows) -> list[tuple[tuple[pa.Table, pa.Table], str]]:
+    """The (reference, recent) pairs the shift is judged on: the last cycle, and the last
+    SHIFT_CYCLES when they hold more."""
+    spans = [((data.reference, data.recent), "last cycle")]
+    if data.long_recent.num_rows > data.recent.num_rows:
+        spans.append(((data.long_reference, data.long_recent), f"last {SHIFT_CYCLES} cycles"))
+    return spans
 
 
 def _spread(
@@ -526,18 +545,21 @@ def _stuck(
                     f"{k.name} = {value!r}: the last {len(run)} results are all {outcome}"
                     f" (P = {np.exp(log_p):.2g} by the reference)"
                 )
-                alarms.append(Alarm(z_of(float(np.exp(log_p))), text, k.name, level))
+                strength = z_of(float(np.exp(log_p)))
+                alarms.append(Alarm(strength, text, k.name, level, outcome == 1))
     return alarms
 
 
 class Shift(NamedTuple):
-    """One knob level whose results moved against the other levels'."""
+    """One knob level whose results moved against the other levels'; ``rose``: its own
+    results rose significantly (not only against the others')."""
 
     knob: str
     level: int
     shift: float
     z: float
     text: str
+    rose: bool = False
 
 
 def _shift(
@@ -599,7 +621,9 @@ def _shift(
                     f"{k.name} = {value!r} moved {shift:+.3g} against the other levels"
                     f" (z = {z:.1f}; traffic {traffic[1]:.0%} -> {traffic[0]:.0%})"
                 )
-                alarms.append(Shift(k.name, level, float(shift), float(z), text))
+                own = (weight[mine] @ diff[mine]) / w_in / (scale * np.sqrt(1 / w_in))
+                rose = bool(shift > 0 and own > z_limit)
+                alarms.append(Shift(k.name, level, float(shift), float(z), text, rose))
     return alarms, found
 
 
