@@ -237,7 +237,11 @@ def run(
             clock=lambda: now,
             refresh=0,
             seed=int(rng.integers(2**31)),
+            background=False,  # online updates below, every online_rows results
         )
+        learn = wheel.spec.learn
+        online_rows = learn.online_rows if learn.online else 0
+        unlearned = 0
         local = Decider(wheel.spec, random.Random(int(fault_rng.integers(2**31))))
         pending: dict[int, Any] = {}
         swap: tuple[str, Any, Any] | None = None
@@ -290,6 +294,10 @@ def run(
                     )
                 else:
                     wheel.signal(item["id"], "converted", item["reward"], ts=now)
+                unlearned += 1
+                if online_rows and unlearned >= online_rows:  # the SDK's thread, at this pace
+                    unlearned = 0
+                    wheel.update()
             inject_now = scenario.startswith("inject") and t == fault_at
             learn_now = t > 0 and (t % refit == 0 or t == n)
             if learn_now and not (inject_now and scenario == "inject"):

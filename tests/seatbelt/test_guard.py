@@ -99,3 +99,28 @@ def test_volume_and_staleness_monitors(
     checks = {c.name: c for c in wheel.status().monitors}
     assert not checks["volume.decisions"].ok and "(20%)" in checks["volume.decisions"].summary
     assert not checks["volume.signals"].ok
+
+
+def test_a_world_that_got_worse_for_everyone_rolls_nothing_back(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """A new version goes live as every result falls by a third: compared on the same period
+    (the fall both versions would have seen, measured in the cells both served, taken out),
+    it is no worse than the one before, and stays."""
+    sim = Sim(make_wheel(spec(), seed=6), clock, 6)
+    for _ in range(4):
+        sim.play(600)
+        assert sim.learn().published
+    served = sim.wheel.playbook
+    assert served is not None and served.meta["replaces"] is not None
+    for _ in range(10):
+        sim.play(200, bug=lambda params, r: r * (sim.rng.random() < 0.66))  # a worse world
+        assert sim.wheel.check() is None
+    assert sim.wheel.status().halt is None
+    # the plain comparison, period against period, would have called it a drop
+    from flywheel.seatbelt.guard import msprt
+
+    rows = sim.wheel.aligned().to_pylist()
+    old = [r["reward"] for r in rows if r["playbook"] == served.meta["replaces"]]
+    new = [r["reward"] for r in rows if r["playbook"] == served.version]
+    assert msprt(new, old, 0.01).drop
