@@ -291,3 +291,27 @@ def test_a_run_in_cells_the_reference_never_saw_is_no_evidence(
     unseen = data.reference.filter(pa.array(served))
     alarms = gate._stuck(sim.wheel.spec, unseen, recent, incumbent, 0.01)
     assert not any(a.text.startswith("twists = 0") for a in alarms), alarms
+
+
+def test_a_halt_reason_leads_with_its_strongest_evidence() -> None:
+    alarms = [gate.Alarm(float(z), f"level {z}") for z in (2.5, 9.0, 4.0, 3.1, 6.0)]
+    assert gate.lead(alarms) == "level 9.0; level 6.0; level 4.0; and 2 more"
+    assert gate.lead(alarms[:2]) == "level 9.0; level 2.5"
+
+
+def test_a_change_point_is_found_where_results_began_to_move(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    sim, incumbent, data = played_since_learning(make_wheel, clock, 900)
+    rows = pa.concat_tables([data.reference, data.recent]).sort_by("ts")
+    # from the 1,200th row on, suspense openings fail and question openings succeed
+    opening = np.asarray(rows.column("opening").to_pylist())
+    reward = rows.column("reward").to_numpy().copy()
+    late = np.arange(rows.num_rows) >= 1200
+    reward[late & (opening == "suspense")] = 0.0
+    reward[late & (opening == "question")] = 1.0
+    moved = rows.set_column(rows.schema.get_field_index("reward"), "reward", pa.array(reward))
+    at = gate.change_point(sim.wheel.spec, moved, incumbent)
+    times = [t.timestamp() for t in rows.column("ts").to_pylist()]
+    found = int(np.searchsorted(times, at.timestamp()))
+    assert abs(found - 1199) <= rows.num_rows / gate.CHANGE_CHUNKS + 1
