@@ -312,6 +312,6 @@ def test_a_change_point_is_found_where_results_began_to_move(
     reward[late & (opening == "question")] = 1.0
     moved = rows.set_column(rows.schema.get_field_index("reward"), "reward", pa.array(reward))
     at = gate.change_point(sim.wheel.spec, moved, incumbent)
-    times = [t.timestamp() for t in rows.column("ts").to_pylist()]
+    times = [t.timestamp() for t in rows.column("ts").to_pylist() if t is not None]
     found = int(np.searchsorted(times, at.timestamp()))
     assert abs(found - 1199) <= rows.num_rows / gate.CHANGE_CHUNKS + 1
