@@ -186,7 +186,7 @@ class Seatbelt:
     """How the gate, the monitors and the negative-loop guard decide (``[seatbelt]``)."""
 
     enabled: bool = True
-    halt_on: tuple[str, ...] = ("quality", "drift", "srm", "reward_shift")
+    halt_on: tuple[str, ...] = ("quality", "srm", "reward_shift")
     alpha: float = 0.01
     drift_distance: float = 0.1
     min_shift: float = 0.25
@@ -388,7 +388,9 @@ HaltingCheck = Literal["quality", "drift", "srm", "reward_shift"]
 
 class _Seatbelt(_Model):
     enabled: bool = True
-    halt_on: list[HaltingCheck] = Field(default_factory=lambda: list(get_args(HaltingCheck)))
+    # context drift is a change of the world (the model conditions on the context), not
+    # toxic data: it is reported, and halts only where a spec asks for it
+    halt_on: list[HaltingCheck] = Field(default_factory=lambda: ["quality", "srm", "reward_shift"])
     alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     drift_distance: float = Field(default=0.1, gt=0.0, le=1.0)
     min_shift: float = Field(default=0.25, ge=0.0)

@@ -165,7 +165,22 @@ def test_a_context_shift_trips_the_drift_check(
     sim = warmed(make_wheel, clock)
     sim.romance_share = 0.95
     sim.play(600)
-    result = sim.learn()
+    result = sim.learn()  # by default, reported: the model conditions on the context
+    drift = next(c for c in result.checks if c.name == "drift")
+    assert not drift.ok and not drift.critical and "genre" in drift.summary
+    assert not result.halted, result.reason
+
+
+def test_a_context_shift_halts_where_the_spec_asks(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    strict = Sim(make_wheel(spec(halt_on=["drift"]), seed=1), clock, 1)
+    for _ in range(3):
+        strict.play(600)
+        assert strict.learn().published
+    strict.romance_share = 0.95
+    strict.play(600)
+    result = strict.learn()
     assert result.halted and "drift" in result.reason and "genre" in result.reason
 
 
