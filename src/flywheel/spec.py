@@ -384,13 +384,14 @@ class _Quality(_Model):
 
 
 HaltingCheck = Literal["quality", "drift", "srm", "reward_shift"]
+DEFAULT_HALT_ON: tuple[HaltingCheck, ...] = ("quality", "srm", "reward_shift")
 
 
 class _Seatbelt(_Model):
     enabled: bool = True
     # context drift is a change of the world (the model conditions on the context), not
     # toxic data: it is reported, and halts only where a spec asks for it
-    halt_on: list[HaltingCheck] = Field(default_factory=lambda: ["quality", "srm", "reward_shift"])
+    halt_on: list[HaltingCheck] = Field(default_factory=lambda: list(DEFAULT_HALT_ON))
     alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
     drift_distance: float = Field(default=0.1, gt=0.0, le=1.0)
     min_shift: float = Field(default=0.25, ge=0.0)
