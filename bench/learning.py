@@ -42,6 +42,7 @@ import worlds as W  # type: ignore[import-not-found]
 from _common import report, run_all  # type: ignore[import-not-found]
 
 import flywheel
+from flywheel.turn import update_due
 
 T0 = 1_700_000_000.0
 GAMMAS = (10, 100, 1000)
@@ -70,8 +71,9 @@ NOTES = [
     " reported beside it for reference.",
     "Flywheel: public SDK only, a fresh DuckDB file per run, clock T0 + 60 s per decision,"
     " each reward signalled (0 or 1) at the time it becomes visible, learn(as_of=now) every"
-    " refit, an online update (wheel.update(), what the SDK's background thread runs) every"
-    " `online_rows` (100) rewards signalled, its serving generator seeded per run, the"
+    " refit, an online update (wheel.update(), what the SDK's background thread runs) when"
+    " flywheel.turn.update_due says (every 100 rewards; at 20, 40, 60, 90, ... at first), its"
+    " serving generator seeded per run, the"
     " world's spec with its default learn"
     " settings (half_life auto; the drift world alone sets a half-life). Its figures still"
     " vary a little from one run to the next for the same seed: the store sums cells in"
@@ -362,9 +364,8 @@ class Flywheel(Policy):
             seed=int(rng.integers(2**31)),
             background=False,  # online updates below, every online_rows results
         )
-        learn = self.wheel.spec.learn
-        self.online_rows = learn.online_rows if learn.online else 0
-        self.unlearned = 0
+        self.learn = self.wheel.spec.learn
+        self.unlearned = self.seen = 0
         self.updates = 0
         self.update_seconds = 0.0
         self.knobs = list(world.knobs)
@@ -399,7 +400,8 @@ class Flywheel(Policy):
         self.now = now
         self.wheel.signal(self.ids.pop(t), "converted", reward, ts=now)
         self.unlearned += 1
-        if self.online_rows and self.unlearned >= self.online_rows:
+        self.seen += 1
+        if self.learn.online and update_due(self.unlearned, self.seen, self.learn):
             # what the SDK's background thread does at this pace in production; here in the
             # loop, so a simulation faster than real traffic gets the same updates
             self.unlearned = 0

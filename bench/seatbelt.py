@@ -60,6 +60,7 @@ from learning import T0, _key, draws  # type: ignore[import-not-found]
 
 import flywheel
 from flywheel.playbook import Decider, Playbook
+from flywheel.turn import update_due
 
 SCENARIOS = ("clean", "swap", "bug", "bug_off", "inject", "inject_after")
 SWAP_SHARE = 0.2
@@ -240,8 +241,7 @@ def run(
             background=False,  # online updates below, every online_rows results
         )
         learn = wheel.spec.learn
-        online_rows = learn.online_rows if learn.online else 0
-        unlearned = 0
+        unlearned = seen = 0
         local = Decider(wheel.spec, random.Random(int(fault_rng.integers(2**31))))
         pending: dict[int, Any] = {}
         swap: tuple[str, Any, Any] | None = None
@@ -295,7 +295,8 @@ def run(
                 else:
                     wheel.signal(item["id"], "converted", item["reward"], ts=now)
                 unlearned += 1
-                if online_rows and unlearned >= online_rows:  # the SDK's thread, at this pace
+                seen += 1
+                if learn.online and update_due(unlearned, seen, learn):  # the SDK's thread
                     unlearned = 0
                     wheel.update()
             inject_now = scenario.startswith("inject") and t == fault_at

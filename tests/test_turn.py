@@ -3,6 +3,7 @@ cycle at a time among processes, and the ``flywheel run`` worker."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import flywheel
 from flywheel.cli import app
 from flywheel.playbook import LearnResult
 from flywheel.seatbelt import breaker
-from flywheel.turn import Cycle, due
+from flywheel.turn import Cycle, due, update_due
 from tests.conftest import Clock, wait_for
 
 BEST = {"thriller": ("suspense", 2), "romance": ("dialogue", 0)}
@@ -272,3 +273,15 @@ def test_bad_schedules_name_the_field(learn: dict[str, Any], field: str) -> None
     with pytest.raises(flywheel.SpecError) as caught:
         flywheel.Spec.from_dict(spec(**learn))
     assert field in str(caught.value)
+
+
+def test_online_updates_come_sooner_while_results_are_few() -> None:
+    learn = flywheel.Spec.from_dict(spec(min_rows=20, online_rows=100)).learn
+    updates, pending = [], 0
+    for seen in range(1, 701):
+        pending += 1
+        if update_due(pending, seen, learn):
+            updates.append(seen)
+            pending = 0
+    assert updates[:6] == [20, 40, 60, 90, 135, 202]
+    assert all(b - a == 100 for a, b in itertools.pairwise(updates[5:]))

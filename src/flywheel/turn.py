@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from flywheel.learn.sql import complete_since_sql
-from flywheel.spec import Spec
+from flywheel.spec import Learn, Spec
 from flywheel.store import Store
 
 log = logging.getLogger("flywheel.turn")
@@ -76,6 +76,18 @@ class Cycle:
 
     def write(self, store: Store) -> None:
         store.set_meta(LAST_CYCLE_KEY, json.dumps(self.as_dict()))
+
+
+def update_due(pending: int, seen: int, learn: Learn) -> bool:
+    """Is an online update due, ``pending`` results after the last one and ``seen`` in all?
+
+    Every ``online_rows`` results; sooner at first, where each result counts most: from
+    ``min_rows`` results on, as soon as the results since the last update are half as many as
+    all before (an update at 20, 40, 60, 90, ... results), so the cold start turns to
+    Thompson sampling the moment there is evidence."""
+    if pending <= 0 or seen < learn.min_rows:
+        return False
+    return pending >= min(learn.online_rows, max(learn.min_rows, (seen - pending) // 2))
 
 
 def complete_since(store: Store, spec: Spec, since: datetime, as_of: datetime) -> int:
@@ -131,12 +143,13 @@ class Turn:
         self._wheel = wheel
         self._online = online
         self._scheduled = scheduled
-        self._rows = learn.online_rows
         self._interval = learn.online_seconds
         self._every = learn.every_seconds
         self._after = learn.after_rows
         self._clock = clock  # real seconds, for the intervals (the wheel's may be simulated)
+        self._learn = learn
         self._pending = 0  # results recorded here since the last online update
+        self._seen = 0  # ... in all
         self._recorded = 0  # ... since the last cycle
         self._last_update = self._last_check = self._last_count = clock()
         self._wake = threading.Event()
@@ -150,10 +163,13 @@ class Turn:
     def note(self, results: int) -> None:
         """``results`` signals were recorded (called on the recording path: cheap)."""
         self._pending += results
+        self._seen += results
         self._recorded += results
         if self._paced:
             return
-        if self._pending >= self._rows or (self._after and self._recorded >= self._after):
+        if update_due(self._pending, self._seen, self._learn) or (
+            self._after and self._recorded >= self._after
+        ):
             self._wake.set()
 
     def settle(self, timeout: float | None = None) -> bool:
@@ -206,7 +222,11 @@ class Turn:
         elif (
             self._online
             and self._pending
-            and (forced or self._pending >= self._rows or now - self._last_update >= self._interval)
+            and (
+                forced
+                or update_due(self._pending, self._seen, self._learn)
+                or now - self._last_update >= self._interval
+            )
         ):
             self._pending = 0
             self._last_update = now
