@@ -574,7 +574,11 @@ def _shift(
 
     Compared within cells (one context segment and one full combination each), so a policy
     that now serves other combinations, or other contexts, moves nothing by itself; a change
-    shared by every cell (a genuine trend) cancels in the difference between levels.
+    shared by every cell (a genuine trend) cancels in the difference between levels. Each
+    cell's difference is weighed by its precision; for results in [0, 1] its variance is the
+    cell's own (its rate, pooled over both windows and smoothed towards the overall one): a
+    policy serves the cells whose rates are far from the mean, so one spread for all would
+    overstate rare outcomes' evidence.
     """
     both = pa.concat_tables([reference, recent_rows])
     recent = np.arange(both.num_rows) >= reference.num_rows
@@ -591,6 +595,11 @@ def _shift(
     level_of_cell = np.zeros((cells, len(spec.knobs)), dtype=np.int64)
     level_of_cell[cell] = knobs
     scale = float(np.std(reference.column("reward").to_numpy())) or 1.0
+    spread = np.full(cells, scale**2)  # each cell's variance of one result
+    if np.all((reward >= 0) & (reward <= 1)):
+        counts = n_new + n_old
+        rate = (np.bincount(cell, reward, cells) + 2 * reward.mean()) / (counts + 2)
+        spread = np.maximum(rate * (1 - rate), 1e-6)
     z_limit = float(norm.ppf(1 - alpha / 2))
     smallest = spec.seatbelt.min_shift if min_shift is None else min_shift
     alarms: list[Shift] = []
@@ -602,7 +611,9 @@ def _shift(
             if min(w_in, w_out) < 10:  # too few rows in cells seen in both windows
                 continue
             shift = (weight[mine] @ diff[mine]) / w_in - (weight[~mine] @ diff[~mine]) / w_out
-            z = shift / (scale * np.sqrt(1 / w_in + 1 / w_out))
+            var_in = (weight[mine] @ spread[mine]) / w_in**2  # of the level's mean difference
+            var_out = (weight[~mine] @ spread[~mine]) / w_out**2
+            z = shift / np.sqrt(var_in + var_out)
             traffic = (
                 float(n_new[mine].sum() / max(n_new.sum(), 1)),
                 float(n_old[mine].sum() / max(n_old.sum(), 1)),
@@ -621,7 +632,7 @@ def _shift(
                     f"{k.name} = {value!r} moved {shift:+.3g} against the other levels"
                     f" (z = {z:.1f}; traffic {traffic[1]:.0%} -> {traffic[0]:.0%})"
                 )
-                own = (weight[mine] @ diff[mine]) / w_in / (scale * np.sqrt(1 / w_in))
+                own = (weight[mine] @ diff[mine]) / w_in / np.sqrt(var_in)
                 rose = bool(shift > 0 and own > z_limit)
                 alarms.append(Shift(k.name, level, float(shift), float(z), text, rose))
     return alarms, found
