@@ -179,6 +179,8 @@ class Turn:
         simulations, whose clock is theirs."""
         done = threading.Event()
         with self._asking:
+            if self._stop.is_set():
+                return False
             self._paced = True
             self._asked.append(done)
         self._wake.set()

@@ -503,7 +503,8 @@ class Wheel:
         """Follow the results recorded since the served version was learned: an online update
         of its posterior (before the first version: a fit of the results so far), served from
         now on with exact propensities (policy ``online``). The background turn does this
-        every ``[learn] online_rows`` results; call it yourself with ``background=False``.
+        every ``[learn] online_rows`` results (sooner at first: :func:`flywheel.turn.
+        update_due`); call it yourself with ``background=False``.
         Returns whether what decide serves changed (not while the seatbelt is halted, nor
         while a restored version is served: it serves as it was published until the next
         cycle). With a journal, the rows it has not yet applied to the store wait for it
