@@ -31,6 +31,10 @@ from flywheel.spec import Spec
 from flywheel.store import Store
 
 TAU = 0.1  # mixing scale, in standard deviations of the reward: tuned to drops of that size
+SHIFT_Z = 2.0
+"""A change of the world between two versions' periods is taken out of their comparison only
+once measured (|z| over this): where the versions share few cells, its estimate is too loose
+to be worth its variance, and the plain comparison keeps the guard's power."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ def live(
     periods (everyone's results fell) would pass for a worse version. That change is measured
     where it shows without the versions' choices: in the cells (context and combination)
     both served, the mean change of the results between the periods (each cell weighed by
-    its precision), and taken out of the difference, its uncertainty added to the test's."""
+    its precision), and, once it is measured (``SHIFT_Z``), taken out of the difference, its
+    uncertainty added to the test's."""
     factors = ", ".join(
         quote_name(n) for n in (*(f.name for f in spec.context), *(k.name for k in spec.knobs))
     )
@@ -141,4 +146,7 @@ def _common_shift(table: pa.Table, reward: np.ndarray, is_new: np.ndarray) -> tu
     mean_old = np.bincount(cell[~is_new], reward[~is_new], size)[shared] / n_old[shared]
     weight = 1.0 / (1.0 / n_new[shared] + 1.0 / n_old[shared])
     spread = float(np.var(reward)) or 1e-9
-    return float(weight @ (mean_new - mean_old) / weight.sum()), spread / float(weight.sum())
+    shift, variance = float(weight @ (mean_new - mean_old) / weight.sum()), spread / weight.sum()
+    if shift**2 < SHIFT_Z**2 * variance:  # no change measured: nothing to take out
+        return 0.0, 0.0
+    return shift, float(variance)
