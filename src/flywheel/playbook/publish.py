@@ -140,6 +140,8 @@ def learn(
         if found is not None and spec.learn.forget_auto:
             forget = _adapt(store, moment, found)
             table = _cells_table(store, spec, encoding, when, forget)
+        elif found is not None:  # a fixed half-life (or none) forgets as it was told to
+            breaker.audit(store, moment, "change", found.summary, found.detail)
 
     playbook = _fit(spec, table, encoding, rows, signature, now, seed)
     if data is not None and incumbent is not None:
