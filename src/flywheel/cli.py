@@ -485,7 +485,10 @@ def serve(
     durable: synced to the journal (replayed into the store after a crash), or committed with
     --no-journal. Once a key has been created on the store, every request needs one (keys
     created or revoked meanwhile, by any process, count within --keys-reload seconds; revoking
-    the last key refuses every request until `flywheel keys open`); before, loopback only."""
+    the last key refuses every request until `flywheel keys open`); before, loopback only.
+    The wheel turns by itself meanwhile: decide follows the results online between cycles,
+    and the cycles the spec schedules ([learn] every, after) run, one at a time among every
+    process on the store."""
     import gc
     import ipaddress
     import os
