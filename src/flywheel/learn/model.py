@@ -131,13 +131,7 @@ def fit(cells: Cells, design: Design, settings: Settings | None = None) -> Poste
         center = float(cells.s.sum() / max(cells.n.sum(), 1e-12))
         spread = float(cells.ss.sum() / max(cells.n.sum(), 1e-12) - center**2)
         scale = float(np.sqrt(spread)) if spread > 1e-18 else 1.0
-        cells = Cells(
-            cells.codes,
-            cells.n,
-            (cells.s - cells.n * center) / scale,
-            (cells.ss - 2 * center * cells.s + cells.n * center**2) / scale**2,
-            cells.rows,
-        )
+        cells = _standardised(cells, center, scale)
     x = design.matrix(cells.codes, len(cells))
     beta = prior_mean.copy()
     if len(cells) and link == "logistic":
@@ -205,14 +199,7 @@ def update(posterior: Posterior, cells: Cells, settings: Settings | None = None)
         return posterior
     design = posterior.design
     if posterior.link == "gaussian":
-        center, scale = posterior.center, posterior.scale
-        cells = Cells(
-            cells.codes,
-            cells.n,
-            (cells.s - cells.n * center) / scale,
-            (cells.ss - 2 * center * cells.s + cells.n * center**2) / scale**2,
-            cells.rows,
-        )
+        cells = _standardised(cells, posterior.center, posterior.scale)
     x = design.matrix(cells.codes, len(cells))
     precision = _inverse(posterior.cov)
     beta, hessian, steps, converged = _mode(
@@ -239,6 +226,17 @@ def update(posterior: Posterior, cells: Cells, settings: Settings | None = None)
         converged=converged,
         cells=posterior.cells + len(cells),
         weight=posterior.weight + cells.total,
+    )
+
+
+def _standardised(cells: Cells, center: float, scale: float) -> Cells:
+    """Cells of ``(reward - center) / scale``: a Gaussian fit's units."""
+    return Cells(
+        cells.codes,
+        cells.n,
+        (cells.s - cells.n * center) / scale,
+        (cells.ss - 2 * center * cells.s + cells.n * center**2) / scale**2,
+        cells.rows,
     )
 
 
