@@ -38,6 +38,7 @@ from flywheel.collect.units import (
 from flywheel.collect.workers import IngestWorkers
 from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
+from flywheel.health import Health, health
 from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish
 from flywheel.seatbelt import breaker, monitors, quality
 from flywheel.seatbelt.alerts import Alerts, monitor_event, relay
@@ -590,6 +591,24 @@ class Wheel:
             events=tuple(breaker.events(self.store, limit=10)),
             never_received=never_received(self.store, self.spec.reward.signals),
             cycles=schedule(self.store, self.spec, moment),
+        )
+
+    def health(
+        self, window: str | float = "28d", as_of: float | datetime | None = None
+    ) -> Health:
+        """How fast the wheel turns and where it drags, over ``window`` up to ``as_of``
+        (default: the wheel's clock): stages and the bottleneck, learning rate and plateau,
+        force, drag, coverage and weekly trends, and the learning type (:mod:`flywheel.health`)."""
+        self.flush()
+
+        def readiness() -> tuple[Any, ...]:
+            current = self._published
+            if current is None:
+                return ()
+            return analyze(self.store, self.spec, current).readiness
+
+        return health(
+            self.store, self.spec, window=window, as_of=self._moment(as_of), readiness=readiness
         )
 
     def resume(self, reason: str, *, actor: str | None = None) -> breaker.Halt | None:

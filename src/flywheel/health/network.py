@@ -1,0 +1,192 @@
+"""Learning type: does data pooled from other units help a unit the wheel has never seen?
+
+Held-out units: the units are split in :data:`FOLDS` folds by their pseudonym. For each fold,
+a policy is learned from the first *n* complete rows of the other folds' units (per segment,
+the combination with the best shrunk mean less its standard error) and valued on the held-out
+units' rows: per segment, the held-out mean of the combination it picks, against the mean
+over combinations (a uniform choice), weighed by the segment's share of held-out rows
+(segments where the pick has fewer than :data:`MIN_CELL` held-out rows are left out). The
+learning curve is that gain against *n*. ``network``: the gain with every row is
+above zero at 95%; ``individual``: it is not (what one unit teaches does not carry to others).
+The figure is the gain per 1,000 rows from other units: the gain at n = 1,000 (or, with fewer
+rows, the gain at all of them scaled to 1,000).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+FOLDS = 4
+SHRINK = 10.0  # rows of prior weight toward the overall mean, per combination
+MIN_UNITS = 20
+MIN_ROWS = 200
+MIN_CELL = 20  # held-out rows a picked combination needs in a segment for it to be valued
+GRID = (250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000)
+Z95 = 1.959964
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    rows: int  # rows from other units the policy learned from
+    gain: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class LearningType:
+    kind: Literal["network", "individual", "unknown"]
+    gain_per_1000: float | None
+    gain: float | None  # with every row from other units
+    low: float | None
+    high: float | None
+    units: int
+    rows: int
+    curve: tuple[CurvePoint, ...]
+    text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fold(unit: str) -> int:
+    try:
+        return int(unit[-1], 16) % FOLDS
+    except ValueError:
+        return zlib.crc32(unit.encode()) % FOLDS
+
+
+def learning_type(rows: pa.Table, knobs: list[str]) -> LearningType:
+    """From :func:`flywheel.health.sql.sample_sql`'s rows (in decision order)."""
+    units = rows.column("unit").to_pylist()
+    distinct = len(set(units))
+    if distinct < MIN_UNITS or rows.num_rows < MIN_ROWS:
+        return LearningType(
+            "unknown",
+            None,
+            None,
+            None,
+            None,
+            distinct,
+            rows.num_rows,
+            (),
+            f"Needs at least {MIN_UNITS} units and {MIN_ROWS} complete rows with a unit"
+            f" ({distinct} and {rows.num_rows:,} here).",
+        )
+    fold = np.array([_fold(str(u)) for u in units])
+    values = [rows.column(k).to_pylist() for k in knobs]
+    combos = _codes(["\x1f".join(map(str, t)) for t in zip(*values, strict=True)])
+    segments = _codes([str(s) for s in rows.column("segment").to_pylist()])
+    reward = rows.column("reward").to_numpy(zero_copy_only=False).astype(float)
+    shape = (int(segments.max()) + 1, int(combos.max()) + 1)
+    total = len(reward)
+    largest = max(int((fold != f).sum()) for f in range(FOLDS))
+    grid = sorted({n for n in GRID if n < largest} | {largest})
+    tests = [_Cells(fold == f, segments, combos, reward, shape) for f in range(FOLDS)]
+    curve = []
+    for n in grid:
+        gain = var = 0.0
+        for f, test in enumerate(tests):
+            train = np.flatnonzero(fold != f)[:n]
+            pick = _policy(train, combos, segments, reward, shape)
+            g, v = test.gain(pick)
+            share = test.rows / total
+            gain, var = gain + share * g, var + share**2 * v
+        se = math.sqrt(var)
+        curve.append(CurvePoint(n, gain, gain - Z95 * se, gain + Z95 * se))
+    last = curve[-1]
+    at = next((p for p in curve if p.rows >= 1000), None)
+    per_1000 = at.gain if at is not None and at.rows == 1000 else last.gain * 1000 / last.rows
+    kind: Literal["network", "individual"] = "network" if last.low > 0 else "individual"
+    text = (
+        f"{kind.capitalize()} learning: a unit never seen gains {per_1000:+.4g} in result per"
+        f" 1,000 rows from other units ({last.gain:+.4g} with all {last.rows:,}; 95%"
+        f" {last.low:+.4g} to {last.high:+.4g}), on {distinct:,} units held out in {FOLDS} folds."
+    )
+    if kind == "individual":
+        text += " Pooled data does not carry to new units: each unit's best is its own."
+    return LearningType(
+        kind, per_1000, last.gain, last.low, last.high, distinct, total, tuple(curve), text
+    )
+
+
+def _codes(values: list[str]) -> np.ndarray:
+    codes: np.ndarray = np.unique(np.array(values, dtype=object).astype(str), return_inverse=True)[
+        1
+    ]
+    return codes.ravel()
+
+
+class _Cells:
+    """The held-out rows of one fold, as per-(segment, combination) counts and sums."""
+
+    def __init__(
+        self,
+        rows: np.ndarray,
+        segments: np.ndarray,
+        combos: np.ndarray,
+        reward: np.ndarray,
+        shape: tuple[int, int],
+    ) -> None:
+        cell = segments[rows] * shape[1] + combos[rows]
+        size = shape[0] * shape[1]
+        self.rows = int(rows.sum())
+        self.n = np.bincount(cell, minlength=size).reshape(shape).astype(float)
+        self.sum = np.bincount(cell, weights=reward[rows], minlength=size).reshape(shape)
+        squares = np.bincount(cell, weights=reward[rows] ** 2, minlength=size).reshape(shape)
+        seen = self.n > 0
+        self.mean = np.where(seen, self.sum / np.where(seen, self.n, 1), 0.0)
+        within = float((squares - self.n * self.mean**2).sum())
+        self.var = max(within, 0.0) / max(1.0, self.rows - float(seen.sum()))  # pooled
+
+    def gain(self, pick: np.ndarray) -> tuple[float, float]:
+        """The policy ``pick`` (a combination per segment) against a uniform choice, on the
+        segments where the held-out rows include the picked combination: the difference of
+        the two post-stratified means, and its variance."""
+        seen = self.n > 0
+        index = np.arange(len(pick))
+        keep = self.n[index, pick] >= MIN_CELL
+        weight = np.where(keep, self.n.sum(axis=1), 0.0)
+        if weight.sum() == 0:
+            return 0.0, float("inf")
+        weight = weight / weight.sum()
+        uniform = np.where(seen, 1.0, 0.0) / np.maximum(seen.sum(axis=1, keepdims=True), 1)
+        chosen = np.zeros_like(self.n)
+        chosen[index[keep], pick[keep]] = 1.0
+        coef = weight[:, None] * (chosen - uniform)
+        gain = float((coef * self.mean).sum())
+        var = float((coef[seen] ** 2 / self.n[seen]).sum() * self.var)
+        return gain, var
+
+
+def _policy(
+    train: np.ndarray,
+    combos: np.ndarray,
+    segments: np.ndarray,
+    reward: np.ndarray,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """Per segment, the combination with the best shrunk mean over the ``train`` rows, less
+    one standard error (so a combination seen twice does not beat one seen a hundred times;
+    where a segment has no rows, the overall best)."""
+    n_segments, n_combos = shape
+    c, s, r = combos[train], segments[train], reward[train]
+    mean = float(r.mean()) if len(r) else 0.0
+    overall_n = np.bincount(c, minlength=n_combos).astype(float)
+    overall_s = np.bincount(c, weights=r, minlength=n_combos)
+    overall = (overall_s + SHRINK * mean) / (overall_n + SHRINK)
+    cell = s * n_combos + c
+    n = np.bincount(cell, minlength=n_segments * n_combos).reshape(n_segments, n_combos)
+    total = np.bincount(cell, weights=r, minlength=n_segments * n_combos).reshape(
+        n_segments, n_combos
+    )
+    shrunk = (total + SHRINK * overall[None, :]) / (n + SHRINK)
+    spread = float(r.std()) if len(r) > 1 else 0.0
+    pick: np.ndarray = (shrunk - spread / np.sqrt(n + SHRINK)).argmax(axis=1)  # well-supported
+    return pick
