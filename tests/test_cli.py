@@ -131,6 +131,8 @@ def test_demo_runs_through_the_sdk(tmp_path: Path) -> None:
     assert (tmp_path / "demo" / "demo.duckdb").exists()
     assert (tmp_path / "demo" / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "completion per learn cycle" in result.output and "v1" in result.output
+    health = result.output[result.output.index("health of the run") :]
+    assert "Cycle time" in health and "slowest step" in health and "Force" in health
     with flywheel.open(spec) as wheel:
         summary = wheel.summary()
         assert wheel.playbook is not None and wheel.playbook.version >= 5  # it learned
@@ -150,6 +152,8 @@ def test_demo_runs_through_the_sdk(tmp_path: Path) -> None:
         "playbook list",
         "playbook show",
         "playbook rollback",
+        "health",
+        "design",
     ],
 )
 def test_every_command_has_help(command: str) -> None:
@@ -204,3 +208,44 @@ def test_playbook_show_before_any_learning(project: Path) -> None:
     result = runner.invoke(app, ["playbook", "show"])
     assert result.exit_code == 2
     assert "no playbook has been published" in result.output
+
+
+def test_health_and_design_commands(project: Path) -> None:
+    import random
+
+    from flywheel.demo import StoryWorld
+
+    world, rng = StoryWorld(5), random.Random(5)
+    with flywheel.open("flywheel.toml", background=False) as wheel:
+        for _ in range(1500):
+            context = world.context()
+            d = wheel.decide(context, unit=f"reader-{rng.randrange(300)}")
+            wheel.signal(d, "completed", rng.random() < world.completion(context, d.params))
+        assert wheel.learn().published
+        for _ in range(200):
+            wheel.decide(world.context(), unit=f"reader-{rng.randrange(300)}")
+
+    shown = json.loads(runner.invoke(app, ["health", "--json"]).output)
+    assert shown["decisions"] == 1700
+    steps = {t["name"]: t for t in shown["stages"]["transitions"]}
+    assert steps["signal"]["passed"] == 1500 and steps["learned"]["passed"] == 1500
+    assert [v["served_by"] for v in shown["learning"]["versions"]] == ["cold start", "v1"]
+    assert 0 < shown["force"]["value"] < 1
+    text = runner.invoke(app, ["health"])
+    assert text.exit_code == 0, text.output
+    assert "decided → served" in text.output and "Force" in text.output
+
+    at = ["--as-of", shown["as_of"]]
+    written = runner.invoke(app, ["design", "-o", "design.md", *at])
+    assert written.exit_code == 0, written.output
+    document = (project / "design.md").read_text()
+    for heading in ("Data audit", "Loops in place and missing", "Metrics", "Moat", "90-day plan"):
+        assert heading in document
+    assert "- [ ]" in document
+    again = runner.invoke(app, ["design", *at])
+    assert again.output == document  # the same data and moment: the same document
+
+    bad = runner.invoke(app, ["health", "--window", "soon"])
+    assert bad.exit_code == 2 and "window" in bad.output
+    bad = runner.invoke(app, ["design", "--as-of", "yesterday"])
+    assert bad.exit_code == 2 and "--as-of" in bad.output

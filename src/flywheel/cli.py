@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from rich.table import Table
 import flywheel
 from flywheel.demo import DemoResult, example_text
 from flywheel.errors import FlywheelError, SpecError, StoreLockedError
+from flywheel.health import Health
 from flywheel.seatbelt.status import Status
 from flywheel.spec import duration
 
@@ -383,6 +385,127 @@ def analyze(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, "utf-8")
     console.print(f"wrote {output}: {len(result.found())} interactions found, {result.rows:,} rows")
+
+
+WindowOption = Annotated[
+    str, typer.Option("--window", "-w", help="How far back to look: 7d, 28d, 12w, …")
+]
+AsOfOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Measure as of this moment (ISO 8601, e.g. 2026-11-30T12:00Z; default: now).",
+    ),
+]
+
+
+def _moment(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        errors.print(f"[bold red]error:[/] --as-of: {text!r} is not an ISO 8601 time")
+        raise typer.Exit(2) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+def health(
+    spec: SpecOption = Path("flywheel.toml"),
+    window: WindowOption = "28d",
+    as_of: AsOfOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """How fast the wheel turns and where it drags: each decision's way from decided to
+    served by a playbook that learned from it (cycle time, the bottleneck), each version's
+    result and the lift per cycle, force = alignment × closed loop × feedback, drag, feedback
+    coverage, weekly trends, and whether pooled data helps new units (network or individual)."""
+    try:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
+            report = wheel.health(window, _moment(as_of))
+    except FlywheelError as err:
+        raise _fail(err) from None
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+        return
+    _print_health(report)
+
+
+def _print_health(report: Health) -> None:
+    from flywheel.health.stages import duration_text
+
+    console.print(
+        f"[bold]health[/] over {report.window_seconds / 86400:g} days to {report.as_of[:19]}Z:"
+        f" {report.decisions:,} decisions"
+    )
+    steps = Table(title="the turn: decided → served by a playbook that learned from it")
+    for col in ("step", "reached", "passed", "waiting", "stopped", "p50", "p90"):
+        steps.add_column(col, justify="left" if col == "step" else "right")
+    for t in (*report.stages.transitions, report.stages.cycle):
+        steps.add_row(
+            f"{t.start} → {t.end}",
+            f"{t.reached:,}",
+            f"{t.passed:,}",
+            f"{t.waiting:,}",
+            f"{t.stopped:,}",
+            duration_text(t.p50_seconds),
+            duration_text(t.p90_seconds),
+        )
+    console.print(steps)
+    console.print(escape(report.stages.bottleneck), highlight=False)
+    console.print(escape(report.force.text), highlight=False)
+    rate = Table(title="learning rate: each version's result on the decisions it served")
+    for col in ("served by", "decisions", "result", "95% interval", "lift", "learned from"):
+        rate.add_column(col, justify="left" if col == "served by" else "right")
+    for v in report.learning.versions:
+        rate.add_row(
+            v.served_by + (" ¹" if v.corrected else ""),
+            f"{v.decisions:,}",
+            "-" if v.result is None else f"{v.result:.4f}",
+            "-" if v.low is None or v.high is None else f"{v.low:.4f} – {v.high:.4f}",
+            "-" if v.lift is None else f"{v.lift:+.4f}",
+            f"{v.learned_rows:,} rows",
+        )
+    if any(v.corrected for v in report.learning.versions):
+        rate.caption = "¹ post-stratified to the window's context mix"
+    console.print(rate)
+    console.print(escape(report.learning.text), highlight=False)
+    for line in report.learning.suggestions:
+        console.print(f"  try: {escape(line)}", highlight=False)
+    for d in report.drag:
+        mark = "[green]ok[/]" if d.status == "ok" else "[yellow]warn[/]"
+        console.print(f"{mark} {d.name}: {escape(d.text)}", highlight=False)
+    console.print(
+        "coverage: " + ", ".join(f"{c.kind} {c.share:.0%}" for c in report.coverage),
+        highlight=False,
+    )
+    console.print(escape(report.learning_type.text), highlight=False)
+
+
+@app.command()
+def design(
+    spec: SpecOption = Path("flywheel.toml"),
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of printing.")
+    ] = None,
+    window: WindowOption = "28d",
+    as_of: AsOfOption = None,
+) -> None:
+    """The flywheel design document (Markdown) from the spec and the measured data: a data
+    audit, the loops in place and missing, the metrics, the moat and a 90-day plan. The same
+    data and --as-of give the same document."""
+    try:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
+            text = wheel.design(window, _moment(as_of))
+    except FlywheelError as err:
+        raise _fail(err) from None
+    if output is None:
+        print(text, end="")
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, "utf-8")
+    console.print(f"wrote {output}")
 
 
 export_app = typer.Typer(
@@ -902,8 +1025,13 @@ def demo(
     console.print(_genres_table(result))
     if result.chart:
         console.print(f"chart: {result.chart}")
+    console.print("[bold]health of the run[/] (the wheel measuring its own turn):")
+    for line in result.health.summary():
+        console.print(f"  {escape(line)}", highlight=False)
     look = _again("playbook", "show", "--spec", result.spec)
+    health = _again("health", "--spec", result.spec)
     console.print(f"look around: [bold]{escape(look)}[/]", soft_wrap=True)
+    console.print(f"the wheel's health: [bold]{escape(health)}[/]", soft_wrap=True)
 
 
 def _again(*args: object) -> str:

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 import flywheel
 from flywheel.align import Summary
+from flywheel.health import Health
 from flywheel.spec import Spec
 from flywheel.turn import Cycle as LastCycle
 
@@ -135,6 +136,7 @@ class DemoResult:
     uniform: float  # mean completion of uniform play
     spec: str
     chart: str | None
+    health: Health
 
 
 def run(
@@ -204,6 +206,7 @@ def run(
         summary = wheel.summary(as_of=end)
         rows = wheel.aligned(as_of=end)
         genres = _learned_vs_true(wheel, world, spec)
+        health = wheel.health(as_of=end)
     oracle, uniform = _references(world, spec)
     chart = _chart(history, oracle, uniform, spec.base_dir / "demo.png")
     return DemoResult(
@@ -216,6 +219,7 @@ def run(
         uniform,
         str(spec_path),
         chart,
+        health,
     )
 
 

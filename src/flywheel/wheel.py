@@ -593,9 +593,7 @@ class Wheel:
             cycles=schedule(self.store, self.spec, moment),
         )
 
-    def health(
-        self, window: str | float = "28d", as_of: float | datetime | None = None
-    ) -> Health:
+    def health(self, window: str | float = "28d", as_of: float | datetime | None = None) -> Health:
         """How fast the wheel turns and where it drags, over ``window`` up to ``as_of``
         (default: the wheel's clock): stages and the bottleneck, learning rate and plateau,
         force, drag, coverage and weekly trends, and the learning type (:mod:`flywheel.health`)."""
@@ -610,6 +608,13 @@ class Wheel:
         return health(
             self.store, self.spec, window=window, as_of=self._moment(as_of), readiness=readiness
         )
+
+    def design(self, window: str | float = "28d", as_of: float | datetime | None = None) -> str:
+        """The flywheel design document (Markdown) from the spec and the measured data: data
+        audit, loops in place and missing, metrics, moat and a 90-day plan."""
+        from flywheel.health.design import design
+
+        return design(self.store, self.spec, self.health(window, as_of))
 
     def resume(self, reason: str, *, actor: str | None = None) -> breaker.Halt | None:
         """Lift a halt (recorded with ``reason`` and ``actor``); returns the halt lifted.

@@ -101,6 +101,11 @@ def test_decide_and_signals_are_durable_when_answered(
     assert status == 200 and counts["decisions"] == 1 and counts["complete"] == 1
     status, book = client.call("GET", "/v1/playbook")
     assert (status, book["version"], book["segments"]) == (200, None, [])
+    status, health = client.call("GET", "/v1/health")
+    assert status == 200 and health["decisions"] == 1
+    assert health["stages"]["transitions"][0]["passed"] == 1
+    status, refused = client.call("GET", "/v1/health?window=soon")
+    assert status == 422 and refused["errors"][0]["field"] == "query.window"
     status, learned = client.call("POST", "/v1/learn")  # one decision: too little to learn
     assert status == 200 and learned["published"] is False and learned["reason"]
     status, forgot = client.call("DELETE", "/v1/units/ada")

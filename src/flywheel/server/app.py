@@ -30,9 +30,9 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -185,6 +185,8 @@ ERRORS = {
     500: "An internal error (the server's log has the details)",
     503: "The store cannot take it now: nothing was stored, send it again",
 }
+WINDOW = r"^0*([1-9][0-9]{0,3}[smhd]|[1-9][0-9]{0,2}w)$"
+"""A window the health route takes: up to 9999 seconds, minutes, hours or days, or 999 weeks."""
 INVALID = {422: "A field is not valid: ``errors`` names each one"}
 INVALID_JSON = {
     422: "A field is not valid: ``errors`` names each one (``body`` for a body that is not"
@@ -509,6 +511,13 @@ def create_app(
     def status() -> dict[str, Any]:
         """What ``flywheel status --json`` prints."""
         return {"ok": True, **wheel.status().as_dict()}
+
+    @route("GET", "/v1/health", "decide", errors=INVALID)
+    def health(window: Annotated[str, Query(pattern=WINDOW)] = "28d") -> dict[str, Any]:
+        """What ``flywheel health --json`` prints: stages, cycle time and the bottleneck,
+        learning rate, force, drag, coverage and trends, learning type (``window``: a
+        duration such as ``28d``)."""
+        return {"ok": True, **wheel.health(window).as_dict()}
 
     @route("POST", "/v1/learn", "admin")
     def learn() -> dict[str, Any]:
