@@ -281,6 +281,16 @@ def test_each_version_result_covers_its_true_value(
         assert abs(e.result - truth) < 0.08  # type: ignore[operator]
     # 95% intervals: all but at most one of the versions cover the truth
     assert covered >= len(entries) - 1
+    # each lift over the entry before, against the true difference: the same
+    lifts = [e for e in entries if e.lift is not None]
+    assert len(lifts) >= 3
+    hits = 0
+    for before, e in zip(h.learning.versions, h.learning.versions[1:], strict=False):
+        if e.lift is None or e.lift_low is None or e.lift_high is None:
+            continue
+        truth = float(np.mean(by_version[e.version])) - float(np.mean(by_version[before.version]))
+        hits += e.lift_low <= truth <= e.lift_high
+    assert hits >= len(lifts) - 1
     # the cold start served uniformly (truth 0.4); the versions learned the best (0.7 each)
     cold = h.learning.versions[0]
     assert cold.served_by == "cold start" and cold.result == pytest.approx(0.4, abs=0.05)
