@@ -135,7 +135,7 @@ def weeks(
                 (end - timedelta(days=7)).isoformat(),
                 end.isoformat(),
                 decisions,
-                int(r.get("units") or 0),
+                units,
                 _ratio(r.get("observed"), decisions),
                 _ratio(r.get("sum"), r.get("n")),
                 _ratio(r.get("accepted"), implicit) if "accepted" in r else None,

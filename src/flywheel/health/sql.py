@@ -11,7 +11,7 @@ rows of a sample of units, for the held-out-units test.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +20,9 @@ from sqlglot import exp
 from flywheel.rules import own_column, parse, quote_name
 from flywheel.spec import BUILTIN_SIGNALS, Spec
 
+CASE_CUTS = 64  # up to this many learned moments, a row's is found by a CASE (else a join)
+KINDS = {"explicit": 1, "implicit": 2, "edits": 4, "outcomes": 8, "accepted": 16, "requeried": 32}
+"""The bits of a decision's kinds of signal (accepted and requeried: implicit events)."""
 COLD_START = -1  # the ``served_by`` of cold-start decisions (uniform or the default)
 EARLY_ONLINE = 0  # ... of online updates made before the first version
 WEEK = 7 * 86400.0
@@ -89,11 +92,16 @@ class Cut:
 
 
 def stages_cte(
-    spec: Spec, segment: Sequence[str], cuts: Sequence[Cut] = (), where: str = ""
+    spec: Spec,
+    segment: Sequence[str],
+    cuts: Sequence[Cut] = (),
+    where: str = "",
+    detail: bool = False,
 ) -> str:
-    """The CTEs ``st`` (one row per decision of ``($start, $as_of]``) and ``sv`` (with its
-    learned and served moments). ``segment``: the context features a row's segment is made
-    of; ``where``: more conditions on the decisions (``d``)."""
+    """The CTEs ``st`` (one row per decision of ``($start, $as_of]``) and ``sv`` (the same,
+    materialised, with its learned and served moments). ``segment``: the context features a
+    row's segment is made of; ``where``: more conditions on the decisions (``d``);
+    ``detail``: ``st`` also has the unit, the propensity and the knobs."""
     window = f"INTERVAL '{round(spec.reward.window_seconds * 1e6)} microseconds'"
     combine = {
         "last": "arg_max({c}, s.ts)",
@@ -103,7 +111,7 @@ def stages_cte(
         "min": "min({c})",
         "mean": "avg({c})",
     }
-    wanted = dict.fromkeys([*spec.reward.signals, *outcome_signals(spec), "accepted", "requeried"])
+    wanted = dict.fromkeys([*spec.reward.signals, *outcome_signals(spec)])
     aggregates = []
     for name in wanted:
         sig = spec.signals.get(name)
@@ -119,18 +127,29 @@ def stages_cte(
             aggregates.append(
                 f"min(s.ts) FILTER (WHERE s.name = {quoted} AND s.in_window) AS {_q(f'at:{name}')}"
             )
-    for kind, names in (("explicit", EXPLICIT), ("implicit", IMPLICIT), ("edits", EDITS)):
-        aggregates.append(f"count(*) FILTER (WHERE s.name IN ({_list(names)})) > 0 AS {_q(kind)}")
-    outcomes = _list(outcome_signals(spec))
-    aggregates.append(f"count(*) FILTER (WHERE s.name IN ({outcomes})) > 0 AS {_q('outcomes')}")
+    # which kinds of signal a decision has, as the bits of one aggregate (cheaper than one each)
+    bits = " ".join(
+        f"WHEN s.name IN ({_list(names)}) THEN {bit}"
+        for names, bit in (
+            (("accepted",), KINDS["implicit"] | KINDS["accepted"]),
+            (("requeried",), KINDS["implicit"] | KINDS["requeried"]),
+            (EXPLICIT, KINDS["explicit"]),
+            (IMPLICIT, KINDS["implicit"]),
+            (EDITS, KINDS["edits"]),
+            (outcome_signals(spec), KINDS["outcomes"]),
+        )
+    )
+    aggregates.append(f"bit_or(CASE {bits} ELSE 0 END) AS {_q('kinds')}")
     aggregates.append(
         f"avg(s.value) FILTER (WHERE s.name = 'edit_distance') AS {_q('edit_distance')}"
     )
     formula = parse(spec.reward.formula).sql(dialect="duckdb", identify=True)
     missing = "NULL" if spec.reward.missing is None else repr(float(spec.reward.missing))
     columns = [f"c.{quote_name(n)}" for n in wanted if n in spec.signals]
-    parts = [f"coalesce(CAST(d.{quote_name(f)} AS VARCHAR), '')" for f in segment]
-    segment_sql = f"concat_ws('|', {', '.join(parts)})" if parts else "''"
+    features = "".join(f"d.{quote_name(f)} AS {_q(f'seg:{f}')}, " for f in segment)
+    kinds = ", ".join(
+        f"(coalesce(c.{_q('kinds')}, 0) & {bit}) > 0 AS {_q(kind)}" for kind, bit in KINDS.items()
+    )
     learned_in = _list(LEARNED_POLICIES)
     cold_in = _list(COLD_POLICIES)
     served_by = (
@@ -138,22 +157,37 @@ def stages_cte(
         f" WHEN d.policy IN ({cold_in}) THEN {COLD_START}"
         f" WHEN d.policy = 'online' THEN {EARLY_ONLINE} END"
     )
-    if cuts:
-        rows = ", ".join(f"({_at(c.after)}, {_at(c.at)}, {_at(c.served)})" for c in cuts)
-        versions = f"v AS (SELECT * FROM (VALUES {rows}) AS t(lo, hi, served_at)),"
-        learned = f"""sv AS (
-    SELECT st.*, v.hi AS {_q("learned")}, v.served_at AS {_q("served")}
-    FROM st LEFT JOIN v ON st.{_q("complete")} > v.lo AND st.{_q("complete")} <= v.hi
-        AND NOT st.{_q("quarantined")}
-)"""
-    else:
+    complete, quarantined = f"st.{_q('complete')}", f"st.{_q('quarantined')}"
+    if not cuts:
         versions = ""
-        learned = f"""sv AS (
+        learned = f"""sv AS MATERIALIZED (
     SELECT st.*, CAST(NULL AS TIMESTAMPTZ) AS {_q("learned")},
         CAST(NULL AS TIMESTAMPTZ) AS {_q("served")}
     FROM st
 )"""
+    elif len(cuts) <= CASE_CUTS:  # a few cuts: a CASE beats sorting every row against them
+        versions = ""
+        first = f"{complete} IS NULL OR {quarantined} OR {complete} <= {_at(cuts[0].after)}"
+
+        def pick(value: Callable[[Cut], datetime | None]) -> str:
+            steps = " ".join(f"WHEN {complete} <= {_at(c.at)} THEN {_at(value(c))}" for c in cuts)
+            return f"CASE WHEN {first} THEN NULL {steps} END"
+
+        learned = f"""sv AS MATERIALIZED (
+    SELECT st.*, {pick(lambda c: c.at)} AS {_q("learned")},
+        {pick(lambda c: c.served)} AS {_q("served")}
+    FROM st
+)"""
+    else:
+        rows = ", ".join(f"({_at(c.after)}, {_at(c.at)}, {_at(c.served)})" for c in cuts)
+        versions = f"v AS (SELECT * FROM (VALUES {rows}) AS t(lo, hi, served_at)),"
+        learned = f"""sv AS MATERIALIZED (
+    SELECT st.*, v.hi AS {_q("learned")}, v.served_at AS {_q("served")}
+    FROM st LEFT JOIN v ON {complete} > v.lo AND {complete} <= v.hi AND NOT {quarantined}
+)"""
     extra = f" AND {where}" if where else ""
+    knobs = [f"d.{quote_name(k.name)}" for k in spec.knobs]
+    more = ", ".join(["d.unit", "d.propensity", *knobs]) + "," if detail else ""
     return f"""
 s AS (
     SELECT s.decision_id, s.name, s.value, s.text, s.ts, s.ts <= d.ts + {window} AS in_window
@@ -164,15 +198,11 @@ c AS (
     SELECT s.decision_id, min(s.ts) AS {_q("first")}, {", ".join(aggregates)}
     FROM s GROUP BY s.decision_id
 ),
-st AS MATERIALIZED (
-    SELECT d.ts, d.unit, d.policy, d.propensity, {served_by} AS {_q("served_by")},
-        {segment_sql} AS {_q("segment")},
-        {", ".join(f"d.{quote_name(k.name)}" for k in spec.knobs)},
+st AS (
+    SELECT d.ts, {more} {served_by} AS {_q("served_by")},
+        {features}
         {", ".join([*columns, f"c.{_q('first')}"])},
-        coalesce(c.{_q("explicit")}, false) AS {_q("explicit")},
-        coalesce(c.{_q("implicit")}, false) AS {_q("implicit")},
-        coalesce(c.{_q("edits")}, false) AS {_q("edits")},
-        coalesce(c.{_q("outcomes")}, false) AS {_q("outcomes")},
+        {kinds},
         c.{_q("edit_distance")} AS {_q("edit_distance")},
         CAST(({formula}) AS DOUBLE) AS {_q("observed")},
         CASE WHEN ({formula}) IS NOT NULL THEN CAST(({formula}) AS DOUBLE)
@@ -244,17 +274,24 @@ def _totals() -> dict[str, str]:
         seconds = _seconds(b, a)
         cond = f" FILTER (WHERE {_seconds(b, a)} >= 0)" if only else ""
         out[f"n_{name}"] = f"count({seconds}){cond}"
-        for q in (50, 90):
-            out[f"p{q}_{name}"] = f"quantile_cont({seconds}, {q / 100}){cond}"
+        both = f"(quantile_cont({seconds}, [0.5, 0.9]){cond})"  # one aggregate, both read
+        out[f"p50_{name}"], out[f"p90_{name}"] = f"{both}[1]", f"{both}[2]"
     return out
 
 
-def _versions() -> dict[str, str]:
+def _segment(features: Sequence[str]) -> str:
+    """A row's segment as one string, from the features ``st`` carries (grouped by them
+    first, it is built once per group)."""
+    parts = [f"coalesce(CAST({_q(f'seg:{f}')} AS VARCHAR), '')" for f in features]
+    return f"concat_ws('|', {', '.join(parts)})" if parts else "''"
+
+
+def _versions(segment: Sequence[str]) -> dict[str, str]:
     learnable = f"{_q('reward')} IS NOT NULL AND NOT {_q('quarantined')}"
     reward = _q("reward")
     return {
         "k": _q("served_by"),
-        "segment": _q("segment"),
+        "segment": _segment(segment),
         "decisions": "count(*)",
         "n": f"count(*) FILTER (WHERE {learnable})",
         "sum": f"sum({reward}) FILTER (WHERE {learnable})",
@@ -268,7 +305,6 @@ def _weeks(spec: Spec) -> dict[str, str]:
     out = {
         "k": week,
         "decisions": "count(*)",
-        "units": "count(DISTINCT unit)",
         "n": f"count({_q('reward')})",
         "sum": f"sum({_q('reward')})",
         "sum2": f"sum({_q('reward')} * {_q('reward')})",
@@ -278,8 +314,7 @@ def _weeks(spec: Spec) -> dict[str, str]:
         "edit_distance": f"avg({_q('edit_distance')})",
     }
     for name in ("accepted", "requeried"):
-        if name in spec.signals:
-            out[name] = f"sum(coalesce({quote_name(name)}, 0)) FILTER (WHERE {implicit})"
+        out[name] = f"count(*) FILTER (WHERE {_q(name)})"
     for name in outcome_signals(spec):
         out[f"o:{name}"] = f"avg({quote_name(name)})"
     return out
@@ -292,7 +327,7 @@ def health_sql(spec: Spec, segment: Sequence[str], cuts: Sequence[Cut]) -> str:
     ``weeks`` (per week ``k`` back from ``$as_of``: the indicators). Parameters: ``$start``,
     ``$as_of``, ``$pub`` and ``$span`` (usage is counted in the ``$span`` before and after
     ``$pub``)."""
-    parts = {"totals": _totals(), "versions": _versions(), "weeks": _weeks(spec)}
+    parts = {"totals": _totals(), "versions": _versions(segment), "weeks": _weeks(spec)}
     names = list(dict.fromkeys(n for part in parts.values() for n in part))
     types = {n: "VARCHAR" if n == "segment" else "DOUBLE" for n in names}
     selects = []
@@ -301,7 +336,9 @@ def health_sql(spec: Spec, segment: Sequence[str], cuts: Sequence[Cut]) -> str:
         for n in names:
             value = f"CAST({exprs[n]} AS {types[n]})" if n in exprs else f"CAST(NULL AS {types[n]})"
             cols.append(f"{value} AS {quote_name(n)}")
-        keys = [str(names.index(n) + 2) for n in ("k", "segment") if n in exprs]
+        keys = [str(names.index("k") + 2)] if "k" in exprs else []
+        if "segment" in exprs:
+            keys += [_q(f"seg:{f}") for f in segment]
         group = f" GROUP BY {', '.join(keys)}" if keys else ""
         selects.append(f"SELECT {', '.join(cols)} FROM sv{group}")
     cte = stages_cte(spec, segment, cuts)
@@ -312,9 +349,9 @@ def sample_sql(spec: Spec, segment: Sequence[str]) -> str:
     """The complete rows (not quarantined) of the units whose pseudonym sorts before
     ``$below``: unit, decision time, segment, knobs, reward and propensity."""
     knobs = ", ".join(quote_name(k.name) for k in spec.knobs)
-    cte = stages_cte(spec, segment, (), where="d.unit < $below")
+    cte = stages_cte(spec, segment, (), where="d.unit < $below", detail=True)
     return f"""WITH {cte}
-SELECT unit, ts, {_q("segment")} AS segment, {knobs}, {_q("reward")} AS reward, propensity
+SELECT unit, ts, {_segment(segment)} AS segment, {knobs}, {_q("reward")} AS reward, propensity
 FROM st WHERE {_q("reward")} IS NOT NULL AND NOT {_q("quarantined")} AND unit IS NOT NULL
 ORDER BY ts"""
 
