@@ -36,6 +36,7 @@ bench: $(VENV)/.dev ## the speed benchmarks behind BENCHMARKS.md (a few minutes)
 	$(BIN)/python bench/align.py
 	$(BIN)/python bench/learn.py
 	$(BIN)/python bench/importer.py
+	$(BIN)/python bench/health.py
 
 bench-learning: $(VENV)/.dev ## the learning benchmark (about 20 minutes on 2 cores)
 	$(BIN)/python -m pip install --quiet vowpalwabbit
