@@ -327,12 +327,16 @@ class Wheel:
         ts: float | datetime | None = None,
         playbook: int | None = None,
         propensity: float | None = None,
+        policy: str | None = None,
     ) -> str:
         """Record an already-complete row (an import, a decision made by a person); its id.
 
         A decision the product served itself from a published playbook (a copy fetched
         earlier) names that ``playbook`` version and the ``propensity`` it was served with,
         so the seatbelt can check it against the policy and off-policy estimates can use it.
+        A decision an outside policy made (a production ranker, a rule, a person's choice)
+        names it in ``policy`` with the ``propensity`` it had of choosing these values, when
+        known (without a name, a propensity alone is recorded as policy ``outside``).
         """
         ident = self._ids()
         self._recorder.complete_row(
@@ -344,6 +348,7 @@ class Wheel:
             unit=unit,
             playbook=playbook,
             propensity=propensity,
+            policy=policy,
         )
         self._note(1)
         return ident

@@ -276,6 +276,16 @@ def test_complete_rows_go_in_whole(served: tuple[Client, flywheel.Wheel]) -> Non
     status, answer = client.call("POST", "/v1/rows", {"rows": [row, row]})
     assert status == 200 and len(answer["ids"]) == 2
     assert wheel.store.query("SELECT count(*) AS n FROM decisions").to_pylist()[0]["n"] == 2
+    # a row an outside policy chose: its name and propensity, checked and stored
+    outside = {**row, "policy": "ranker-v3", "propensity": 0.25}
+    status, answer = client.call("POST", "/v1/rows", {"rows": [{**outside, "propensity": 2}]})
+    assert status == 422 and answer["errors"][0]["field"] == "rows[0].propensity"
+    status, answer = client.call("POST", "/v1/rows", {"rows": [outside]})
+    assert status == 200
+    found = wheel.store.query(
+        "SELECT policy, propensity FROM decisions WHERE CAST(id AS VARCHAR) = ?", answer["ids"]
+    ).to_pylist()
+    assert found == [{"policy": "ranker-v3", "propensity": 0.25}]
 
 
 def test_the_committed_openapi_document_is_current() -> None:

@@ -55,6 +55,9 @@ class RowBody(TypedDict):
     results: dict[str, Any]
     unit: NotRequired[str | None]
     ts: NotRequired[float | None]
+    playbook: NotRequired[int | None]
+    propensity: NotRequired[float | None]
+    policy: NotRequired[str | None]
 
 
 @with_config(ConfigDict(extra="forbid"))

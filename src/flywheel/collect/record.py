@@ -293,23 +293,31 @@ class Recorder:
         self._remember(ident)
 
     @staticmethod
-    def _served(playbook: object, propensity: object) -> tuple[str, int | None, float | None]:
-        if playbook is None and propensity is None:
-            return "logged", None, None
+    def _served(
+        playbook: object, propensity: object, policy: object = None
+    ) -> tuple[str, int | None, float | None]:
+        """Who chose a logged row's knob values: a playbook version served by the product
+        itself (``local``, with its propensity), an outside policy (its name, with or without
+        the propensity it chose them with), or nobody known (``logged``)."""
+        if policy is not None:
+            _outside_policy(policy)
+            if playbook is not None:
+                raise InvalidInputError(
+                    "policy",
+                    "a row served from a playbook version is Flywheel's own: give the playbook"
+                    " or the outside policy's name, not both",
+                )
+        if playbook is None:
+            if propensity is not None:
+                _probability(propensity)
+                return str(policy or OUTSIDE), None, float(propensity)  # type: ignore[arg-type]
+            return str(policy or "logged"), None, None
         if not isinstance(playbook, int) or isinstance(playbook, bool) or playbook < 1:
             raise WrongTypeError("playbook", "expected the version (a positive integer) served")
         if playbook > MAX_INT64:  # the store could never take it: refused here, not there
             raise ValueNotAllowedError("playbook", f"{playbook} is not a version (too large)")
-        if (
-            not isinstance(propensity, int | float)
-            or isinstance(propensity, bool)
-            or not 0 < propensity <= 1
-        ):
-            raise InvalidInputError(
-                "propensity",
-                f"expected the probability it was served with, in (0, 1]; got {propensity!r}",
-            )
-        return "local", playbook, float(propensity)
+        _probability(propensity)
+        return "local", playbook, float(propensity)  # type: ignore[arg-type]
 
     def _remember(self, ident: str) -> None:
         """Keep recently issued ids, so their signals skip the id pattern check.
@@ -547,11 +555,13 @@ class Recorder:
         unit: object = None,
         playbook: object = None,
         propensity: object = None,
+        policy: object = None,
     ) -> None:
         """A decision that already has its results (imports, decisions made by people, or
-        served by the product itself from a playbook: then ``playbook`` and ``propensity``)."""
+        served by the product itself from a playbook: then ``playbook`` and ``propensity``;
+        or chosen by an outside policy: its name in ``policy``, and ``propensity`` if known)."""
         self._writer.append_many(
-            self._complete(ident, context, params, results, ts, unit, playbook, propensity)
+            self._complete(ident, context, params, results, ts, unit, playbook, propensity, policy)
         )
 
     def complete_rows(self, idents: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
@@ -570,6 +580,7 @@ class Recorder:
                     row.get("unit"),
                     row.get("playbook"),
                     row.get("propensity"),
+                    row.get("policy"),
                 )
             except InvalidInputError as err:
                 raise type(err)(f"rows[{i}].{err.field}", err.reason) from None
@@ -585,9 +596,10 @@ class Recorder:
         unit: object,
         playbook: object,
         propensity: object,
+        policy: object = None,
     ) -> list[tuple[str, tuple[Any, ...]]]:
         clean_context, clean_params = self.context(context), self.params(params)
-        policy, version, chance = self._served(playbook, propensity)
+        served_by, version, chance = self._served(playbook, propensity, policy)
         if not isinstance(results, Mapping):
             raise WrongTypeError("results", "expected a mapping of signal names to values")
         when, hashed = self._when(ts), self._unit(unit)
@@ -597,8 +609,44 @@ class Recorder:
             if value is not None
         ]
         decision = (
-            ident, when, hashed, policy, version, chance,
+            ident, when, hashed, served_by, version, chance,
             *[clean_context[n] for n in self._context_names],
             *[clean_params[n] for n in self._knob_names],
         )  # fmt: skip
         return [("decisions", decision), *(("signals", s) for s in signals)]
+
+
+OUTSIDE = "outside"
+"""The policy of a logged row with a propensity and no policy name."""
+OWN_POLICIES = frozenset(
+    {"uniform", "default", "thompson", "greedy", "online", "local", "logged", "imported", OUTSIDE}
+)
+"""Policy names Flywheel records itself; an outside policy cannot take one."""
+MAX_POLICY_NAME = 100
+
+
+def _outside_policy(name: object) -> None:
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_POLICY_NAME:
+        raise WrongTypeError(
+            "policy",
+            f"expected the name of the policy that chose the values (1 to {MAX_POLICY_NAME}"
+            " characters)",
+        )
+    if name in OWN_POLICIES:
+        raise ValueNotAllowedError(
+            "policy",
+            f"{name!r} is a name Flywheel gives its own decisions; name the outside policy"
+            " (for example 'ranker-v3')",
+        )
+
+
+def _probability(propensity: object) -> None:
+    if (
+        not isinstance(propensity, int | float)
+        or isinstance(propensity, bool)
+        or not 0 < propensity <= 1
+    ):
+        raise InvalidInputError(
+            "propensity",
+            f"expected the probability it was served with, in (0, 1]; got {propensity!r}",
+        )
