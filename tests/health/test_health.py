@@ -426,10 +426,18 @@ def test_traffic_mix_is_corrected() -> None:
     assert two.result == pytest.approx(truth, abs=1e-9)
     assert one.lift == pytest.approx(0.0, abs=1e-9) or one.lift is None
     assert two.lift == pytest.approx(0.0, abs=1e-9)
-    # the same mix as the window's: nothing to correct
+    # the same mix as the window's: the correction changes nothing
     same = learning_rate([r for r in rows if r["k"] == 1], {1: 1000})
-    assert not same.versions[0].corrected
     assert same.versions[0].result == pytest.approx(0.5, abs=1e-9)
+    assert same.versions[0].mix_covered == 1
+    # a version that never served a segment: its result covers only part of the mix
+    partial = learning_rate([*rows, {**rows[0], "k": 3, "segment": "good"}], {3: 3000})
+    good = (0.5 * 10_000 + 0.9 * 10_000 + 5_000) / 25_000  # the window's share of "good" now
+    assert partial.versions[-1].mix_covered == pytest.approx(good)
+    # a restored version is labelled and is no learning cycle
+    restored = learning_rate(rows, {1: 1000, 2: 1000}, restored={2: 1})
+    assert restored.versions[-1].served_by == "v2 (v1 restored)"
+    assert restored.per_cycle is None  # one learning cycle left: no slope
 
 
 def test_no_data_and_bad_window(make_wheel: Callable[..., flywheel.Wheel]) -> None:
@@ -454,3 +462,30 @@ def test_many_cuts_are_joined_with_the_same_result(
     by_case = wheel.health(window="9d").as_dict()
     monkeypatch.setattr(sql, "CASE_CUTS", 2)
     assert wheel.health(window="9d").as_dict() == by_case
+
+
+def test_coverage_and_weeks_when_nothing_has_settled_and_the_window_is_not_whole_weeks(
+    store: str,
+) -> None:
+    """A reward window longer than the health window: no decision has settled, so coverage
+    counts every decision (as force does); a 10-day window has two weeks, the older cut at
+    the window's start, and the quality drag waits for two full weeks."""
+    clock = Clock()
+    long = {**spec(), "reward": {"formula": "completed", "window": "30d"}}
+    world = World(shared_best, answer=1.0)
+    with flywheel.open(long, store=store, clock=clock, background=False, seed=2) as wheel:
+        simulate(wheel, clock, world, days=10, every=600, learn_days=())
+        h = wheel.health(window="10d")
+    coverage = {c.kind: c for c in h.coverage}
+    assert coverage["outcomes"].share == pytest.approx(h.force.feedback)
+    assert coverage["outcomes"].share > 0.9
+    assert len(h.trends) == 2
+    assert sum(w.decisions for w in h.trends) == h.decisions
+    from datetime import datetime, timedelta
+
+    end = datetime.fromisoformat(h.as_of)
+    assert h.trends[0].start == (end - timedelta(days=10)).isoformat()
+    assert h.trends[1].start == (end - timedelta(days=7)).isoformat()
+    quality = next(d for d in h.drag if d.name == "quality falling while volume grows")
+    assert quality.status == "ok" and quality.figure is None
+    json.dumps(h.as_dict(), allow_nan=False)  # no NaN or infinity in the JSON

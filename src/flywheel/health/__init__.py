@@ -11,12 +11,14 @@ same data (deterministic) and costs one pass over the window's signals.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flywheel.align import moment
+from flywheel.errors import InvalidInputError
 from flywheel.health.force import Coverage, Drag, Force, Week, coverage, drag, force, weeks
 from flywheel.health.network import LearningType, learning_type
 from flywheel.health.rate import LearningRate, VersionResult, learning_rate
@@ -100,11 +102,13 @@ def health(
     """The wheel's health over ``window`` (a duration like ``28d``, or seconds) up to
     ``as_of`` (default: now). ``plateau``: the band of :mod:`.rate`'s plateau, a share of the
     latest result; ``readiness`` gives the factors' readiness for a plateau's suggestions."""
-    end = moment(as_of)
+    end = moment(as_of).astimezone(UTC)
     seconds = duration(window, "window") if isinstance(window, str) else float(window)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInputError("window", f"expected a duration such as 28d; got {window!r}")
     start = end - timedelta(seconds=seconds)
     params: dict[str, Any] = {"as_of": end, "start": start}
-    cuts, learned_rows = _cuts(store, end)
+    cuts, learned_rows, restored = _cuts(store, end)
     last_cut = cuts[-1].at if cuts else None
     pub = last_cut if last_cut is not None and last_cut > start else end
     span = max(timedelta(0), min(timedelta(days=7), end - pub, pub - start))
@@ -118,12 +122,14 @@ def health(
         int(r["k"]): (int(r["units"]), int(r["returned"]))
         for r in store.query(RETENTION_SQL, params).to_pylist()
     }
-    rate = learning_rate(version_rows, learned_rows, plateau=plateau, readiness=readiness)
+    rate = learning_rate(
+        version_rows, learned_rows, plateau=plateau, readiness=readiness, restored=restored
+    )
     learnable = sum(int(r["n"] or 0) for r in version_rows)
     share = min(1.0, SAMPLE_ROWS / learnable) if learnable else 1.0
     below = "~" if share >= 1 else f"{int(share * 16**4):04x}"
     sample = store.query(sample_sql(spec, segment), {**params, "below": below})
-    n_weeks = max(1, round(seconds / WEEK))
+    n_weeks = max(1, math.ceil(seconds / WEEK - 1e-9))
     return Health(
         end.isoformat(),
         seconds,
@@ -137,7 +143,7 @@ def health(
             cuts=[c.at for c in cuts],
             every=spec.learn.every_seconds,
             decisions=int(totals.get("decisions") or 0),
-            week_rows=week_rows,
+            week_rows=week_rows if seconds >= 2 * WEEK else [],  # two full weeks to compare
             usage=(
                 float(totals.get("usage_before") or 0),
                 float(totals.get("usage_after") or 0),
@@ -146,22 +152,27 @@ def health(
             rate=rate,
         ),
         coverage(totals),
-        weeks(week_rows, retained, end, n_weeks, outcome_signals(spec)),
+        weeks(week_rows, retained, end, start, n_weeks, outcome_signals(spec)),
         learning_type(sample, [k.name for k in spec.knobs]),
     )
 
 
-def _cuts(store: Store, end: datetime) -> tuple[list[Cut], dict[int, int]]:
+def _cuts(store: Store, end: datetime) -> tuple[list[Cut], dict[int, int], dict[int, int]]:
     """The moments versions learned (their training cut-offs, up to ``end``) with when a
-    version that learned each first served; and each version's training rows."""
+    version that learned each first served; each version's training rows; and the restored
+    versions (a rollback's copy: the version it restored)."""
     first = {
         int(r["playbook"]): r["first"]
         for r in store.query(FIRST_SERVED_SQL, {"as_of": end}).to_pylist()
     }
     learned: list[tuple[datetime, int]] = []
     rows: dict[int, int] = {}
+    restored: dict[int, int] = {}
     for version, _created, meta in store.playbook_list():
-        training = json.loads(meta)["training"]
+        info = json.loads(meta)
+        training = info["training"]
+        if info.get("restored_from") is not None:
+            restored[version] = int(info["restored_from"])
         rows[version] = int(training.get("rows") or 0)
         at = moment(datetime.fromisoformat(training["as_of"]))
         if at <= end:
@@ -178,7 +189,8 @@ def _cuts(store: Store, end: datetime) -> tuple[list[Cut], dict[int, int]]:
         else:
             cuts.append(Cut(EPOCH, at, served))
     cuts.reverse()
-    return [Cut(cuts[i - 1].at if i else EPOCH, c.at, c.served) for i, c in enumerate(cuts)], rows
+    bounds = [Cut(cuts[i - 1].at if i else EPOCH, c.at, c.served) for i, c in enumerate(cuts)]
+    return bounds, rows, restored
 
 
 def _segment(spec: Spec) -> list[str]:

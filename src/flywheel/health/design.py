@@ -33,7 +33,7 @@ class Audit:
     constant_features: tuple[str, ...]
     never_received: tuple[str, ...]
     quarantined: int
-    complete_rows: int  # every complete row the store holds, all time
+    complete_rows: int  # the complete rows the latest version served in the window learned from
 
 
 def audit(store: Store, spec: Spec, health: Health) -> Audit:
@@ -65,6 +65,7 @@ def audit(store: Store, spec: Spec, health: Health) -> Audit:
     ).to_pylist()[0]["n"]
     decided = int(counts["n"])
     learned = [v.learned_rows for v in health.learning.versions if v.version is not None]
+    latest = learned[-1] if learned else 0
     return Audit(
         decided,
         dict(sorted(signals.items())),
@@ -72,7 +73,7 @@ def audit(store: Store, spec: Spec, health: Health) -> Audit:
         tuple(f.name for f in spec.context if decided and int(counts[f.name]) <= 1),
         tuple(sorted(n for n in _declared(spec) if n not in ever)),
         int(quarantined),
-        max(learned, default=0),
+        latest,
     )
 
 
@@ -142,7 +143,7 @@ def _audit(spec: Spec, health: Health, found: Audit) -> list[str]:
         f"- **Knobs that never vary:** {_names(found.constant_knobs)}.",
         f"- **Context features that never change:** {_names(found.constant_features)}.",
         f"- **Signals declared but never received:** {_names(found.never_received)}.",
-        f"- **Quarantined rows:** {found.quarantined:,}.",
+        f"- **Quarantined rows (all time):** {found.quarantined:,}.",
         "",
     ]
     return lines
@@ -273,7 +274,11 @@ def _moat(health: Health, found: Audit) -> list[str]:
 
 
 def _match(health: Health) -> str:
-    versions = [v for v in health.learning.versions if v.version is not None and v.result]
+    versions = [
+        v
+        for v in health.learning.versions
+        if v.version is not None and v.result is not None and v.restored_from is None
+    ]
     if not versions:
         return "no playbook yet."
     latest = versions[-1]
@@ -315,10 +320,11 @@ def _plan(spec: Spec, health: Health, found: Audit) -> list[str]:
         "feedback": force.feedback,
     }
     weakest = factors[force.weakest]
-    first.append(
-        f"Raise {force.weakest} from {weakest:.0%} to {min(1.0, weakest + 0.1):.0%} of decisions"
-        f" (force {force.value:.2f} today)."
-    )
+    if weakest < 0.995:
+        first.append(
+            f"Raise {force.weakest} from {weakest:.0%} to {min(1.0, weakest + 0.1):.0%} of"
+            f" decisions (force {force.value:.2f} today)."
+        )
     slowest = next((t for t in health.stages.transitions if t.name == health.stages.slowest), None)
     if slowest is not None:
         second.append(

@@ -109,7 +109,7 @@ def coverage(totals: Mapping[str, Any]) -> tuple[Coverage, ...]:
     base, settled = _base(totals)
     out = []
     for kind in KINDS:
-        n = int(totals.get(f"settled_{kind}") or 0) if settled else 0
+        n = int(totals.get(f"{'settled' if settled else 'all'}_{kind}") or 0)
         out.append(Coverage(kind, n, n / base if base else 0.0))
     return tuple(out)
 
@@ -118,10 +118,12 @@ def weeks(
     rows: Sequence[Mapping[str, Any]],
     retention: Mapping[int, tuple[int, int]],
     as_of: datetime,
+    start: datetime,
     count: int,
     outcomes: Sequence[str],
 ) -> tuple[Week, ...]:
-    """Oldest first; ``retention``: per week back, (units, of them seen the week after)."""
+    """Oldest first (the oldest cut at the window's ``start``); ``retention``: per week back,
+    (units, of them seen the week after)."""
     by_k = {int(r["k"]): r for r in rows if r["k"] is not None}
     out = []
     for k in range(count - 1, -1, -1):
@@ -132,7 +134,7 @@ def weeks(
         end = as_of - timedelta(days=7 * k)
         out.append(
             Week(
-                (end - timedelta(days=7)).isoformat(),
+                max(start, end - timedelta(days=7)).isoformat(),
                 end.isoformat(),
                 decisions,
                 units,
@@ -163,7 +165,7 @@ def drag(
     return (
         _lag(as_of, last_cut, cuts, every, decisions),
         _quality(week_rows),
-        _usage(*usage),
+        _usage(*usage, published=last_cut is not None and bool(usage[2])),
         _no_gain(rate),
     )
 
@@ -223,10 +225,15 @@ def _quality(rows: Sequence[Mapping[str, Any]]) -> Drag:
     )
 
 
-def _usage(before: float, after: float, span: float) -> Drag:
+def _usage(before: float, after: float, span: float, published: bool) -> Drag:
+    if not published:
+        return Drag("usage falling after a publish", "ok", None, "No publish inside the window.")
     if span < 3600 or before + after == 0:
         return Drag(
-            "usage falling after a publish", "ok", None, "Too soon after the last publish to tell."
+            "usage falling after a publish",
+            "ok",
+            None,
+            "Too little time on one side of the last publish to compare (an hour at least).",
         )
     ratio = after / before if before else float("inf")
     z = (after - before) / math.sqrt(after + before)
@@ -241,7 +248,11 @@ def _usage(before: float, after: float, span: float) -> Drag:
 
 
 def _no_gain(rate: LearningRate) -> Drag:
-    versions = [v for v in rate.versions if v.version is not None and v.result is not None]
+    versions = [
+        v
+        for v in rate.versions
+        if v.version is not None and v.result is not None and v.restored_from is None
+    ]
     if len(versions) < 2:
         return Drag("more data without improvement", "ok", None, "Needs two versions with results.")
     latest = versions[-1]

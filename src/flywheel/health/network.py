@@ -6,10 +6,13 @@ the combination with the best shrunk mean less its standard error) and valued on
 units' rows: per segment, the held-out mean of the combination it picks, against the mean
 over combinations (a uniform choice), weighed by the segment's share of held-out rows
 (segments where the pick has fewer than :data:`MIN_CELL` held-out rows are left out). The
-learning curve is that gain against *n*. ``network``: the gain with every row is
-above zero at 95%; ``individual``: it is not (what one unit teaches does not carry to others).
-The figure is the gain per 1,000 rows from other units: the gain at n = 1,000 (or, with fewer
-rows, the gain at all of them scaled to 1,000).
+learning curve is that gain against *n*. Its interval is clustered by unit (a unit's rows are not
+independent). ``network``: the gain with every row is above zero at 99% (at 95% the
+interval, narrow with few units a fold, said so on 10% of worlds with nothing to pool);
+``individual``: it
+is below a tenth of the rewards' spread at 95% (what one unit teaches does not carry to
+others); ``unknown`` otherwise. The figure is the gain at n = 1,000 rows from other units
+(none with fewer).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ SHRINK = 10.0  # rows of prior weight toward the overall mean, per combination
 MIN_UNITS = 20
 MIN_ROWS = 200
 MIN_CELL = 20  # held-out rows a picked combination needs in a segment for it to be valued
+MARGIN = 0.1  # "individual" needs the gain below this share of the rewards' spread, at 95%
+Z_NETWORK = 2.576  # "network" needs the gain above zero at 99% (see the module's note)
 GRID = (250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000)
 Z95 = 1.959964
 
@@ -42,7 +47,7 @@ class CurvePoint:
 @dataclass(frozen=True)
 class LearningType:
     kind: Literal["network", "individual", "unknown"]
-    gain_per_1000: float | None
+    gain_per_1000: float | None  # the gain at 1,000 rows (None: fewer rows than that)
     gain: float | None  # with every row from other units
     low: float | None
     high: float | None
@@ -80,6 +85,7 @@ def learning_type(rows: pa.Table, knobs: list[str]) -> LearningType:
             f" ({distinct} and {rows.num_rows:,} here).",
         )
     fold = np.array([_fold(str(u)) for u in units])
+    unit_codes = _codes([str(u) for u in units])
     values = [rows.column(k).to_pylist() for k in knobs]
     combos = _codes(["\x1f".join(map(str, t)) for t in zip(*values, strict=True)])
     segments = _codes([str(s) for s in rows.column("segment").to_pylist()])
@@ -88,29 +94,56 @@ def learning_type(rows: pa.Table, knobs: list[str]) -> LearningType:
     total = len(reward)
     largest = max(int((fold != f).sum()) for f in range(FOLDS))
     grid = sorted({n for n in GRID if n < largest} | {largest})
-    tests = [_Cells(fold == f, segments, combos, reward, shape) for f in range(FOLDS)]
+    tests = [_Cells(fold == f, segments, combos, reward, unit_codes, shape) for f in range(FOLDS)]
     curve = []
     for n in grid:
-        gain = var = 0.0
+        gain = var = share_sum = 0.0
         for f, test in enumerate(tests):
             train = np.flatnonzero(fold != f)[:n]
-            pick = _policy(train, combos, segments, reward, shape)
-            g, v = test.gain(pick)
+            found = test.gain(_policy(train, combos, segments, reward, shape))
+            if found is None:
+                continue  # no segment of this fold can value the pick
             share = test.rows / total
-            gain, var = gain + share * g, var + share**2 * v
-        se = math.sqrt(var)
+            gain, var, share_sum = (
+                gain + share * found[0],
+                var + share**2 * found[1],
+                share_sum + share,
+            )
+        if share_sum == 0:
+            continue
+        gain, se = gain / share_sum, math.sqrt(var) / share_sum
         curve.append(CurvePoint(n, gain, gain - Z95 * se, gain + Z95 * se))
+    if not curve:
+        return LearningType(
+            "unknown", None, None, None, None, distinct, total, (),
+            f"The held-out units' rows cannot value a policy: no segment has {MIN_CELL} of"
+            " them on the combination the other units' data picks.",
+        )  # fmt: skip
     last = curve[-1]
-    at = next((p for p in curve if p.rows >= 1000), None)
-    per_1000 = at.gain if at is not None and at.rows == 1000 else last.gain * 1000 / last.rows
-    kind: Literal["network", "individual"] = "network" if last.low > 0 else "individual"
-    text = (
-        f"{kind.capitalize()} learning: a unit never seen gains {per_1000:+.4g} in result per"
-        f" 1,000 rows from other units ({last.gain:+.4g} with all {last.rows:,}; 95%"
-        f" {last.low:+.4g} to {last.high:+.4g}), on {distinct:,} units held out in {FOLDS} folds."
+    at = next((p for p in curve if p.rows == 1000), None)
+    per_1000 = at.gain if at is not None else None
+    margin = MARGIN * float(reward.std())
+    kind: Literal["network", "individual", "unknown"]
+    if last.gain - Z_NETWORK * (last.gain - last.low) / Z95 > 0:
+        kind, verdict = "network", "pooled data helps a unit never seen"
+    elif last.high < margin:
+        kind = "individual"
+        verdict = (
+            f"pooled data does not carry to new units (the gain is below {margin:.3g}, a tenth"
+            " of the rewards' spread, at 95%): each unit's best is its own"
+        )
+    else:
+        kind, verdict = "unknown", "not enough evidence either way yet"
+    figure = (
+        f"{per_1000:+.4g} in result per 1,000 rows from other units"
+        if per_1000 is not None
+        else f"fewer than 1,000 rows from other units ({last.rows:,})"
     )
-    if kind == "individual":
-        text += " Pooled data does not carry to new units: each unit's best is its own."
+    text = (
+        f"Learning type {kind}: {verdict}. A unit never seen gains {figure}; {last.gain:+.4g}"
+        f" with all {last.rows:,} (95% {last.low:+.4g} to {last.high:+.4g}), on {distinct:,}"
+        f" units held out in {FOLDS} folds."
+    )
     return LearningType(
         kind, per_1000, last.gain, last.low, last.high, distinct, total, tuple(curve), text
     )
@@ -124,7 +157,8 @@ def _codes(values: list[str]) -> np.ndarray:
 
 
 class _Cells:
-    """The held-out rows of one fold, as per-(segment, combination) counts and sums."""
+    """The held-out rows of one fold, as per-(segment, combination) counts and sums, and the
+    units they belong to (what is sampled is units: a unit's rows are not independent)."""
 
     def __init__(
         self,
@@ -132,37 +166,43 @@ class _Cells:
         segments: np.ndarray,
         combos: np.ndarray,
         reward: np.ndarray,
+        units: np.ndarray,
         shape: tuple[int, int],
     ) -> None:
-        cell = segments[rows] * shape[1] + combos[rows]
+        self.cell = segments[rows] * shape[1] + combos[rows]
+        self.reward = reward[rows]
+        self.units = np.unique(units[rows], return_inverse=True)[1].ravel()
+        self.shape = shape
         size = shape[0] * shape[1]
         self.rows = int(rows.sum())
-        self.n = np.bincount(cell, minlength=size).reshape(shape).astype(float)
-        self.sum = np.bincount(cell, weights=reward[rows], minlength=size).reshape(shape)
-        squares = np.bincount(cell, weights=reward[rows] ** 2, minlength=size).reshape(shape)
+        self.n = np.bincount(self.cell, minlength=size).reshape(shape).astype(float)
+        self.sum = np.bincount(self.cell, weights=self.reward, minlength=size).reshape(shape)
         seen = self.n > 0
         self.mean = np.where(seen, self.sum / np.where(seen, self.n, 1), 0.0)
-        within = float((squares - self.n * self.mean**2).sum())
-        self.var = max(within, 0.0) / max(1.0, self.rows - float(seen.sum()))  # pooled
 
-    def gain(self, pick: np.ndarray) -> tuple[float, float]:
+    def gain(self, pick: np.ndarray) -> tuple[float, float] | None:
         """The policy ``pick`` (a combination per segment) against a uniform choice, on the
-        segments where the held-out rows include the picked combination: the difference of
-        the two post-stratified means, and its variance."""
+        segments where the held-out rows include the picked combination at least
+        :data:`MIN_CELL` times: the difference of the two post-stratified means, and its
+        variance clustered by unit (each unit's summed contribution, squared). ``None`` when
+        no segment qualifies."""
         seen = self.n > 0
         index = np.arange(len(pick))
         keep = self.n[index, pick] >= MIN_CELL
         weight = np.where(keep, self.n.sum(axis=1), 0.0)
         if weight.sum() == 0:
-            return 0.0, float("inf")
+            return None
         weight = weight / weight.sum()
         uniform = np.where(seen, 1.0, 0.0) / np.maximum(seen.sum(axis=1, keepdims=True), 1)
         chosen = np.zeros_like(self.n)
         chosen[index[keep], pick[keep]] = 1.0
         coef = weight[:, None] * (chosen - uniform)
         gain = float((coef * self.mean).sum())
-        var = float((coef[seen] ** 2 / self.n[seen]).sum() * self.var)
-        return gain, var
+        # gain = sum over rows of coef[cell] / n[cell] * reward: each row's share of it
+        per_row = (coef / np.where(seen, self.n, 1.0)).ravel()[self.cell]
+        residual = self.reward - self.mean.ravel()[self.cell]
+        by_unit = np.bincount(self.units, weights=per_row * residual)
+        return gain, float((by_unit**2).sum())
 
 
 def _policy(

@@ -2,9 +2,11 @@
 per 1,000 complete rows, and whether the lift has reached a plateau.
 
 A version's result is the mean reward of the complete rows it served, with a 95% interval.
-Versions serve different traffic (a weekend, a campaign): when a version's mix of context
-segments differs from the window's (total variation above :data:`MIX_TOLERANCE`), its result
-is post-stratified to the window's mix, so versions are compared on the same traffic.
+Versions serve different traffic (a weekend, a campaign): with two context segments or more,
+every result is post-stratified to the window's mix, so versions are compared on the same
+traffic (``mix_covered``: how much of that mix the segments a version served cover; the lift
+per cycle and per 1,000 rows and the plateau leave out restored versions, which learned
+nothing). The slopes' intervals widen when the line does not fit the results.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from scipy import stats
 
 from flywheel.health.sql import COLD_START, EARLY_ONLINE
 
-MIX_TOLERANCE = 0.05
 PLATEAU_CYCLES = 3  # the plateau is judged on the last K cycles (K + 1 versions)
 Z95 = float(stats.norm.ppf(0.975))
 Z90 = float(stats.norm.ppf(0.95))
@@ -41,6 +42,8 @@ class VersionResult:
     lift: float | None = None  # against the entry before it
     lift_low: float | None = None
     lift_high: float | None = None
+    restored_from: int | None = None  # a rollback's copy of this version
+    mix_covered: float = 1.0  # the share of the window's mix its segments cover
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,18 @@ def learning_rate(
     *,
     plateau: float = 0.01,
     readiness: Callable[[], Sequence[Any]] | None = None,
+    restored: Mapping[int, int] | None = None,
 ) -> LearningRate:
     """From the ``versions`` rows of :func:`flywheel.health.sql.health_sql` and each
     version's training rows. ``plateau``: the band, as a share of the latest result (of the
-    rewards' spread when that is 0); ``readiness``: called for suggestions on a plateau."""
+    rewards' spread when that is 0); ``readiness``: called for suggestions on a plateau;
+    ``restored``: versions that are a rollback's copy of another (no learning cycle: left out
+    of the slopes and the plateau)."""
+    restored = restored or {}
     cells: dict[int, dict[str, _Cell]] = defaultdict(dict)
     reference: dict[str, float] = defaultdict(float)
-    for row in rows:
+    ordered = sorted(rows, key=lambda r: (r["k"] is None, r["k"] or 0, str(r["segment"])))
+    for row in ordered:  # in one order: the same sums, to the last bit, for the same data
         if row["k"] is None:
             continue  # logged by an outside policy
         k, segment = int(row["k"]), str(row["segment"])
@@ -109,15 +117,21 @@ def learning_rate(
     entries: list[VersionResult] = []
     for k in sorted(cells):
         label = {COLD_START: "cold start", EARLY_ONLINE: "online before v1"}.get(k, f"v{k}")
-        entries.append(
-            _result(label, None if k < 1 else k, cells[k], weights, learned_rows.get(k, 0))
-        )
+        if k in restored:
+            label = f"v{k} (v{restored[k]} restored)"
+        entry = _result(label, None if k < 1 else k, cells[k], weights, learned_rows.get(k, 0))
+        entries.append(replace(entry, restored_from=restored.get(k)))
     entries = _with_lifts(entries)
     spread = _spread(cells)
     versions = [e for e in entries if e.version is not None and e.result is not None]
+    versions = [e for e in versions if e.restored_from is None]  # learning cycles only
     scale = abs(versions[-1].result or 0.0) if versions else 0.0
     delta = plateau * (scale if scale > 0 else spread)
-    points = [e for e in entries if e.served_by != "online before v1" and e.result is not None]
+    points = [
+        e
+        for e in entries
+        if e.served_by != "online before v1" and e.result is not None and e.restored_from is None
+    ]
     per_cycle = _slope([float(i) for i in range(len(points))], points)
     per_rows = _slope([e.learned_rows / 1000 for e in points], points)
     flat, text = _plateau(versions, delta)
@@ -141,8 +155,8 @@ def _result(
     s, ss = sum(c.s for c in cells.values()), sum(c.ss for c in cells.values())
     pooled = _Cell(n, s, ss)
     mix = {seg: c.n / n for seg, c in cells.items() if c.n}
-    distance = 0.5 * sum(abs(mix.get(seg, 0.0) - w) for seg, w in weights.items())
-    if distance <= MIX_TOLERANCE or len(weights) < 2:
+    covered = 1.0
+    if len(weights) < 2:
         mean = pooled.mean
         se = math.sqrt(pooled.var / n) if n >= 2 else float("nan")
         corrected = False
@@ -159,7 +173,16 @@ def _result(
         corrected = True
     low, high = (mean - Z95 * se, mean + Z95 * se) if math.isfinite(se) else (None, None)
     return VersionResult(
-        label, version, decisions, round(n), mean, low, high, corrected, learned_rows
+        label,
+        version,
+        decisions,
+        round(n),
+        mean,
+        low,
+        high,
+        corrected,
+        learned_rows,
+        mix_covered=round(covered, 4),
     )
 
 
@@ -202,7 +225,7 @@ def _spread(cells: Mapping[int, Mapping[str, _Cell]]) -> float:
 def _slope(x: list[float], points: Sequence[VersionResult], z: float = Z95) -> Slope | None:
     """Weighted least squares of the results on ``x`` (weights: 1 / se²)."""
     pairs = [(xi, e.result, _se(e)) for xi, e in zip(x, points, strict=True)]
-    usable = [(xi, y, se) for xi, y, se in pairs if y is not None and se and se > 0]
+    usable = [(xi, y, max(se, 1e-9)) for xi, y, se in pairs if y is not None and se is not None]
     if len(usable) < 2 or len({xi for xi, _, _ in usable}) < 2:
         return None
     w = [1 / se**2 for _, _, se in usable]
@@ -213,7 +236,12 @@ def _slope(x: list[float], points: Sequence[VersionResult], z: float = Z95) -> S
     sxy = sum(wi * (xi - mx) * (y - my) for wi, (xi, y, _) in zip(w, usable, strict=True))
     if sxx <= 0:
         return None
-    slope, se = sxy / sxx, math.sqrt(1 / sxx)
+    slope, variance = sxy / sxx, 1 / sxx
+    if len(usable) > 2:  # a line that does not fit (a jump, a curve): a wider interval
+        fit = [my + slope * (xi - mx) for xi, _, _ in usable]
+        misfit = sum(wi * (y - f) ** 2 for wi, (_, y, _), f in zip(w, usable, fit, strict=True))
+        variance *= max(1.0, misfit / (len(usable) - 2))
+    se = math.sqrt(variance)
     return Slope(slope, slope - z * se, slope + z * se)
 
 

@@ -187,7 +187,8 @@ def stages_cte(
 )"""
     extra = f" AND {where}" if where else ""
     knobs = [f"d.{quote_name(k.name)}" for k in spec.knobs]
-    more = ", ".join(["d.unit", "d.propensity", *knobs]) + "," if detail else ""
+    own = ["CAST(d.id AS VARCHAR) AS id", "d.unit", "d.propensity"]
+    more = ", ".join([*own, *knobs]) + "," if detail else ""
     return f"""
 s AS (
     SELECT s.decision_id, s.name, s.value, s.text, s.ts, s.ts <= d.ts + {window} AS in_window
@@ -207,7 +208,7 @@ st AS (
         CAST(({formula}) AS DOUBLE) AS {_q("observed")},
         CASE WHEN ({formula}) IS NOT NULL THEN CAST(({formula}) AS DOUBLE)
             WHEN d.ts + {window} <= $as_of THEN {missing} END AS {_q("reward")},
-        CASE WHEN ({formula}) IS NOT NULL THEN {_completed_at(spec)}
+        CASE WHEN ({formula}) IS NOT NULL THEN coalesce({_completed_at(spec)}, d.ts)
             WHEN d.ts + {window} <= $as_of AND {missing} IS NOT NULL THEN d.ts + {window}
             END AS {_q("complete")},
         q.decision_id IS NOT NULL AS {_q("quarantined")},
@@ -270,6 +271,7 @@ def _totals() -> dict[str, str]:
     }
     for kind in ("explicit", "implicit", "edits", "outcomes"):
         out[f"settled_{kind}"] = f"count(*) FILTER (WHERE {_q(kind)} AND {f['settled']})"
+        out[f"all_{kind}"] = f"count(*) FILTER (WHERE {_q(kind)})"
     for name, (a, b, only) in TRANSITIONS.items():
         seconds = _seconds(b, a)
         cond = f" FILTER (WHERE {_seconds(b, a)} >= 0)" if only else ""
@@ -302,12 +304,13 @@ def _versions(segment: Sequence[str]) -> dict[str, str]:
 def _weeks(spec: Spec) -> dict[str, str]:
     week = f"floor((epoch($as_of) - epoch(ts)) / {WEEK!r})"
     implicit = _q("implicit")
+    learnable = f"NOT {_q('quarantined')}"
     out = {
         "k": week,
         "decisions": "count(*)",
-        "n": f"count({_q('reward')})",
-        "sum": f"sum({_q('reward')})",
-        "sum2": f"sum({_q('reward')} * {_q('reward')})",
+        "n": f"count({_q('reward')}) FILTER (WHERE {learnable})",
+        "sum": f"sum({_q('reward')}) FILTER (WHERE {learnable})",
+        "sum2": f"sum({_q('reward')} * {_q('reward')}) FILTER (WHERE {learnable})",
         "observed": f"count({_q('observed')})",
         "implicit": f"count(*) FILTER (WHERE {implicit})",
         "edits": f"count({_q('edit_distance')})",
@@ -353,7 +356,7 @@ def sample_sql(spec: Spec, segment: Sequence[str]) -> str:
     return f"""WITH {cte}
 SELECT unit, ts, {_segment(segment)} AS segment, {knobs}, {_q("reward")} AS reward, propensity
 FROM st WHERE {_q("reward")} IS NOT NULL AND NOT {_q("quarantined")} AND unit IS NOT NULL
-ORDER BY ts"""
+ORDER BY ts, unit, id"""
 
 
 RETENTION_SQL = f"""

@@ -119,7 +119,14 @@ def stages(totals: dict[str, Any]) -> Stages:
         "served",
         decisions,
         n("served"),
-        max(0, decisions - n("served") - n("signal_stopped") - n("complete_stopped")),
+        max(
+            0,
+            decisions
+            - n("served")
+            - n("signal_stopped")
+            - n("complete_stopped")
+            - n("quarantined"),
+        ),
         n("signal_stopped") + n("complete_stopped") + n("quarantined"),
         _quantile(totals, 50, "cycle"),
         _quantile(totals, 90, "cycle"),
