@@ -69,8 +69,8 @@ def _fold(unit: str) -> int:
 
 def learning_type(rows: pa.Table, knobs: list[str]) -> LearningType:
     """From :func:`flywheel.health.sql.sample_sql`'s rows (in decision order)."""
-    units = rows.column("unit").to_pylist()
-    distinct = len(set(units))
+    unit_codes, names = _encoded(rows.column("unit"))
+    distinct = len(names)
     if distinct < MIN_UNITS or rows.num_rows < MIN_ROWS:
         return LearningType(
             "unknown",
@@ -84,11 +84,13 @@ def learning_type(rows: pa.Table, knobs: list[str]) -> LearningType:
             f"Needs at least {MIN_UNITS} units and {MIN_ROWS} complete rows with a unit"
             f" ({distinct} and {rows.num_rows:,} here).",
         )
-    fold = np.array([_fold(str(u)) for u in units])
-    unit_codes = _codes([str(u) for u in units])
-    values = [rows.column(k).to_pylist() for k in knobs]
-    combos = _codes(["\x1f".join(map(str, t)) for t in zip(*values, strict=True)])
-    segments = _codes([str(s) for s in rows.column("segment").to_pylist()])
+    fold = np.array([_fold(str(u)) for u in names])[unit_codes]
+    combos = np.zeros(rows.num_rows, dtype=np.int64)
+    for k in knobs:  # the combination as a mixed-radix number of the knobs' value codes
+        codes, levels = _encoded(rows.column(k))
+        combos = combos * len(levels) + codes
+    combos = np.unique(combos, return_inverse=True)[1].ravel()
+    segments = _encoded(rows.column("segment"))[0]
     reward = rows.column("reward").to_numpy(zero_copy_only=False).astype(float)
     shape = (int(segments.max()) + 1, int(combos.max()) + 1)
     total = len(reward)
@@ -149,11 +151,11 @@ def learning_type(rows: pa.Table, knobs: list[str]) -> LearningType:
     )
 
 
-def _codes(values: list[str]) -> np.ndarray:
-    codes: np.ndarray = np.unique(np.array(values, dtype=object).astype(str), return_inverse=True)[
-        1
-    ]
-    return codes.ravel()
+def _encoded(column: pa.ChunkedArray[Any]) -> tuple[np.ndarray, list[Any]]:
+    """A column's values as codes 0..k-1 (nulls one more value), and the k values."""
+    encoded = column.combine_chunks().dictionary_encode(null_encoding="encode")
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, encoded.dictionary.to_pylist()
 
 
 class _Cells:
