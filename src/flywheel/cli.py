@@ -290,9 +290,20 @@ def import_(
         Path | None, typer.Option("--rejected", help="Write rejected rows (CSV) here.")
     ] = None,
     sheet: Annotated[str | None, typer.Option("--sheet", help="XLSX sheet to read.")] = None,
+    propensity: Annotated[
+        str | None,
+        typer.Option(
+            "--propensity", help="Column with the logging policy's propensity of each row."
+        ),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option("--policy", help="Column with the name of the policy that chose each row."),
+    ] = None,
 ) -> None:
     """Import rows from CSV, XLSX, Parquet or JSONL; lists each column it ignores and why, and
-    ends with `read N, imported A, rejected R`."""
+    ends with `read N, imported A, rejected R`. Logs of an outside policy keep what off-policy
+    estimates need with --propensity and --policy."""
     columns = {}
     for item in mapping or []:
         source, sep, target = item.partition("=")
@@ -326,6 +337,8 @@ def import_(
                 rejected_path=rejected,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 sheet=sheet,
+                propensity=propensity,
+                policy=policy,
             )
     except FlywheelError as err:
         raise _fail(err) from None

@@ -209,6 +209,8 @@ class Import:
     other source column names onto those names. ``key`` joins a features file with a results
     file; ``time`` and ``unit`` name the columns holding each row's time and unit; results
     whose time is more than ``window_seconds`` after their features' time do not join.
+    ``propensity`` and ``policy`` name the columns with the probability the logging policy had
+    of choosing each row's knob values and that policy's name (logs of an outside policy).
     """
 
     columns: Mapping[str, str] = field(default_factory=dict)
@@ -216,6 +218,8 @@ class Import:
     time: str | None = None
     unit: str | None = None
     window_seconds: float | None = None
+    propensity: str | None = None  # the column with each row's logging propensity
+    policy: str | None = None  # the column with the name of the policy that chose each row
 
 
 @dataclass(frozen=True)
@@ -412,6 +416,8 @@ class _Import(_Model):
     time: str | None = None
     unit: str | None = None
     window: str | None = None
+    propensity: str | None = None
+    policy: str | None = None
 
 
 class _Traces(_Model):
@@ -1055,7 +1061,9 @@ def _parse_import(
                 f"import.columns.{column}", f"{target!r} is not a knob, context feature or signal"
             )
     window = None if raw.window is None else _duration("import.window", raw.window, errors)
-    return Import(dict(raw.columns), raw.key, raw.time, raw.unit, window)
+    return Import(
+        dict(raw.columns), raw.key, raw.time, raw.unit, window, raw.propensity, raw.policy
+    )
 
 
 def _parse_traces(

@@ -365,6 +365,8 @@ class Wheel:
         rejected_path: str | Path | None = None,
         progress: Callable[[int, int], None] | None = None,
         sheet: str | None = None,
+        propensity: str | None = None,
+        policy: str | None = None,
     ) -> importers.ImportReport:
         """Import rows from files (CSV, XLSX, Parquet, JSONL) or Arrow tables: one source of
         complete rows, or a features source and a results source joined on ``key``.
@@ -372,7 +374,8 @@ class Wheel:
         Columns named like knobs, context features and signals map by name; ``columns`` (and
         the spec's ``[import]``) map the rest. Rows that cannot be used are rejected with
         their row number and reason (written to ``rejected_path``), never dropped: the
-        report's ``read == imported + rejected``.
+        report's ``read == imported + rejected``. Logs of an outside policy name the column
+        with each row's ``propensity`` (in (0, 1]) and the one with the ``policy``'s name.
         """
         report = importers.import_rows(
             self,
@@ -385,6 +388,8 @@ class Wheel:
             rejected_path=None if rejected_path is None else Path(rejected_path),
             progress=progress,
             sheet=sheet,
+            propensity=propensity,
+            policy=policy,
         )
         self._note(report.imported)
         return report

@@ -33,7 +33,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from flywheel.collect.record import EARLIEST, LATEST
+from flywheel.collect.record import EARLIEST, LATEST, MAX_POLICY_NAME, OUTSIDE, OWN_POLICIES
 from flywheel.collect.redact import redact
 from flywheel.errors import InvalidInputError, StoreError
 from flywheel.spec import RESERVED_NAMES, DType, Import, Spec
@@ -325,6 +325,8 @@ class _Layout:
     time: int | None
     unit: int | None
     ignored: tuple[tuple[str, str], ...]  # (column, why it was ignored)
+    propensity: int | None = None
+    policy: int | None = None
 
 
 def _array(column: pa.ChunkedArray[Any] | Column) -> Column:
@@ -341,11 +343,19 @@ def _layout(source: _Source, spec: Spec, settings: Import, role: str) -> _Layout
     allowed = set(spec.signals) if role == "results" else names | set(spec.signals)
     known = names | set(spec.signals)
     targets: dict[str, int] = {}
-    found: dict[str, int | None] = {"key": None, "time": None, "unit": None}
+    found: dict[str, int | None] = {
+        "key": None, "time": None, "unit": None, "propensity": None, "policy": None
+    }  # fmt: skip
     ignored: list[tuple[str, str]] = []
     for index, name in enumerate(source.table.column_names):
         if name == settings.time and found["time"] is None:
             found["time"] = index
+            continue
+        if role != "results" and found["propensity"] is None and name == settings.propensity:
+            found["propensity"] = index
+            continue
+        if role != "results" and found["policy"] is None and name == settings.policy:
+            found["policy"] = index
             continue
         if name == settings.unit and role != "results" and found["unit"] is None:
             found["unit"] = index
@@ -363,7 +373,15 @@ def _layout(source: _Source, spec: Spec, settings: Import, role: str) -> _Layout
             )
         else:
             targets[target] = index
-    layout = _Layout(targets, found["key"], found["time"], found["unit"], tuple(ignored))
+    layout = _Layout(
+        targets,
+        found["key"],
+        found["time"],
+        found["unit"],
+        tuple(ignored),
+        found["propensity"],
+        found["policy"],
+    )
     _check_layout(source, spec, settings, role, layout)
     return layout
 
@@ -703,6 +721,8 @@ class _Rows:
     units: Column | None
     signals: list[_Signals]
     keys: Column | None
+    propensities: Column | None = None
+    policies: Column | None = None
 
 
 def _validate(source: _Source, layout: _Layout, spec: Spec, wheel: Wheel, decisions: bool) -> _Rows:
@@ -735,7 +755,37 @@ def _validate(source: _Source, layout: _Layout, spec: Spec, wheel: Wheel, decisi
         keys = _cells(source.column(layout.key))
         name = source.table.column_names[layout.key]
         problems.add_empty(_missing(keys), name)
-    return _Rows(source, layout, problems, columns, ts, units, signals, keys)
+    propensities = policies = None
+    if layout.propensity is not None and decisions:
+        propensities = _propensities(problems, source, layout.propensity)
+    if layout.policy is not None and decisions:
+        policies = _policies(problems, source, layout.policy)
+    return _Rows(
+        source, layout, problems, columns, ts, units, signals, keys, propensities, policies
+    )
+
+
+def _propensities(problems: _Problems, source: _Source, index: int) -> Column:
+    """A propensity column: numbers in (0, 1] (an empty cell: not known for that row)."""
+    label, column = source.table.column_names[index], source.column(index)
+    numbers, missing, bad = _numbers(column, words=False)
+    problems.add_cells(bad, label, column, "is not a number (a propensity, in (0, 1])")
+    present = ~missing & ~bad
+    outside = present & ~((numbers > 0) & (numbers <= 1))
+    problems.add_cells(outside, label, column, "is not a propensity: expected a number in (0, 1]")
+    return pa.array(np.where(present & ~outside, numbers, np.nan), pa.float64(), mask=~present)
+
+
+def _policies(problems: _Problems, source: _Source, index: int) -> Column:
+    """A policy column: the outside policy's name (not one Flywheel gives its own rows)."""
+    label, column = source.table.column_names[index], source.column(index)
+    cells = _cells(column)
+    names = cells.to_pylist()
+    own = np.array([n in OWN_POLICIES for n in names], dtype=np.bool_)
+    long = np.array([n is not None and len(n) > MAX_POLICY_NAME for n in names], dtype=np.bool_)
+    problems.add_cells(own, label, column, "is a name Flywheel gives its own decisions")
+    problems.add_cells(long, label, column, f"is longer than {MAX_POLICY_NAME} characters")
+    return cells
 
 
 def _feature(problems: _Problems, label: str, column: Column, spec: Spec, name: str) -> Column:
@@ -931,6 +981,8 @@ class _Batch:
     units: Column
     signals: list[_Signals]  # rows: decision positions, ascending
     result_positions: Ints  # per imported results row, its decision position, ascending
+    policies: Column
+    propensities: Column
 
     @property
     def rows(self) -> int:
@@ -962,7 +1014,20 @@ def _batch(features: _Rows, spec: Spec, now: float, result_rows: Ints | None) ->
             )
         )
     results = np.sort(position[result_rows]) if result_rows is not None else np.zeros(0, np.int64)
-    return _Batch(decisions, ts, units, signals, results)
+    chances = (
+        pa.nulls(count, pa.float64())
+        if features.propensities is None
+        else features.propensities.filter(mask)
+    )
+    named = (
+        pa.nulls(count, pa.string())
+        if features.policies is None
+        else features.policies.filter(mask)
+    )
+    # a row's policy: its name; else "outside" with a propensity; else "imported"
+    fallback = pc.if_else(pc.is_valid(chances), pa.scalar(OUTSIDE), pa.scalar(POLICY))
+    policies = pc.coalesce(named, fallback)
+    return _Batch(decisions, ts, units, signals, results, policies, chances)
 
 
 def _decision_table(batch: _Batch, wheel: Wheel, start: int, stop: int, ids: Column) -> pa.Table:
@@ -971,9 +1036,9 @@ def _decision_table(batch: _Batch, wheel: Wheel, start: int, stop: int, ids: Col
         "id": ids,
         "ts": _timestamps(batch.ts[start:stop]),
         "unit": batch.units.slice(start, count),
-        "policy": pa.repeat(POLICY, count),
+        "policy": batch.policies.slice(start, count),
         "playbook": pa.nulls(count, pa.int64()),
-        "propensity": pa.nulls(count, pa.float64()),
+        "propensity": batch.propensities.slice(start, count),
     }
     columns.update({n: a.slice(start, count) for n, a in batch.decisions.items()})
     schema = wheel.tables.decisions
@@ -1059,6 +1124,8 @@ def import_rows(
     rejected_path: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     sheet: str | None = None,
+    propensity: str | None = None,
+    policy: str | None = None,
 ) -> ImportReport:
     """Validate rows from files (or Arrow tables) and store the good ones as decisions.
 
@@ -1092,7 +1159,7 @@ def import_rows(
             "sources", "expected one source of complete rows, or two: features, then results"
         )
     spec = wheel.spec
-    settings = _settings(spec, columns, key, time, unit, window_seconds)
+    settings = _settings(spec, columns, key, time, unit, window_seconds, propensity, policy)
     loaded = _load(sources, sheet)
     if len(loaded) == 2 and settings.key is None:
         raise InvalidInputError(
@@ -1133,6 +1200,8 @@ def _settings(
     time: str | None,
     unit: str | None,
     window: float | None,
+    propensity: str | None = None,
+    policy: str | None = None,
 ) -> Import:
     defaults = spec.imports
     mapping = {**defaults.columns, **(columns or {})}
@@ -1151,6 +1220,8 @@ def _settings(
         time=defaults.time if time is None else time,
         unit=defaults.unit if unit is None else unit,
         window_seconds=window,
+        propensity=defaults.propensity if propensity is None else propensity,
+        policy=defaults.policy if policy is None else policy,
     )
 
 
