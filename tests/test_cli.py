@@ -154,6 +154,7 @@ def test_demo_runs_through_the_sdk(tmp_path: Path) -> None:
         "playbook rollback",
         "health",
         "design",
+        "evaluate",
     ],
 )
 def test_every_command_has_help(command: str) -> None:
@@ -249,3 +250,44 @@ def test_health_and_design_commands(project: Path) -> None:
     assert bad.exit_code == 2 and "window" in bad.output
     bad = runner.invoke(app, ["design", "--as-of", "yesterday"])
     assert bad.exit_code == 2 and "--as-of" in bad.output
+
+
+def test_evaluate_command(project: Path) -> None:
+    import random
+
+    from flywheel.demo import StoryWorld
+
+    world, rng = StoryWorld(5), random.Random(5)
+    with flywheel.open("flywheel.toml", background=False) as wheel:
+        rows = []
+        for _ in range(1500):
+            context = world.context()
+            allowed = wheel.spec.space.allowed(context)
+            params = wheel.spec.space.params(int(allowed[rng.randrange(len(allowed))]))
+            done = rng.random() < world.completion(context, params)
+            rows.append(
+                {"context": context, "params": params, "results": {"completed": done},
+                 "policy": "editors", "propensity": 1 / len(allowed)}
+            )  # fmt: skip
+        wheel.log_many(rows)
+        assert wheel.learn().published
+    shown = json.loads(runner.invoke(app, ["evaluate", "--playbook", "1", "--json"]).output)
+    assert shown["rows"] == 1500 and shown["policies"] == {"editors": 1500}
+    methods = {e["method"]: e for e in shown["estimates"]}
+    assert set(methods) == {"ips", "snips", "dr"}
+    assert all(e["low"] <= e["value"] <= e["high"] for e in methods.values())
+    text = runner.invoke(app, ["evaluate", "--playbook", "1", "--greedy"])
+    assert text.exit_code == 0 and "v1 (greedy)" in text.output and "DR" in text.output
+
+    policy = project / "policy.csv"
+    policy.write_text(
+        "genre,opening_type,twist_count,emotional_density,length,probability\n"
+        + "".join(
+            f"{g},question,1,mid,medium,1\n" for g in ("thriller", "romance", "scifi", "drama")
+        )
+    )
+    table = json.loads(runner.invoke(app, ["evaluate", "--policy", str(policy), "--json"]).output)
+    assert table["target"] == "the given policy" and table["rows"] == 1500
+    assert runner.invoke(app, ["evaluate"]).exit_code == 2
+    missing = runner.invoke(app, ["evaluate", "--playbook", "1", "--logged-by", "nobody"])
+    assert missing.exit_code == 2 and "nothing to evaluate" in missing.output

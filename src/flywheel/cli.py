@@ -521,6 +521,70 @@ def design(
     console.print(f"wrote {output}")
 
 
+@app.command()
+def evaluate(
+    spec: SpecOption = Path("flywheel.toml"),
+    playbook: Annotated[
+        int | None, typer.Option("--playbook", help="The version to evaluate (as served).")
+    ] = None,
+    greedy: Annotated[
+        bool, typer.Option("--greedy", help="Evaluate its best combination per context.")
+    ] = False,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="A table (CSV, Parquet or JSONL) of a policy to evaluate instead: the context"
+            " and knob columns and `probability`, one row per context and combination.",
+        ),
+    ] = None,
+    logged_by: Annotated[
+        str | None, typer.Option("--logged-by", help="Only the rows this policy logged.")
+    ] = None,
+    as_of: AsOfOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What a playbook version or another policy would have earned on the logged rows (those
+    with a propensity): IPS, SNIPS and doubly robust, each with a 95% interval, the effective
+    sample size, and a warning where the logs barely cover what it favours."""
+    from flywheel.analyze.evaluate import policy_table
+    from flywheel.collect.importers import read_table
+
+    if (playbook is None) == (policy is None):
+        errors.print("[bold red]error:[/] give --playbook N or --policy FILE (one of them)")
+        raise typer.Exit(2)
+    try:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
+            target: Any = (
+                playbook if policy is None else policy_table(wheel.spec, read_table(policy))
+            )
+            result = wheel.evaluate(target, greedy=greedy, as_of=_moment(as_of), policy=logged_by)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2, default=str))
+        return
+    table = Table(
+        title=f"{result.target} on {result.rows:,} logged rows (logged: {result.logged:.4f})"
+    )
+    for col in ("estimator", "value", "95% interval", "effective rows"):
+        table.add_column(col, justify="left" if col == "estimator" else "right")
+    for e in result.estimates:
+        table.add_row(
+            e.method.upper(),
+            f"{e.value:.4f}",
+            f"{e.low:.4f} – {e.high:.4f}",
+            f"{e.effective_n:,.0f}",
+        )
+    console.print(table)
+    console.print(
+        "logged by: " + ", ".join(f"{k} ({v:,})" for k, v in result.policies.items()),
+        highlight=False,
+    )
+    for line in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+
+
 export_app = typer.Typer(
     help="Write the playbook or the findings as a spreadsheet (xlsx, csv) or JSON.",
     no_args_is_help=True,

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from flywheel import align
 from flywheel.analyze import Analysis, analyze, export
+from flywheel.analyze.evaluate import Evaluation, Target
 from flywheel.collect import importers
 from flywheel.collect.journal import Journal, default_folder, leftover_journal
 from flywheel.collect.outcomes import Outcomes, Pending, Recorded, signal_rows_of
@@ -617,6 +618,29 @@ class Wheel:
 
         return health(
             self.store, self.spec, window=window, as_of=self._moment(as_of), readiness=readiness
+        )
+
+    def evaluate(
+        self,
+        target: int | Target,
+        *,
+        greedy: bool = False,
+        as_of: float | datetime | None = None,
+        policy: str | None = None,
+    ) -> Evaluation:
+        """What ``target`` would have earned on the complete rows logged with a propensity up
+        to ``as_of`` (only the logging ``policy``'s when given): a playbook version (as served,
+        or ``greedy``: its best combination per context) or a callable giving, per context,
+        the probability of each combination (tuples of knob values in the spec's order). IPS,
+        SNIPS and doubly robust (cross-fitted), each with a 95% interval, the effective sample
+        size and warnings where the logs barely cover what the target favours
+        (:mod:`flywheel.analyze.evaluate`)."""
+        from flywheel.analyze.evaluate import evaluate
+
+        self.flush()
+        chosen: Playbook | Target = target if callable(target) else self._served_or(target)
+        return evaluate(
+            self.store, self.spec, chosen, as_of=self._moment(as_of), greedy=greedy, policy=policy
         )
 
     def design(self, window: str | float = "28d", as_of: float | datetime | None = None) -> str:
