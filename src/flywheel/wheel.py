@@ -622,7 +622,7 @@ class Wheel:
 
     def evaluate(
         self,
-        target: int | Target,
+        target: int | Playbook | Target,
         *,
         greedy: bool = False,
         as_of: float | datetime | None = None,
@@ -638,9 +638,29 @@ class Wheel:
         from flywheel.analyze.evaluate import evaluate
 
         self.flush()
-        chosen: Playbook | Target = target if callable(target) else self._served_or(target)
+        chosen: Playbook | Target
+        if isinstance(target, Playbook):
+            chosen = target
+        elif callable(target):
+            if greedy:
+                raise InvalidInputError("greedy", "is for a playbook version, not a policy given")
+            chosen = target
+        elif isinstance(target, int) and not isinstance(target, bool):
+            chosen = self._served_or(target)
+        else:
+            raise WrongTypeError("target", "expected a playbook version or a policy (a callable)")
+        if isinstance(chosen, Playbook) and chosen.meta.get("spec_digest") != self.spec.digest:
+            raise InvalidInputError(
+                "version", f"version {chosen.version} was learned for another spec"
+            )
+        as_served = greedy or not self.spec.explore  # without exploration it serves its best
         return evaluate(
-            self.store, self.spec, chosen, as_of=self._moment(as_of), greedy=greedy, policy=policy
+            self.store,
+            self.spec,
+            chosen,
+            as_of=self._moment(as_of),
+            greedy=as_served if isinstance(chosen, Playbook) else False,
+            policy=policy,
         )
 
     def design(self, window: str | float = "28d", as_of: float | datetime | None = None) -> str:

@@ -109,9 +109,53 @@ def test_thin_support_is_said(tmp_path: Path) -> None:
         result = wheel.evaluate(lambda context: {("y", "p"): 1.0})
         assert result.effective_n < 0.2 * result.rows
         assert any("thin support" in w for w in result.warnings)
-        with pytest.raises(flywheel.InvalidInputError, match="sum to at most 1"):
+        with pytest.raises(flywheel.InvalidInputError, match=r"sum to 1\.6, not 1"):
             wheel.evaluate(lambda context: {("y", "p"): 0.8, ("x", "p"): 0.8})
+        with pytest.raises(flywheel.InvalidInputError, match=r"sum to 0\.5, not 1"):
+            wheel.evaluate(lambda context: {("y", "p"): 0.5})
+        with pytest.raises(flywheel.InvalidInputError, match="is not a combination"):
+            wheel.evaluate(lambda context: {("y", "z"): 1.0})
+        with pytest.raises(flywheel.InvalidInputError, match="greedy"):
+            wheel.evaluate(lambda context: {("y", "p"): 1.0}, greedy=True)
         with pytest.raises(flywheel.InvalidInputError, match="nothing to evaluate"):
             wheel.evaluate(lambda context: {("y", "p"): 1.0}, policy="someone else")
         with pytest.raises(flywheel.InvalidInputError, match="no such version"):
             wheel.evaluate(7)
+
+
+def test_combinations_the_logs_never_hold_are_said(tmp_path: Path) -> None:
+    """A ranker that never logs ("y", "p"): a target that serves it half the time has half its
+    probability where no estimator can see results, and says so."""
+    url = f"duckdb:///{tmp_path / 'unseen.duckdb'}"
+    rng = random.Random(3)
+    with flywheel.open(SPEC, store=url, clock=Clock(), background=False) as wheel:
+        served = [c for c in COMBOS if c != ("y", "p")]
+        wheel.log_many(
+            [
+                {
+                    "context": {"segment": "s1"},
+                    "params": {"a": c[0], "b": c[1]},
+                    "results": {"completed": rng.random() < 0.5},
+                    "policy": "ranker",
+                    "propensity": 1 / 3,
+                }
+                for c in (rng.choice(served) for _ in range(600))
+            ]
+        )
+        result = wheel.evaluate(lambda context: {("y", "p"): 0.5, ("y", "q"): 0.5})
+        assert any(w.startswith("no support: 50.0%") for w in result.warnings), result.warnings
+        never = wheel.evaluate(lambda context: {("y", "p"): 1.0})
+        assert [e.method for e in never.estimates] == ["ips", "dr"]  # SNIPS: undefined
+
+
+def test_a_version_learned_for_another_spec_is_refused(tmp_path: Path) -> None:
+    url = f"duckdb:///{tmp_path / 'other.duckdb'}"
+    with flywheel.open(SPEC, store=url, clock=Clock(), background=False) as wheel:
+        log(wheel, 800, 2)
+        assert wheel.learn().published
+    other = {**SPEC, "knobs": {"a": ["y", "x"], "b": ["p", "q"]}}
+    with (
+        flywheel.open(other, store=url, clock=Clock(), background=False) as wheel,
+        pytest.raises(flywheel.InvalidInputError, match="learned for another spec"),
+    ):
+        wheel.evaluate(1)

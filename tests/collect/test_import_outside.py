@@ -74,3 +74,16 @@ def test_the_spec_and_the_cli_name_the_columns(
         ("editors", 0.2),
         ("outside", 0.4),
     ]
+
+
+def test_a_named_column_that_is_not_there_is_an_error(tmp_path: Path) -> None:
+    table = pa.table({k: [v] for k, v in ROW.items()})
+    url = f"duckdb:///{tmp_path / 'missing.duckdb'}"
+    with flywheel.open(example_spec(), store=url, background=False) as wheel:
+        with pytest.raises(flywheel.InvalidInputError) as err:
+            wheel.import_rows([table], propensity="p")
+        assert err.value.field == "propensity" and "no propensity column 'p'" in err.value.reason
+        with pytest.raises(flywheel.InvalidInputError, match="propensity column too"):
+            wheel.import_rows([table], propensity="p", policy="p")
+        wheel.flush()
+        assert wheel.store.query("SELECT count(*) AS n FROM decisions").to_pylist()[0]["n"] == 0

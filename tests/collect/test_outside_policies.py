@@ -44,7 +44,7 @@ def test_an_outside_policy_is_stored_with_its_propensity(wheel: flywheel.Wheel) 
         propensity=0.25,
     )  # fmt: skip
     unnamed = wheel.log(context=CONTEXT, params=PARAMS, results={}, propensity=0.5)
-    unknown = wheel.log(context=CONTEXT, params=PARAMS, results={}, policy="editors")
+    unknown = wheel.log(context=CONTEXT, params=PARAMS, results={}, policy=" editors ")
     plain = wheel.log(context=CONTEXT, params=PARAMS, results={})
     rows = {r["id"]: r for r in stored(wheel)}
     assert (rows[named]["policy"], rows[named]["playbook"], rows[named]["propensity"]) == (

@@ -278,8 +278,11 @@ def test_complete_rows_go_in_whole(served: tuple[Client, flywheel.Wheel]) -> Non
     assert wheel.store.query("SELECT count(*) AS n FROM decisions").to_pylist()[0]["n"] == 2
     # a row an outside policy chose: its name and propensity, checked and stored
     outside = {**row, "policy": "ranker-v3", "propensity": 0.25}
-    status, answer = client.call("POST", "/v1/rows", {"rows": [{**outside, "propensity": 2}]})
-    assert status == 422 and answer["errors"][0]["field"] == "rows[0].propensity"
+    for wrong in (2, True, "0.5"):  # not in (0, 1], and no value by another name
+        status, answer = client.call(
+            "POST", "/v1/rows", {"rows": [{**outside, "propensity": wrong}]}
+        )
+        assert status == 422 and answer["errors"][0]["field"] == "rows[0].propensity", wrong
     status, answer = client.call("POST", "/v1/rows", {"rows": [outside]})
     assert status == 200
     found = wheel.store.query(

@@ -18,6 +18,7 @@ puts weight the logs barely cover (large weights, a small effective sample), it 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -85,6 +86,8 @@ def evaluate(
             f"no complete row logged with a propensity{where}: nothing to evaluate on (log"
             " rows with their propensity, or import them with --propensity)",
         )
+    if rows.num_rows < 2:
+        raise InvalidInputError("rows", "one logged row: an interval needs two at least")
     knobs = [k.name for k in spec.knobs]
     context_names = [f.name for f in spec.context]
     contexts = _columns(rows, context_names)
@@ -95,29 +98,33 @@ def evaluate(
     distribution = _distributions(spec, target, greedy, keys, context_names)
     q = np.array([distribution[k].get(a, 0.0) for k, a in zip(keys, actions, strict=True)])
     model_logged, model_target = _cross_fitted(keys, actions, reward, distribution)
-    estimates = (
-        ips(reward, logged, q),
-        snips(reward, logged, q) if q.sum() > 0 else _nothing("snips", len(q)),
-        doubly_robust(reward, logged, q, model_logged, model_target),
-    )
+    found = [ips(reward, logged, q)]
+    if q.sum() > 0:  # SNIPS is undefined when no logged row is one the target would serve
+        found.append(snips(reward, logged, q))
+    found.append(doubly_robust(reward, logged, q, model_logged, model_target))
+    estimates = tuple(found)
     weights = q / logged
     ess = estimates[0].effective_n
     heavy = int((weights > HEAVY).sum())
     warnings = []
+    unseen = _unseen(keys, actions, distribution)
+    if unseen > 0:
+        warnings.append(
+            f"no support: {unseen:.1%} of the target's probability falls on combinations the"
+            " logs never hold in those contexts; no estimator sees their results (IPS and SNIPS"
+            " leave them out, DR fills them with its model's guess, outside its interval)"
+        )
     if ess < THIN * len(q):
         warnings.append(
             f"thin support: the importance weights are worth {ess:,.0f} of {len(q):,} rows"
-            " (the target favours combinations the logs rarely tried); trust DR over IPS"
+            " (the target favours combinations the logs rarely tried)"
         )
     if heavy:
         warnings.append(
             f"{heavy:,} rows weigh more than {HEAVY:g} times (logged with propensity below"
             f" {1 / HEAVY:g} of the target's): the estimate leans on them"
         )
-    if q.sum() == 0:
-        warnings.append("the target never serves a combination the logs hold: IPS is 0")
-    names = [str(n) for n in rows.column("policy").to_pylist()]
-    counts = {name: names.count(name) for name in sorted(set(names))}
+    counts = dict(sorted(Counter(str(n) for n in rows.column("policy").to_pylist()).items()))
     name = label or (
         "the given policy" if not isinstance(target, Playbook) else f"v{target.version}"
     )
@@ -175,15 +182,33 @@ def _distributions(
                 for r, p in zip(rows, probs, strict=True)
             }
         else:
-            given = target(context)
-            total = sum(given.values())
-            if any(p < 0 or not math.isfinite(p) for p in given.values()) or total > 1 + 1e-6:
-                raise InvalidInputError(
-                    "target",
-                    f"for {context} the probabilities must be finite, non-negative and sum to"
-                    f" at most 1 (they sum to {total:g})",
-                )
-            out[key] = {tuple(a): float(p) for a, p in given.items()}
+            out[key] = _checked(spec, context, target(context))
+    return out
+
+
+def _checked(
+    spec: Spec, context: Mapping[str, Any], given: Mapping[Any, float]
+) -> dict[tuple[Any, ...], float]:
+    """A callable's or a table's distribution for one context: keys one allowed value per
+    knob, probabilities finite, non-negative and summing to 1."""
+    out: dict[tuple[Any, ...], float] = {}
+    for combo, p in given.items():
+        ok = isinstance(combo, tuple) and len(combo) == len(spec.knobs)
+        if not ok or not all(k.accepts(v) for k, v in zip(spec.knobs, combo, strict=True)):
+            names = ", ".join(k.name for k in spec.knobs)
+            raise InvalidInputError(
+                "target", f"{combo!r} is not a combination: expected a tuple of ({names})"
+            )
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise InvalidInputError("target", f"for {dict(context)}: {p!r} is not a probability")
+        out[combo] = float(p)
+    total = math.fsum(out.values())
+    if abs(total - 1) > 1e-6:
+        raise InvalidInputError(
+            "target",
+            f"for {dict(context)} the probabilities sum to {total:g}, not 1 (a policy serves"
+            " something in every context the logs hold)",
+        )
     return out
 
 
@@ -202,11 +227,13 @@ def _cross_fitted(
     for fold in (0, 1):
         train = np.flatnonzero(half != fold)
         model = _Model([keys[i] for i in train], [actions[i] for i in train], reward[train])
+        expected: dict[tuple[Any, ...], float] = {}  # the target's, once per context
         for i in np.flatnonzero(half == fold).tolist():
-            logged_pred[i] = model.predict(keys[i], actions[i])
-            target_pred[i] = sum(
-                p * model.predict(keys[i], a) for a, p in distribution[keys[i]].items()
-            )
+            key = keys[i]
+            logged_pred[i] = model.predict(key, actions[i])
+            if key not in expected:
+                expected[key] = sum(p * model.predict(key, a) for a, p in distribution[key].items())
+            target_pred[i] = expected[key]
     return logged_pred, target_pred
 
 
@@ -233,8 +260,21 @@ class _Model:
         return (s + SHRINK * combo) / (n + SHRINK)
 
 
-def _nothing(method: str, n: int) -> Estimate:
-    return Estimate(method, 0.0, 0.0, 0.0, n, 0.0)
+def _unseen(
+    keys: list[tuple[Any, ...]],
+    actions: list[tuple[Any, ...]],
+    distribution: Mapping[tuple[Any, ...], Mapping[tuple[Any, ...], float]],
+) -> float:
+    """The target's probability, averaged over the logged rows, on combinations never logged
+    in the row's context."""
+    logged: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
+    for key, action in zip(keys, actions, strict=True):
+        logged.setdefault(key, set()).add(action)
+    per_context = {
+        key: sum(p for a, p in given.items() if a not in logged.get(key, set()))
+        for key, given in distribution.items()
+    }
+    return sum(per_context[k] for k in keys) / len(keys)
 
 
 def policy_table(spec: Spec, table: pa.Table) -> Target:

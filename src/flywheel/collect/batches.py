@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, NotRequired, TypeVar
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    with_config,
+)
 from typing_extensions import TypedDict
 
 from flywheel.errors import InvalidInputError
@@ -55,8 +63,8 @@ class RowBody(TypedDict):
     results: dict[str, Any]
     unit: NotRequired[str | None]
     ts: NotRequired[float | None]
-    playbook: NotRequired[int | None]
-    propensity: NotRequired[float | None]
+    playbook: NotRequired[StrictInt | None]  # strict: true is no version, as in the SDK
+    propensity: NotRequired[StrictInt | StrictFloat | None]
     policy: NotRequired[str | None]
 
 

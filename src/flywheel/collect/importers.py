@@ -426,6 +426,12 @@ def _check_layout(
             )
         if settings.unit is not None and layout.unit is None:
             raise InvalidInputError("unit", f"{source.name}: no unit column {settings.unit!r}")
+        for field_name in ("propensity", "policy"):
+            named = getattr(settings, field_name)
+            if named is not None and getattr(layout, field_name) is None:
+                raise InvalidInputError(
+                    field_name, f"{source.name}: no {field_name} column {named!r}"
+                )
     if role != "rows" and layout.key is None:
         raise InvalidInputError("key", f"{source.name}: no key column {settings.key!r}")
 
@@ -1160,6 +1166,10 @@ def import_rows(
         )
     spec = wheel.spec
     settings = _settings(spec, columns, key, time, unit, window_seconds, propensity, policy)
+    if settings.propensity is not None and settings.propensity == settings.policy:
+        raise InvalidInputError(
+            "policy", f"{settings.policy!r} is named as the propensity column too"
+        )
     loaded = _load(sources, sheet)
     if len(loaded) == 2 and settings.key is None:
         raise InvalidInputError(

@@ -310,8 +310,8 @@ class Recorder:
         if playbook is None:
             if propensity is not None:
                 _probability(propensity)
-                return str(policy or OUTSIDE), None, float(propensity)  # type: ignore[arg-type]
-            return str(policy or "logged"), None, None
+                return _name(policy) or OUTSIDE, None, float(propensity)  # type: ignore[arg-type]
+            return _name(policy) or "logged", None, None
         if not isinstance(playbook, int) or isinstance(playbook, bool) or playbook < 1:
             raise WrongTypeError("playbook", "expected the version (a positive integer) served")
         if playbook > MAX_INT64:  # the store could never take it: refused here, not there
@@ -625,6 +625,10 @@ OWN_POLICIES = frozenset(
 MAX_POLICY_NAME = 100
 
 
+def _name(policy: object) -> str | None:
+    return None if policy is None else str(policy).strip()  # as import stores a cell
+
+
 def _outside_policy(name: object) -> None:
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_POLICY_NAME:
         raise WrongTypeError(
@@ -632,7 +636,7 @@ def _outside_policy(name: object) -> None:
             f"expected the name of the policy that chose the values (1 to {MAX_POLICY_NAME}"
             " characters)",
         )
-    if name in OWN_POLICIES:
+    if name.strip() in OWN_POLICIES:
         raise ValueNotAllowedError(
             "policy",
             f"{name!r} is a name Flywheel gives its own decisions; name the outside policy"

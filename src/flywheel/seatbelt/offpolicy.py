@@ -59,9 +59,11 @@ def _check(rewards: np.ndarray, logged: np.ndarray, target: np.ndarray) -> np.nd
 
 
 def _effective(w: np.ndarray) -> float:
-    total = float(w.sum())
-    squares = float((w**2).sum())
-    return total**2 / squares if squares > 0 else 0.0
+    largest = float(w.max()) if len(w) else 0.0
+    if largest <= 0 or not np.isfinite(largest):
+        return 0.0
+    scaled = w / largest  # the same ratio, without overflow for huge weights
+    return float(scaled.sum()) ** 2 / float((scaled**2).sum())
 
 
 def _normal(method: str, terms: np.ndarray, w: np.ndarray, alpha: float) -> Estimate:
