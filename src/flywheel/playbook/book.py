@@ -204,7 +204,8 @@ class Playbook:
             },
             {n: tuple(e) for n, e in enc["edges"].items()},
         )
-        arrays = np.load(io.BytesIO(payload))
+        with np.load(io.BytesIO(payload)) as archive:  # each array read (decompressed) once
+            arrays = {name: archive[name] for name in archive.files}
         post = meta["posterior"]
         posterior = Posterior(
             design=design_for(spec, encoding),
