@@ -229,9 +229,11 @@ class _Compute:
                 self.spec.knob[name].values.index(self.spec.default[name]) if kind == "knob" else 0
             )
             curves = [self._pd({name: i}) for i in range(len(levels))]
-            points = [
-                float(self._pd({name: i}, self.posterior.mean)[0]) for i in range(len(levels))
-            ]
+            # the posterior median of each level's partial dependence: the middle of the same
+            # draws its interval comes from, so it always lies inside it (the plug-in value at
+            # the posterior mean need not: averaging a non-linear link over rare outcomes
+            # pulls the draws away from it)
+            points = [float(np.median(curve)) for curve in curves]
             for i, level in enumerate(levels):
                 mask = self.cells.codes[name] == i
                 lift = curves[i] - curves[reference]
@@ -246,7 +248,7 @@ class _Compute:
                         low=float(np.quantile(curves[i], 0.025)),
                         high=float(np.quantile(curves[i], 0.975)),
                         reference=levels[reference],
-                        lift=points[i] - points[reference],
+                        lift=float(np.median(lift)),
                         lift_low=float(np.quantile(lift, 0.025)),
                         lift_high=float(np.quantile(lift, 0.975)),
                     )
