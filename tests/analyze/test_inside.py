@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import flywheel
 
@@ -12,10 +13,11 @@ def test_estimates_lie_inside_their_intervals_on_a_rare_outcome(tmp_path: Path) 
     """Clicks at 0.5% (less lower down) over a 60-value knob and a 30-value feature: the
     plug-in value at the posterior mean fell outside the draws' interval here (position = 1:
     0.00629 against 0.00666 to 0.01654); the posterior median cannot."""
-    spec = {
+    items, users = [f"i{i}" for i in range(60)], [f"u{i}" for i in range(30)]
+    spec: dict[str, Any] = {
         "name": "rare",
-        "knobs": {"item": [f"i{i}" for i in range(60)], "position": [1, 2, 3]},
-        "context": {"user": [f"u{i}" for i in range(30)]},
+        "knobs": {"item": items, "position": [1, 2, 3]},
+        "context": {"user": users},
         "signals": {"click": "max"},
         "reward": {"formula": "click", "window": "1d"},
         "learn": {"online": False},
@@ -28,8 +30,8 @@ def test_estimates_lie_inside_their_intervals_on_a_rare_outcome(tmp_path: Path) 
             rate = 0.005 / position
             rows.append(
                 {
-                    "context": {"user": rng.choice(spec["context"]["user"])},
-                    "params": {"item": rng.choice(spec["knobs"]["item"]), "position": position},
+                    "context": {"user": rng.choice(users)},
+                    "params": {"item": rng.choice(items), "position": position},
                     "results": {"click": rng.random() < rate},
                 }
             )
