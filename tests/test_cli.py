@@ -291,3 +291,26 @@ def test_evaluate_command(project: Path) -> None:
     assert runner.invoke(app, ["evaluate"]).exit_code == 2
     missing = runner.invoke(app, ["evaluate", "--playbook", "1", "--logged-by", "nobody"])
     assert missing.exit_code == 2 and "nothing to evaluate" in missing.output
+
+
+def test_learn_and_status_as_of_a_moment_in_history(project: Path) -> None:
+    """History imported with its own times is learned on its own clock: --as-of cuts the
+    rows, and status counts what had happened by then."""
+    rows = project / "history.csv"
+    lines = ["genre,opening_type,twist_count,emotional_density,length,completed,when"]
+    for day in range(1, 29):
+        for genre in ("thriller", "romance", "scifi", "drama"):
+            for n in range(12):
+                done = (n + day) % 3 == 0
+                lines.append(f"{genre},question,{n % 4},mid,medium,{int(done)},2020-02-{day:02d}")
+    rows.write_text("\n".join(lines) + "\n")
+    imported = runner.invoke(app, ["import", str(rows), "--time", "when"])
+    assert imported.exit_code == 0, imported.output
+    early = json.loads(runner.invoke(app, ["status", "--json", "--as-of", "2020-02-11"]).output)
+    assert early["decisions"] == 11 * 4 * 12  # 1 to 11 February: up to the moment itself
+    learned = json.loads(
+        runner.invoke(app, ["learn", "--json", "--as-of", "2020-02-15T00:00Z"]).output
+    )
+    assert learned["published"], learned
+    listed = json.loads(runner.invoke(app, ["playbook", "list", "--json"]).output)
+    assert listed[0]["rows"] == 15 * 4 * 12  # the rows decided by 15 February only

@@ -117,6 +117,7 @@ def status(
             " on stderr; exit 0 otherwise.",
         ),
     ] = False,
+    as_of: AsOfOption = None,
 ) -> None:
     """Counts, quality (received = accepted + quarantined), the playbook served, whether the
     seatbelt halted publishing and why, the monitors' alerts and the latest seatbelt events.
@@ -124,7 +125,7 @@ def status(
     monitor alerts, one line per alert on stderr."""
     try:
         with flywheel.open(spec, refresh=0, background=False) as wheel:
-            state = wheel.status()
+            state = wheel.status(_moment(as_of))
     except FlywheelError as err:
         raise _fail(err) from None
     if as_json:
@@ -236,11 +237,14 @@ def learn(
     spec: SpecOption = Path("flywheel.toml"),
     as_json: JsonOption = False,
     force: Annotated[bool, typer.Option("--force", help="Publish even without new data.")] = False,
+    as_of: AsOfOption = None,
 ) -> None:
-    """Align, aggregate, fit and publish a new playbook version (or say why not)."""
+    """Align, aggregate, fit and publish a new playbook version (or say why not). With
+    --as-of, on the rows decided and the results received by then (history imported with its
+    own times is learned, and gated, on its own clock)."""
     try:
         with flywheel.open(spec, refresh=0, background=False) as wheel:
-            result = wheel.learn(force=force)
+            result = wheel.learn(as_of=_moment(as_of), force=force)
     except FlywheelError as err:
         raise _fail(err) from None
     if as_json:
