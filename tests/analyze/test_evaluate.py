@@ -146,6 +146,7 @@ def test_combinations_the_logs_never_hold_are_said(tmp_path: Path) -> None:
         assert any(w.startswith("no support: 50.0%") for w in result.warnings), result.warnings
         never = wheel.evaluate(lambda context: {("y", "p"): 1.0})
         assert [e.method for e in never.estimates] == ["ips", "dr"]  # SNIPS: undefined
+        assert never.estimate("snips") is None and never.estimate("dr") is not None
 
 
 def test_a_version_learned_for_another_spec_is_refused(tmp_path: Path) -> None:

@@ -59,8 +59,10 @@ class Evaluation:
     heavy: int  # rows whose importance weight is above HEAVY
     warnings: tuple[str, ...]
 
-    def estimate(self, method: str) -> Estimate:
-        return next(e for e in self.estimates if e.method == method)
+    def estimate(self, method: str) -> Estimate | None:
+        """The estimate of ``method`` (``ips``, ``snips``, ``dr``); ``None`` where undefined
+        (SNIPS when no logged row is one the target would serve)."""
+        return next((e for e in self.estimates if e.method == method), None)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
