@@ -137,6 +137,15 @@ def store_url(request: pytest.FixtureRequest, db: Path) -> str:
     return f"duckdb:///{db}"
 
 
+@pytest.fixture(params=["duckdb", "postgresql"])
+def each_store(request: pytest.FixtureRequest, db: Path) -> str:
+    """A store URL on each backend in turn: a DuckDB file, then a PostgreSQL schema of its
+    own (for tests that must hold on both, whatever ``FLYWHEEL_TEST_STORE`` says)."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return f"duckdb:///{db}"
+
+
 @pytest.fixture
 def make_wheel(store_url: str, clock: Clock) -> Iterator[Callable[..., flywheel.Wheel]]:
     opened: list[flywheel.Wheel] = []

@@ -395,13 +395,21 @@ def analyze(
             result = wheel.analyze(version, effect=effect)
     except FlywheelError as err:
         raise _fail(err) from None
-    text = render(result, fmt)
+    if _written(render(result, fmt), output):
+        console.print(
+            f"wrote {output}: {len(result.found())} interactions found, {result.rows:,} rows"
+        )
+
+
+def _written(text: str, output: Path | None) -> bool:
+    """Write ``text`` to ``output`` (its folder made as needed) and say ``True``; without one,
+    print it."""
     if output is None:
         print(text, end="")
-        return
+        return False
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, "utf-8")
-    console.print(f"wrote {output}: {len(result.found())} interactions found, {result.rows:,} rows")
+    return True
 
 
 WindowOption = Annotated[
@@ -517,12 +525,8 @@ def design(
             text = wheel.design(window, _moment(as_of))
     except FlywheelError as err:
         raise _fail(err) from None
-    if output is None:
-        print(text, end="")
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, "utf-8")
-    console.print(f"wrote {output}")
+    if _written(text, output):
+        console.print(f"wrote {output}")
 
 
 @app.command()

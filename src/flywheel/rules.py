@@ -342,6 +342,11 @@ def quote_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    """``text`` as a SQL string literal (any ``'`` doubled), in every dialect."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def own_column(name: str) -> str:
     """The name of a column a generated statement adds beside the spec's columns (``#n``). A
     ``#`` cannot appear in a knob, feature or signal name, so the two never collide; quote it

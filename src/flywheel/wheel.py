@@ -23,6 +23,7 @@ import pyarrow as pa
 from flywheel import align
 from flywheel.analyze import Analysis, analyze, export
 from flywheel.analyze.evaluate import Evaluation, Target
+from flywheel.analyze.evaluate import evaluate as evaluate_offline
 from flywheel.collect import importers
 from flywheel.collect.journal import Journal, default_folder, leftover_journal
 from flywheel.collect.outcomes import Outcomes, Pending, Recorded, signal_rows_of
@@ -40,6 +41,7 @@ from flywheel.collect.workers import IngestWorkers
 from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.health import Health, health
+from flywheel.health.design import design as design_document
 from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish
 from flywheel.seatbelt import breaker, monitors, quality
 from flywheel.seatbelt.alerts import Alerts, monitor_event, relay
@@ -635,8 +637,6 @@ class Wheel:
         SNIPS and doubly robust (cross-fitted), each with a 95% interval, the effective sample
         size and warnings where the logs barely cover what the target favours
         (:mod:`flywheel.analyze.evaluate`)."""
-        from flywheel.analyze.evaluate import evaluate
-
         self.flush()
         chosen: Playbook | Target
         if isinstance(target, Playbook):
@@ -654,7 +654,7 @@ class Wheel:
                 "version", f"version {chosen.version} was learned for another spec"
             )
         as_served = greedy or not self.spec.explore  # without exploration it serves its best
-        return evaluate(
+        return evaluate_offline(
             self.store,
             self.spec,
             chosen,
@@ -666,9 +666,7 @@ class Wheel:
     def design(self, window: str | float = "28d", as_of: float | datetime | None = None) -> str:
         """The flywheel design document (Markdown) from the spec and the measured data: data
         audit, loops in place and missing, metrics, moat and a 90-day plan."""
-        from flywheel.health.design import design
-
-        return design(self.store, self.spec, self.health(window, as_of))
+        return design_document(self.store, self.spec, self.health(window, as_of))
 
     def resume(self, reason: str, *, actor: str | None = None) -> breaker.Halt | None:
         """Lift a halt (recorded with ``reason`` and ``actor``); returns the halt lifted.

@@ -22,14 +22,9 @@ ROW = {
 }
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("pg_url"))
-    return f"duckdb:///{tmp_path / 'import.duckdb'}"
-
-
-def test_propensity_and_policy_columns_are_checked_and_stored(url: str, tmp_path: Path) -> None:
+def test_propensity_and_policy_columns_are_checked_and_stored(
+    each_store: str, tmp_path: Path
+) -> None:
     table = pa.table(
         {
             **{k: [v] * 6 for k, v in ROW.items()},
@@ -37,7 +32,7 @@ def test_propensity_and_policy_columns_are_checked_and_stored(url: str, tmp_path
             "who": ["ranker-v3", "ranker-v3", None, "ranker-v3", "ranker-v3", "thompson"],
         }
     )
-    with flywheel.open(example_spec(), store=url, background=False) as wheel:
+    with flywheel.open(example_spec(), store=each_store, background=False) as wheel:
         report = wheel.import_rows(
             [table], propensity="p", policy="who", rejected_path=tmp_path / "bad.csv"
         )

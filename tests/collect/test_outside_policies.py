@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,15 +20,10 @@ PARAMS = {
 }
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
-def wheel(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    url = (
-        str(request.getfixturevalue("pg_url"))
-        if request.param == "postgresql"
-        else f"duckdb:///{tmp_path / 'outside.duckdb'}"
-    )
-    with flywheel.open(example_spec(), store=url, clock=Clock(), background=False) as opened:
-        yield opened
+@pytest.fixture
+def wheel(each_store: str) -> Iterator[flywheel.Wheel]:
+    with flywheel.open(example_spec(), store=each_store, clock=Clock(), background=False) as w:
+        yield w
 
 
 def stored(wheel: flywheel.Wheel) -> list[dict[str, Any]]:

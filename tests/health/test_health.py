@@ -42,13 +42,6 @@ def spec(every: str | None = None) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(params=["duckdb", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "postgresql":
-        return str(request.getfixturevalue("pg_url"))
-    return f"duckdb:///{tmp_path / 'health.duckdb'}"
-
-
 @dataclass
 class Record:
     """What the simulation knows of one decision."""
@@ -127,12 +120,12 @@ def shared_best(unit: str, segment: str, combo: tuple[str, str]) -> float:
 
 
 @pytest.fixture
-def turned(store: str) -> Iterator[tuple[flywheel.Wheel, Clock, World]]:
+def turned(each_store: str) -> Iterator[tuple[flywheel.Wheel, Clock, World]]:
     """Eight days, a decision every 2 minutes, a learn cycle at the start of days 1–6 (none
     after: the last two days decisions drop to a quarter, with no cycle)."""
     clock = Clock()
     world = World(shared_best)
-    wheel = flywheel.open(spec(every="1d"), store=store, clock=clock, background=False, seed=3)
+    wheel = flywheel.open(spec(every="1d"), store=each_store, clock=clock, background=False, seed=3)
     simulate(
         wheel,
         clock,
@@ -333,13 +326,13 @@ def everyone_best(unit: str, segment: str, combo: tuple[str, str]) -> float:
     ("means", "kind"), [(everyone_best, "network"), (individual_best, "individual")]
 )
 def test_learning_type(
-    store: str, means: Callable[[str, str, tuple[str, str]], float], kind: str
+    each_store: str, means: Callable[[str, str, tuple[str, str]], float], kind: str
 ) -> None:
     """A shared optimum: what other units teach carries to a new unit (gain 0.7 - 0.4 = 0.3
     per 1,000 rows, within 0.08). Each unit with its own best: nothing carries (gain 0)."""
     clock = Clock()
     world = World(means, units=400, answer=1.0, delay=HOUR)
-    with flywheel.open(spec(), store=store, clock=clock, background=False, seed=5) as wheel:
+    with flywheel.open(spec(), store=each_store, clock=clock, background=False, seed=5) as wheel:
         simulate(wheel, clock, world, days=6, every=60, learn_days=())
         lt = wheel.health(window="7d").learning_type
     assert lt.kind == kind, lt.text
@@ -465,7 +458,7 @@ def test_many_cuts_are_joined_with_the_same_result(
 
 
 def test_coverage_and_weeks_when_nothing_has_settled_and_the_window_is_not_whole_weeks(
-    store: str,
+    each_store: str,
 ) -> None:
     """A reward window longer than the health window: no decision has settled, so coverage
     counts every decision (as force does); a 10-day window has two weeks, the older cut at
@@ -473,7 +466,7 @@ def test_coverage_and_weeks_when_nothing_has_settled_and_the_window_is_not_whole
     clock = Clock()
     long = {**spec(), "reward": {"formula": "completed", "window": "30d"}}
     world = World(shared_best, answer=1.0)
-    with flywheel.open(long, store=store, clock=clock, background=False, seed=2) as wheel:
+    with flywheel.open(long, store=each_store, clock=clock, background=False, seed=2) as wheel:
         simulate(wheel, clock, world, days=10, every=600, learn_days=())
         h = wheel.health(window="10d")
     coverage = {c.kind: c for c in h.coverage}

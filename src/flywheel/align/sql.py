@@ -9,7 +9,7 @@ from __future__ import annotations
 from flywheel.rules import own_column, parse, quote_name
 from flywheel.spec import Spec
 
-_COMBINE = {
+COMBINE = {  # how a signal's repeats combine in a row (the spec's ``combine``), over ``s``
     "last": "arg_max({col}, s.ts)",
     "first": "arg_min({col}, s.ts)",
     "sum": "sum({col})",
@@ -42,7 +42,7 @@ def aligned_rows_sql(spec: Spec, since: bool = False) -> str:
     aggregates = []
     for name, sig in spec.signals.items():
         column = "s.text" if sig.kind == "text" else "s.value"
-        expr = _COMBINE[sig.combine].format(col=column)
+        expr = COMBINE[sig.combine].format(col=column)
         aggregates.append(
             f"{expr} FILTER (WHERE s.name = '{name}' AND s.in_window) AS {quote_name(name)}"
         )

@@ -76,7 +76,6 @@ def evaluate(
     as_of: datetime,
     greedy: bool = False,
     policy: str | None = None,
-    label: str | None = None,
 ) -> Evaluation:
     """The value ``target`` would have had on the complete rows logged with a propensity up
     to ``as_of`` (only those of the logging ``policy`` when given)."""
@@ -127,9 +126,7 @@ def evaluate(
             f" {1 / HEAVY:g} of the target's): the estimate leans on them"
         )
     counts = dict(sorted(Counter(str(n) for n in rows.column("policy").to_pylist()).items()))
-    name = label or (
-        "the given policy" if not isinstance(target, Playbook) else f"v{target.version}"
-    )
+    name = "the given policy" if not isinstance(target, Playbook) else f"v{target.version}"
     return Evaluation(
         name + (" (greedy)" if greedy and isinstance(target, Playbook) else ""),
         len(q),

@@ -786,9 +786,9 @@ def _policies(problems: _Problems, source: _Source, index: int) -> Column:
     """A policy column: the outside policy's name (not one Flywheel gives its own rows)."""
     label, column = source.table.column_names[index], source.column(index)
     cells = _cells(column)
-    names = cells.to_pylist()
-    own = np.array([n in OWN_POLICIES for n in names], dtype=np.bool_)
-    long = np.array([n is not None and len(n) > MAX_POLICY_NAME for n in names], dtype=np.bool_)
+    own = _numpy_bool(pc.is_in(cells, value_set=pa.array(sorted(OWN_POLICIES))))
+    text: Any = cells  # pyarrow.compute's stubs do not take a plain Array here
+    long = _numpy_bool(pc.greater(pc.utf8_length(text), pa.scalar(MAX_POLICY_NAME, pa.int32())))
     problems.add_cells(own, label, column, "is a name Flywheel gives its own decisions")
     problems.add_cells(long, label, column, f"is longer than {MAX_POLICY_NAME} characters")
     return cells

@@ -299,25 +299,22 @@ class Recorder:
         """Who chose a logged row's knob values: a playbook version served by the product
         itself (``local``, with its propensity), an outside policy (its name, with or without
         the propensity it chose them with), or nobody known (``logged``)."""
-        if policy is not None:
-            _outside_policy(policy)
-            if playbook is not None:
-                raise InvalidInputError(
-                    "policy",
-                    "a row served from a playbook version is Flywheel's own: give the playbook"
-                    " or the outside policy's name, not both",
-                )
+        named = None if policy is None else _outside_policy(policy)
+        if named is not None and playbook is not None:
+            raise InvalidInputError(
+                "policy",
+                "a row served from a playbook version is Flywheel's own: give the playbook"
+                " or the outside policy's name, not both",
+            )
         if playbook is None:
             if propensity is not None:
-                _probability(propensity)
-                return _name(policy) or OUTSIDE, None, float(propensity)  # type: ignore[arg-type]
-            return _name(policy) or "logged", None, None
+                return named or OUTSIDE, None, _probability(propensity)
+            return named or "logged", None, None
         if not isinstance(playbook, int) or isinstance(playbook, bool) or playbook < 1:
             raise WrongTypeError("playbook", "expected the version (a positive integer) served")
         if playbook > MAX_INT64:  # the store could never take it: refused here, not there
             raise ValueNotAllowedError("playbook", f"{playbook} is not a version (too large)")
-        _probability(propensity)
-        return "local", playbook, float(propensity)  # type: ignore[arg-type]
+        return "local", playbook, _probability(propensity)
 
     def _remember(self, ident: str) -> None:
         """Keep recently issued ids, so their signals skip the id pattern check.
@@ -625,11 +622,8 @@ OWN_POLICIES = frozenset(
 MAX_POLICY_NAME = 100
 
 
-def _name(policy: object) -> str | None:
-    return None if policy is None else str(policy).strip()  # as import stores a cell
-
-
-def _outside_policy(name: object) -> None:
+def _outside_policy(name: object) -> str:
+    """An outside policy's name, trimmed (as import stores a cell), or the reason it is not."""
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_POLICY_NAME:
         raise WrongTypeError(
             "policy",
@@ -642,9 +636,10 @@ def _outside_policy(name: object) -> None:
             f"{name!r} is a name Flywheel gives its own decisions; name the outside policy"
             " (for example 'ranker-v3')",
         )
+    return name.strip()
 
 
-def _probability(propensity: object) -> None:
+def _probability(propensity: object) -> float:
     if (
         not isinstance(propensity, int | float)
         or isinstance(propensity, bool)
@@ -654,3 +649,4 @@ def _probability(propensity: object) -> None:
             "propensity",
             f"expected the probability it was served with, in (0, 1]; got {propensity!r}",
         )
+    return float(propensity)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,8 +74,6 @@ class Health:
         return [self.stages.bottleneck, self.force.text, self.learning.text]
 
     def as_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return {
             "as_of": self.as_of,
             "window_seconds": self.window_seconds,

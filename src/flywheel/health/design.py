@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flywheel.health import Health
+from flywheel.health.rate import Z95, standard_error
 from flywheel.health.sql import EDITS, EXPLICIT, IMPLICIT, outcome_signals
 from flywheel.health.stages import ADVICE, duration_text
 from flywheel.rules import quote_name
@@ -274,21 +275,17 @@ def _moat(health: Health, found: Audit) -> list[str]:
 
 
 def _match(health: Health) -> str:
-    versions = [
-        v
-        for v in health.learning.versions
-        if v.version is not None and v.result is not None and v.restored_from is None
-    ]
+    versions = health.learning.cycles
     if not versions:
         return "no playbook yet."
     latest = versions[-1]
-    se = _se(latest)
+    se = standard_error(latest) or 0.0
     for v in versions:
-        both = math.hypot(se, _se(v))
+        both = math.hypot(se, standard_error(v) or 0.0)
         if (
             latest.result is not None
             and v.result is not None
-            and latest.result - v.result <= 1.96 * both
+            and latest.result - v.result <= Z95 * both
         ):
             return (
                 f"about {v.learned_rows:,}: {v.served_by} learned from that many and its result"
@@ -384,12 +381,6 @@ def _interval(value: float | None, low: float | None, high: float | None, sign: 
 
 def _slope(s: Any) -> str:
     return f"{s.value:+.4f} (95%: {s.low:+.4f} to {s.high:+.4f})"
-
-
-def _se(v: Any) -> float:
-    if v.low is None or v.high is None:
-        return 0.0
-    return float(v.high - v.low) / 3.92
 
 
 def _share(value: float | None) -> str:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from flywheel.health.rate import LearningRate
+from flywheel.health.rate import Z95, LearningRate, Moments, standard_error
 from flywheel.health.stages import duration_text
 
 KINDS = ("explicit", "implicit", "edits", "outcomes")
@@ -248,39 +248,29 @@ def _usage(before: float, after: float, span: float, published: bool) -> Drag:
 
 
 def _no_gain(rate: LearningRate) -> Drag:
-    versions = [
-        v
-        for v in rate.versions
-        if v.version is not None and v.result is not None and v.restored_from is None
-    ]
+    versions = rate.cycles
     if len(versions) < 2:
         return Drag("more data without improvement", "ok", None, "Needs two versions with results.")
     latest = versions[-1]
     earlier = versions[max(0, len(versions) - 4)]
     added = latest.learned_rows - earlier.learned_rows
     lift = (latest.result or 0.0) - (earlier.result or 0.0)
-    spread = [
-        (v.high - v.low) / 3.92
-        for v in (latest, earlier)
-        if v.high is not None and v.low is not None
-    ]
-    se = math.hypot(*spread) if len(spread) == 2 else float("inf")
-    warn = added >= 1000 and lift - 1.96 * se <= 0
+    a, b = standard_error(latest), standard_error(earlier)
+    se = float("inf") if a is None or b is None else math.hypot(a, b)
+    warn = added >= 1000 and lift - Z95 * se <= 0
     return Drag(
         "more data without improvement",
         "warn" if warn else "ok",
         lift,
         f"{latest.served_by} learned from {added:,} more complete rows than"
-        f" {earlier.served_by}: result {lift:+.4g} (95%: {lift - 1.96 * se:+.4g} to"
-        f" {lift + 1.96 * se:+.4g}).",
+        f" {earlier.served_by}: result {lift:+.4g} (95%: {lift - Z95 * se:+.4g} to"
+        f" {lift + Z95 * se:+.4g}).",
     )
 
 
 def _moments(row: Mapping[str, Any]) -> tuple[float, float]:
-    n, s, ss = float(row["n"]), float(row["sum"] or 0), float(row.get("sum2") or 0)
-    mean = s / n
-    var = max(0.0, (ss - s * s / n) / (n - 1)) if n > 1 else 0.0
-    return mean, var
+    cell = Moments(float(row["n"]), float(row["sum"] or 0), float(row.get("sum2") or 0))
+    return cell.mean, cell.var if cell.n > 1 else 0.0
 
 
 def _ratio(a: object, b: object) -> float | None:

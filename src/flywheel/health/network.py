@@ -25,6 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from flywheel.health.rate import Z95
+
 FOLDS = 4
 SHRINK = 10.0  # rows of prior weight toward the overall mean, per combination
 MIN_UNITS = 20
@@ -33,7 +35,6 @@ MIN_CELL = 20  # held-out rows a picked combination needs in a segment for it to
 MARGIN = 0.1  # "individual" needs the gain below this share of the rewards' spread, at 95%
 Z_NETWORK = 2.576  # "network" needs the gain above zero at 99% (see the module's note)
 GRID = (250, 500, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000)
-Z95 = 1.959964
 
 
 @dataclass(frozen=True)

@@ -63,12 +63,19 @@ class LearningRate:
     text: str
     suggestions: tuple[str, ...]
 
+    @property
+    def cycles(self) -> tuple[VersionResult, ...]:
+        """The versions with a result that a learning cycle made (restored copies left out)."""
+        return _cycles(self.versions)
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass
-class _Cell:
+class Moments:
+    """A cell's count, sum and sum of squares of its rewards."""
+
     n: float = 0.0
     s: float = 0.0
     ss: float = 0.0
@@ -99,14 +106,14 @@ def learning_rate(
     ``restored``: versions that are a rollback's copy of another (no learning cycle: left out
     of the slopes and the plateau)."""
     restored = restored or {}
-    cells: dict[int, dict[str, _Cell]] = defaultdict(dict)
+    cells: dict[int, dict[str, Moments]] = defaultdict(dict)
     reference: dict[str, float] = defaultdict(float)
     ordered = sorted(rows, key=lambda r: (r["k"] is None, r["k"] or 0, str(r["segment"])))
     for row in ordered:  # in one order: the same sums, to the last bit, for the same data
         if row["k"] is None:
             continue  # logged by an outside policy
         k, segment = int(row["k"]), str(row["segment"])
-        cell = cells[k].setdefault(segment, _Cell())
+        cell = cells[k].setdefault(segment, Moments())
         cell.n += float(row["n"] or 0)
         cell.s += float(row["sum"] or 0.0)
         cell.ss += float(row["sum2"] or 0.0)
@@ -123,8 +130,7 @@ def learning_rate(
         entries.append(replace(entry, restored_from=restored.get(k)))
     entries = _with_lifts(entries)
     spread = _spread(cells)
-    versions = [e for e in entries if e.version is not None and e.result is not None]
-    versions = [e for e in versions if e.restored_from is None]  # learning cycles only
+    versions = list(_cycles(entries))
     scale = abs(versions[-1].result or 0.0) if versions else 0.0
     delta = plateau * (scale if scale > 0 else spread)
     points = [
@@ -141,10 +147,18 @@ def learning_rate(
     return LearningRate(tuple(entries), per_cycle, per_rows, flat, delta, text, suggestions)
 
 
+def _cycles(entries: Sequence[VersionResult]) -> tuple[VersionResult, ...]:
+    return tuple(
+        e
+        for e in entries
+        if e.version is not None and e.result is not None and e.restored_from is None
+    )
+
+
 def _result(
     label: str,
     version: int | None,
-    cells: Mapping[str, _Cell],
+    cells: Mapping[str, Moments],
     weights: Mapping[str, float],
     learned_rows: int,
 ) -> VersionResult:
@@ -153,7 +167,7 @@ def _result(
     if n == 0:
         return VersionResult(label, version, decisions, 0, None, None, None, False, learned_rows)
     s, ss = sum(c.s for c in cells.values()), sum(c.ss for c in cells.values())
-    pooled = _Cell(n, s, ss)
+    pooled = Moments(n, s, ss)
     mix = {seg: c.n / n for seg, c in cells.items() if c.n}
     covered = 1.0
     if len(weights) < 2:
@@ -186,7 +200,8 @@ def _result(
     )
 
 
-def _se(e: VersionResult) -> float | None:
+def standard_error(e: VersionResult) -> float | None:
+    """A result's standard error, from its 95% interval (``None`` without one)."""
     if e.result is None or e.low is None or e.high is None:
         return None
     return (e.high - e.low) / (2 * Z95)
@@ -197,7 +212,7 @@ def _with_lifts(entries: list[VersionResult]) -> list[VersionResult]:
     previous: VersionResult | None = None
     for entry in entries:
         e = entry
-        se, before = _se(e), None if previous is None else _se(previous)
+        se, before = standard_error(e), None if previous is None else standard_error(previous)
         if previous is not None and e.result is not None and previous.result is not None:
             lift = e.result - previous.result
             both = None if se is None or before is None else math.hypot(se, before)
@@ -213,8 +228,8 @@ def _with_lifts(entries: list[VersionResult]) -> list[VersionResult]:
     return out
 
 
-def _spread(cells: Mapping[int, Mapping[str, _Cell]]) -> float:
-    every = _Cell()
+def _spread(cells: Mapping[int, Mapping[str, Moments]]) -> float:
+    every = Moments()
     for segments in cells.values():
         for c in segments.values():
             every.n, every.s, every.ss = every.n + c.n, every.s + c.s, every.ss + c.ss
@@ -224,7 +239,7 @@ def _spread(cells: Mapping[int, Mapping[str, _Cell]]) -> float:
 
 def _slope(x: list[float], points: Sequence[VersionResult], z: float = Z95) -> Slope | None:
     """Weighted least squares of the results on ``x`` (weights: 1 / se²)."""
-    pairs = [(xi, e.result, _se(e)) for xi, e in zip(x, points, strict=True)]
+    pairs = [(xi, e.result, standard_error(e)) for xi, e in zip(x, points, strict=True)]
     usable = [(xi, y, max(se, 1e-9)) for xi, y, se in pairs if y is not None and se is not None]
     if len(usable) < 2 or len({xi for xi, _, _ in usable}) < 2:
         return None

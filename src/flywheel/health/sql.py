@@ -17,7 +17,8 @@ from datetime import datetime
 
 from sqlglot import exp
 
-from flywheel.rules import own_column, parse, quote_name
+from flywheel.align.sql import COMBINE
+from flywheel.rules import own_column, parse, quote_literal, quote_name
 from flywheel.spec import BUILTIN_SIGNALS, Spec
 
 CASE_CUTS = 64  # up to this many learned moments, a row's is found by a CASE (else a join)
@@ -48,7 +49,7 @@ def _q(name: str) -> str:
 
 
 def _list(names: Sequence[str]) -> str:
-    return ", ".join("'" + n.replace("'", "''") + "'" for n in names) or "''"
+    return ", ".join(map(quote_literal, names)) or "''"
 
 
 def _completed_at(spec: Spec) -> str:
@@ -103,14 +104,6 @@ def stages_cte(
     row's segment is made of; ``where``: more conditions on the decisions (``d``);
     ``detail``: ``st`` also has the unit, the propensity and the knobs."""
     window = f"INTERVAL '{round(spec.reward.window_seconds * 1e6)} microseconds'"
-    combine = {
-        "last": "arg_max({c}, s.ts)",
-        "first": "arg_min({c}, s.ts)",
-        "sum": "sum({c})",
-        "max": "max({c})",
-        "min": "min({c})",
-        "mean": "avg({c})",
-    }
     wanted = dict.fromkeys([*spec.reward.signals, *outcome_signals(spec)])
     aggregates = []
     for name in wanted:
@@ -118,9 +111,9 @@ def stages_cte(
         if sig is None:
             continue
         col = "s.text" if sig.kind == "text" else "s.value"
-        quoted = "'" + name.replace("'", "''") + "'"
+        quoted = quote_literal(name)
         aggregates.append(
-            combine[sig.combine].format(c=col)
+            COMBINE[sig.combine].format(col=col)
             + f" FILTER (WHERE s.name = {quoted} AND s.in_window) AS {quote_name(name)}"
         )
         if name in spec.reward.signals:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from flywheel.align.sql import aligned_rows_sql
 from flywheel.errors import InvalidInputError
-from flywheel.rules import beside, own_column, quote_name
+from flywheel.rules import beside, own_column, quote_literal, quote_name
 from flywheel.spec import Spec
 from flywheel.store import Store
 
@@ -89,7 +89,9 @@ def checked_sql(spec: Spec) -> str:
 
     The checks are evaluated over the aligned rows alone (``f``), so the names they use read
     only the spec's columns, never the quarantine table's."""
-    failed = [f"CASE WHEN {cond} THEN {_literal(name)} END" for name, cond in checks(spec).items()]
+    failed = [
+        f"CASE WHEN {cond} THEN {quote_literal(name)} END" for name, cond in checks(spec).items()
+    ]
     failed_expr = f"concat_ws(chr(10), {', '.join(failed)})" if failed else "''"
     keys = spec.quality.unique
     duplicate = (
@@ -161,7 +163,7 @@ def skeleton_scan(store: Store, spec: Spec, as_of: datetime, now: datetime) -> i
     if not failing:
         return 0
     named = ", ".join(
-        f"CASE WHEN {cond} THEN {_literal(name)} END" for name, cond in failing.items()
+        f"CASE WHEN {cond} THEN {quote_literal(name)} END" for name, cond in failing.items()
     )
     # the rules read the decisions table alone: the quarantine's columns (action, rules) are
     # joined after, so a knob with one of those names is not mistaken for them
@@ -277,10 +279,6 @@ def _append(
         }
     )
     store.write({"quarantine": table})
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _uuid(text: str) -> str:
