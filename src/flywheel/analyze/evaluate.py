@@ -3,16 +3,36 @@
 ``evaluate(store, spec, target)`` reads the complete rows that carry a logging propensity
 (decisions Flywheel served, rows an outside policy logged with its propensity), asks the
 target for the probability it gives each logged combination in its context, and estimates
-the target's value three ways (:mod:`flywheel.seatbelt.offpolicy`):
+the target's value four ways (the first three from :mod:`flywheel.seatbelt.offpolicy`):
 
-- IPS and SNIPS, from the importance weights ``q / p``;
+- IPS and SNIPS, from the importance weights ``w = q / p``;
 - doubly robust with cross-fitting: a reward model (per context and combination, shrunk to
   the combination and to the overall mean) is fitted on one half of the rows and used on the
-  other, so no row's own reward enters its prediction.
+  other, so no row's own reward enters its prediction;
+- MIPS, importance sampling marginalised over knobs, for large sets of combinations (Saito &
+  Joachims 2022, "Off-Policy Evaluation for Large Action Spaces via Embeddings", ICML). A
+  combination's *embedding* is its values of the knobs that matter; when the reward depends
+  on the combination only through them (no direct effect of the other knobs), the value is
+  ``E[w(x, e) r]`` with the marginal weight ``w(x, e) = q(e | x) / p(e | x)``, the ratio of
+  the two policies' probabilities of the embedding, far smaller than ``q / p`` when the
+  target and the logs disagree on the knobs that do not matter. The logs hold the logging
+  policy's probability of the logged combination only, so the marginal weight is estimated
+  as what it equals, the mean of ``w`` over the logged rows of the same context and
+  embedding (``E_p[w | x, e] = q(e | x) / p(e | x)``; Taufiq et al. 2023, "Marginal density
+  ratio for off-policy evaluation in contextual bandits", NeurIPS). Its interval is the
+  normal one from the estimate's influence terms (the cell means' own variation included).
+  Which knobs matter is chosen from the data with SLOPE (Su, Srinath and Krishnamurthy 2020,
+  "Adaptive estimator selection for off-policy evaluation", ICML, as Saito & Joachims do
+  for embeddings): the knobs are ranked by how much the mean reward varies across their
+  values, the least telling is dropped one at a time, and the estimate with the fewest knobs
+  is kept whose 95% interval still meets every interval of the estimates with more knobs.
+  With all knobs kept (a single knob, or every knob matters) it is IPS; where contexts
+  rarely repeat there are no rows to pool and it is IPS too.
 
 The target is a published playbook (as served, or greedy: its best combination per context)
 or a callable giving, per context, the probability of each combination. Where the target
-puts weight the logs barely cover (large weights, a small effective sample), it says so.
+puts weight the logs barely cover (large weights, a small effective sample), it says so, for
+the combinations' weights and for the marginal ones.
 """
 
 from __future__ import annotations
@@ -44,11 +64,14 @@ values in the spec's order); combinations it leaves out have probability 0."""
 SHRINK = 5.0  # rows of prior weight of the reward model's cells toward the combination's mean
 HEAVY = 20.0  # an importance weight above this marks a row the logs barely support
 THIN = 0.1  # an effective sample under this share of the rows is thin support
+Z = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A target's estimated value on the logged rows, three ways, with the evidence."""
+    """A target's estimated value on the logged rows, four ways, with the evidence: IPS,
+    SNIPS and DR in ``estimates``, and the estimate marginalised over knobs (``mips``) in
+    ``marginal``, with the knobs its weights keep (the others are marginalised out)."""
 
     target: str
     rows: int
@@ -58,10 +81,14 @@ class Evaluation:
     effective_n: float
     heavy: int  # rows whose importance weight is above HEAVY
     warnings: tuple[str, ...]
+    marginal: Estimate
+    marginal_knobs: tuple[str, ...]
 
     def estimate(self, method: str) -> Estimate | None:
-        """The estimate of ``method`` (``ips``, ``snips``, ``dr``); ``None`` where undefined
-        (SNIPS when no logged row is one the target would serve)."""
+        """The estimate of ``method`` (``ips``, ``snips``, ``dr``, ``mips``); ``None`` where
+        undefined (SNIPS when no logged row is one the target would serve)."""
+        if method == self.marginal.method:
+            return self.marginal
         return next((e for e in self.estimates if e.method == method), None)
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,6 +134,7 @@ def evaluate(
     weights = q / logged
     ess = estimates[0].effective_n
     heavy = int((weights > HEAVY).sum())
+    marginal, kept = _marginalised(keys, actions, reward, weights, knobs)
     warnings = []
     unseen = _unseen(keys, actions, distribution)
     if unseen > 0:
@@ -125,6 +153,8 @@ def evaluate(
             f"{heavy:,} rows weigh more than {HEAVY:g} times (logged with propensity below"
             f" {1 / HEAVY:g} of the target's): the estimate leans on them"
         )
+    if len(kept) < len(knobs):
+        warnings.extend(_marginal_support(keys, actions, distribution, marginal, kept, knobs))
     counts = dict(sorted(Counter(str(n) for n in rows.column("policy").to_pylist()).items()))
     name = "the given policy" if not isinstance(target, Playbook) else f"v{target.version}"
     return Evaluation(
@@ -136,6 +166,8 @@ def evaluate(
         ess,
         heavy,
         tuple(warnings),
+        marginal,
+        tuple(knobs[j] for j in kept),
     )
 
 
@@ -257,6 +289,117 @@ class _Model:
         combo = (s + SHRINK * self.mean) / (n + SHRINK)
         n, s = self.cells.get((key, action), (0.0, 0.0))
         return (s + SHRINK * combo) / (n + SHRINK)
+
+
+def _marginalised(
+    keys: list[tuple[Any, ...]],
+    actions: list[tuple[Any, ...]],
+    reward: np.ndarray,
+    weights: np.ndarray,
+    knobs: list[str],
+) -> tuple[Estimate, tuple[int, ...]]:
+    """The estimate marginalised over the knobs that do not matter, and the positions of the
+    knobs it keeps: candidates keep all knobs, then drop the least telling one at a time;
+    SLOPE keeps the one with the fewest knobs whose interval meets all the intervals before
+    it (their intersection is not empty)."""
+    order = sorted(range(len(knobs)), key=lambda j: -_telling(keys, actions, reward, j))
+    low, high = -math.inf, math.inf
+    chosen: tuple[Estimate, tuple[int, ...]] | None = None
+    for size in range(len(knobs), 0, -1):
+        kept = tuple(sorted(order[:size]))
+        found = _mips(keys, [tuple(a[j] for j in kept) for a in actions], reward, weights)
+        low, high = max(low, found.low), min(high, found.high)
+        if chosen is not None and low > high:
+            break
+        chosen = (found, kept)
+    if chosen is None:  # no knobs: every row has the one combination
+        return _mips(keys, [()] * len(reward), reward, weights), ()
+    return chosen
+
+
+def _telling(
+    keys: list[tuple[Any, ...]], actions: list[tuple[Any, ...]], reward: np.ndarray, j: int
+) -> float:
+    """How much the mean reward varies across knob ``j``'s values, overall and within each
+    context (an effect that reverses between contexts cancels overall): the rows' squared
+    gaps between their value's mean, shrunk with SHRINK rows of weight, and the mean it is
+    shrunk to."""
+    total = 0.0
+    for group in (lambda k: (), lambda k: k):
+        means: dict[Any, list[float]] = {}
+        cells: dict[Any, list[float]] = {}
+        for key, action, r in zip(keys, actions, reward.tolist(), strict=True):
+            for table, cell in ((means, group(key)), (cells, (group(key), action[j]))):
+                sums = table.setdefault(cell, [0.0, 0.0])
+                sums[0] += 1
+                sums[1] += r
+        for (outer, _), (n, s) in cells.items():
+            m = means[outer][1] / means[outer][0]
+            total += n * ((s + SHRINK * m) / (n + SHRINK) - m) ** 2
+    return total
+
+
+def _mips(
+    keys: list[tuple[Any, ...]],
+    embedded: list[tuple[Any, ...]],
+    reward: np.ndarray,
+    weights: np.ndarray,
+) -> Estimate:
+    """Marginalised IPS: each row weighs the mean importance weight of its cell (context and
+    embedding). The value is ``sum over cells of n_c w_c r_c / n`` (cell means of weight and
+    reward); its influence terms ``w_i r_c + w_c r_i - w_c r_c`` give the interval."""
+    cells: dict[tuple[Any, ...], int] = {}
+    cell = np.array(
+        [cells.setdefault((k, e), len(cells)) for k, e in zip(keys, embedded, strict=True)]
+    )
+    size = np.bincount(cell)
+    w_c = np.bincount(cell, weights) / size
+    r_c = np.bincount(cell, reward) / size
+    marginal = w_c[cell]
+    terms = weights * r_c[cell] + marginal * reward - marginal * r_c[cell]
+    n = len(terms)
+    value = float(terms.mean())
+    se = float(terms.std(ddof=1) / math.sqrt(n))
+    return Estimate("mips", value, value - Z * se, value + Z * se, n, _effective(marginal))
+
+
+def _effective(w: np.ndarray) -> float:
+    """(sum w)^2 / sum w^2: how many rows the weights are worth."""
+    scaled = w / w.max() if len(w) and w.max() > 0 else w
+    total = float((scaled**2).sum())
+    return float(scaled.sum()) ** 2 / total if total > 0 else 0.0
+
+
+def _marginal_support(
+    keys: list[tuple[Any, ...]],
+    actions: list[tuple[Any, ...]],
+    distribution: Mapping[tuple[Any, ...], Mapping[tuple[Any, ...], float]],
+    marginal: Estimate,
+    kept: tuple[int, ...],
+    knobs: list[str],
+) -> list[str]:
+    """The support warnings of the marginalised estimate, on the knobs it keeps."""
+    names = ", ".join(knobs[j] for j in kept)
+    out = []
+    embedded = [tuple(a[j] for j in kept) for a in actions]
+    on_kept = {
+        key: {tuple(a[j] for j in kept): 0.0 for a in given} for key, given in distribution.items()
+    }
+    for key, given in distribution.items():
+        for a, p in given.items():
+            on_kept[key][tuple(a[j] for j in kept)] += p
+    unseen = _unseen(keys, embedded, on_kept)
+    if unseen > 0:
+        out.append(
+            f"no support (MIPS, on {names}): {unseen:.1%} of the target's probability falls on"
+            " values of these knobs the logs never hold in those contexts; MIPS leaves them out"
+        )
+    if marginal.effective_n < THIN * marginal.n:
+        out.append(
+            f"thin support (MIPS, on {names}): its marginal weights are worth"
+            f" {marginal.effective_n:,.0f} of {marginal.n:,} rows"
+        )
+    return out
 
 
 def _unseen(
