@@ -73,7 +73,9 @@ def test_flat_marginals_hide_nothing_from_the_cross_dimensional_view(
         assert (best.params["a"] == "x") == (best.params["b"] == "p")
         assert best.low <= 0.65 <= best.high + 0.03
     assert any("a × b interact" in s for s in a.sentences)
-    assert any("observational" in w or "without propensities" in w for w in a.warnings)
+    # the rows carry no propensity, but their knob values were drawn uniformly: no confounding
+    assert a.observational == 3000 and a.logging is not None and a.logging.tested
+    assert not any("propensity" in w or "confounded" in w for w in a.warnings)
 
 
 def test_a_null_world_reports_no_interaction(make_wheel: Callable[..., flywheel.Wheel]) -> None:
@@ -109,6 +111,10 @@ def test_a_confounded_single_dimension_view_is_flagged(
     v = next(s for s in a.single if (s.factor, s.level) == ("c", "v"))
     assert v.observed is not None and v.lift > 0.05
     assert any("c = v" in w and "confounded" in w for w in a.warnings)
+    # and the rows without propensities say how their choice was not uniform
+    (logged,) = [w for w in a.warnings if "carry no propensity" in w]
+    assert logged.startswith("4,000 of the 4,000 analysed rows")
+    assert "c was chosen differently across g" in logged
 
 
 def test_benjamini_hochberg_matches_the_definition() -> None:

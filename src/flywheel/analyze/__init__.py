@@ -6,10 +6,17 @@ JSON, Markdown or a standalone HTML page, :mod:`.export` into spreadsheets.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+from scipy import stats
+
+from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
+from flywheel.analyze.evaluate import Evaluation, evaluate
 from flywheel.analyze.findings import (
     Best,
     Findings,
@@ -19,15 +26,39 @@ from flywheel.analyze.findings import (
     compute,
     level_name,
 )
-from flywheel.errors import InvalidInputError
+from flywheel.errors import FlywheelError, InvalidInputError
+from flywheel.learn.cells import Cells
+from flywheel.learn.design import Encoding
 from flywheel.playbook.book import Playbook
 from flywheel.playbook.publish import training_cells
+from flywheel.rules import quote_name
 from flywheel.spec import Spec
 from flywheel.store import Store
 
-__all__ = ["Analysis", "analyze"]
+__all__ = ["Analysis", "Logging", "analyze"]
 
 Q_LEVEL = 0.1  # interactions reported as found at q <= 0.1
+UNIFORM_LEVEL = 0.01  # the logging is not uniform when a chi-square test rejects at 1% overall
+MIN_EXPECTED = 5.0  # rows expected per cell, on average, before a chi-square test is trusted
+MAX_EVALUATED = 200_000  # rows with propensities past which the offline evaluation is skipped
+
+
+@dataclass(frozen=True)
+class Logging:
+    """How the analysed rows were chosen, as far as the log tells.
+
+    ``weighted`` rows carry a propensity that varies (a non-uniform logger): the observed
+    figures weigh each by its inverse (self-normalised). ``observational`` rows carry none;
+    ``not_uniform`` says why their knob values do not look uniformly chosen (empty: the
+    chi-square tests found nothing; ``tested`` False: too few rows to tell).
+    """
+
+    rows: int
+    propensities: int  # rows that carry a propensity
+    weighted: int  # of them, rows whose propensity is not the same for all (0: uniform)
+    observational: int  # rows that carry none
+    tested: bool
+    not_uniform: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -42,6 +73,9 @@ class Analysis:
     findings: Findings
     sentences: tuple[str, ...]
     warnings: tuple[str, ...]
+    logging: Logging | None = None
+    evaluation: Evaluation | None = None  # the playbook on the rows logged with propensities
+    evaluation_note: str = ""  # why there is none, when there is none
 
     @property
     def single(self) -> tuple[LevelFinding, ...]:
@@ -78,31 +112,238 @@ def analyze(
     *,
     effect: float | None = None,
     seed: int = 0,
+    offline: bool = True,
 ) -> Analysis:
     """Analyse ``playbook`` on the rows it was fitted on (its training cut-off).
 
     ``effect`` is the smallest effect worth finding, in reward units (default: a tenth of
-    the reward's standard deviation); readiness is judged against it.
+    the reward's standard deviation); readiness is judged against it. The observed figures
+    weigh rows logged with varying propensities by their inverse; rows logged without one
+    are tested for uniform logging, and warned about where it is not. With ``offline``,
+    the playbook is also evaluated on the rows logged with propensities (what it would have
+    earned on them).
     """
     as_of = datetime.fromisoformat(playbook.meta["training"]["as_of"])
     cells = training_cells(store, spec, playbook.encoding, as_of)
     if not len(cells):
         raise InvalidInputError("playbook", "its training rows are no longer in the store")
-    findings = compute(playbook, cells, effect=effect, seed=seed)
-    observational = store.query(
-        "SELECT count(*) AS n FROM decisions WHERE ts <= $as_of AND propensity IS NULL",
-        {"as_of": as_of},
-    ).to_pylist()[0]["n"]
+    logging, observed = _logging(store, spec, playbook.encoding, as_of)
+    findings = compute(playbook, cells, effect=effect, seed=seed, observed=observed)
+    evaluation, note = _evaluation(store, spec, playbook, as_of, logging, offline)
     return Analysis(
         version=playbook.version,
         as_of=as_of.isoformat(),
         rows=cells.rows,
         mean=cells.mean,
-        observational=int(observational),
+        observational=logging.observational,
         findings=findings,
         sentences=tuple(_sentences(findings, dict(spec.fixed))),
-        warnings=tuple(_warnings(findings, int(observational), cells.rows)),
+        warnings=tuple(_warnings(findings, logging)),
+        logging=logging,
+        evaluation=evaluation,
+        evaluation_note=note,
     )
+
+
+# --- how the rows were logged --------------------------------------------------------------------
+
+
+def _logging_sql(spec: Spec, edges: dict[str, list[float]]) -> str:
+    """Per context (numeric features in their bins) × knob combination, the analysed rows'
+    weighted sums split by whether they carry a propensity: without one plainly, with one
+    also divided by it (the rows and weights the learner reads: complete, not quarantined)."""
+    features = []
+    for f in spec.context:
+        name = quote_name(f.name)
+        if f.name in edges:
+            bounds = edges[f.name]
+            cases = " ".join(f"WHEN {name} < {b!r} THEN {i}" for i, b in enumerate(bounds))
+            binned = f"CASE {cases} ELSE {len(bounds)} END" if bounds else "0"
+            features.append(f"{binned} AS {name}")
+        else:
+            features.append(name)
+    knobs = [quote_name(k.name) for k in spec.knobs]
+    half_life = spec.learn.half_life_seconds
+    weight = (
+        f"exp({-math.log(2) / half_life!r} * (epoch($as_of) - epoch(ts)))"
+        if half_life
+        else "CAST(1 AS DOUBLE)"
+    )
+    complete = " AND ".join([f"{k} IS NOT NULL" for k in knobs] + ["reward IS NOT NULL"])
+    bare = "propensity IS NULL OR propensity <= 0"
+    known = "propensity > 0"
+    return f"""
+WITH a AS ({aligned_rows_sql(spec)}),
+w AS (SELECT *, {weight} AS h FROM a WHERE {complete} AND {NOT_QUARANTINED})
+SELECT {", ".join([*features, *knobs])},
+    CAST(coalesce(sum(h) FILTER (WHERE {bare}), 0) AS DOUBLE) AS n0,
+    CAST(coalesce(sum(h * reward) FILTER (WHERE {bare}), 0) AS DOUBLE) AS s0,
+    CAST(coalesce(sum(h * reward * reward) FILTER (WHERE {bare}), 0) AS DOUBLE) AS ss0,
+    count(*) FILTER (WHERE {bare}) AS rows0,
+    CAST(coalesce(sum(h / propensity) FILTER (WHERE {known}), 0) AS DOUBLE) AS n1,
+    CAST(coalesce(sum(h * reward / propensity) FILTER (WHERE {known}), 0) AS DOUBLE) AS s1,
+    CAST(coalesce(sum(h * reward * reward / propensity) FILTER (WHERE {known}), 0) AS DOUBLE)
+        AS ss1,
+    CAST(coalesce(sum(h) FILTER (WHERE {known}), 0) AS DOUBLE) AS h1,
+    count(*) FILTER (WHERE {known}) AS rows1,
+    min(propensity) FILTER (WHERE {known}) AS low, max(propensity) FILTER (WHERE {known}) AS high
+FROM w GROUP BY {", ".join(str(i + 1) for i in range(len(features) + len(knobs)))}
+"""
+
+
+def _logging(
+    store: Store, spec: Spec, encoding: Encoding, as_of: datetime
+) -> tuple[Logging, Cells | None]:
+    """How the analysed rows were logged, and the rows weighted for the observed figures
+    (``None``: as the learner weighs them, where no propensity varies).
+
+    A row with a propensity ``p`` weighs ``c / p`` (``c`` keeps the total weight of those
+    rows their count), so among them every combination counts as if it had been chosen
+    uniformly; rows without one weigh 1. Self-normalised per level, a uniform logger's rows
+    get the plain mean.
+    """
+    table = store.query(_logging_sql(spec, {k: list(v) for k, v in encoding.edges.items()}),
+                        {"as_of": as_of})  # fmt: skip
+    data = {name: table.column(name).to_pylist() for name in table.column_names}
+    size = table.num_rows
+    codes: dict[str, np.ndarray] = {}
+    known = np.ones(size, dtype=bool)
+    for f in spec.context:
+        values = data[f.name]
+        if f.name in encoding.edges:
+            found = np.array(values, dtype=np.int64)
+        else:
+            lookup: dict[Any, int] = dict(encoding.categorical[f.name])
+            other = encoding.other(f.name)
+            found = np.array(
+                [lookup.get(v, -1 if other is None else other) for v in values], dtype=np.int64
+            )
+        known &= found >= 0
+        codes[f.name] = found
+    for k in spec.knobs:
+        index: dict[Any, int] = {v: i for i, v in enumerate(k.values)}
+        found = np.array([index.get(v, -1) for v in data[k.name]], dtype=np.int64)
+        known &= found >= 0
+        codes[k.name] = found
+    codes = {name: c[known] for name, c in codes.items()}
+    stat = {name: np.asarray(data[name], dtype=float)[known] for name in
+            ("n0", "s0", "ss0", "rows0", "n1", "s1", "ss1", "h1", "rows1")}  # fmt: skip
+    low = min((v for v, ok in zip(data["low"], known, strict=True) if ok and v), default=None)
+    high = max((v for v, ok in zip(data["high"], known, strict=True) if ok and v), default=None)
+    with_p = round(float(stat["rows1"].sum()))
+    without = round(float(stat["rows0"].sum()))
+    varied = low is not None and high is not None and high > low * (1 + 1e-9)
+    observed = None
+    if varied:
+        scale = stat["h1"].sum() / stat["n1"].sum()
+        observed = Cells(
+            codes,
+            stat["n0"] + scale * stat["n1"],
+            stat["s0"] + scale * stat["s1"],
+            stat["ss0"] + scale * stat["ss1"],
+            with_p + without,
+        ).compact()
+    reasons: list[str] = []
+    tested = False
+    if without:
+        bare = stat["rows0"] > 0
+        counts = Cells({n: c[bare] for n, c in codes.items()}, stat["rows0"][bare],
+                       np.zeros(int(bare.sum())), np.zeros(int(bare.sum()))).compact()  # fmt: skip
+        tested, reasons = _uniformity(spec, counts)
+    logging = Logging(
+        rows=with_p + without,
+        propensities=with_p,
+        weighted=with_p if varied else 0,
+        observational=without,
+        tested=tested,
+        not_uniform=tuple(reasons),
+    )
+    return logging, observed
+
+
+def _uniformity(spec: Spec, counts: Cells) -> tuple[bool, list[str]]:
+    """Were these rows' knob values chosen uniformly among the allowed combinations,
+    whatever the context? Chi-square tests of each knob's shares, and of each pair of knobs'
+    joint shares, against the allowed combinations' (goodness of fit), and of each knob's
+    independence of each context feature the skeleton's rules leave alone, Bonferroni-split
+    at :data:`UNIFORM_LEVEL`; a test runs only with :data:`MIN_EXPECTED` rows a cell on
+    average. Returns whether any test ran and, for each that rejects, why (in words)."""
+    space = spec.space
+    allowed = space.codes
+    position = {name: j for j, name in enumerate(space.names)}
+    knobs = [k for k in spec.knobs if k.name in position and len(k.values) > 1]
+    tests: list[tuple[str, np.ndarray, np.ndarray]] = []  # (why, observed, expected shares)
+    for k in knobs:
+        observed = np.bincount(counts.codes[k.name], counts.n, len(k.values))
+        share = np.bincount(allowed[:, position[k.name]], minlength=len(k.values)).astype(float)
+        tests.append((f"{k.name}'s values were not chosen equally often", observed, share))
+    for a, b in itertools.combinations(knobs, 2):
+        nb = len(b.values)
+        size = len(a.values) * nb
+        observed = np.bincount(counts.codes[a.name] * nb + counts.codes[b.name], counts.n, size)
+        joint = allowed[:, position[a.name]] * nb + allowed[:, position[b.name]]
+        share = np.bincount(joint, minlength=size).astype(float)
+        tests.append((f"{a.name} and {b.name} were not chosen independently", observed, share))
+    ran: list[tuple[str, float, int, float]] = []
+    for why, observed, share in tests:
+        inside = share > 0
+        total = float(observed.sum())
+        if np.any(observed[~inside] > 0) or total / max(int(inside.sum()), 1) < MIN_EXPECTED:
+            continue  # a combination outside the allowed ones, or too few rows to tell
+        expected = share[inside] / share.sum() * total
+        ran.append((why, *_chi2(observed[inside], expected, int(inside.sum()) - 1)))
+    ruled = set(space.context_names)
+    for f in spec.context:
+        if f.name in ruled:  # the allowed combinations depend on it: uniform differs by level
+            continue
+        for k in knobs:
+            grid = np.zeros((int(counts.codes[f.name].max(initial=-1)) + 1, len(k.values)))
+            np.add.at(grid, (counts.codes[f.name], counts.codes[k.name]), counts.n)
+            grid = grid[grid.sum(axis=1) > 0][:, grid.sum(axis=0) > 0]
+            if min(grid.shape) < 2 or grid.sum() / grid.size < MIN_EXPECTED:
+                continue
+            expected = np.outer(grid.sum(axis=1), grid.sum(axis=0)) / grid.sum()
+            dof = (grid.shape[0] - 1) * (grid.shape[1] - 1)
+            why = f"{k.name} was chosen differently across {f.name}"
+            ran.append((why, *_chi2(grid.ravel(), expected.ravel(), dof)))
+    level = UNIFORM_LEVEL / max(len(ran), 1)
+    reasons = [
+        f"{why} (χ² = {statistic:,.1f}, {dof} df, {_p(p)})"
+        for why, statistic, dof, p in sorted(ran, key=lambda r: r[3])
+        if p < level
+    ]
+    return bool(ran), reasons
+
+
+def _chi2(observed: np.ndarray, expected: np.ndarray, dof: int) -> tuple[float, int, float]:
+    """Pearson's statistic, its degrees of freedom and its p-value."""
+    statistic = float(np.sum((observed - expected) ** 2 / expected))
+    return statistic, dof, float(stats.chi2.sf(statistic, dof)) if dof > 0 else 1.0
+
+
+def _p(p: float) -> str:
+    return f"p = {p:.2g}" if p >= 0.001 else "p < 0.001"
+
+
+def _evaluation(
+    store: Store, spec: Spec, playbook: Playbook, as_of: datetime, logging: Logging, offline: bool
+) -> tuple[Evaluation | None, str]:
+    """The playbook evaluated offline on the analysed rows logged with propensities, or why
+    not (no such row, too many for an analysis to read, or too few to estimate from)."""
+    if not offline:
+        return None, "offline evaluation not asked for"
+    if not logging.propensities:
+        return None, "no analysed row carries a propensity: nothing to evaluate the playbook on"
+    if logging.propensities > MAX_EVALUATED:
+        return None, (
+            f"{logging.propensities:,} rows carry propensities: evaluate them with"
+            f" `flywheel evaluate` (the analysis reads at most {MAX_EVALUATED:,})"
+        )
+    try:
+        found = evaluate(store, spec, playbook, as_of=as_of, greedy=not spec.explore)
+    except FlywheelError as err:
+        return None, f"no offline evaluation: {err}"
+    return found, ""
 
 
 # --- words ---------------------------------------------------------------------------------------
@@ -178,12 +419,21 @@ def _readiness_sentence(kind: str, group: list[Readiness], effect: float) -> str
     return " ".join(parts)
 
 
-def _warnings(f: Findings, observational: int, rows: int) -> list[str]:
+def _warnings(f: Findings, logging: Logging) -> list[str]:
     out = []
-    if observational:
+    if logging.observational and logging.not_uniform:
         out.append(
-            f"{observational:,} of the decisions were recorded without propensities (imported"
-            " or logged): where they were chosen by people or rules, effects among them may be"
+            f"{logging.observational:,} of the {logging.rows:,} analysed rows carry no"
+            " propensity (logged or imported), and their knob values were not chosen uniformly: "
+            + "; ".join(logging.not_uniform)
+            + ". Effects among them may be confounded by whatever the choice followed: the"
+            " model adjusts for the factors it models, not for anything else."
+        )
+    elif logging.observational and not logging.tested:
+        out.append(
+            f"{logging.observational:,} of the {logging.rows:,} analysed rows carry no"
+            " propensity (logged or imported), too few to tell whether their knob values were"
+            " chosen uniformly: where people or rules chose them, effects among them may be"
             " confounded by how they were chosen."
         )
     single = {(s.factor, str(s.level)): s for s in f.single}
@@ -211,5 +461,4 @@ def _warnings(f: Findings, observational: int, rows: int) -> list[str]:
                     f" {b.segment} it is part of the best combination: judge it in"
                     " combination, not alone."
                 )
-    del rows
     return out

@@ -17,10 +17,11 @@ import numpy as np
 from flywheel.analyze import Analysis
 from flywheel.errors import InvalidInputError
 from flywheel.learn.cells import Cells
-from flywheel.playbook.book import MAX_TABULATED_SEGMENTS, Playbook
+from flywheel.playbook.book import Playbook
 from flywheel.rules import beside
 
 FORMATS = ("xlsx", "csv", "json")
+MAX_EXPORTED_SEGMENTS = 100_000  # segments a playbook export lists, in the spec's order
 Sheet = tuple[str, list[dict[str, Any]]]
 
 
@@ -28,10 +29,18 @@ def playbook_rows(playbook: Playbook, cells: Cells | None = None) -> list[dict[s
     """One row per context segment: each context feature, each knob's exact value (and the
     fixed values), then the expected result, its 95% interval, the share of traffic the
     playbook gives it, and the rows behind the segment (from ``cells``, the training data).
-    A statistic whose name a knob or context feature has is written as ``#name``."""
+    A statistic whose name a knob or context feature has is written as ``#name``. At most
+    :data:`MAX_EXPORTED_SEGMENTS` segments, in the order of the spec's levels."""
     spec = playbook.spec
     out = []
-    for context in playbook.segment_contexts(MAX_TABULATED_SEGMENTS):
+    rows_of: dict[tuple[int, ...], float] = {}
+    if cells is not None and len(cells):  # rows per segment, by its context level codes
+        keys = np.stack([cells.codes[f.name] for f in spec.context] or [np.zeros(len(cells))], 1)
+        unique, inverse = np.unique(keys.astype(np.int64), axis=0, return_inverse=True)
+        sums = np.bincount(inverse.ravel(), cells.n, len(unique))
+        width = len(spec.context)
+        rows_of = {tuple(k[:width]): float(n) for k, n in zip(unique.tolist(), sums, strict=True)}
+    for context in playbook.segment_contexts(MAX_EXPORTED_SEGMENTS):
         table = playbook.segment(context)
         if len(table.rows) == 0:
             continue
@@ -46,10 +55,7 @@ def playbook_rows(playbook: Playbook, cells: Cells | None = None) -> list[dict[s
             "served_share": float(table.probs[best]),
         }
         if cells is not None:
-            mask = np.ones(len(cells), dtype=bool)
-            for f, code in zip(spec.context, playbook.key(context), strict=True):
-                mask &= cells.codes[f.name] == code
-            stats["rows"] = round(float(cells.n[mask].sum()))
+            stats["rows"] = round(rows_of.get(tuple(playbook.key(context)), 0.0))
         stats["playbook"] = playbook.version
         out.append(_beside(row, stats))
     return out

@@ -15,10 +15,12 @@ which are deliberately narrowed).
   power and error rate), tested as a block with a Wald chi-square, then Benjamini–Hochberg
   q-values across every pair tested. Each cell's effect is shown on the reward scale (the
   cell's mean minus the same without the interaction, through the link) beside the cell's
-  observed mean.
-- **Best combinations** per segment: exact values, expected result and interval, the
-  probability that the combination is the best one (share of posterior draws), and the lift
-  over the skeleton default.
+  observed mean; where the data say less about a cell than the prior does (no or almost no
+  rows), it shows the posterior's, near-zero effect, not the likelihood's extreme one.
+- **Best combinations** per segment with training rows (the most rows first): exact values,
+  expected result and interval, the probability that the combination is the best one (share
+  of posterior draws), and the lift over the skeleton default. The segments without rows are
+  folded: how many, and what the playbook serves them.
 - **Readiness**: the minimum detectable effect at 80% power (5% two-sided for main effects;
   for pairs, the q = 0.1 level Bonferroni-split across pairs) given the rows per level or per
   cell, against the smallest effect worth finding (``effect``), with the rows still needed.
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from threadpoolctl import threadpool_limits
 
 from flywheel.learn.cells import Cells
@@ -43,6 +45,7 @@ from flywheel.playbook.book import MAX_TABULATED_SEGMENTS, Playbook
 DRAWS = 400
 POWER_Z = float(stats.norm.ppf(0.8))
 CELL_CHUNK = 4_000
+UNSEEN_EXAMINED = 500  # segments without rows whose served combination is looked up
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,16 @@ class Best:
 
 
 @dataclass(frozen=True)
+class Unseen:
+    """The segments without a training row, folded into one line: how many there are, and
+    the best combinations the playbook serves them (counted over the ``examined`` ones)."""
+
+    segments: int
+    served: tuple[tuple[dict[str, Any], int], ...]  # knob values and segments, most first
+    examined: int
+
+
+@dataclass(frozen=True)
 class Readiness:
     """Can the data detect an effect of the wanted size, for one factor or pair?"""
 
@@ -142,23 +155,42 @@ class Findings:
     sigma: float
     effect: float
     extra: dict[str, Any] = field(default_factory=dict)
+    segments: int = 1  # every segment of the playbook (context levels and bins, combined)
+    unseen: Unseen | None = None  # the segments without a training row (None: there are none)
 
 
 def compute(
-    playbook: Playbook, cells: Cells, *, effect: float | None = None, seed: int = 0
+    playbook: Playbook,
+    cells: Cells,
+    *,
+    effect: float | None = None,
+    seed: int = 0,
+    observed: Cells | None = None,
 ) -> Findings:
-    """Every finding of ``playbook``'s posterior over the data ``cells`` it was fitted on."""
+    """Every finding of ``playbook``'s posterior over the data ``cells`` it was fitted on.
+
+    ``observed`` are the same rows weighted as the observed (raw) means should weigh them
+    (by inverse propensity where the logging policy was not uniform); by default ``cells``.
+    """
     with threadpool_limits(limits=1, user_api="blas"):
-        return _Compute(playbook, cells, effect, seed).run()
+        return _Compute(playbook, cells, effect, seed, observed).run()
 
 
 class _Compute:
-    def __init__(self, playbook: Playbook, cells: Cells, effect: float | None, seed: int) -> None:
+    def __init__(
+        self,
+        playbook: Playbook,
+        cells: Cells,
+        effect: float | None,
+        seed: int,
+        observed: Cells | None = None,
+    ) -> None:
         self.playbook = playbook
         self.spec = playbook.spec
         self.posterior: Posterior = playbook.posterior
         self.design = self.posterior.design
         self.cells = cells
+        self.seen = cells if observed is None else observed
         rng = np.random.default_rng(seed)
         self.draws = self.posterior.draws(DRAWS, rng, 1.0)
         n = cells.n
@@ -188,6 +220,8 @@ class _Compute:
                 hi = "" if b == len(edges) else f" < {edges[b]:g}"
                 labels.append(f"{lo}{factor}{hi}" if edges else "any")
             return labels
+        if feature.open:  # the levels learned for this playbook, and other
+            return self.playbook.encoding.labels(factor)
         return list(feature.values)
 
     def _pd(self, fixed: Mapping[str, int], beta: np.ndarray | None = None) -> np.ndarray:
@@ -206,18 +240,69 @@ class _Compute:
             out += weights[part] @ self.posterior.response(x @ params)
         return out
 
-    def _observed(self, mask: np.ndarray) -> float | None:
-        n = self.cells.n[mask].sum()
-        return float(self.cells.s[mask].sum() / n) if n > 0 else None
+    def _observed(self, levels: Mapping[str, int]) -> float | None:
+        """The observed mean of the rows at these factor levels (weighted as ``observed``)."""
+        seen = self.seen
+        mask = np.ones(len(seen), dtype=bool)
+        for name, level in levels.items():
+            mask &= seen.codes[name] == level
+        n = seen.n[mask].sum()
+        return float(seen.s[mask].sum() / n) if n > 0 else None
+
+    def _context(self, key: tuple[int, ...]) -> dict[str, Any]:
+        """A context of the segment with these level codes (a bin's midpoint for numbers)."""
+        out: dict[str, Any] = {}
+        encoding = self.playbook.encoding
+        for f, code in zip(self.spec.context, key, strict=True):
+            if f.name in encoding.edges:
+                edges = encoding.edges[f.name]
+                if not edges:
+                    out[f.name] = 0.0
+                elif code == 0:
+                    out[f.name] = edges[0] - 1.0
+                elif code == len(edges):
+                    out[f.name] = edges[-1] + 1.0
+                else:
+                    out[f.name] = (edges[code - 1] + edges[code]) / 2
+            elif code == encoding.other(f.name):
+                out[f.name] = encoding.stand_in(f.name)
+            else:
+                values = encoding.categorical[f.name]
+                out[f.name] = next(v for v, c in values.items() if c == code)
+        return out
+
+    def _segments(self) -> tuple[np.ndarray, np.ndarray]:
+        """The context level codes of every segment with training rows, ``(segments,
+        features)``, and their rows, most rows first."""
+        names = [f.name for f in self.spec.context]
+        if not names:
+            return np.zeros((1, 0), dtype=np.int64), np.array([self.cells.n.sum()])
+        keys = np.stack([self.cells.codes[n] for n in names], axis=1)
+        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        rows = np.bincount(inverse.ravel(), self.cells.n, len(unique))
+        order = np.argsort(-rows, kind="stable")
+        return unique[order], rows[order]
 
     # --- the findings ----------------------------------------------------------------------------
 
     def run(self) -> Findings:
         single = self._single()
         interactions = self._interactions()
-        best = self._best()
+        keys, rows = self._segments()
+        best = self._best(keys, rows)
         readiness = self._readiness()
-        return Findings(single, interactions, best, readiness, self.sigma, self.effect)
+        segments = int(np.prod([self.design.levels[f.name] for f in self.spec.context]))
+        unseen = self._unseen({tuple(k) for k in keys.tolist()}, segments)
+        return Findings(
+            single,
+            interactions,
+            best,
+            readiness,
+            self.sigma,
+            self.effect,
+            segments=segments,
+            unseen=unseen,
+        )
 
     def _single(self) -> tuple[LevelFinding, ...]:
         out = []
@@ -243,7 +328,7 @@ class _Compute:
                         kind=kind,
                         level=level,
                         rows=round(float(self.cells.n[mask].sum())),
-                        observed=self._observed(mask),
+                        observed=self._observed({name: i}),
                         estimate=points[i],
                         low=float(np.quantile(curves[i], 0.025)),
                         high=float(np.quantile(curves[i], 0.975)),
@@ -264,9 +349,8 @@ class _Compute:
             na, nb = self.design.levels[a], self.design.levels[b]
             if na < 2 or nb < 2:
                 continue
-            delta, cov, statistic, dof = self._pair_evidence(term, na, nb)
-            p_value = float(stats.chi2.sf(statistic, dof))
-            sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+            delta, sd, statistic, dof = self._pair_evidence(term, na, nb)
+            p_value = float(stats.chi2.sf(statistic, dof)) if dof else 1.0
             levels_a, levels_b = self._levels(a), self._levels(b)
             cells = []
             for i, j in itertools.product(range(na), range(nb)):
@@ -278,7 +362,7 @@ class _Compute:
                     PairCell(
                         levels=(levels_a[i], levels_b[j]),
                         rows=round(float(self.cells.n[mask].sum())),
-                        observed=self._observed(mask),
+                        observed=self._observed({a: i, b: j}),
                         model=model,
                         effect=effect,
                         low=low,
@@ -303,38 +387,58 @@ class _Compute:
     def _pair_evidence(
         self, term: Term, na: int, nb: int
     ) -> tuple[np.ndarray, np.ndarray, float, int]:
-        """What the data say about a pair's interaction, without the prior's pull.
+        """What the data say about a pair's interaction, and what each cell shows of it.
 
         The pure interaction lives in the double-centred contrasts ``z`` of the pair's block
         (a basis ``B`` of them, (na - 1)(nb - 1) of them); the data identify them alone. The
         Laplace posterior's precision of ``z`` is the data's information plus the block's
         prior precision (1 / scale², independent of everything else), so subtracting the
         prior gives the likelihood's estimate and covariance, and the Wald statistic of a
-        plain (unpenalised) fit. Shrunk estimates would make the test conservative and the
-        cell intervals too narrow around too small an effect (measured: bench/analysis.py).
-        Returns the cells' double-centred effects (link scale), their covariance, the Wald
-        statistic and its degrees of freedom.
+        plain (unpenalised) fit, over the directions the data inform at all. Shrunk estimates
+        would make the test conservative and the cell intervals too narrow around too small
+        an effect (measured: bench/analysis.py).
+
+        The cells show each direction of ``z`` (an eigenvector of the data's information)
+        as the likelihood reads it where the data carry at least as much information about it
+        as the prior does, and as the posterior reads it (the prior's pull kept) where they
+        carry less: the likelihood alone would put a cell with no or almost no data (no click
+        in a handful of rows) at an extreme, barely bounded effect; the posterior puts it
+        where the prior does, near zero, with the prior's width.
+
+        Returns the cells' double-centred effects (link scale), their standard deviations,
+        the Wald statistic and its degrees of freedom.
         """
         basis = np.kron(_contrasts(na), _contrasts(nb))  # (na * nb, dof), orthonormal
         block = slice(term.offset, term.offset + term.size)
-        mean = self.posterior.mean[block]
-        cov = basis.T @ self.posterior.cov[block, block] @ basis
-        precision = np.linalg.inv(cov)
+        mean = basis.T @ self.posterior.mean[block]
+        precision = _inverse_psd(basis.T @ self._block_cov(block) @ basis)
         scales = self.posterior.term_scales
         index = self.design.terms.index(term)
         prior = 1.0 / scales[index] ** 2 if scales else 0.0
-        values, vectors = np.linalg.eigh(precision - prior * np.eye(len(cov)))
-        values = np.maximum(values, 1e-9 * max(float(values.max()), 1e-12))
-        information = (vectors * values) @ vectors.T
-        z = np.linalg.solve(information, precision @ (basis.T @ mean))
-        statistic = float(z @ information @ z)
-        z_cov = (vectors / values) @ vectors.T
-        return basis @ z, basis @ z_cov @ basis.T, statistic, basis.shape[1]
+        values, vectors = np.linalg.eigh(precision - prior * np.eye(len(precision)))
+        along = vectors.T @ mean  # the posterior mean along each direction
+        # directions the data inform (numerical noise aside) enter the test
+        informed = values > 1e-6 * max(float(values.max(initial=0.0)), prior, 1e-12)
+        data = np.where(informed, values, 1.0)
+        likelihood = along * (data + prior) / data
+        statistic = float(np.sum(np.where(informed, likelihood**2 * data, 0.0)))
+        # what the cells show: the likelihood where it outweighs the prior, else the posterior
+        plain = informed & (values >= prior)
+        shown = np.where(plain, likelihood, along)
+        # (a direction neither the data nor a prior inform gets a huge, finite variance)
+        variance = 1.0 / np.maximum(np.where(plain, data, np.maximum(values, 0.0) + prior), 1e-12)
+        loadings = basis @ vectors
+        return loadings @ shown, np.sqrt(loadings**2 @ variance), statistic, int(informed.sum())
+
+    def _block_cov(self, block: slice) -> np.ndarray:
+        """The posterior covariance of one term's parameters (the only place it is read)."""
+        return self.posterior.block(np.arange(block.start, block.stop))
 
     def _beyond(self, model: float, delta: float, sd: float) -> tuple[float, float, float]:
         """A cell's interaction (link scale ``delta`` ± 1.96 ``sd``) on the reward scale: the
         cell's mean minus what it would be without it, at the cell's linear predictor (the
-        interval maps through the link exactly, so it stays honest for large effects)."""
+        interval maps through the link exactly, and the estimate, the middle of the same
+        normal, maps to the middle of the interval: it always lies inside)."""
         if self.posterior.link == "logistic":
             p = min(max(model, 1e-9), 1 - 1e-9)
             eta = float(np.log(p / (1 - p)))
@@ -342,22 +446,29 @@ class _Compute:
             eta = (model - self.posterior.center) / self.posterior.scale
         base = eta - delta
 
+        def response(value: float) -> float:
+            if self.posterior.link == "logistic":
+                return float(special.expit(value))  # no overflow at any value
+            return self.posterior.center + self.posterior.scale * value
+
         def gain(d: float) -> float:
-            return float(self.posterior.response(np.array([base + d]))[0]) - float(
-                self.posterior.response(np.array([base]))[0]
-            )
+            return response(base + d) - response(base)
 
         return gain(delta), gain(delta - 1.96 * sd), gain(delta + 1.96 * sd)
 
-    def _best(self) -> tuple[Best, ...]:
+    def _best(self, keys: np.ndarray, rows: np.ndarray) -> tuple[Best, ...]:
+        """The best combination of each segment with training rows (the most rows first, at
+        most :data:`MAX_TABULATED_SEGMENTS` of them)."""
         out = []
         space = self.spec.space
         default_row = space.row_of(self.spec.default)
-        for context in self.playbook.segment_contexts(MAX_TABULATED_SEGMENTS):
+        for key, n in zip(
+            keys[:MAX_TABULATED_SEGMENTS].tolist(), rows[:MAX_TABULATED_SEGMENTS], strict=True
+        ):
+            context = self._context(tuple(key))
             table = self.playbook.segment(context)
             if len(table.rows) == 0:
                 continue
-            key = self.playbook.key(context)
             codes: dict[str, np.ndarray | int] = {
                 f.name: code for f, code in zip(self.spec.context, key, strict=True)
             }
@@ -370,9 +481,6 @@ class _Compute:
             where = np.flatnonzero(table.rows == (-1 if default_row is None else default_row))
             d = int(where[0]) if len(where) else best
             lift = sampled[best] - sampled[d]
-            mask = np.ones(len(self.cells), dtype=bool)
-            for f, code in zip(self.spec.context, key, strict=True):
-                mask &= self.cells.codes[f.name] == code
             described = self.playbook.describe_context(context)
             out.append(
                 Best(
@@ -387,10 +495,33 @@ class _Compute:
                     lift=float(table.mean[best] - table.mean[d]),
                     lift_low=float(np.quantile(lift, 0.025)),
                     lift_high=float(np.quantile(lift, 0.975)),
-                    rows=round(float(self.cells.n[mask].sum())),
+                    rows=round(float(n)),
                 )
             )
         return tuple(out)
+
+    def _unseen(self, seen: set[tuple[int, ...]], segments: int) -> Unseen | None:
+        """The segments without training rows, folded: how many, and what the playbook serves
+        them (its best combination), counted over the first :data:`UNSEEN_EXAMINED`."""
+        if segments <= len(seen):
+            return None
+        served: dict[int, int] = {}  # a row of the space: segments served it
+        examined = 0
+        for context in self.playbook.segment_contexts(len(seen) + UNSEEN_EXAMINED):
+            if self.playbook.key(context) in seen:
+                continue
+            table = self.playbook.segment(context)
+            if len(table.rows):
+                row = int(table.rows[table.best])
+                served[row] = served.get(row, 0) + 1
+            examined += 1
+            if examined >= UNSEEN_EXAMINED:
+                break
+        folded = tuple(
+            (self.spec.space.params(row), count)
+            for row, count in sorted(served.items(), key=lambda item: -item[1])
+        )
+        return Unseen(segments - len(seen), folded, examined)
 
     def _readiness(self) -> tuple[Readiness, ...]:
         out = []
@@ -423,6 +554,15 @@ class _Compute:
             needed = total * (mde / self.effect) ** 2 if np.isfinite(mde) else float("inf")
             more = int(np.ceil(needed - total)) if np.isfinite(needed) else -1
         return Readiness(order, factors, rows, mde, self.effect, ready, more)
+
+
+def _inverse_psd(matrix: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite matrix, by its eigenvalues (a direction
+    numerically singular gets a huge, finite precision rather than an error)."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    floor = 1e-15 * max(float(values.max(initial=0.0)), 1e-300)
+    inverse: np.ndarray = (vectors / np.maximum(values, floor)) @ vectors.T
+    return inverse
 
 
 def _contrasts(n: int) -> np.ndarray:
