@@ -65,6 +65,7 @@ def test_sigkill_after_flush_loses_nothing(db: Path) -> None:
     assert child.stdout.readline().strip() == "flushed"
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=60)
+    child.stdout.close()
     assert child.returncode == -signal.SIGKILL
     with flywheel.open(example_spec(), store=f"duckdb:///{db}") as wheel:
         summary = wheel.summary()

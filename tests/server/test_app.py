@@ -364,6 +364,9 @@ def test_answered_writes_survive_the_server_process(
     finally:
         if process.poll() is None:
             process.kill()
+        process.wait(timeout=60)
+        if process.stdout is not None:
+            process.stdout.close()
     assert (code in (0, -signal.SIGTERM)) if signal_name == "SIGTERM" else (code != 0), code
     # stopped or killed, the server leaves no worker behind
     gone = wait_for(lambda: not any(_alive(pid) for pid in workers))

@@ -155,6 +155,8 @@ def two_servers(
             process.terminate()
         for process in processes:
             process.wait(timeout=WAIT)
+            if process.stderr is not None:
+                process.stderr.close()
         ports.close()
 
 

@@ -106,8 +106,12 @@ class Journal:
         self._stopped = False
         self._segments = 0  # the newest segment's number
         self._retired: list[Path] = []  # segments written before the store's last take
-        self.replayed = self._replay()
-        self._file = self._new_segment()
+        try:
+            self.replayed = self._replay()
+            self._file = self._new_segment()
+        except BaseException:  # a damaged journal: nothing holds the folder any longer
+            self._lock_file.close()
+            raise
         self._thread = threading.Thread(target=self._run, name="flywheel-journal", daemon=True)
         self._thread.start()
 

@@ -499,7 +499,9 @@ class PostgresStore:
 
     def update_meta(self, key: str, change: Callable[[str | None], str]) -> str:
         with self._lock, self._con.transaction():
-            self._con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"meta:{key}"])
+            self._con.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{self.schema}:meta:{key}"]
+            )
             value = change(self.get_meta(key))
             self.set_meta(key, value)
         return value
@@ -507,7 +509,8 @@ class PostgresStore:
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[bool]:
         # a session advisory lock is re-entrant within a session, so threads of this process
-        # take a lock of their own first
+        # take a lock of their own first; the lock is the schema's (stores in other schemas of
+        # the database do not wait on it)
         with self._lock:
             local = self._exclusive.setdefault(name, threading.Lock())
         if not local.acquire(blocking=False):
@@ -516,7 +519,7 @@ class PostgresStore:
         try:
             with self._lock:
                 row = self._con.execute(
-                    "SELECT pg_try_advisory_lock(hashtext(%s))", [f"exclusive:{name}"]
+                    "SELECT pg_try_advisory_lock(hashtext(%s))", [f"{self.schema}:exclusive:{name}"]
                 ).fetchone()
             taken = bool(row and row[0])
             try:
@@ -525,7 +528,8 @@ class PostgresStore:
                 if taken:
                     with self._lock:
                         self._con.execute(
-                            "SELECT pg_advisory_unlock(hashtext(%s))", [f"exclusive:{name}"]
+                            "SELECT pg_advisory_unlock(hashtext(%s))",
+                            [f"{self.schema}:exclusive:{name}"],
                         )
         finally:
             local.release()
