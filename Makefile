@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint types unit bench bench-learning bench-seatbelt bench-analysis bench-serve bench-fuzz clean
+.PHONY: demo test lint types unit bench bench-learning bench-seatbelt bench-analysis bench-evaluate bench-serve bench-fuzz clean
 
 $(BIN)/flywheel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,7 @@ bench: $(VENV)/.dev ## the speed benchmarks behind BENCHMARKS.md (a few minutes)
 	$(BIN)/python bench/learn.py
 	$(BIN)/python bench/importer.py
 	$(BIN)/python bench/health.py
+	$(BIN)/python bench/recommend.py
 
 bench-learning: $(VENV)/.dev ## the learning benchmark (about 20 minutes on 2 cores)
 	$(BIN)/python -m pip install --quiet vowpalwabbit
@@ -47,6 +48,9 @@ bench-seatbelt: $(VENV)/.dev ## the seatbelt benchmark (about 7 minutes on 2 cor
 
 bench-analysis: $(VENV)/.dev ## the analysis's error rates, power and coverage (about 2 minutes)
 	$(BIN)/python bench/analysis.py
+
+bench-evaluate: $(VENV)/.dev ## offline evaluation: coverage and error of IPS, SNIPS, DR and MIPS (about 8 minutes on 2 cores)
+	$(BIN)/python bench/evaluate.py
 
 bench-fuzz: $(VENV)/.dev ## Schemathesis, every check, on the HTTP API (about 2 minutes)
 	$(BIN)/python bench/fuzz.py

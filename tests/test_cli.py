@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -314,3 +316,59 @@ def test_learn_and_status_as_of_a_moment_in_history(project: Path) -> None:
     assert learned["published"], learned
     listed = json.loads(runner.invoke(app, ["playbook", "list", "--json"]).output)
     assert listed[0]["rows"] == 15 * 4 * 12  # the rows decided by 15 February only
+
+
+def test_history_is_imported_learned_and_analysed_on_its_own_clock(project: Path) -> None:
+    """After an import of old logs, import names their span, learn cuts at their newest row
+    (the second cycle's gate judges what came after the first's cut), status points at
+    their clock, and analyze --as-of reads the findings as they stood then."""
+    header = "genre,opening_type,twist_count,emotional_density,length,completed,when"
+
+    def write(name: str, first: int, days: int) -> Path:
+        lines, rng = [header], random.Random(first)
+        for day in range(first, first + days):
+            for genre in ("thriller", "romance", "scifi", "drama"):
+                for n in range(12):
+                    opening = "suspense" if n % 2 else "question"
+                    done = rng.random() < (0.5 if n % 2 else 0.3)
+                    when = (datetime(2020, 1, 1, n, tzinfo=UTC) + timedelta(days=day)).isoformat()
+                    lines.append(f"{genre},{opening},{n % 4},mid,medium,{int(done)},{when}")
+        path = project / name
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    january = runner.invoke(app, ["import", str(write("january.csv", 0, 31)), "--time", "when"])
+    assert january.exit_code == 0, january.output
+    text = " ".join(january.output.split())
+    assert "history from 2020-01-01T00:00:00Z to 2020-01-31T11:00:00Z" in text, text
+    assert "learn --as-of TIME" in text
+
+    first = json.loads(runner.invoke(app, ["learn", "--json"]).output)
+    assert first["published"], first
+    assert "as of 2020-01-31T11:00:00Z, the newest row of the history" in first["reason"]
+    status = runner.invoke(app, ["status"])
+    assert "history: rows from 2020-01-01T00:00:00Z to 2020-01-31T11:00:00Z" in " ".join(
+        status.output.split()
+    ), status.output
+    assert "status --as-of 2020-01-31T11:00:00Z" in status.output.replace("\n", "")
+    shown = runner.invoke(app, ["playbook", "show", "1"])
+    assert "learned as of 2020-01-31T11:00:00Z" in shown.output, shown.output
+
+    february = runner.invoke(app, ["import", str(write("february.csv", 31, 29)), "--time", "when"])
+    assert february.exit_code == 0, february.output
+    second = json.loads(runner.invoke(app, ["learn", "--json"]).output)
+    assert second["published"], second
+    windows = next(c for c in second["checks"] if c["name"] == "windows")
+    assert windows["detail"]["recent_rows"] == 29 * 4 * 12  # February, after version 1's cut
+    on_its_clock = runner.invoke(app, ["status", "--as-of", "2020-03-01"])
+    assert "flywheel status as of 2020-03-01T00:00:00Z" in on_its_clock.output
+    assert "history:" not in on_its_clock.output
+
+    then = runner.invoke(app, ["analyze", "--as-of", "2020-02-15", "--format", "json"])
+    assert then.exit_code == 0, then.output
+    found = json.loads(then.output)
+    assert found["version"] == 1 and found["as_of"].startswith("2020-01-31T11:00:00")
+    latest = json.loads(runner.invoke(app, ["analyze", "--format", "json"]).output)
+    assert latest["version"] == 2 and latest["as_of"].startswith("2020-02-29T11:00:00")
+    too_early = runner.invoke(app, ["analyze", "--as-of", "2019-06-01"])
+    assert too_early.exit_code == 2 and "as_of" in too_early.output

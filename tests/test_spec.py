@@ -323,3 +323,55 @@ def test_traces_map_targets_are_checked_at_load_and_leave_the_digest_alone() -> 
         ),
     }
     assert "traces.map.x" in errors_of(minimal(traces={"map": {"x": 1}}))
+
+
+def test_an_open_category_from_toml() -> None:
+    text = """
+[knobs]
+tone = ["warm", "formal"]
+
+[context]
+city = { type = "category", open = true, max_levels = 20, values = ["oslo"] }
+segment = { type = "category", open = true }
+
+[skeleton]
+rules = ["city <> 'lima' OR tone = 'warm'"]
+
+[reward]
+formula = "accepted"
+"""
+    spec = Spec.from_toml(text)
+    city, segment = spec.feature["city"], spec.feature["segment"]
+    assert (city.open, city.max_levels, city.values, city.dtype) == (True, 20, ("oslo",), "text")
+    assert (segment.open, segment.max_levels, segment.values) == (True, 100, ())
+    # the rule reads any value of the feature, listed or not
+    assert len(spec.space.allowed({"city": "lima", "segment": "x"})) == 1
+    assert len(spec.space.allowed({"city": "never listed", "segment": "x"})) == 2
+    again = Spec.from_dict(spec.raw)
+    assert again.digest == spec.digest and again.feature["city"] == city
+    fewer = Spec.from_toml(text.replace("max_levels = 20", "max_levels = 10"))
+    assert fewer.digest != spec.digest  # a playbook learned other levels: it cannot serve
+
+
+def test_a_bad_open_category_names_its_line() -> None:
+    text = """
+[knobs]
+tone = ["warm", "formal"]
+
+[context]
+city = { type = "category", open = true, max_levels = 0 }
+size = { type = "category", open = true, colour = "red" }
+
+[reward]
+formula = "accepted"
+"""
+    with pytest.raises(SpecError) as caught:
+        Spec.from_toml(text)
+    found = {e.path: (e.message, e.line) for e in caught.value.errors}
+    assert found == {
+        "context.city.max_levels": ("expected an integer from 1 to 1000", 6),
+        "context.size": (
+            "unknown keys ['colour']; a category takes open, max_levels and values",
+            7,
+        ),
+    }

@@ -19,7 +19,7 @@ import flywheel
 from flywheel.demo import DemoResult, example_text
 from flywheel.errors import FlywheelError, SpecError, StoreLockedError
 from flywheel.health import Health
-from flywheel.seatbelt.status import Status
+from flywheel.seatbelt.status import History, Status
 from flywheel.spec import duration
 
 app = typer.Typer(
@@ -133,6 +133,8 @@ def status(
         if check_alerts:
             _exit_on_alerts(state)
         return
+    if as_of is not None:
+        console.print(f"flywheel status as of {_stamp(state.as_of)}", highlight=False)
     console.print(_counts_table(state.counts.as_dict()))
     if state.quality is not None:
         q = state.quality
@@ -163,6 +165,8 @@ def status(
     for check in state.monitors:
         mark = "[green]ok[/]" if check.ok else "[yellow]alert[/]"
         console.print(f"  {mark} {check.name}: {escape(check.summary)}", highlight=False)
+    if state.history is not None:
+        console.print(_history_line(state.history, spec), highlight=False, soft_wrap=True)
     for event in state.events[:5]:
         console.print(
             f"  {str(event['ts'])[:19]} {event['action']} ({event['actor']}):"
@@ -193,7 +197,7 @@ def _cycle_lines(cycles: dict[str, Any]) -> list[str]:
     if due:
         lines.append("next cycle: " + " or ".join(due))
     elif not last or last["trigger"] == "manual":
-        lines.append("next cycle: when `flywheel learn` runs (nothing scheduled in [learn])")
+        lines.append("next cycle: when `flywheel learn` runs (nothing scheduled in \\[learn])")
     return lines
 
 
@@ -207,6 +211,33 @@ def _exit_on_alerts(state: Status) -> None:
         errors.print(f"[bold red]alert[/] {escape(line)}", highlight=False, soft_wrap=True)
     if active:
         raise typer.Exit(1)
+
+
+def _history_line(span: History, spec: Path) -> str:
+    """What a store of history only is measured on: the monitors above on now, its own clock
+    with --as-of (and learn's default)."""
+    last = _stamp(span.last)
+    again = _again("status", "--as-of", last, *_spec_args(spec))
+    return (
+        f"[yellow]history:[/] rows from {_stamp(span.first)} to {last}, none decided live: the"
+        f" monitors above measure them against now; on their own clock: [bold]{escape(again)}[/]"
+        f" (`flywheel learn` learns as of {last} unless given --as-of)"
+    )
+
+
+def _stamp(moment: datetime | str | None) -> str:
+    """A moment as ``--as-of`` takes it back: ``2020-02-29T23:24:00Z``."""
+    if moment is None:
+        return ""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _spec_args(spec: Path) -> tuple[str, ...]:
+    """``--spec FILE`` where the spec is not the default one."""
+    return () if spec == Path("flywheel.toml") else ("--spec", str(spec))
 
 
 def _counts_table(counts: dict[str, float]) -> Table:
@@ -344,6 +375,7 @@ def import_(
                 propensity=propensity,
                 policy=policy,
             )
+            span = wheel.history() if report.imported else None
     except FlywheelError as err:
         raise _fail(err) from None
     for line in report.ignored():
@@ -365,6 +397,15 @@ def import_(
             highlight=False,
         )
     console.print(report.summary(), highlight=False)
+    if span is not None:
+        last = _stamp(span.last)
+        console.print(
+            f"history from {_stamp(span.first)} to {last} (none of it decided live):"
+            f" `flywheel learn` learns it on its own clock, as of {last}; choose another moment"
+            f" with [bold]{escape(_again('learn', '--as-of', 'TIME', *_spec_args(spec)))}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -383,8 +424,11 @@ def analyze(
         float | None,
         typer.Option("--effect", help="Smallest effect worth finding, in reward units."),
     ] = None,
+    as_of: AsOfOption = None,
 ) -> None:
-    """What works alone and in combination, the best combination per segment, readiness."""
+    """What works alone and in combination, the best combination per segment, readiness.
+    With --as-of, the findings as they stood then: those of the newest version learned from
+    rows up to that moment (history is analysed on its own clock)."""
     from flywheel.analyze.render import FORMATS, render
 
     if fmt not in FORMATS:
@@ -392,7 +436,7 @@ def analyze(
         raise typer.Exit(2)
     try:
         with flywheel.open(spec, refresh=0, background=False) as wheel:
-            result = wheel.analyze(version, effect=effect)
+            result = wheel.analyze(version, effect=effect, as_of=_moment(as_of))
     except FlywheelError as err:
         raise _fail(err) from None
     if _written(render(result, fmt), output):
@@ -553,8 +597,9 @@ def evaluate(
     as_json: JsonOption = False,
 ) -> None:
     """What a playbook version or another policy would have earned on the logged rows (those
-    with a propensity): IPS, SNIPS and doubly robust, each with a 95% interval, the effective
-    sample size, and a warning where the logs barely cover what it favours."""
+    with a propensity): IPS, SNIPS, doubly robust and MIPS (marginalised over the knobs that
+    matter), each with a 95% interval, the effective sample size, and a warning where the logs
+    barely cover what it favours."""
     from flywheel.analyze.evaluate import policy_table
     from flywheel.collect.importers import read_table
 
@@ -567,6 +612,7 @@ def evaluate(
                 playbook if policy is None else policy_table(wheel.spec, read_table(policy))
             )
             result = wheel.evaluate(target, greedy=greedy, as_of=_moment(as_of), policy=logged_by)
+            knobs = len(wheel.spec.knobs)
     except FlywheelError as err:
         raise _fail(err) from None
     if as_json:
@@ -577,7 +623,7 @@ def evaluate(
     )
     for col in ("estimator", "value", "95% interval", "effective rows"):
         table.add_column(col, justify="left" if col == "estimator" else "right")
-    for e in result.estimates:
+    for e in (*result.estimates, result.marginal):
         table.add_row(
             e.method.upper(),
             f"{e.value:.4f}",
@@ -585,6 +631,12 @@ def evaluate(
             f"{e.effective_n:,.0f}",
         )
     console.print(table)
+    console.print(
+        "MIPS weighs by the knobs that matter: "
+        + (", ".join(result.marginal_knobs) or "none")
+        + ("" if len(result.marginal_knobs) < knobs else " (all: it is IPS)"),
+        highlight=False,
+    )
     console.print(
         "logged by: " + ", ".join(f"{k} ({v:,})" for k, v in result.policies.items()),
         highlight=False,
@@ -1041,7 +1093,9 @@ def playbook_show(
     training = book.meta["training"]
     console.print(
         f"[bold]playbook {book.version}[/] — {training['rows']:,} rows"
-        f" up to {training['last_decision']}"
+        f" up to {_stamp(training['last_decision'])}, learned as of {_stamp(training['as_of'])}",
+        highlight=False,
+        soft_wrap=True,
     )
     table = Table()
     for col in ("segment", "best combination", "expected (95% interval)", "served"):

@@ -50,6 +50,10 @@ RESERVED_NAMES = frozenset(
     }
 )  # fmt: skip
 MAX_LEVELS = 1000
+DEFAULT_OPEN_LEVELS = 100
+"""How many levels an open categorical feature learns when ``max_levels`` is not given."""
+MAX_OPEN_TEXT = 256
+"""The longest text an open categorical feature takes (its values are stored as given)."""
 DEFAULT_STORAGE_URL = "duckdb:///.flywheel/flywheel.duckdb"
 MAX_DURATION = 100 * 365.25 * 86400
 
@@ -86,7 +90,13 @@ class Knob:
 
 @dataclass(frozen=True)
 class Feature:
-    """A context feature: categorical (``values``) or numeric (optional ``min``/``max``)."""
+    """A context feature: categorical (``values``) or numeric (optional ``min``/``max``).
+
+    An ``open`` categorical feature takes any text (or, with integer seed ``values``, any
+    integer): each learn cycle learns its levels from the data, the ``max_levels`` most
+    frequent values, and serves every other value as the level ``other``. Its ``values`` are
+    only seeds, never a list of what it may take.
+    """
 
     name: str
     kind: Literal["categorical", "numeric"]
@@ -94,6 +104,13 @@ class Feature:
     values: tuple[Value, ...] = ()
     min: float | None = None
     max: float | None = None
+    open: bool = False
+    max_levels: int = 0
+
+    @property
+    def listed(self) -> bool:
+        """Whether the feature takes only its listed ``values`` (categorical, not open)."""
+        return self.kind == "categorical" and not self.open
 
 
 @dataclass(frozen=True)
@@ -634,8 +651,9 @@ def _parse_rules(
     ``skeleton rule: <rule>``, which quarantines complete rows that break it."""
     domains = {k.name: Domain(_knob_kind(k), k.dtype, k.values) for k in knobs}
     for f in context:
-        listed = f.values if f.kind == "categorical" else None
-        domains[f.name] = Domain(f"a {f.kind} context feature", f.dtype, listed)
+        listed = f.values if f.listed else None
+        what = "an open categorical" if f.open else f"a {f.kind}"
+        domains[f.name] = Domain(f"{what} context feature", f.dtype, listed)
     types = {f.name: SQL_TYPE[f.dtype] for f in context} | {
         k.name: SQL_TYPE[k.dtype] for k in knobs
     }
@@ -867,14 +885,70 @@ def _parse_context(decls: Mapping[str, Any], errors: _Errors) -> list[Feature]:
                 errors.add(path, "min must not exceed max")
                 continue
             features.append(Feature(name, "numeric", "number", (), lo, hi))
+        elif isinstance(decl, dict) and decl.get("type") == "category":
+            feature = _category(name, path, decl, errors)
+            if feature is not None:
+                features.append(feature)
         elif isinstance(decl, list) or (isinstance(decl, dict) and "values" in decl):
             values = decl if isinstance(decl, list) else decl["values"]
             parsed = _value_list(path, values, errors)
             if parsed:
                 features.append(Feature(name, "categorical", parsed[1], parsed[0]))
         else:
-            errors.add(path, 'expected a non-empty list of values or "number"')
+            errors.add(
+                path,
+                'expected a non-empty list of values, "number" or'
+                ' { type = "category", open = true, max_levels = .. }',
+            )
     return features
+
+
+def _category(name: str, path: str, decl: Mapping[str, Any], errors: _Errors) -> Feature | None:
+    """``{ type = "category", open = true, max_levels = 50, values = [...] }``: an open
+    categorical feature (``values`` are optional seeds, always among its levels); without
+    ``open``, a categorical feature with its listed ``values``."""
+    unknown = set(decl) - {"type", "open", "max_levels", "values"}
+    if unknown:
+        errors.add(
+            path,
+            f"unknown keys {sorted(unknown)}; a category takes open, max_levels and values",
+        )
+        return None
+    is_open = decl.get("open", False)
+    if not isinstance(is_open, bool):
+        errors.add(f"{path}.open", "expected true or false")
+        return None
+    if not is_open:
+        if "max_levels" in decl:
+            errors.add(f"{path}.max_levels", "is for an open category (open = true)")
+            return None
+        parsed = _value_list(f"{path}.values", decl.get("values"), errors)
+        return Feature(name, "categorical", parsed[1], parsed[0]) if parsed else None
+    levels = decl.get("max_levels", DEFAULT_OPEN_LEVELS)
+    if not isinstance(levels, int) or isinstance(levels, bool) or not 1 <= levels <= MAX_LEVELS:
+        errors.add(f"{path}.max_levels", f"expected an integer from 1 to {MAX_LEVELS}")
+        return None
+    seeds: tuple[Value, ...] = ()
+    dtype: DType = "text"
+    if "values" in decl:
+        parsed = _value_list(f"{path}.values", decl["values"], errors)
+        if parsed is None:
+            return None
+        seeds, dtype = parsed
+        if dtype not in ("text", "integer"):
+            errors.add(f"{path}.values", "an open category's values are text or integers")
+            return None
+        if len(seeds) > levels:
+            errors.add(
+                f"{path}.values",
+                f"lists {len(seeds)} values, more than max_levels ({levels})",
+            )
+            return None
+        too_long = [v for v in seeds if isinstance(v, str) and len(v) > MAX_OPEN_TEXT]
+        if too_long:
+            errors.add(f"{path}.values", f"values are at most {MAX_OPEN_TEXT} characters")
+            return None
+    return Feature(name, "categorical", dtype, seeds, open=True, max_levels=levels)
 
 
 def _check_names(raw: _Spec, errors: _Errors) -> None:
@@ -1150,7 +1224,9 @@ def _build_space(
     if len(space) == 0:
         errors.add("skeleton.rules", "exclude every combination of knob values")
         return None
-    categorical = {f.name: f.values for f in context if f.kind == "categorical"}
+    # an open feature has no list of values to enumerate: the rules reading it are checked
+    # per context as decisions come
+    categorical = {f.name: f.values for f in context if f.listed}
     assignments = space.context_assignments(categorical) if space.context_rules else [{}]
     for ctx in itertools.islice(assignments, 10_000):
         if len(space.allowed(ctx)) == 0:

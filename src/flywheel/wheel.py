@@ -12,7 +12,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -45,7 +46,7 @@ from flywheel.health.design import design as design_document
 from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish
 from flywheel.seatbelt import breaker, monitors, quality
 from flywheel.seatbelt.alerts import Alerts, monitor_event, relay
-from flywheel.seatbelt.status import Status, never_received
+from flywheel.seatbelt.status import History, Status, history_of, never_received
 from flywheel.spec import Spec, load
 from flywheel.store import Store, open_store, tables_for
 from flywheel.turn import Cycle, Turn, due, schedule
@@ -478,23 +479,42 @@ class Wheel:
         One cycle runs at a time among the processes sharing the store: this waits for one
         running elsewhere to end. The cycle is remembered (``status`` shows it) with what
         started it (``trigger``).
+
+        Rows, results, attribution windows and the seatbelt's windows are all measured as of
+        ``as_of`` (default: now). On a store of history (:meth:`history`: rows logged or
+        imported with their own times, none decided by the wheel, the newest older than
+        ``seatbelt.stale_after``) the default is the history's own clock: as of its newest
+        row, so the next cycle's gate judges the rows recorded after it; the reason says so.
         """
         while True:
             with self.store.exclusive("learn") as mine:
                 if mine:
-                    return self._learn(as_of, seed, force, trigger)
+                    return self._learn(as_of, seed, force, trigger, history=as_of is None)
             time.sleep(0.05)
 
     def _learn(
-        self, as_of: float | datetime | None, seed: int | None, force: bool, trigger: str
+        self,
+        as_of: float | datetime | None,
+        seed: int | None,
+        force: bool,
+        trigger: str,
+        *,
+        history: bool = False,
     ) -> LearnResult:
-        """One learn cycle, inside the store's ``learn`` lock."""
+        """One learn cycle, inside the store's ``learn`` lock (``history``: as of the end of
+        the history the store holds, if it holds history only and ``as_of`` is None)."""
         self.flush()
+        span = history_of(self.store, self.spec, self._moment(None)) if history else None
+        if as_of is None and span is not None:
+            as_of = span.last
         when = self._clock() if as_of is None else align.moment(as_of).timestamp()
         if seed is None and self._seeded:  # a seeded wheel's cycles are reproducible too
             with self._updating:
                 seed = int(self._online_rng.integers(2**31))
         result, playbook = publish.learn(self.store, self.spec, as_of=when, seed=seed, force=force)
+        if span is not None:
+            note = f"as of {_iso(span.last)}, the newest row of the history (nothing decided live)"
+            result = replace(result, reason=f"{result.reason}; {note}")
         if playbook is not None:
             self._serve(playbook)
         moment = align.moment(when)
@@ -588,7 +608,9 @@ class Wheel:
     def status(self, as_of: float | datetime | None = None) -> Status:
         """Counts, quality (received = accepted + quarantined), the playbook served, the
         halted state, the monitors' alerts, the last seatbelt entries and the signals the
-        reward formula names that were never received."""
+        reward formula names that were never received, all measured as of ``as_of`` (default:
+        now). Without one, a store holding only :meth:`history` has its span in ``history``;
+        its monitors stay on now all the same (a live log that stopped must alert)."""
         self.flush()
         moment = self._moment(as_of)
         report = None
@@ -604,6 +626,8 @@ class Wheel:
             events=tuple(breaker.events(self.store, limit=10)),
             never_received=never_received(self.store, self.spec.reward.signals),
             cycles=schedule(self.store, self.spec, moment),
+            as_of=moment.isoformat(),
+            history=None if as_of is not None else history_of(self.store, self.spec, moment),
         )
 
     def health(self, window: str | float = "28d", as_of: float | datetime | None = None) -> Health:
@@ -634,9 +658,10 @@ class Wheel:
         to ``as_of`` (only the logging ``policy``'s when given): a playbook version (as served,
         or ``greedy``: its best combination per context) or a callable giving, per context,
         the probability of each combination (tuples of knob values in the spec's order). IPS,
-        SNIPS and doubly robust (cross-fitted), each with a 95% interval, the effective sample
-        size and warnings where the logs barely cover what the target favours
-        (:mod:`flywheel.analyze.evaluate`)."""
+        SNIPS, doubly robust (cross-fitted) and MIPS (importance sampling marginalised over
+        the knobs that do not matter, in ``marginal``), each with a 95% interval, the
+        effective sample size and warnings where the logs barely cover what the target
+        favours (:mod:`flywheel.analyze.evaluate`)."""
         self.flush()
         chosen: Playbook | Target
         if isinstance(target, Playbook):
@@ -720,15 +745,58 @@ class Wheel:
     def _moment(self, as_of: float | datetime | None) -> datetime:
         return align.moment(self._clock() if as_of is None else as_of)
 
+    def history(self) -> History | None:
+        """The span of the history the store holds, when it holds nothing else: rows logged
+        or imported with their own times, none decided by the wheel (decide, or a copy of a
+        playbook), the newest older than ``seatbelt.stale_after``. ``None`` for a live store.
+        :meth:`learn` without ``as_of`` learns as of its ``last`` time."""
+        self.flush()
+        return history_of(self.store, self.spec, self._moment(None))
+
     def analyze(
-        self, version: int | None = None, *, effect: float | None = None, seed: int = 0
+        self,
+        version: int | None = None,
+        *,
+        effect: float | None = None,
+        seed: int = 0,
+        as_of: float | datetime | None = None,
     ) -> Analysis:
         """Findings of a playbook (the one served by default) on the rows it was fitted on:
         single-dimension and cross-dimensional effects, best combinations, readiness, and
-        plain sentences. ``effect`` is the smallest effect worth finding (reward units)."""
+        plain sentences. ``effect`` is the smallest effect worth finding (reward units).
+        With ``as_of``, the findings as they stood then: those of the newest version learned
+        from rows up to that moment (or of ``version``, which must have been)."""
         self.flush()
-        playbook = self._served_or(version)
+        if as_of is None:
+            playbook = self._served_or(version)
+        else:
+            playbook = self._learned_by(self._moment(as_of), version)
         return analyze(self.store, self.spec, playbook, effect=effect, seed=seed)
+
+    def _learned_by(self, moment: datetime, version: int | None) -> Playbook:
+        """The newest version of this spec learned from rows up to ``moment`` (its training
+        cut-off at or before it), or ``version`` if it was; an error naming the field if not."""
+        for number, _, meta in self.store.playbook_list():
+            info = json.loads(meta)
+            if version is not None and number != version:
+                continue
+            cut = align.moment(datetime.fromisoformat(info["training"]["as_of"]))
+            if info.get("spec_digest") != self.spec.digest:
+                if version is None:
+                    continue
+                raise InvalidInputError("version", f"version {number} was learned for another spec")
+            if cut <= moment:
+                found = self.load_playbook(number)
+                if found is not None:
+                    return found
+            if version is not None:
+                reason = (
+                    f"version {number} learned from rows up to {_iso(cut)}, after {_iso(moment)}"
+                )
+                raise InvalidInputError("as_of", reason)
+        if version is not None:
+            raise InvalidInputError("version", "no such version")
+        raise InvalidInputError("as_of", f"no playbook was learned from rows up to {_iso(moment)}")
 
     def playbook_rows(self, version: int | None = None) -> list[dict[str, Any]]:
         """The playbook as rows: one per context segment, each knob's exact value, the
@@ -942,6 +1010,11 @@ def _claim(store: Store, key: str, value: str) -> str:
 def _steps(normalize: str) -> str:
     """``privacy.normalize_units`` as the spec writes it, from its stored form."""
     return ", ".join(f'"{step}"' for step in normalize.split(",") if step)
+
+
+def _iso(moment: datetime) -> str:
+    """A moment as ``2020-02-29T23:24:00Z`` (what ``--as-of`` takes back)."""
+    return align.moment(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ignore(results: int) -> None:

@@ -36,6 +36,7 @@ def test_merge_then_fit_equals_fit_on_all() -> None:
     )
     together = fit(everything, design)
     np.testing.assert_allclose(merged.mean, together.mean, rtol=1e-8, atol=1e-10)
+    assert merged.cov is not None and together.cov is not None
     np.testing.assert_allclose(merged.cov, together.cov, rtol=1e-8, atol=1e-12)
     assert len(first + second) == 9 and (first + second).rows == 5000
 
@@ -86,6 +87,7 @@ def test_a_constant_reward_keeps_some_doubt() -> None:
     y = np.full(50, 3.0)
     a = np.arange(50) % 2
     posterior = fit(Cells({"a": a}, np.ones(50), y, y * y).compact(), Design.build({}, {"a": 2}))
+    assert posterior.cov is not None
     assert np.all(np.isfinite(posterior.mean)) and np.all(np.diag(posterior.cov) > 0)
 
 
@@ -123,7 +125,7 @@ def test_segment_policy_floor_cap_and_intervals() -> None:
     codes = np.array([[a, b] for a in range(3) for b in range(3)])
     rows = np.arange(9)
     draws = posterior.draws(400, np.random.default_rng(0))
-    table = segment_policy(posterior, codes, rows, {}, draws, floor=0.09, cap=0.2)
+    table = segment_policy(posterior, codes, rows, {}, draws.T.copy(), floor=0.09, cap=0.2)
     assert table.probs.sum() == pytest.approx(1.0)
     assert table.probs.min() >= 0.09 / 9 - 1e-12  # the floor
     assert table.probs[table.best] >= (1 - 0.2) * (1 - 0.09)  # the cap keeps the best served

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from flywheel.collect.record import EARLIEST, LATEST, MAX_POLICY_NAME, OUTSIDE, OWN_POLICIES
 from flywheel.collect.redact import redact
 from flywheel.errors import InvalidInputError, StoreError
-from flywheel.spec import RESERVED_NAMES, DType, Import, Spec
+from flywheel.spec import MAX_OPEN_TEXT, RESERVED_NAMES, DType, Import, Spec
 from flywheel.store.base import TIMESTAMP
 
 if TYPE_CHECKING:
@@ -796,12 +796,36 @@ def _policies(problems: _Problems, source: _Source, index: int) -> Column:
 
 def _feature(problems: _Problems, label: str, column: Column, spec: Spec, name: str) -> Column:
     feature = spec.feature[name]
-    if feature.kind == "categorical":
+    if feature.open:
+        parsed = _open(problems, label, column, feature.dtype)
+    elif feature.kind == "categorical":
         parsed = _choice(problems, label, column, feature.dtype, feature.values)
     else:
         parsed = _number(problems, label, column, feature.min, feature.max)
     problems.add_empty(parsed.missing, label)
     return parsed.values
+
+
+def _open(problems: _Problems, label: str, column: Column, dtype: DType) -> _Parsed:
+    """An open categorical feature's cells, as given: trimmed text of at most
+    :data:`~flywheel.spec.MAX_OPEN_TEXT` characters, or whole numbers where its values are
+    integers."""
+    if dtype == "integer":
+        numbers, missing, bad = _numbers(column, words=False)
+        with np.errstate(invalid="ignore"):
+            whole = ~missing & ~bad & np.isfinite(numbers) & (numbers == np.round(numbers))
+            whole &= np.abs(numbers) < 2.0**63
+        problems.add_cells(~missing & ~whole, label, column, "is not an integer")
+        values = np.where(whole, numbers, 0.0).astype(np.int64)
+        return _Parsed(pa.array(values, pa.int64()), missing)
+    cells = _cells(column)
+    missing = _missing(cells)
+    text: Any = cells  # pyarrow.compute's stubs do not take a plain Array here
+    long = _numpy_bool(pc.greater(pc.utf8_length(text), pa.scalar(MAX_OPEN_TEXT, pa.int32())))
+    problems.add_cells(long, label, column, f"is longer than {MAX_OPEN_TEXT} characters")
+    unstorable = _numpy_bool(pc.match_substring(cells, "\x00"))
+    problems.add_cells(unstorable, label, column, "contains a NUL character (U+0000)")
+    return _Parsed(cells, missing)
 
 
 def _fixed(problems: _Problems, label: str, column: Column, value: Any) -> None:

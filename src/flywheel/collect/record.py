@@ -28,7 +28,7 @@ from flywheel.errors import (
     ValueNotAllowedError,
     WrongTypeError,
 )
-from flywheel.spec import IMPLICIT_EVENTS, DType, Spec, text_problem
+from flywheel.spec import IMPLICIT_EVENTS, MAX_OPEN_TEXT, DType, Spec, text_problem
 
 # \Z, not $: "$" also matches before a final newline, and an id with one would pass here only
 # to be refused by the store, after the caller was told it was stored
@@ -54,6 +54,34 @@ _NOT_NAMED = frozenset(
 Row = tuple[Any, ...]
 
 Clock = Callable[[], float]
+
+_NUMBER_TEXT = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_INTEGER_TEXT = re.compile(r"^[+-]?\d+\Z")
+_LONGEST_NUMBER = 400  # characters: more spell no number a store keeps (and int() refuses)
+
+
+def number_text(text: str, integer: bool = False) -> int | float | None:
+    """The number a string spells (``"12"``, ``" 2.5 "``, ``"-1e3"``; surrounding blanks are
+    ignored), or ``None``: what JSON, CSV and the SDK give as text where the spec says number.
+    With ``integer``, a whole number as an ``int`` (``"3"`` and ``"3.0"``), else ``None``."""
+    clean = text.strip()
+    if len(clean) > _LONGEST_NUMBER or not _NUMBER_TEXT.match(clean):
+        return None
+    if _INTEGER_TEXT.match(clean):
+        return int(clean) if integer else float(clean)
+    number = float(clean)
+    if integer:
+        return int(number) if math.isfinite(number) and number.is_integer() else None
+    return number
+
+
+def number_hint(value: str, integer: bool = False) -> str:
+    """Why a string was refused where a number is expected, with how to give one."""
+    kind, example = ("an integer", "12") if integer else ("a number", "12.5")
+    return (
+        f"expected {kind}, got {value!r} (a string); numbers may be given as strings"
+        f' like "{example}"'
+    )
 
 
 def timestamp(value: object, field: str = "ts") -> float:
@@ -155,7 +183,9 @@ class Recorder:
                     f"context.{name}",
                     f"is not a context feature (known: {', '.join(self._context_names) or 'none'})",
                 )
-            if feature.kind == "categorical":
+            if feature.open:
+                clean[name] = self._open(f"context.{name}", feature.dtype, value)
+            elif feature.kind == "categorical":
                 clean[name] = self._choice(f"context.{name}", feature.dtype, feature.values, value)
             else:
                 clean[name] = self._number(f"context.{name}", value, feature.min, feature.max)
@@ -193,6 +223,11 @@ class Recorder:
 
     @staticmethod
     def _choice(field: str, dtype: DType, values: tuple[Any, ...], value: object) -> Any:
+        if isinstance(value, str) and dtype in ("number", "integer"):
+            number = number_text(value)
+            if number is None:
+                raise WrongTypeError(field, number_hint(value, dtype == "integer"))
+            value = int(number) if dtype == "integer" and float(number).is_integer() else number
         if dtype == "number" and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         ok_type = (
@@ -209,11 +244,46 @@ class Recorder:
         return value
 
     @staticmethod
+    def _open(field: str, dtype: DType, value: object) -> str | int:
+        """A value of an open categorical feature, stored as given: text (an integer is taken
+        as its digits), or an integer where the feature's seed values are integers."""
+        if dtype == "integer":
+            number: object = value
+            if isinstance(value, str):
+                number = number_text(value, integer=True)
+                if number is None:
+                    raise WrongTypeError(field, number_hint(value, integer=True))
+            elif isinstance(value, float | np.floating) and float(value).is_integer():
+                number = int(value)
+            if not isinstance(number, int | np.integer) or isinstance(number, bool):
+                raise WrongTypeError(field, f"expected an integer, got {value!r}")
+            if abs(int(number)) > MAX_INT64:
+                raise ValueNotAllowedError(field, f"{value!r} is too large")
+            return int(number)
+        if isinstance(value, int | np.integer) and not isinstance(value, bool):
+            value = str(int(value))
+        if not isinstance(value, str):
+            raise WrongTypeError(field, f"expected text or an integer, got {value!r}")
+        if len(value) > MAX_OPEN_TEXT:
+            raise ValueNotAllowedError(
+                field, f"is {len(value)} characters long; at most {MAX_OPEN_TEXT} are taken"
+            )
+        problem = text_problem(value)
+        if problem:
+            raise ValueNotAllowedError(field, problem)
+        return value
+
+    @staticmethod
     def _number(
         field: str, value: object, lo: float | None = None, hi: float | None = None
     ) -> float:
         if isinstance(value, bool):
             return 1.0 if value else 0.0
+        if isinstance(value, str):
+            number = number_text(value)
+            if number is None:
+                raise WrongTypeError(field, number_hint(value))
+            value = number
         if not isinstance(value, _NUMBER_TYPES) or isinstance(value, np.bool_):
             raise WrongTypeError(field, f"expected a number or a boolean, got {value!r}")
         try:

@@ -196,7 +196,7 @@ def _segment(spec: Spec) -> list[str]:
     their combinations stay within :data:`MAX_SEGMENTS`."""
     chosen, size = [], 1
     for f in spec.context:
-        if f.kind == "categorical" and f.values and size * len(f.values) <= MAX_SEGMENTS:
+        if f.listed and f.values and size * len(f.values) <= MAX_SEGMENTS:
             chosen.append(f.name)
             size *= len(f.values)
     return chosen

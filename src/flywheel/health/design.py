@@ -109,6 +109,8 @@ def _what(spec: Spec) -> list[str]:
     knobs = "; ".join(f"`{k.name}` ({', '.join(map(str, k.values))})" for k in spec.knobs)
     context = "; ".join(
         f"`{f.name}` ({', '.join(map(str, f.values)) if f.values else 'numeric'})"
+        if not f.open
+        else f"`{f.name}` (open category)"
         for f in spec.context
     )
     return [

@@ -67,8 +67,17 @@ class Cells:
         """Merge duplicate cells (sums add)."""
         if not len(self):
             return self
-        keys = np.stack([self.codes[f] for f in self.codes], axis=1)
-        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        columns = [np.asarray(self.codes[f], dtype=np.int64) for f in self.codes]
+        spans = [int(c.max()) + 1 if len(c) else 1 for c in columns]
+        if np.prod(np.array(spans, dtype=float)) < 2.0**62:  # one integer key per cell
+            key = np.zeros(len(self), dtype=np.int64)
+            for column, span in zip(columns, spans, strict=True):
+                key = key * span + column
+            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            unique = np.stack(columns, axis=1)[first]  # in the same (lexicographic) order
+        else:
+            keys = np.stack(columns, axis=1)
+            unique, inverse = np.unique(keys, axis=0, return_inverse=True)
         inverse = inverse.ravel()
         size = len(unique)
         return Cells(

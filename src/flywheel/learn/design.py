@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 Group = Literal["intercept", "context", "main", "knob×knob", "knob×context"]
@@ -114,20 +116,73 @@ class Design:
         return sp.csr_matrix((np.ones(n * t), cols.ravel(), indptr), shape=(n, self.size))
 
 
+OTHER = "other"
+"""How the level of an open categorical feature's every other value is shown."""
+
+
 @dataclass(frozen=True)
 class Encoding:
     """Raw context values to factor levels: categorical values by position, numeric values by
-    quantile bin (``edges`` are the inner bin boundaries)."""
+    quantile bin (``edges`` are the inner bin boundaries).
+
+    The features in ``open`` are open categories: their ``categorical`` values are the levels
+    learned from the data, and one more level, the last, stands for every other value, seen
+    or not (shown as :data:`OTHER`).
+
+    >>> enc = Encoding({"city": {"paris": 0, "oslo": 1}}, {}, frozenset({"city"}))
+    >>> enc.levels(), enc.code("city", "oslo"), enc.code("city", "lima")
+    ({'city': 3}, 1, 2)
+    """
 
     categorical: Mapping[str, Mapping[Any, int]]
     edges: Mapping[str, tuple[float, ...]]
+    open: frozenset[str] = frozenset()
 
     def levels(self) -> dict[str, int]:
-        out = {name: len(values) for name, values in self.categorical.items()}
+        out = {name: len(values) + (name in self.open) for name, values in self.categorical.items()}
         out.update({name: len(edges) + 1 for name, edges in self.edges.items()})
         return out
 
     def code(self, name: str, value: object) -> int:
         if name in self.edges:
             return bisect.bisect_right(self.edges[name], float(value))  # type: ignore[arg-type]
-        return self.categorical[name][value]
+        values = self.categorical[name]
+        if name in self.open:
+            return values.get(value, len(values))
+        return values[value]
+
+    def other(self, name: str) -> int | None:
+        """The code of an open feature's level ``other`` (``None`` for any other feature)."""
+        return len(self.categorical[name]) if name in self.open else None
+
+    def labels(self, name: str) -> list[Any]:
+        """A categorical feature's levels in code order (an open one's last is :data:`OTHER`)."""
+        return [*self.categorical[name], *([OTHER] if name in self.open else [])]
+
+    def stand_in(self, name: str) -> Any:
+        """A value an open feature's level ``other`` serves: one that is none of its learned
+        levels (to stand for the level where a context must be given)."""
+        values = self.categorical[name]
+        if all(isinstance(v, str) for v in values):
+            candidate, n = OTHER, 0
+            while candidate in values:
+                n += 1
+                candidate = f"{OTHER}_{n}"
+            return candidate
+        return min((v for v in values if isinstance(v, int)), default=0) - 1
+
+    def column_codes(self, name: str, column: Any) -> np.ndarray:
+        """The level code of each value of an Arrow column of a categorical feature, as
+        floats: NaN where a value is none of the levels (an open feature's go to ``other``,
+        a missing value too)."""
+        values = list(self.categorical[name])
+        kind = column.type
+        found = pc.index_in(column, value_set=pa.array(values, type=kind)) if values else None
+        codes = (
+            np.full(len(column), np.nan)
+            if found is None
+            else np.asarray(found.to_numpy(zero_copy_only=False), dtype=float)
+        )
+        if name in self.open:
+            codes[np.isnan(codes)] = len(values)
+        return codes

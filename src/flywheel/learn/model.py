@@ -12,20 +12,27 @@ tighter than main effects, so single-dimension effects are learned first and com
 the data supports them. The scales are re-estimated from the data (MacKay's fixed point:
 each scale becomes the root mean square of its group's posterior effects, uncertainty
 included), within bounds.
+
+Designs of more than ``SPARSE_ABOVE`` parameters (knobs and features with hundreds of values)
+keep the posterior as a sparse precision matrix instead of a dense covariance: the Hessian is
+assembled per pair of terms and factorised by a sparse LDLᵀ (:mod:`flywheel.learn.sparse`);
+the posterior variances the prior scales need are estimated from exact posterior draws.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
+from scipy.special import expit
 
 from flywheel.learn.cells import Cells
 from flywheel.learn.design import GROUPS, Design
+from flywheel.learn.sparse import Factor, Gram, symmetric_product
 
 Link = Literal["logistic", "gaussian"]
 
@@ -47,16 +54,23 @@ SCALE_BOUNDS: dict[str, tuple[float, float]] = {
     "knob×knob": (0.02, 1.0),
     "knob×context": (0.02, 1.0),
 }
+SPARSE_ABOVE = 1_000
+"""Parameters past which the posterior is a sparse precision (a dense 1,000² covariance is
+8 MB and factorises in milliseconds; at 10,000 it is 800 MB and takes seconds a step)."""
+VARIANCE_DRAWS = 24  # sparse: posterior draws behind each estimate of the variances
+SPARSE_SETTLED = 0.01  # sparse: the prior scales have settled when none moves by 1% a round
 
 
 @dataclass(frozen=True)
 class Posterior:
-    """A Gaussian approximation of the posterior over the model's parameters."""
+    """A Gaussian approximation of the posterior over the model's parameters: its ``mean``
+    and either its covariance ``cov`` (dense) or, for big designs, the upper triangle of its
+    ``precision`` (sparse; ``cov`` is then ``None``)."""
 
     design: Design
     link: Link
     mean: np.ndarray
-    cov: np.ndarray
+    cov: np.ndarray | None
     scales: Mapping[str, float]
     noise: float = 1.0  # Gaussian link: the residual standard deviation (standardised units)
     center: float = 0.0  # Gaussian link: rewards are modelled as center + scale * (linear part)
@@ -66,27 +80,70 @@ class Posterior:
     cells: int = 0
     weight: float = 0.0  # total (decayed) rows the fit saw
     term_scales: tuple[float, ...] = ()  # each term's prior scale in the final fit
+    precision: sp.csc_matrix | None = None  # sparse posteriors: upper triangle
     _chol: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _factor: Factor | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def sparse(self) -> bool:
+        return self.precision is not None
 
     @property
     def chol(self) -> np.ndarray:
-        """Lower Cholesky factor of the covariance (for drawing samples)."""
+        """Lower Cholesky factor of the covariance (for drawing samples; dense only)."""
         if self._chol is None:
+            assert self.cov is not None, "a sparse posterior has no dense covariance"
             object.__setattr__(self, "_chol", _cholesky(self.cov))
         assert self._chol is not None
         return self._chol
 
+    @property
+    def factor(self) -> Factor:
+        """The sparse factorisation of the precision (sparse only; computed once)."""
+        if self._factor is None:
+            assert self.precision is not None, "a dense posterior has no sparse precision"
+            object.__setattr__(self, "_factor", Factor(self.precision))
+        assert self._factor is not None
+        return self._factor
+
     def draws(self, m: int, rng: np.random.Generator, spread: float = 1.0) -> np.ndarray:
         """``m`` parameter vectors from the posterior, shape ``(m, size)``; ``spread`` scales
         their deviation from the mean (1: the posterior itself)."""
+        if self.sparse:
+            drawn: np.ndarray = self.mean[None, :] + spread * self.factor.samples(m, rng)
+            return drawn
         z = rng.standard_normal((self.design.size, m))
         result: np.ndarray = (self.mean[:, None] + spread * (self.chol @ z)).T
         return result
 
+    def block(self, index: np.ndarray) -> np.ndarray:
+        """The covariance of the parameters ``index`` (a term's block, say)."""
+        if self.cov is not None:
+            result: np.ndarray = self.cov[np.ix_(index, index)]
+            return result
+        block: np.ndarray = self.factor.columns(index)[index]
+        return block
+
+    def variances(self, x: sp.csr_matrix, budget: int = 4_000_000) -> np.ndarray:
+        """The posterior variance of each row's linear predictor, diag(x Σ xᵀ), exactly (a
+        sparse posterior solves once per row: meant for a few rows, not whole tables)."""
+        if self.cov is None:
+            out = np.empty(x.shape[0])
+            for i in range(x.shape[0]):
+                row = x[i].toarray().ravel()
+                out[i] = float(row @ self.factor.solve(row))
+            return out
+        step = max(1, budget // self.cov.shape[0])
+        parts = []
+        for start in range(0, x.shape[0], step):
+            chunk = x[start : start + step]
+            parts.append(np.einsum("ij,ij->i", chunk @ self.cov, chunk.toarray()))
+        return np.concatenate(parts) if parts else np.zeros(0)
+
     def response(self, eta: np.ndarray) -> np.ndarray:
         """Link scale to reward scale."""
         if self.link == "logistic":
-            result: np.ndarray = 1.0 / (1.0 + np.exp(-eta))
+            result: np.ndarray = expit(eta)
             return result
         return self.center + self.scale * eta
 
@@ -133,6 +190,9 @@ def fit(cells: Cells, design: Design, settings: Settings | None = None) -> Poste
         scale = float(np.sqrt(spread)) if spread > 1e-18 else 1.0
         cells = _standardised(cells, center, scale)
     x = design.matrix(cells.codes, len(cells))
+    xt = x.T.tocsr()
+    sparse = design.size > SPARSE_ABOVE
+    gram = _gram(design, cells) if sparse else None
     beta = prior_mean.copy()
     if len(cells) and link == "logistic":
         rate = np.clip(cells.s.sum() / max(cells.n.sum(), 1e-12), 1e-4, 1 - 1e-4)
@@ -145,35 +205,45 @@ def fit(cells: Cells, design: Design, settings: Settings | None = None) -> Poste
         variance = cells.ss.sum() / max(cells.n.sum(), 1e-12) - mean**2
         noise = float(np.sqrt(max(variance, NOISE_FLOOR**2)))
     total, converged = 0, False
-    hessian = np.eye(design.size)
     rounds = 12 if settings.empirical_bayes else 1
+    # Sparse: a round takes one Newton step, not the whole way to the mode (each step
+    # refactorises thousands of parameters); the scales and the mode settle together, and
+    # the last fit below goes all the way.
+    steps_per_round = replace(settings, max_iterations=1) if sparse else settings
     for _ in range(rounds):
-        precision = 1.0 / term_scales[terms] ** 2
+        curvature = _Curvature(x, 1.0 / term_scales[terms] ** 2, gram, xt)
         beta, hessian, steps, converged = _mode(
-            x, cells, link, beta, prior_mean, precision, noise, settings
+            x, cells, link, beta, prior_mean, curvature, noise, steps_per_round
         )
         total += steps
-        cov = _inverse(hessian)
         if link == "gaussian" and len(cells):
             noise = _noise(x, cells, beta, noise)
         if not settings.empirical_bayes:
             break
-        scales = _update_scales(beta - prior_mean, cov, groups, scales)
-        updated = _term_scales(beta - prior_mean, cov, terms, group_of_term, scales)
+        if isinstance(hessian, np.ndarray):
+            variance = np.diag(_inverse(hessian))
+        else:  # the same random numbers every round, so the rounds can settle
+            assert gram is not None
+            rng = np.random.default_rng(0)
+            variance = gram.factor(hessian).variances(VARIANCE_DRAWS, rng)
+        scales = _update_scales(beta - prior_mean, variance, groups, scales)
+        updated = _term_scales(beta - prior_mean, variance, terms, group_of_term, scales)
         change = float(np.max(np.abs(np.log(updated / term_scales))))
         term_scales = updated
-        if change < 1e-3:
+        if change < (SPARSE_SETTLED if sparse else 1e-3):
             break
-    precision = 1.0 / term_scales[terms] ** 2
+    curvature = _Curvature(x, 1.0 / term_scales[terms] ** 2, gram, xt)
     beta, hessian, steps, converged = _mode(
-        x, cells, link, beta, prior_mean, precision, noise, settings
+        x, cells, link, beta, prior_mean, curvature, noise, settings
     )
     total += steps
+    cov, precision = _covariance(hessian)
     return Posterior(
         design=design,
         link=link,
         mean=beta,
-        cov=_inverse(hessian),
+        cov=cov,
+        precision=precision,
         scales=scales,
         term_scales=tuple(float(v) for v in term_scales),
         noise=noise,
@@ -201,22 +271,30 @@ def update(posterior: Posterior, cells: Cells, settings: Settings | None = None)
     if posterior.link == "gaussian":
         cells = _standardised(cells, posterior.center, posterior.scale)
     x = design.matrix(cells.codes, len(cells))
-    precision = _inverse(posterior.cov)
+    if posterior.cov is not None:
+        curvature = _Curvature(x, _inverse(posterior.cov))
+    else:
+        assert posterior.precision is not None
+        curvature = _Curvature(
+            x, posterior.precision, _gram(design, cells, base=posterior.precision)
+        )
     beta, hessian, steps, converged = _mode(
         x,
         cells,
         posterior.link,
         posterior.mean,
         posterior.mean,
-        precision,
+        curvature,
         posterior.noise,
         settings,
     )
+    cov, precision = _covariance(hessian)
     return Posterior(
         design=design,
         link=posterior.link,
         mean=beta,
-        cov=_inverse(hessian),
+        cov=cov,
+        precision=precision,
         scales=posterior.scales,
         term_scales=posterior.term_scales,
         noise=posterior.noise,
@@ -240,37 +318,82 @@ def _standardised(cells: Cells, center: float, scale: float) -> Cells:
     )
 
 
+Hessian = np.ndarray | sp.csc_matrix  # dense, or the upper triangle of a sparse one
+
+
+def _gram(design: Design, cells: Cells, base: sp.csc_matrix | None = None) -> Gram:
+    columns = design.columns(cells.codes, len(cells))
+    return Gram(columns, [t.offset for t in design.terms], [t.size for t in design.terms], base)
+
+
+class _Curvature:
+    """The prior's penalty and the negative Hessian of the log posterior, dense or sparse.
+
+    ``precision`` is the prior's: a vector (independent effects), or a matrix (a posterior
+    used as the next prior: dense, or, with a ``gram`` built on it as its base, the upper
+    triangle of a sparse one). With a ``gram`` the Hessian is sparse and factorised by
+    :class:`~flywheel.learn.sparse.Factor`, whose symbolic analysis is kept between steps.
+    """
+
+    def __init__(
+        self,
+        x: sp.csr_matrix,
+        precision: np.ndarray | sp.csc_matrix,
+        gram: Gram | None = None,
+        xt: sp.csr_matrix | None = None,
+    ) -> None:
+        self.x, self.xt, self.gram = x, x.T.tocsr() if xt is None else xt, gram
+        self.precision = precision
+        self.vector = isinstance(precision, np.ndarray) and precision.ndim == 1
+
+    def penalty(self, shift: np.ndarray) -> np.ndarray:
+        if self.vector:
+            result: np.ndarray = self.precision * shift
+        elif sp.issparse(self.precision):
+            result = symmetric_product(self.precision, shift)
+        else:
+            result = self.precision @ shift
+        return result
+
+    def hessian(self, weights: np.ndarray) -> Hessian:
+        if self.gram is not None:  # a sparse matrix prior is the gram's base already
+            diagonal = np.asarray(self.precision) if self.vector else np.zeros(self.gram.size)
+            return self.gram.matrix(weights, diagonal)
+        hessian = (self.xt @ sp.diags(weights) @ self.x).toarray()
+        if self.vector:
+            hessian[np.diag_indices_from(hessian)] += self.precision
+        else:
+            hessian += self.precision
+        result: np.ndarray = hessian
+        return result
+
+    def solve(self, hessian: Hessian, gradient: np.ndarray) -> np.ndarray:
+        if isinstance(hessian, np.ndarray):
+            result: np.ndarray = la.cho_solve(la.cho_factor(hessian), gradient)
+            return result
+        assert self.gram is not None
+        return self.gram.factor(hessian).solve(gradient)
+
+
 def _mode(
     x: sp.csr_matrix,
     cells: Cells,
     link: Link,
     beta: np.ndarray,
     prior_mean: np.ndarray,
-    precision: np.ndarray,
+    curvature: _Curvature,
     noise: float,
     settings: Settings,
-) -> tuple[np.ndarray, np.ndarray, int, bool]:
+) -> tuple[np.ndarray, Hessian, int, bool]:
     """Newton's method to the posterior mode; returns (mode, negative Hessian, steps, ok).
 
-    ``precision`` is the prior's: a vector (independent effects) or a full matrix (a
-    posterior used as the next prior, see :mod:`flywheel.learn.online`). Gaussian: the log
-    posterior is quadratic, so the first step lands on the mode.
+    Gaussian: the log posterior is quadratic, so the first step lands on the mode.
     """
-    xt = x.T.tocsr()
+    xt = curvature.xt
     n, s = cells.n, cells.s
-    full = precision.ndim == 2
 
     def penalty(b: np.ndarray) -> np.ndarray:
-        shifted = b - prior_mean
-        result: np.ndarray = precision @ shifted if full else precision * shifted
-        return result
-
-    def add_prior(hessian: np.ndarray) -> np.ndarray:
-        if full:
-            hessian += precision
-        else:
-            hessian[np.diag_indices_from(hessian)] += precision
-        return hessian
+        return curvature.penalty(b - prior_mean)
 
     def objective(b: np.ndarray) -> float:
         eta = x @ b
@@ -284,15 +407,15 @@ def _mode(
     for step in range(1, settings.max_iterations + 1):
         eta = x @ beta
         if link == "logistic":
-            mu = 1.0 / (1.0 + np.exp(-eta))
+            mu = expit(eta)
             weights = n * mu * (1.0 - mu)
             gradient = xt @ (s - n * mu)
         else:
             weights = n / noise**2
             gradient = xt @ ((s - n * eta) / noise**2)
         gradient = gradient - penalty(beta)
-        hessian = add_prior((xt @ sp.diags(weights) @ x).toarray())
-        direction = la.cho_solve(la.cho_factor(hessian), gradient)
+        hessian = curvature.hessian(weights)
+        direction = curvature.solve(hessian, gradient)
         size = 1.0
         while True:  # step halving keeps every step an improvement
             candidate = beta + size * direction
@@ -303,10 +426,17 @@ def _mode(
         beta, current = candidate, value
         if link == "gaussian" or np.max(np.abs(size * direction)) < settings.tolerance:
             if link == "logistic":  # the curvature at the mode itself
-                mu = 1.0 / (1.0 + np.exp(-(x @ beta)))
-                hessian = add_prior((xt @ sp.diags(n * mu * (1.0 - mu)) @ x).toarray())
+                mu = expit(x @ beta)
+                hessian = curvature.hessian(n * mu * (1.0 - mu))
             return beta, hessian, step, True
     return beta, hessian, settings.max_iterations, False
+
+
+def _covariance(hessian: Hessian) -> tuple[np.ndarray | None, sp.csc_matrix | None]:
+    """A posterior's (cov, precision) from the negative Hessian at its mode."""
+    if isinstance(hessian, np.ndarray):
+        return _inverse(hessian), None
+    return None, hessian
 
 
 def _inverse(hessian: np.ndarray) -> np.ndarray:
@@ -339,7 +469,7 @@ def _noise(x: sp.csr_matrix, cells: Cells, beta: np.ndarray, noise: float) -> fl
 
 def _term_scales(
     effects: np.ndarray,
-    cov: np.ndarray,
+    variance: np.ndarray,
     terms: np.ndarray,
     group_of_term: np.ndarray,
     scales: Mapping[str, float],
@@ -350,7 +480,7 @@ def _term_scales(
     pseudo-parameters at the group's variance: a term the data shows to matter gets room,
     the many that do not are shrunk hard, and a term with little data stays near its group.
     """
-    moments = np.bincount(terms, effects**2 + np.diag(cov), minlength=len(group_of_term))
+    moments = np.bincount(terms, effects**2 + variance, minlength=len(group_of_term))
     sizes = np.bincount(terms, minlength=len(group_of_term))
     group_variance = np.array([scales[GROUPS[g]] ** 2 for g in group_of_term])
     values = np.sqrt((moments + TERM_POOLING * group_variance) / (sizes + TERM_POOLING))
@@ -361,10 +491,9 @@ def _term_scales(
 
 
 def _update_scales(
-    effects: np.ndarray, cov: np.ndarray, groups: np.ndarray, scales: Mapping[str, float]
+    effects: np.ndarray, variance: np.ndarray, groups: np.ndarray, scales: Mapping[str, float]
 ) -> dict[str, float]:
     """MacKay / EM update: each group's variance = mean of (effect² + its posterior variance)."""
-    variance = np.diag(cov)
     updated = dict(scales)
     for index, group in enumerate(GROUPS):
         members = groups == index

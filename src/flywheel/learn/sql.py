@@ -6,7 +6,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
-from flywheel.rules import own_column, quote_name
+from flywheel.rules import SQL_TYPE, own_column, quote_literal, quote_name
+from flywheel.skeleton import Value
 from flywheel.spec import Spec
 
 N, S, SS, ROWS, REWARD_SUM, FIRST_TS, LAST_TS = (
@@ -17,12 +18,21 @@ _WEIGHT = quote_name(own_column("w"))
 
 
 def cells_sql(
-    spec: Spec, edges: Mapping[str, Sequence[float]], *, since: bool = False, forget: bool = False
+    spec: Spec,
+    edges: Mapping[str, Sequence[float]],
+    *,
+    since: bool = False,
+    forget: bool = False,
+    levels: Mapping[str, Sequence[Value]] | None = None,
 ) -> str:
     """Weighted count, sum and sum of squares of the reward per context (numeric features in
     their bins) × knob combination, plus the data's signature (rows, sum, newest decision), in
     the columns named by :data:`N`, :data:`S`, :data:`SS`, :data:`ROWS`, :data:`REWARD_SUM`,
     :data:`FIRST_TS` and :data:`LAST_TS`. Quarantined rows are left out.
+
+    ``levels`` holds the learned levels of open categorical features: every other value of
+    one is grouped as NULL (its level ``other``), so rare values make few cells. An open
+    feature without them is grouped by its raw values (their codes merge the rest).
 
     With ``learn.half_life`` each row weighs 2^(-age / half_life), age counted to ``$as_of``.
     With ``forget``, rows decided up to ``$forget_before`` (a change of the world) weigh
@@ -36,6 +46,8 @@ def cells_sql(
             cases = " ".join(f"WHEN {name} < {b!r} THEN {i}" for i, b in enumerate(bounds))
             binned = f"CASE {cases} ELSE {len(bounds)} END" if bounds else "0"
             features.append(f"{binned} AS {name}")
+        elif f.open and levels is not None and f.name in levels:
+            features.append(f"{_grouped(f.name, f.dtype, levels[f.name])} AS {quote_name(f.name)}")
         else:
             features.append(quote_name(f.name))
     knobs = [quote_name(k.name) for k in spec.knobs]
@@ -50,7 +62,7 @@ def cells_sql(
             f"{weight} * CASE WHEN ts <= $forget_before"
             " THEN CAST($forget_weight AS DOUBLE) ELSE 1 END"
         )
-    complete = " AND ".join([f"{k} IS NOT NULL" for k in knobs] + ["reward IS NOT NULL"])
+    complete = _complete(spec)
     return f"""
 WITH a AS ({aligned_rows_sql(spec, since=since)}),
 w AS (SELECT *, {weight} AS {_WEIGHT} FROM a WHERE {complete} AND {NOT_QUARANTINED})
@@ -76,3 +88,44 @@ def complete_since_sql(spec: Spec) -> str:
     cycle scheduled ``after`` new rows waits for)."""
     return f"""SELECT count(*) AS n FROM ({aligned_rows_sql(spec, since=True)}) a
 WHERE reward IS NOT NULL AND {NOT_QUARANTINED}"""
+
+
+def _complete(spec: Spec) -> str:
+    """The condition of an aligned row (``a``) that trains: its knob values and reward known."""
+    knobs = [quote_name(k.name) for k in spec.knobs]
+    return " AND ".join([f"{k} IS NOT NULL" for k in knobs] + ["reward IS NOT NULL"])
+
+
+def _literal(value: Value) -> str:
+    return quote_literal(value) if isinstance(value, str) else str(int(value))
+
+
+def _grouped(name: str, dtype: str, values: Sequence[Value]) -> str:
+    """An open feature's column with every value outside ``values`` as NULL."""
+    column = quote_name(name)
+    if not values:
+        return f"CAST(NULL AS {SQL_TYPE[dtype]})"
+    listed = ", ".join(_literal(v) for v in values)
+    return f"CASE WHEN {column} IN ({listed}) THEN {column} END"
+
+
+def levels_sql(spec: Spec, limits: Mapping[str, int]) -> str:
+    """The most frequent values of open categorical features among the training rows up to
+    ``$as_of`` (complete, not quarantined): per feature in ``limits`` (name -> how many),
+    columns ``feature``, ``value`` (as text) and ``n``, the values tied with the last one
+    included, so the caller breaks ties the same way on every store."""
+    parts = []
+    for name, limit in limits.items():
+        column = quote_name(name)
+        parts.append(
+            f"""SELECT feature, value, n FROM (
+    SELECT {quote_literal(name)} AS feature, CAST({column} AS VARCHAR) AS value,
+        count(*) AS n, rank() OVER (ORDER BY count(*) DESC) AS r
+    FROM t WHERE {column} IS NOT NULL GROUP BY {column}
+) {quote_name(own_column("x_" + name))} WHERE r <= {int(limit)}"""
+        )
+    return f"""
+WITH a AS ({aligned_rows_sql(spec)}),
+t AS (SELECT * FROM a WHERE {_complete(spec)} AND {NOT_QUARANTINED})
+{" UNION ALL ".join(parts)}
+"""

@@ -12,17 +12,18 @@ import io
 import itertools
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+import scipy.sparse as sp
 
-from flywheel.learn.design import Design, Encoding
+from flywheel.learn.design import OTHER, Design, Encoding
 from flywheel.learn.model import Posterior
-from flywheel.learn.policy import SegmentPolicy, segment_policy
+from flywheel.learn.policy import SegmentPolicy, segment_policies, segment_policy
 from flywheel.spec import Spec
+from flywheel.threads import one_blas_thread
 
 Key = tuple[int, ...]
 MAX_TABULATED_SEGMENTS = 2_000
@@ -56,8 +57,17 @@ class Playbook:
     _exact: dict[tuple[Any, ...], SegmentPolicy] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        self._numbers_in_rules = tuple(
-            n for n in self.spec.space.context_names if n in self.encoding.edges
+        # One column per draw, for scoring. A sparse posterior's draws (thousands of
+        # parameters) are held and stored in single precision, as they were drawn.
+        if self.posterior.sparse:
+            self.scoring = np.ascontiguousarray(self.draws.T, dtype=np.float32)
+            self.draws = self.scoring.T
+        else:
+            self.scoring = np.ascontiguousarray(self.draws.T)
+        self._numbers_in_rules = tuple(  # and open categories: a level holds many values
+            n
+            for n in self.spec.space.context_names
+            if n in self.encoding.edges or n in self.encoding.open
         )
 
     # --- serving ---------------------------------------------------------------------------------
@@ -85,19 +95,47 @@ class Playbook:
                 self.segments[key] = table
         return table
 
+    def tabulate(self, contexts: Sequence[Mapping[str, Any]]) -> None:
+        """Compute the serving tables of ``contexts``' segments now, all scored together."""
+        if self._numbers_in_rules:  # tables per exact value: one at a time
+            for context in contexts:
+                self.segment(context)
+            return
+        keys = [self.key(c) for c in contexts]
+        todo = {k: c for k, c in zip(keys, contexts, strict=True) if k not in self.segments}
+        if not todo:
+            return
+        learn = self.spec.learn
+        names = [f.name for f in self.spec.context]
+        with one_blas_thread():
+            tables = segment_policies(
+                self.posterior,
+                self.spec.space.codes,
+                [self.spec.space.allowed(c) for c in todo.values()],
+                [dict(zip(names, k, strict=True)) for k in todo],
+                self.scoring,
+                learn.explore_floor,
+                learn.explore_cap,
+                learn.explore_spread,
+            )
+        with self._lock:
+            for key, table in zip(todo, tables, strict=True):
+                self.segments.setdefault(key, table)
+
     def _compute(self, key: Key, context: Mapping[str, Any]) -> SegmentPolicy:
         learn = self.spec.learn
         codes = {f.name: code for f, code in zip(self.spec.context, key, strict=True)}
         rows = self.spec.space.allowed(context)
-        with threadpool_limits(limits=1, user_api="blas"):  # small matrices: see publish.learn
+        with one_blas_thread():
             return segment_policy(
                 self.posterior,
                 self.spec.space.codes,
                 rows,
                 codes,
-                self.draws,
+                self.scoring,
                 learn.explore_floor,
                 learn.explore_cap,
+                learn.explore_spread,
             )
 
     # --- contents --------------------------------------------------------------------------------
@@ -113,6 +151,8 @@ class Playbook:
                 mids += [(a + b) / 2 for a, b in itertools.pairwise(edges)]
                 mids += [edges[-1] + 1.0] if edges else []
                 values.append(mids)
+            elif f.name in self.encoding.open:  # the learned levels, then a stand-in for other
+                values.append([*self.encoding.categorical[f.name], self.encoding.stand_in(f.name)])
             else:
                 values.append(list(f.values))
         names = [f.name for f in self.spec.context]
@@ -149,6 +189,8 @@ class Playbook:
                 lo = "" if b == 0 else f"{edges[b - 1]:g} <= "
                 hi = "" if b == len(edges) else f" < {edges[b]:g}"
                 out[f.name] = f"{lo}{f.name}{hi}" if edges else "any"
+            elif self.encoding.code(f.name, context[f.name]) == self.encoding.other(f.name):
+                out[f.name] = OTHER
             else:
                 out[f.name] = context[f.name]
         return out
@@ -160,7 +202,6 @@ class Playbook:
         tables = [self.segments[k] for k in keys]
         arrays: dict[str, np.ndarray] = {
             "mean": self.posterior.mean,
-            "cov": self.posterior.cov,
             "draws": self.draws,
             "keys": np.array(keys, dtype=np.int64).reshape(len(keys), len(self.spec.context)),
             "offsets": np.cumsum([0, *[len(t.rows) for t in tables]]),
@@ -169,8 +210,21 @@ class Playbook:
         for name in ("rows", "probs", "mean", "low", "high"):
             parts = [getattr(t, name) for t in tables]
             arrays[f"seg_{name}"] = np.concatenate(parts) if parts else np.zeros(0)
+        if self.posterior.cov is not None:
+            arrays["cov"] = self.posterior.cov
+        else:  # a sparse posterior: the upper triangle of its precision, as CSC
+            assert self.posterior.precision is not None
+            precision = self.posterior.precision
+            arrays["precision_data"] = precision.data
+            arrays["precision_indices"] = precision.indices
+            arrays["precision_indptr"] = precision.indptr
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, allow_pickle=False, **arrays)
+        if self.posterior.sparse:  # draws of thousands of parameters do not compress: store
+            del arrays["draws"]  # them as they are scored, uncompressed
+            arrays["scoring"] = self.scoring
+            np.savez(buffer, allow_pickle=False, **arrays)
+        else:
+            np.savez_compressed(buffer, allow_pickle=False, **arrays)
         return buffer.getvalue()
 
     def meta_json(self) -> str:
@@ -178,6 +232,7 @@ class Playbook:
         meta["encoding"] = {
             "categorical": {n: list(v) for n, v in self.encoding.categorical.items()},
             "edges": {n: list(e) for n, e in self.encoding.edges.items()},
+            "open": sorted(self.encoding.open),
         }
         meta["posterior"] = {
             "link": self.posterior.link,
@@ -203,15 +258,28 @@ class Playbook:
                 for n, values in enc["categorical"].items()
             },
             {n: tuple(e) for n, e in enc["edges"].items()},
+            frozenset(enc.get("open", ())),
         )
         with np.load(io.BytesIO(payload)) as archive:  # each array read (decompressed) once
             arrays = {name: archive[name] for name in archive.files}
         post = meta["posterior"]
+        design = design_for(spec, encoding)
+        precision = None
+        if "precision_data" in arrays:
+            precision = sp.csc_matrix(
+                (
+                    arrays["precision_data"],
+                    arrays["precision_indices"],
+                    arrays["precision_indptr"],
+                ),
+                shape=(design.size, design.size),
+            )
         posterior = Posterior(
-            design=design_for(spec, encoding),
+            design=design,
             link=post["link"],
             mean=arrays["mean"],
-            cov=arrays["cov"],
+            cov=arrays.get("cov"),
+            precision=precision,
             scales=post["scales"],
             term_scales=tuple(post.get("term_scales", ())),
             noise=post["noise"],
@@ -234,12 +302,17 @@ class Playbook:
                 low=arrays["seg_low"][part],
                 high=arrays["seg_high"][part],
             )
-        return cls(version, meta, encoding, posterior, arrays["draws"], segments, spec)
+        draws = arrays["scoring"].T if "scoring" in arrays else arrays["draws"]
+        return cls(version, meta, encoding, posterior, draws, segments, spec)
 
 
 def _restore(spec: Spec, name: str, value: Any) -> Any:
-    """JSON turns every categorical value into JSON types; map back to the spec's own."""
-    for v in spec.feature[name].values:
+    """JSON turns every categorical value into JSON types; map back to the spec's own (an
+    open feature's learned levels are text or integers, as JSON keeps them)."""
+    feature = spec.feature[name]
+    if feature.open:
+        return int(value) if feature.dtype == "integer" else str(value)
+    for v in feature.values:
         if v == value and type(v) is type(value):
             return v
     return value

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from threadpoolctl import threadpool_limits
 
 from flywheel.errors import InvalidInputError
 from flywheel.learn import sql as learn_sql
@@ -26,6 +25,7 @@ from flywheel.seatbelt.monitors import Check
 from flywheel.seatbelt.quality import QualityReport
 from flywheel.spec import Spec
 from flywheel.store import Store
+from flywheel.threads import one_blas_thread
 
 
 @dataclass(frozen=True)
@@ -237,17 +237,13 @@ def _posterior(spec: Spec, cells: Cells, design: Design) -> Posterior:
         scales=dict(DEFAULT_SCALES),
         prior_mean=_prior_mean(spec, design),
     )
-    # The matrices are small: BLAS threads only fight the store's own threads (measured: a
-    # 148-parameter fit took 6.8 s with them beside DuckDB, 0.03 s without).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return fit(cells, design, settings)
 
 
 def _tabulate(playbook: Playbook, limit: int) -> None:
     """Compute the serving tables of the first ``limit`` segments (the rest on first use)."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        for context in playbook.segment_contexts(limit):
-            playbook.segment(context)
+    playbook.tabulate(playbook.segment_contexts(limit))
 
 
 ONLINE_TABULATED = 256  # segments an online update tabulates ahead; the others on first use
@@ -291,11 +287,11 @@ def online(
         posterior = _posterior(spec, cells, design_for(spec, encoding))
         meta: dict[str, Any] = {"spec_digest": spec.digest, "training": {"rows": 0}}
     else:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread():
             posterior = update(checkpoint.posterior, cells)
         meta = dict(checkpoint.meta)
     meta["online"] = {"rows": rows, "as_of": moment.isoformat()}
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         draws = posterior.draws(spec.learn.draws, rng, spec.learn.explore_spread)
     version = 0 if checkpoint is None else checkpoint.version  # 0: no version yet
     playbook = Playbook(version, meta, encoding, posterior, draws, {}, spec, online=True)
@@ -318,7 +314,7 @@ def _fit(
     fitted = time.perf_counter()
     posterior = _posterior(spec, cells, design)
     fit_seconds = time.perf_counter() - fitted
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         rng = np.random.default_rng(seed)
         draws = posterior.draws(spec.learn.draws, rng, spec.learn.explore_spread)
     meta: dict[str, Any] = {
@@ -538,35 +534,58 @@ def _encoding(store: Store, spec: Spec, when: dict[str, datetime]) -> Encoding:
                 .as_py()
             )
             edges[f.name] = tuple(sorted({float(v) for v in (q or []) if v is not None}))
-    categorical = {
-        f.name: {v: i for i, v in enumerate(f.values)}
-        for f in spec.context
-        if f.kind == "categorical"
-    }
-    return Encoding(categorical, edges)
+    categorical = {f.name: {v: i for i, v in enumerate(f.values)} for f in spec.context if f.listed}
+    categorical.update(_open_levels(store, spec, when))
+    return Encoding(categorical, edges, frozenset(f.name for f in spec.context if f.open))
+
+
+def _open_levels(store: Store, spec: Spec, when: dict[str, datetime]) -> dict[str, dict[Any, int]]:
+    """The levels of each open categorical feature, learned from the training rows: its
+    seed values, then its most frequent other values (ties in value order), ``max_levels``
+    in all (the level ``other`` comes after them)."""
+    features = [f for f in spec.context if f.open]
+    if not features:
+        return {}
+    limits = {f.name: f.max_levels for f in features}
+    found: dict[str, list[tuple[int, Any]]] = {f.name: [] for f in features}
+    for row in store.query(learn_sql.levels_sql(spec, limits), when).to_pylist():
+        feature = spec.feature[row["feature"]]
+        text = str(row["value"])
+        value: Any = int(text) if feature.dtype == "integer" else text
+        found[feature.name].append((int(row["n"]), value))
+    out: dict[str, dict[Any, int]] = {}
+    for f in features:
+        ranked = [v for _, v in sorted(found[f.name], key=lambda c: (-c[0], c[1]))]
+        seeds = set(f.values)
+        levels = [*f.values, *(v for v in ranked if v not in seeds)]
+        out[f.name] = {v: i for i, v in enumerate(levels[: f.max_levels])}
+    return out
 
 
 def training_cells(store: Store, spec: Spec, encoding: Encoding, as_of: datetime) -> Cells:
     """The cells a playbook with ``encoding`` is fitted on, from the rows up to ``as_of``."""
-    table = store.query(cells_sql(spec, encoding.edges), {"as_of": as_of})
+    sql = cells_sql(spec, encoding.edges, levels=_learned(spec, encoding))
+    table = store.query(sql, {"as_of": as_of})
     if not table.num_rows:
         return Cells.empty((*(f.name for f in spec.context), *(k.name for k in spec.knobs)))
     return cells_of(table, spec, encoding)
 
 
+def _learned(spec: Spec, encoding: Encoding) -> dict[str, list[Any]]:
+    """The learned levels of the open features (what :func:`cells_sql` groups by)."""
+    return {f.name: list(encoding.categorical[f.name]) for f in spec.context if f.open}
+
+
 def cells_of(table: pa.Table, spec: Spec, encoding: Encoding) -> Cells:
-    """Cells from the learner's aggregation query (rows whose values left the spec dropped)."""
+    """Cells from the learner's aggregation query (rows whose values left the spec dropped;
+    an open feature's values outside its learned levels, grouped or not, go to ``other``)."""
     codes: dict[str, np.ndarray] = {}
     for f in spec.context:
         column = table.column(f.name)
         if f.name in encoding.edges:
-            codes[f.name] = column.to_numpy().astype(np.int64)
+            codes[f.name] = np.asarray(column.to_numpy(), dtype=float)
         else:
-            codes[f.name] = (
-                pc.index_in(column, value_set=pa.array(f.values, type=column.type))
-                .to_numpy()
-                .astype(np.int64)
-            )
+            codes[f.name] = encoding.column_codes(f.name, column)
     for k in spec.knobs:
         column = table.column(k.name)
         codes[k.name] = pc.index_in(

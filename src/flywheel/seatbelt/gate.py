@@ -1,8 +1,10 @@
 """The gate a learn cycle passes before it publishes.
 
 The cycle's *recent window* holds the rows decided since the incumbent playbook's training
-cut-off (or since the last resume, if later); the *reference window* the rows before it. The
-data checks compare the two (each needs ``seatbelt.min_rows`` rows on both sides):
+cut-off (or since the last resume, if later) up to the cycle's moment (its ``as_of``: history
+is judged on its own clock); the *reference window* the rows before it. ``windows`` (never
+fails) counts both; the data checks compare them (each needs ``seatbelt.min_rows`` rows on
+both sides):
 
 - ``quality``: the share of the recent window's rows quarantined is over
   ``seatbelt.max_quarantined``;
@@ -60,14 +62,16 @@ _RECENT, _LONG_RECENT, _NEWEST = (own_column(c) for c in ("recent", "long_recent
 
 @dataclass(frozen=True)
 class Windows:
-    """Rows with a result (quarantined ones left out), split at ``cut`` (the incumbent's
-    training cut-off) and at ``long_cut`` (that of the version SHIFT_CYCLES publishes back)."""
+    """Rows with a result (quarantined ones left out) as of ``as_of`` (the cycle's moment:
+    the data's own clock when it learns history), split at ``cut`` (the incumbent's training
+    cut-off) and at ``long_cut`` (that of the version SHIFT_CYCLES publishes back)."""
 
     recent: pa.Table
     reference: pa.Table
     cut: datetime
     long_recent: pa.Table
     long_reference: pa.Table
+    as_of: datetime | None = None
 
 
 def windows(
@@ -117,6 +121,7 @@ def windows(
         cut,
         table.filter(pa.array(longer)),
         table.filter(pa.array(~longer)),
+        as_of,
     )
 
 
@@ -159,7 +164,7 @@ def data_checks(
 ) -> list[Check]:
     """Every data check of the recent window (the incumbent's model predicts the rewards)."""
     belt = spec.seatbelt
-    checks = [_quality(spec, quality)]
+    checks = [_quality(spec, quality), _windows(data)]
     n_new, n_old = data.recent.num_rows, data.reference.num_rows
     if min(n_new, n_old) < belt.min_rows:
         note = f"{n_new} recent and {n_old} reference rows; checks need {belt.min_rows} each"
@@ -171,6 +176,24 @@ def data_checks(
     checks += _reward_shift(spec, data, incumbent, alpha)
     checks.append(_reward_drift(spec, data, alpha))
     return checks
+
+
+def _windows(data: Windows) -> Check:
+    """What the checks judge (never fails): the recent window's rows, decided after the cut
+    and up to the cycle's moment, against the reference's, both counted (with a result, not
+    quarantined, at most WINDOW_ROWS each)."""
+    n_new, n_old = data.recent.num_rows, data.reference.num_rows
+    span = f"after {_when(data.cut)}" + ("" if data.as_of is None else f", by {_when(data.as_of)}")
+    summary = f"{n_new:,} recent rows (decided {span}) against {n_old:,} reference rows"
+    detail: dict[str, Any] = {"recent_rows": n_new, "reference_rows": n_old}
+    detail["cut"] = data.cut.isoformat()
+    detail["as_of"] = None if data.as_of is None else data.as_of.isoformat()
+    return Check("windows", True, False, summary, detail)
+
+
+def _when(moment: datetime) -> str:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _critical(spec: Spec, name: str) -> bool:
@@ -713,6 +736,8 @@ def context_codes(playbook: Playbook, rows: pa.Table) -> dict[str, np.ndarray]:
         if f.name in playbook.encoding.edges:
             edges = np.asarray(playbook.encoding.edges[f.name], dtype=float)
             out[f.name] = np.searchsorted(edges, column.to_numpy(), side="right")
+        elif f.open:  # the playbook's learned levels (every other value: other)
+            out[f.name] = playbook.encoding.column_codes(f.name, column).astype(np.int64)
         else:
             values = pa.array(f.values, type=column.type)
             out[f.name] = pc.index_in(column, value_set=values).fill_null(0).to_numpy()
@@ -736,9 +761,11 @@ def segments(playbook: Playbook, rows: pa.Table) -> list[tuple[int, dict[str, An
         return [(0, {}, np.arange(rows.num_rows))]
     codes = context_codes(playbook, rows)
     key = np.column_stack([codes[f.name] for f in spec.context]).astype(float)
-    exact = [n for n in spec.space.context_names if n in playbook.encoding.edges]
-    if exact:  # rules read these numbers: their exact values pick the allowed set
-        key = np.column_stack([key, *(rows.column(n).to_numpy() for n in exact)])
+    encoding = playbook.encoding
+    exact = [n for n in spec.space.context_names if n in encoding.edges or n in encoding.open]
+    if exact:  # rules read these: their exact values (not their level) pick the allowed set
+        values = [rows.column(n).to_numpy(zero_copy_only=False) for n in exact]
+        key = np.column_stack([key, *(np.unique(v, return_inverse=True)[1] for v in values)])
     _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
     names = [f.name for f in spec.context]

@@ -1,0 +1,74 @@
+"""A playbook with a sparse posterior (a big design) learns, stores, loads, serves, updates
+online and is analysed like a dense one, on DuckDB and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import flywheel
+from flywheel.learn import model
+from flywheel.playbook.book import Playbook
+from tests.conftest import T0, Clock
+from tests.playbook.test_learn import play, spec
+
+
+@pytest.fixture
+def sparse_wheel(
+    each_store: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[tuple[flywheel.Wheel, Clock]]:
+    monkeypatch.setattr(model, "SPARSE_ABOVE", 5)  # the small test design counts as big
+    clock = Clock(T0)
+    wheel = flywheel.open(spec(), store=each_store, clock=clock, background=False)
+    yield wheel, clock
+    wheel.close()
+
+
+def test_a_sparse_playbook_serves_the_same_after_a_reload(
+    sparse_wheel: tuple[flywheel.Wheel, Clock],
+) -> None:
+    wheel, clock = sparse_wheel
+    play(wheel, clock, 600, random.Random(1))
+    result = wheel.learn(as_of=clock.now, seed=3)
+    assert result.published
+    served = wheel.playbook
+    assert served is not None and served.posterior.sparse and served.posterior.cov is None
+    found = wheel.store.playbook(result.version)
+    assert found is not None
+    loaded = Playbook.load(wheel.spec, *found)
+    assert loaded.posterior.sparse and loaded.posterior.precision is not None
+    assert loaded.draws.dtype == np.float32 and served.draws.dtype == np.float32
+    np.testing.assert_array_equal(loaded.scoring, served.scoring)
+    for key, table in served.segments.items():
+        stored = loaded.segments[key]
+        np.testing.assert_array_equal(stored.probs, table.probs)
+        # computed again from the stored draws: the same table, to the last bit
+        again = loaded._compute(key, {"genre": ["thriller", "romance"][key[0]]})
+        np.testing.assert_array_equal(again.probs, table.probs)
+        np.testing.assert_allclose(again.low, table.low)
+    # it learned: the best combination for thrillers is suspense with two twists
+    best = {b["context"]["genre"]: b["params"] for b in loaded.best()}
+    assert (best["thriller"]["opening"], best["thriller"]["twists"]) == ("suspense", 2)
+
+
+def test_a_sparse_playbook_updates_online_and_is_analysed(
+    sparse_wheel: tuple[flywheel.Wheel, Clock],
+) -> None:
+    wheel, clock = sparse_wheel
+    play(wheel, clock, 600, random.Random(2))
+    assert wheel.learn(as_of=clock.now, seed=1).published
+    before = wheel.playbook
+    assert before is not None
+    play(wheel, clock, 300, random.Random(3))
+    assert wheel.update()
+    after = wheel._decider.playbook  # what decide serves now
+    assert after is not None and after.online and after.posterior.sparse
+    assert after.posterior.weight > before.posterior.weight
+    analysis = wheel.analyze()
+    assert analysis.findings.single  # estimates with intervals, from the sparse posterior
+    for s in analysis.findings.single:
+        assert s.low <= s.estimate <= s.high
