@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import flywheel
+from flywheel import align
 from flywheel.demo import DemoResult, example_text
 from flywheel.errors import FlywheelError, SpecError, StoreLockedError
 from flywheel.health import Health
@@ -229,10 +230,7 @@ def _stamp(moment: datetime | str | None) -> str:
     """A moment as ``--as-of`` takes it back: ``2020-02-29T23:24:00Z``."""
     if moment is None:
         return ""
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return align.stamp(datetime.fromisoformat(moment) if isinstance(moment, str) else moment)
 
 
 def _spec_args(spec: Path) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -513,7 +513,8 @@ class Wheel:
                 seed = int(self._online_rng.integers(2**31))
         result, playbook = publish.learn(self.store, self.spec, as_of=when, seed=seed, force=force)
         if span is not None:
-            note = f"as of {_iso(span.last)}, the newest row of the history (nothing decided live)"
+            last = align.stamp(span.last)
+            note = f"as of {last}, the newest row of the history (nothing decided live)"
             result = replace(result, reason=f"{result.reason}; {note}")
         if playbook is not None:
             self._serve(playbook)
@@ -791,12 +792,15 @@ class Wheel:
                     return found
             if version is not None:
                 reason = (
-                    f"version {number} learned from rows up to {_iso(cut)}, after {_iso(moment)}"
+                    f"version {number} learned from rows up to {align.stamp(cut)},"
+                    f" after {align.stamp(moment)}"
                 )
                 raise InvalidInputError("as_of", reason)
         if version is not None:
             raise InvalidInputError("version", "no such version")
-        raise InvalidInputError("as_of", f"no playbook was learned from rows up to {_iso(moment)}")
+        raise InvalidInputError(
+            "as_of", f"no playbook was learned from rows up to {align.stamp(moment)}"
+        )
 
     def playbook_rows(self, version: int | None = None) -> list[dict[str, Any]]:
         """The playbook as rows: one per context segment, each knob's exact value, the
@@ -1010,11 +1014,6 @@ def _claim(store: Store, key: str, value: str) -> str:
 def _steps(normalize: str) -> str:
     """``privacy.normalize_units`` as the spec writes it, from its stored form."""
     return ", ".join(f'"{step}"' for step in normalize.split(",") if step)
-
-
-def _iso(moment: datetime) -> str:
-    """A moment as ``2020-02-29T23:24:00Z`` (what ``--as-of`` takes back)."""
-    return align.moment(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ignore(results: int) -> None:

@@ -13,7 +13,7 @@ from flywheel.errors import WrongTypeError
 from flywheel.spec import Spec
 from flywheel.store import Store
 
-__all__ = ["Summary", "aligned", "moment", "summary"]
+__all__ = ["Summary", "aligned", "moment", "stamp", "summary"]
 
 
 def moment(when: float | datetime | None) -> datetime:
@@ -25,6 +25,11 @@ def moment(when: float | datetime | None) -> datetime:
     if isinstance(when, bool) or not isinstance(when, int | float) or not math.isfinite(when):
         raise WrongTypeError("as_of", f"expected epoch seconds or a datetime, got {when!r}")
     return datetime.fromtimestamp(when, tz=UTC)
+
+
+def stamp(when: float | datetime | None) -> str:
+    """A moment as ``2020-02-29T23:24:00Z`` (what ``--as-of`` takes back)."""
+    return moment(when).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def aligned(store: Store, spec: Spec, as_of: float | datetime | None = None) -> pa.Table:

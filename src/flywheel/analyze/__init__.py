@@ -7,7 +7,6 @@ JSON, Markdown or a standalone HTML page, :mod:`.export` into spreadsheets.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +28,7 @@ from flywheel.analyze.findings import (
 from flywheel.errors import FlywheelError, InvalidInputError
 from flywheel.learn.cells import Cells
 from flywheel.learn.design import Encoding
+from flywheel.learn.sql import context_columns, row_weight, trains
 from flywheel.playbook.book import Playbook
 from flywheel.playbook.publish import training_cells
 from flywheel.rules import quote_name
@@ -112,16 +112,14 @@ def analyze(
     *,
     effect: float | None = None,
     seed: int = 0,
-    offline: bool = True,
 ) -> Analysis:
     """Analyse ``playbook`` on the rows it was fitted on (its training cut-off).
 
     ``effect`` is the smallest effect worth finding, in reward units (default: a tenth of
     the reward's standard deviation); readiness is judged against it. The observed figures
     weigh rows logged with varying propensities by their inverse; rows logged without one
-    are tested for uniform logging, and warned about where it is not. With ``offline``,
-    the playbook is also evaluated on the rows logged with propensities (what it would have
-    earned on them).
+    are tested for uniform logging, and warned about where it is not. The playbook is also
+    evaluated on the rows logged with propensities (what it would have earned on them).
     """
     as_of = datetime.fromisoformat(playbook.meta["training"]["as_of"])
     cells = training_cells(store, spec, playbook.encoding, as_of)
@@ -129,7 +127,7 @@ def analyze(
         raise InvalidInputError("playbook", "its training rows are no longer in the store")
     logging, observed = _logging(store, spec, playbook.encoding, as_of)
     findings = compute(playbook, cells, effect=effect, seed=seed, observed=observed)
-    evaluation, note = _evaluation(store, spec, playbook, as_of, logging, offline)
+    evaluation, note = _evaluation(store, spec, playbook, as_of, logging)
     return Analysis(
         version=playbook.version,
         as_of=as_of.isoformat(),
@@ -148,28 +146,14 @@ def analyze(
 # --- how the rows were logged --------------------------------------------------------------------
 
 
-def _logging_sql(spec: Spec, edges: dict[str, list[float]]) -> str:
+def _logging_sql(spec: Spec, encoding: Encoding) -> str:
     """Per context (numeric features in their bins) × knob combination, the analysed rows'
     weighted sums split by whether they carry a propensity: without one plainly, with one
     also divided by it (the rows and weights the learner reads: complete, not quarantined)."""
-    features = []
-    for f in spec.context:
-        name = quote_name(f.name)
-        if f.name in edges:
-            bounds = edges[f.name]
-            cases = " ".join(f"WHEN {name} < {b!r} THEN {i}" for i, b in enumerate(bounds))
-            binned = f"CASE {cases} ELSE {len(bounds)} END" if bounds else "0"
-            features.append(f"{binned} AS {name}")
-        else:
-            features.append(name)
+    features = context_columns(spec, encoding)
     knobs = [quote_name(k.name) for k in spec.knobs]
-    half_life = spec.learn.half_life_seconds
-    weight = (
-        f"exp({-math.log(2) / half_life!r} * (epoch($as_of) - epoch(ts)))"
-        if half_life
-        else "CAST(1 AS DOUBLE)"
-    )
-    complete = " AND ".join([f"{k} IS NOT NULL" for k in knobs] + ["reward IS NOT NULL"])
+    weight = row_weight(spec)
+    complete = trains(spec)
     bare = "propensity IS NULL OR propensity <= 0"
     known = "propensity > 0"
     return f"""
@@ -202,7 +186,7 @@ def _logging(
     uniformly; rows without one weigh 1. Self-normalised per level, a uniform logger's rows
     get the plain mean.
     """
-    table = store.query(_logging_sql(spec, {k: list(v) for k, v in encoding.edges.items()}),
+    table = store.query(_logging_sql(spec, encoding),
                         {"as_of": as_of})  # fmt: skip
     data = {name: table.column(name).to_pylist() for name in table.column_names}
     size = table.num_rows
@@ -326,12 +310,10 @@ def _p(p: float) -> str:
 
 
 def _evaluation(
-    store: Store, spec: Spec, playbook: Playbook, as_of: datetime, logging: Logging, offline: bool
+    store: Store, spec: Spec, playbook: Playbook, as_of: datetime, logging: Logging
 ) -> tuple[Evaluation | None, str]:
     """The playbook evaluated offline on the analysed rows logged with propensities, or why
     not (no such row, too many for an analysis to read, or too few to estimate from)."""
-    if not offline:
-        return None, "offline evaluation not asked for"
     if not logging.propensities:
         return None, "no analysed row carries a propensity: nothing to evaluate the playbook on"
     if logging.propensities > MAX_EVALUATED:

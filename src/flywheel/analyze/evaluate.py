@@ -51,7 +51,7 @@ from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
 from flywheel.errors import InvalidInputError
 from flywheel.playbook.book import Playbook
 from flywheel.rules import quote_name
-from flywheel.seatbelt.offpolicy import Estimate, doubly_robust, ips, snips
+from flywheel.seatbelt.offpolicy import Estimate, doubly_robust, ips, normal, snips
 from flywheel.spec import Spec
 from flywheel.store import Store
 
@@ -64,7 +64,6 @@ values in the spec's order); combinations it leaves out have probability 0."""
 SHRINK = 5.0  # rows of prior weight of the reward model's cells toward the combination's mean
 HEAVY = 20.0  # an importance weight above this marks a row the logs barely support
 THIN = 0.1  # an effective sample under this share of the rows is thin support
-Z = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 
 
 @dataclass(frozen=True)
@@ -357,17 +356,7 @@ def _mips(
     r_c = np.bincount(cell, reward) / size
     marginal = w_c[cell]
     terms = weights * r_c[cell] + marginal * reward - marginal * r_c[cell]
-    n = len(terms)
-    value = float(terms.mean())
-    se = float(terms.std(ddof=1) / math.sqrt(n))
-    return Estimate("mips", value, value - Z * se, value + Z * se, n, _effective(marginal))
-
-
-def _effective(w: np.ndarray) -> float:
-    """(sum w)^2 / sum w^2: how many rows the weights are worth."""
-    scaled = w / w.max() if len(w) and w.max() > 0 else w
-    total = float((scaled**2).sum())
-    return float(scaled.sum()) ** 2 / total if total > 0 else 0.0
+    return normal("mips", terms, marginal, 0.05)
 
 
 def _marginal_support(

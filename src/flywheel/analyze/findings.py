@@ -29,18 +29,19 @@ which are deliberately narrowed).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
-from threadpoolctl import threadpool_limits
+from scipy import stats
 
 from flywheel.learn.cells import Cells
 from flywheel.learn.design import Term
 from flywheel.learn.model import Posterior
 from flywheel.playbook.book import MAX_TABULATED_SEGMENTS, Playbook
+from flywheel.threads import one_blas_thread
 
 DRAWS = 400
 POWER_Z = float(stats.norm.ppf(0.8))
@@ -172,7 +173,7 @@ def compute(
     ``observed`` are the same rows weighted as the observed (raw) means should weigh them
     (by inverse propensity where the logging policy was not uniform); by default ``cells``.
     """
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return _Compute(playbook, cells, effect, seed, observed).run()
 
 
@@ -291,7 +292,7 @@ class _Compute:
         keys, rows = self._segments()
         best = self._best(keys, rows)
         readiness = self._readiness()
-        segments = int(np.prod([self.design.levels[f.name] for f in self.spec.context]))
+        segments = math.prod(self.design.levels[f.name] for f in self.spec.context)
         unseen = self._unseen({tuple(k) for k in keys.tolist()}, segments)
         return Findings(
             single,
@@ -445,16 +446,9 @@ class _Compute:
         else:
             eta = (model - self.posterior.center) / self.posterior.scale
         base = eta - delta
-
-        def response(value: float) -> float:
-            if self.posterior.link == "logistic":
-                return float(special.expit(value))  # no overflow at any value
-            return self.posterior.center + self.posterior.scale * value
-
-        def gain(d: float) -> float:
-            return response(base + d) - response(base)
-
-        return gain(delta), gain(delta - 1.96 * sd), gain(delta + 1.96 * sd)
+        shifts = np.array([0.0, delta, delta - 1.96 * sd, delta + 1.96 * sd])
+        r = self.posterior.response(base + shifts)  # no overflow at any value
+        return float(r[1] - r[0]), float(r[2] - r[0]), float(r[3] - r[0])
 
     def _best(self, keys: np.ndarray, rows: np.ndarray) -> tuple[Best, ...]:
         """The best combination of each segment with training rows (the most rows first, at
@@ -462,10 +456,10 @@ class _Compute:
         out = []
         space = self.spec.space
         default_row = space.row_of(self.spec.default)
-        for key, n in zip(
-            keys[:MAX_TABULATED_SEGMENTS].tolist(), rows[:MAX_TABULATED_SEGMENTS], strict=True
-        ):
-            context = self._context(tuple(key))
+        shown = keys[:MAX_TABULATED_SEGMENTS].tolist()
+        contexts = [self._context(tuple(key)) for key in shown]
+        self.playbook.tabulate(contexts)  # the tables not yet computed, scored together
+        for key, n, context in zip(shown, rows[:MAX_TABULATED_SEGMENTS], contexts, strict=True):
             table = self.playbook.segment(context)
             if len(table.rows) == 0:
                 continue
@@ -506,17 +500,18 @@ class _Compute:
         if segments <= len(seen):
             return None
         served: dict[int, int] = {}  # a row of the space: segments served it
-        examined = 0
-        for context in self.playbook.segment_contexts(len(seen) + UNSEEN_EXAMINED):
-            if self.playbook.key(context) in seen:
-                continue
+        contexts = [
+            context
+            for context in self.playbook.segment_contexts(len(seen) + UNSEEN_EXAMINED)
+            if self.playbook.key(context) not in seen
+        ][:UNSEEN_EXAMINED]
+        self.playbook.tabulate(contexts)  # the tables not yet computed, scored together
+        for context in contexts:
             table = self.playbook.segment(context)
             if len(table.rows):
                 row = int(table.rows[table.best])
                 served[row] = served.get(row, 0) + 1
-            examined += 1
-            if examined >= UNSEEN_EXAMINED:
-                break
+        examined = len(contexts)
         folded = tuple(
             (self.spec.space.params(row), count)
             for row, count in sorted(served.items(), key=lambda item: -item[1])

@@ -116,13 +116,13 @@ def _best_rows(a: Analysis) -> list[list[str]]:
     return [
         [
             b.segment,
-            ", ".join(f"{k} = {v}" for k, v in b.params.items()),
+            _assignment(b.params),
             f"{_n(b.expected)} ({_n(b.low)}–{_n(b.high)})",
             f"{b.p_best:.2f}",
             f"{b.lift:+.3g} ({b.lift_low:+.3g} to {b.lift_high:+.3g})",
             f"{b.rows:,}",
         ]
-        for b in sorted(a.best, key=lambda b: -b.rows)[:TOP_SEGMENTS]
+        for b in a.best[:TOP_SEGMENTS]  # the most rows first
     ]
 
 
@@ -138,7 +138,7 @@ def _more_segments(a: Analysis) -> list[str]:
     with_rows = f.segments - (f.unseen.segments if f.unseen else 0)
     shown = min(len(a.best), TOP_SEGMENTS)
     if with_rows > shown:
-        rest = a.rows - sum(b.rows for b in sorted(a.best, key=lambda b: -b.rows)[:shown])
+        rest = a.rows - sum(b.rows for b in a.best[:shown])
         out.append(
             f"{with_rows - shown:,} more segments with rows ({rest:,} rows) are not shown:"
             " `flywheel export playbook` lists every segment's exact values, its expected"
@@ -272,7 +272,7 @@ def _earned(a: Analysis) -> tuple[str, list[list[str]], list[str]]:
     )
     rows = [
         [
-            x.method.upper() if x.method != "snips" else "SNIPS",
+            x.method.upper(),
             f"{_n(x.value)} ({_n(x.low)}–{_n(x.high)})",
             f"{x.effective_n:,.0f}",
         ]

@@ -685,9 +685,10 @@ class Recorder:
 
 OUTSIDE = "outside"
 """The policy of a logged row with a propensity and no policy name."""
-OWN_POLICIES = frozenset(
-    {"uniform", "default", "thompson", "greedy", "online", "local", "logged", "imported", OUTSIDE}
-)
+LIVE_POLICIES = ("uniform", "default", "thompson", "greedy", "online", "local")
+"""The policies of decisions the wheel made itself (decide, or a product serving a copy of a
+playbook): a store holding one is live, whatever the times of its rows."""
+OWN_POLICIES = frozenset({*LIVE_POLICIES, "logged", "imported", OUTSIDE})
 """Policy names Flywheel records itself; an outside policy cannot take one."""
 MAX_POLICY_NAME = 100
 

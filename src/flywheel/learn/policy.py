@@ -88,6 +88,7 @@ def segment_policies(
         codes[knob] = knob_codes[everything, i]
     x = design.matrix(codes, len(everything))
     eta = x @ posterior.mean
+    # exact intervals from a dense covariance; a sparse posterior's are read off the draws
     exact = None if posterior.sparse else posterior.variances(x)
     if draws.dtype != x.dtype:  # score in the draws' own precision, without a copy of them
         x = x.astype(draws.dtype)
@@ -98,20 +99,16 @@ def segment_policies(
         while last < len(allowed) and (bounds[last + 1] - bounds[first]) * m <= budget:
             last += 1
         lo, hi = int(bounds[first]), int(bounds[last])
-        batch = x[lo:hi] @ draws if last - first > 1 else None
+        batch = x[lo:hi] @ draws if (hi - lo) * m <= budget else None  # else: one, in chunks
         for k in range(first, last):
             a, b = int(bounds[k]), int(bounds[k + 1])
             if a == b:  # the rules allow nothing here: decide refuses such contexts
                 empty = np.zeros(0)
                 tables.append(SegmentPolicy(allowed[k], empty, -1, empty, empty, empty))
                 continue
-            if batch is None:
-                winners, spreads = _winners(x[a:b], draws, budget)
-            else:
-                scores = batch[a - lo : b - lo]
-                winners = np.argmax(scores, axis=0)
-                spreads = np.std(scores, axis=1, ddof=1) if m > 1 else np.zeros(b - a)
-            sd = spreads / spread if exact is None else np.sqrt(np.maximum(exact[a:b], 0.0))
+            scores = None if batch is None else batch[a - lo : b - lo]
+            winners, spreads = _winners(x[a:b], draws, budget, exact is None, scores)
+            sd = np.sqrt(np.maximum(exact[a:b], 0.0)) if exact is not None else spreads / spread
             mean = posterior.response(eta[a:b])
             low = posterior.response(eta[a:b] - 1.96 * sd)
             high = posterior.response(eta[a:b] + 1.96 * sd)
@@ -124,25 +121,33 @@ def segment_policies(
 
 
 def _winners(
-    x: sp.csr_matrix, draws: np.ndarray, budget: int = 4_000_000
+    x: sp.csr_matrix,
+    draws: np.ndarray,
+    budget: int,
+    spreads: bool,
+    scores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each draw, the row with the highest score, and each row's standard deviation of
-    its score over the draws; scored in chunks of rows so memory stays bounded (``budget``
-    scores at a time) however large the space."""
+    """For each draw, the row with the highest score, and (if ``spreads``) each row's
+    standard deviation of its score over the draws. Rows are scored in chunks so memory
+    stays bounded (``budget`` scores at a time) however large the space, unless their
+    ``scores`` are given."""
     m = draws.shape[1]
     step = max(1, budget // m)
     best_score = np.full(m, -np.inf)
     best_row = np.zeros(m, dtype=np.int64)
-    spreads = np.zeros(x.shape[0])
+    deviations = np.zeros(x.shape[0])
     for start in range(0, x.shape[0], step):
-        scores = x[start : start + step] @ draws  # (chunk, m)
-        spreads[start : start + len(scores)] = np.std(scores, axis=1, ddof=1) if m > 1 else 0.0
-        top = np.argmax(scores, axis=0)
-        value = scores[top, np.arange(m)]
+        chunk = x[start : start + step] @ draws if scores is None else scores  # (chunk, m)
+        if spreads and m > 1:
+            deviations[start : start + len(chunk)] = np.std(chunk, axis=1, ddof=1)
+        top = np.argmax(chunk, axis=0)
+        value = chunk[top, np.arange(m)]
         better = value > best_score
         best_score[better] = value[better]
         best_row[better] = top[better] + start
-    return best_row, spreads
+        if scores is not None:
+            break
+    return best_row, deviations
 
 
 def _floor_and_cap(thompson: np.ndarray, best: int, floor: float, cap: float) -> np.ndarray:

@@ -133,16 +133,11 @@ class Factor:
 
     def __init__(self, upper: sp.csc_matrix) -> None:
         self._solver = qdldl.Solver(upper, upper=True)
-        self._pattern = (upper.indices, upper.indptr)
 
     def refactor(self, upper: sp.csc_matrix) -> None:
-        """A new matrix with the same pattern: only the numeric factorisation is redone."""
-        same = upper.indptr is self._pattern[1] or np.array_equal(upper.indptr, self._pattern[1])
-        if same and np.array_equal(upper.indices, self._pattern[0]):
-            self._solver.update(upper, upper=True)
-        else:
-            self._solver = qdldl.Solver(upper, upper=True)
-            self._pattern = (upper.indices, upper.indptr)
+        """A new matrix with the same sparsity pattern (a :class:`Gram`'s): only the numeric
+        factorisation is redone."""
+        self._solver.update(upper, upper=True)
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         result: np.ndarray = self._solver.solve(np.ascontiguousarray(b, dtype=float))

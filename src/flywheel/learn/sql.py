@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
+from flywheel.learn.design import Encoding
 from flywheel.rules import SQL_TYPE, own_column, quote_literal, quote_name
 from flywheel.skeleton import Value
 from flywheel.spec import Spec
@@ -17,55 +18,25 @@ N, S, SS, ROWS, REWARD_SUM, FIRST_TS, LAST_TS = (
 _WEIGHT = quote_name(own_column("w"))
 
 
-def cells_sql(
-    spec: Spec,
-    edges: Mapping[str, Sequence[float]],
-    *,
-    since: bool = False,
-    forget: bool = False,
-    levels: Mapping[str, Sequence[Value]] | None = None,
-) -> str:
+def cells_sql(spec: Spec, encoding: Encoding, *, since: bool = False, forget: bool = False) -> str:
     """Weighted count, sum and sum of squares of the reward per context (numeric features in
     their bins) × knob combination, plus the data's signature (rows, sum, newest decision), in
     the columns named by :data:`N`, :data:`S`, :data:`SS`, :data:`ROWS`, :data:`REWARD_SUM`,
     :data:`FIRST_TS` and :data:`LAST_TS`. Quarantined rows are left out.
 
-    ``levels`` holds the learned levels of open categorical features: every other value of
-    one is grouped as NULL (its level ``other``), so rare values make few cells. An open
-    feature without them is grouped by its raw values (their codes merge the rest).
+    Features are grouped as :func:`context_columns` says (numbers by ``encoding``'s bins,
+    open categories by its learned levels).
 
     With ``learn.half_life`` each row weighs 2^(-age / half_life), age counted to ``$as_of``.
     With ``forget``, rows decided up to ``$forget_before`` (a change of the world) weigh
     ``$forget_weight`` more. With ``since``, only decisions after ``$since`` are read.
     """
-    features = []
-    for f in spec.context:
-        if f.name in edges:
-            bounds = edges[f.name]
-            name = quote_name(f.name)
-            cases = " ".join(f"WHEN {name} < {b!r} THEN {i}" for i, b in enumerate(bounds))
-            binned = f"CASE {cases} ELSE {len(bounds)} END" if bounds else "0"
-            features.append(f"{binned} AS {name}")
-        elif f.open and levels is not None and f.name in levels:
-            features.append(f"{_grouped(f.name, f.dtype, levels[f.name])} AS {quote_name(f.name)}")
-        else:
-            features.append(quote_name(f.name))
+    features = context_columns(spec, encoding)
     knobs = [quote_name(k.name) for k in spec.knobs]
-    half_life = spec.learn.half_life_seconds
-    weight = (
-        f"exp({-math.log(2) / half_life!r} * (epoch($as_of) - epoch(ts)))"
-        if half_life
-        else "CAST(1 AS DOUBLE)"
-    )
-    if forget:
-        weight = (
-            f"{weight} * CASE WHEN ts <= $forget_before"
-            " THEN CAST($forget_weight AS DOUBLE) ELSE 1 END"
-        )
-    complete = _complete(spec)
+    weight = row_weight(spec, forget=forget)
     return f"""
 WITH a AS ({aligned_rows_sql(spec, since=since)}),
-w AS (SELECT *, {weight} AS {_WEIGHT} FROM a WHERE {complete} AND {NOT_QUARANTINED})
+w AS (SELECT *, {weight} AS {_WEIGHT} FROM a WHERE {trains(spec)} AND {NOT_QUARANTINED})
 SELECT {", ".join([*features, *knobs])},
     CAST(sum({_WEIGHT}) AS DOUBLE) AS {quote_name(N)},
     CAST(sum({_WEIGHT} * reward) AS DOUBLE) AS {quote_name(S)},
@@ -90,10 +61,47 @@ def complete_since_sql(spec: Spec) -> str:
 WHERE reward IS NOT NULL AND {NOT_QUARANTINED}"""
 
 
-def _complete(spec: Spec) -> str:
+def trains(spec: Spec) -> str:
     """The condition of an aligned row (``a``) that trains: its knob values and reward known."""
     knobs = [quote_name(k.name) for k in spec.knobs]
     return " AND ".join([f"{k} IS NOT NULL" for k in knobs] + ["reward IS NOT NULL"])
+
+
+def context_columns(spec: Spec, encoding: Encoding) -> list[str]:
+    """The context features as the learner groups them: numbers by their bin, an open
+    category by its learned levels (every other value as NULL: its level ``other``, so rare
+    values make few cells), the rest by value."""
+    features = []
+    for f in spec.context:
+        name = quote_name(f.name)
+        if f.name in encoding.edges:
+            bounds = encoding.edges[f.name]
+            cases = " ".join(f"WHEN {name} < {b!r} THEN {i}" for i, b in enumerate(bounds))
+            binned = f"CASE {cases} ELSE {len(bounds)} END" if bounds else "0"
+            features.append(f"{binned} AS {name}")
+        elif f.name in encoding.open:
+            levels = list(encoding.categorical[f.name])
+            features.append(f"{_grouped(f.name, f.dtype, levels)} AS {name}")
+        else:
+            features.append(name)
+    return features
+
+
+def row_weight(spec: Spec, *, forget: bool = False) -> str:
+    """A row's weight: 2^(-age / half_life) with ``learn.half_life`` (age counted to
+    ``$as_of``), times ``$forget_weight`` up to ``$forget_before`` with ``forget``."""
+    half_life = spec.learn.half_life_seconds
+    weight = (
+        f"exp({-math.log(2) / half_life!r} * (epoch($as_of) - epoch(ts)))"
+        if half_life
+        else "CAST(1 AS DOUBLE)"
+    )
+    if forget:
+        weight = (
+            f"{weight} * CASE WHEN ts <= $forget_before"
+            " THEN CAST($forget_weight AS DOUBLE) ELSE 1 END"
+        )
+    return weight
 
 
 def _literal(value: Value) -> str:
@@ -126,6 +134,6 @@ def levels_sql(spec: Spec, limits: Mapping[str, int]) -> str:
         )
     return f"""
 WITH a AS ({aligned_rows_sql(spec)}),
-t AS (SELECT * FROM a WHERE {_complete(spec)} AND {NOT_QUARANTINED})
+t AS (SELECT * FROM a WHERE {trains(spec)} AND {NOT_QUARANTINED})
 {" UNION ALL ".join(parts)}
 """

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from flywheel.learn.design import OTHER, Design, Encoding
 from flywheel.learn.model import Posterior
-from flywheel.learn.policy import SegmentPolicy, segment_policies, segment_policy
+from flywheel.learn.policy import SegmentPolicy, segment_policies
 from flywheel.spec import Spec
 from flywheel.threads import one_blas_thread
 
@@ -57,14 +57,15 @@ class Playbook:
     _exact: dict[tuple[Any, ...], SegmentPolicy] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        # One column per draw, for scoring. A sparse posterior's draws (thousands of
-        # parameters) are held and stored in single precision, as they were drawn.
-        if self.posterior.sparse:
-            self.scoring = np.ascontiguousarray(self.draws.T, dtype=np.float32)
-            self.draws = self.scoring.T
-        else:
-            self.scoring = np.ascontiguousarray(self.draws.T)
-        self._numbers_in_rules = tuple(  # and open categories: a level holds many values
+        # The draws are held once, one column per draw (for scoring); ``draws`` is a view.
+        # A sparse posterior's (thousands of parameters) are held and stored in single
+        # precision, so every process that loads them serves exactly as the one that drew them.
+        dtype = np.float32 if self.posterior.sparse else self.draws.dtype
+        self.scoring = np.ascontiguousarray(self.draws.T, dtype=dtype)
+        self.draws = self.scoring.T
+        # The features rules read whose level holds many values (a number's bin, an open
+        # category's level): their tables depend on the exact value.
+        self.exact_names = tuple(
             n
             for n in self.spec.space.context_names
             if n in self.encoding.edges or n in self.encoding.open
@@ -78,8 +79,8 @@ class Playbook:
     def segment(self, context: Mapping[str, Any]) -> SegmentPolicy:
         """The serving table for a context (tabulated at publish, or computed once here)."""
         key = self.key(context)
-        if self._numbers_in_rules:
-            exact = (*key, *(context[n] for n in self._numbers_in_rules))
+        if self.exact_names:
+            exact = (*key, *(context[n] for n in self.exact_names))
             table = self._exact.get(exact)
             if table is None:
                 table = self._compute(key, context)
@@ -97,7 +98,7 @@ class Playbook:
 
     def tabulate(self, contexts: Sequence[Mapping[str, Any]]) -> None:
         """Compute the serving tables of ``contexts``' segments now, all scored together."""
-        if self._numbers_in_rules:  # tables per exact value: one at a time
+        if self.exact_names:  # tables per exact value: one at a time
             for context in contexts:
                 self.segment(context)
             return
@@ -105,33 +106,27 @@ class Playbook:
         todo = {k: c for k, c in zip(keys, contexts, strict=True) if k not in self.segments}
         if not todo:
             return
-        learn = self.spec.learn
-        names = [f.name for f in self.spec.context]
-        with one_blas_thread():
-            tables = segment_policies(
-                self.posterior,
-                self.spec.space.codes,
-                [self.spec.space.allowed(c) for c in todo.values()],
-                [dict(zip(names, k, strict=True)) for k in todo],
-                self.scoring,
-                learn.explore_floor,
-                learn.explore_cap,
-                learn.explore_spread,
-            )
+        tables = self._policies(list(todo), list(todo.values()))
         with self._lock:
             for key, table in zip(todo, tables, strict=True):
                 self.segments.setdefault(key, table)
 
     def _compute(self, key: Key, context: Mapping[str, Any]) -> SegmentPolicy:
+        return self._policies([key], [context])[0]
+
+    def _policies(
+        self, keys: Sequence[Key], contexts: Sequence[Mapping[str, Any]]
+    ) -> list[SegmentPolicy]:
+        """The serving tables of segments ``keys``, with their rules' allowed rows from
+        ``contexts``, scored together."""
         learn = self.spec.learn
-        codes = {f.name: code for f, code in zip(self.spec.context, key, strict=True)}
-        rows = self.spec.space.allowed(context)
+        names = [f.name for f in self.spec.context]
         with one_blas_thread():
-            return segment_policy(
+            return segment_policies(
                 self.posterior,
                 self.spec.space.codes,
-                rows,
-                codes,
+                [self.spec.space.allowed(c) for c in contexts],
+                [dict(zip(names, k, strict=True)) for k in keys],
                 self.scoring,
                 learn.explore_floor,
                 learn.explore_cap,
@@ -219,9 +214,7 @@ class Playbook:
             arrays["precision_indices"] = precision.indices
             arrays["precision_indptr"] = precision.indptr
         buffer = io.BytesIO()
-        if self.posterior.sparse:  # draws of thousands of parameters do not compress: store
-            del arrays["draws"]  # them as they are scored, uncompressed
-            arrays["scoring"] = self.scoring
+        if self.posterior.sparse:  # draws of thousands of parameters do not compress
             np.savez(buffer, allow_pickle=False, **arrays)
         else:
             np.savez_compressed(buffer, allow_pickle=False, **arrays)
@@ -302,8 +295,7 @@ class Playbook:
                 low=arrays["seg_low"][part],
                 high=arrays["seg_high"][part],
             )
-        draws = arrays["scoring"].T if "scoring" in arrays else arrays["draws"]
-        return cls(version, meta, encoding, posterior, draws, segments, spec)
+        return cls(version, meta, encoding, posterior, arrays["draws"], segments, spec)
 
 
 def _restore(spec: Spec, name: str, value: Any) -> Any:

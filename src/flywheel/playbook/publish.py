@@ -201,7 +201,7 @@ def _cells_table(
     when: dict[str, datetime],
     forget: dict[str, Any] | None,
 ) -> pa.Table:
-    sql = cells_sql(spec, encoding.edges, forget=forget is not None)
+    sql = cells_sql(spec, encoding, forget=forget is not None)
     return store.query(sql, {**when, **(forget or {})})
 
 
@@ -241,11 +241,6 @@ def _posterior(spec: Spec, cells: Cells, design: Design) -> Posterior:
         return fit(cells, design, settings)
 
 
-def _tabulate(playbook: Playbook, limit: int) -> None:
-    """Compute the serving tables of the first ``limit`` segments (the rest on first use)."""
-    playbook.tabulate(playbook.segment_contexts(limit))
-
-
 ONLINE_TABULATED = 256  # segments an online update tabulates ahead; the others on first use
 
 
@@ -276,7 +271,7 @@ def online(
         encoding = checkpoint.encoding
         since = datetime.fromisoformat(checkpoint.meta["training"]["as_of"])
         when["since"] = since
-        table = store.query(cells_sql(spec, encoding.edges, since=True), when)
+        table = store.query(cells_sql(spec, encoding, since=True), when)
     if not table.num_rows:
         return None
     rows = int(pc.sum(table.column(learn_sql.ROWS)).as_py() or 0)
@@ -295,7 +290,7 @@ def online(
         draws = posterior.draws(spec.learn.draws, rng, spec.learn.explore_spread)
     version = 0 if checkpoint is None else checkpoint.version  # 0: no version yet
     playbook = Playbook(version, meta, encoding, posterior, draws, {}, spec, online=True)
-    _tabulate(playbook, ONLINE_TABULATED)
+    playbook.tabulate(playbook.segment_contexts(ONLINE_TABULATED))
     return playbook
 
 
@@ -341,7 +336,7 @@ def _fit(
         },
     }
     playbook = Playbook(0, meta, encoding, posterior, draws, {}, spec)
-    _tabulate(playbook, MAX_TABULATED_SEGMENTS)
+    playbook.tabulate(playbook.segment_contexts(MAX_TABULATED_SEGMENTS))
     meta["diagnostics"] = {
         "link": posterior.link,
         "iterations": posterior.iterations,
@@ -564,16 +559,11 @@ def _open_levels(store: Store, spec: Spec, when: dict[str, datetime]) -> dict[st
 
 def training_cells(store: Store, spec: Spec, encoding: Encoding, as_of: datetime) -> Cells:
     """The cells a playbook with ``encoding`` is fitted on, from the rows up to ``as_of``."""
-    sql = cells_sql(spec, encoding.edges, levels=_learned(spec, encoding))
+    sql = cells_sql(spec, encoding)
     table = store.query(sql, {"as_of": as_of})
     if not table.num_rows:
         return Cells.empty((*(f.name for f in spec.context), *(k.name for k in spec.knobs)))
     return cells_of(table, spec, encoding)
-
-
-def _learned(spec: Spec, encoding: Encoding) -> dict[str, list[Any]]:
-    """The learned levels of the open features (what :func:`cells_sql` groups by)."""
-    return {f.name: list(encoding.categorical[f.name]) for f in spec.context if f.open}
 
 
 def cells_of(table: pa.Table, spec: Spec, encoding: Encoding) -> Cells:

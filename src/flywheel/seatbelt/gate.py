@@ -736,11 +736,9 @@ def context_codes(playbook: Playbook, rows: pa.Table) -> dict[str, np.ndarray]:
         if f.name in playbook.encoding.edges:
             edges = np.asarray(playbook.encoding.edges[f.name], dtype=float)
             out[f.name] = np.searchsorted(edges, column.to_numpy(), side="right")
-        elif f.open:  # the playbook's learned levels (every other value: other)
-            out[f.name] = playbook.encoding.column_codes(f.name, column).astype(np.int64)
-        else:
-            values = pa.array(f.values, type=column.type)
-            out[f.name] = pc.index_in(column, value_set=values).fill_null(0).to_numpy()
+        else:  # the playbook's levels (an open feature's every other value: other)
+            codes = playbook.encoding.column_codes(f.name, column)
+            out[f.name] = np.nan_to_num(codes, nan=0).astype(np.int64)
     return out
 
 
@@ -761,8 +759,7 @@ def segments(playbook: Playbook, rows: pa.Table) -> list[tuple[int, dict[str, An
         return [(0, {}, np.arange(rows.num_rows))]
     codes = context_codes(playbook, rows)
     key = np.column_stack([codes[f.name] for f in spec.context]).astype(float)
-    encoding = playbook.encoding
-    exact = [n for n in spec.space.context_names if n in encoding.edges or n in encoding.open]
+    exact = playbook.exact_names
     if exact:  # rules read these: their exact values (not their level) pick the allowed set
         values = [rows.column(n).to_numpy(zero_copy_only=False) for n in exact]
         key = np.column_stack([key, *(np.unique(v, return_inverse=True)[1] for v in values)])

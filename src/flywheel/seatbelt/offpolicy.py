@@ -58,7 +58,8 @@ def _check(rewards: np.ndarray, logged: np.ndarray, target: np.ndarray) -> np.nd
     return weights
 
 
-def _effective(w: np.ndarray) -> float:
+def effective(w: np.ndarray) -> float:
+    """(sum w)² / sum w²: how many rows the weights are worth."""
     largest = float(w.max()) if len(w) else 0.0
     if largest <= 0 or not np.isfinite(largest):
         return 0.0
@@ -66,12 +67,13 @@ def _effective(w: np.ndarray) -> float:
     return float(scaled.sum()) ** 2 / float((scaled**2).sum())
 
 
-def _normal(method: str, terms: np.ndarray, w: np.ndarray, alpha: float) -> Estimate:
+def normal(method: str, terms: np.ndarray, w: np.ndarray, alpha: float) -> Estimate:
+    """The mean of per-row ``terms`` with a normal interval, and ``w``'s effective size."""
     n = len(terms)
     value = float(terms.mean())
     se = float(terms.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
     z = float(norm.ppf(1 - alpha / 2))
-    return Estimate(method, value, value - z * se, value + z * se, n, _effective(w))
+    return Estimate(method, value, value - z * se, value + z * se, n, effective(w))
 
 
 def ips(
@@ -84,7 +86,7 @@ def ips(
     1.0
     """
     w = _check(rewards, logged, target)
-    return _normal("ips", w * np.asarray(rewards, dtype=float), w, alpha)
+    return normal("ips", w * np.asarray(rewards, dtype=float), w, alpha)
 
 
 def snips(
@@ -102,7 +104,7 @@ def snips(
     influence = w * (r - value) / w.mean()  # linearisation of the ratio estimator
     se = float(influence.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
     z = float(norm.ppf(1 - alpha / 2))
-    return Estimate("snips", value, value - z * se, value + z * se, n, _effective(w))
+    return Estimate("snips", value, value - z * se, value + z * se, n, effective(w))
 
 
 def doubly_robust(
@@ -123,4 +125,4 @@ def doubly_robust(
     if model_logged.shape != r.shape or model_target.shape != r.shape:
         raise InvalidInputError("predicted", "predictions must match the logged decisions")
     terms = model_target + w * (r - model_logged)
-    return _normal("dr", terms, w, alpha)
+    return normal("dr", terms, w, alpha)

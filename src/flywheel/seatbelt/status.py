@@ -8,16 +8,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flywheel.align import Summary
+from flywheel.collect.record import LIVE_POLICIES
 from flywheel.rules import quote_literal
 from flywheel.seatbelt.breaker import Halt
 from flywheel.seatbelt.monitors import Check
 from flywheel.seatbelt.quality import QualityReport
 from flywheel.spec import Spec
 from flywheel.store import Store
-
-LIVE_POLICIES = ("uniform", "default", "thompson", "greedy", "online", "local")
-"""The policies of decisions the wheel made itself (decide, or a product serving a copy of a
-playbook): a store holding one is live, whatever the times of its rows."""
 
 _SPAN_SQL = """SELECT
     (SELECT min(ts) FROM decisions) AS first,
