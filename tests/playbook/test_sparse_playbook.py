@@ -14,7 +14,25 @@ import flywheel
 from flywheel.learn import model
 from flywheel.playbook.book import Playbook
 from tests.conftest import T0, Clock
-from tests.playbook.test_learn import play, spec
+from tests.playbook.test_learn import play, spec, truth
+
+
+def logged(wheel: flywheel.Wheel, clock: Clock, n: int, rng: random.Random) -> None:
+    """``n`` rows served uniformly over the allowed combinations (the same data every run,
+    whatever decide's own random draws)."""
+    allowed = [
+        {"opening": o, "twists": t}
+        for o in ("question", "suspense", "dialogue")
+        for t in range(4)
+        if not (o == "question" and t == 3)
+    ]
+    rows = []
+    for _ in range(n):
+        clock.now += 60
+        context, params = {"genre": rng.choice(["thriller", "romance"])}, rng.choice(allowed)
+        converted = rng.random() < truth(context, params)
+        rows.append({"context": context, "params": params, "results": {"converted": converted}})
+    wheel.log_many(rows)
 
 
 @pytest.fixture
@@ -32,7 +50,7 @@ def test_a_sparse_playbook_serves_the_same_after_a_reload(
     sparse_wheel: tuple[flywheel.Wheel, Clock],
 ) -> None:
     wheel, clock = sparse_wheel
-    play(wheel, clock, 600, random.Random(1))
+    logged(wheel, clock, 2000, random.Random(1))
     result = wheel.learn(as_of=clock.now, seed=3)
     assert result.published
     served = wheel.playbook
