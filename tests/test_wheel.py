@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -299,3 +300,16 @@ def test_spec_change_adds_columns_and_refuses_type_changes(
     second.close()
     with pytest.raises(flywheel.StoreError, match=r"decisions\.size"):
         make_wheel({**base, "knobs": {"tone": ["warm"], "size": ["s", "m"]}})
+
+
+def test_counts_and_rows_read_the_wheels_own_clock(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    # a simulation ahead of the wall clock: what it decided is already "now" for its wheel
+    clock.now = time.time() + 30 * 24 * HOUR
+    wheel = make_wheel()
+    d = wheel.decide(THRILLER)
+    wheel.signal(d, "completed", 1)
+    assert wheel.summary().decisions == 1
+    assert wheel.summary().complete == 1
+    assert wheel.aligned().column("decision_id").to_pylist() == [d.id]

@@ -447,14 +447,16 @@ class Wheel:
         return IngestWorkers(self.spec, self._units.key, processes, record, record_signals)
 
     def aligned(self, as_of: float | datetime | None = None) -> pa.Table:
-        """Aligned rows as an Arrow table (see :func:`flywheel.align.aligned`)."""
+        """Aligned rows as an Arrow table (see :func:`flywheel.align.aligned`), as of
+        ``as_of`` (default: now on the wheel's clock)."""
         self.flush()
-        return align.aligned(self.store, self.spec, as_of)
+        return align.aligned(self.store, self.spec, self._moment(as_of))
 
     def summary(self, as_of: float | datetime | None = None) -> align.Summary:
-        """Counts: decisions, complete / pending / expired, signals, late, orphans, coverage."""
+        """Counts: decisions, complete / pending / expired, signals, late, orphans, coverage,
+        as of ``as_of`` (default: now on the wheel's clock)."""
         self.flush()
-        return align.summary(self.store, self.spec, as_of)
+        return align.summary(self.store, self.spec, self._moment(as_of))
 
     def forget(self, unit: object) -> dict[str, int]:
         """Delete every row of a unit, everywhere; returns the rows deleted per table."""
