@@ -150,6 +150,33 @@ def test_combinations_the_logs_never_hold_are_said(tmp_path: Path) -> None:
         assert never.estimate("snips") is None and never.estimate("dr") is not None
 
 
+def test_unique_contexts_are_not_taken_for_missing_support(tmp_path: Path) -> None:
+    """A uniform logger over contexts that never repeat (an age per row) shows each context
+    one combination: a target over every combination is supported all the same, and a
+    combination the logs never hold anywhere still is not."""
+    url = f"duckdb:///{tmp_path / 'unique.duckdb'}"
+    spec = {**SPEC, "context": {"age": "number"}}
+    rng = random.Random(5)
+    served = [c for c in COMBOS if c != ("y", "p")]
+    with flywheel.open(spec, store=url, clock=Clock(), background=False) as wheel:
+        wheel.log_many(
+            [
+                {
+                    "context": {"age": 20 + i / 7},
+                    "params": {"a": c[0], "b": c[1]},
+                    "results": {"completed": rng.random() < 0.5},
+                    "policy": "ranker",
+                    "propensity": 1 / 3,
+                }
+                for i, c in enumerate(rng.choice(served) for _ in range(400))
+            ]
+        )
+        supported = wheel.evaluate(lambda context: dict.fromkeys(served, 1 / 3))
+        unsupported = wheel.evaluate(lambda context: {("y", "p"): 0.25, ("y", "q"): 0.75})
+    assert not [w for w in supported.warnings if w.startswith("no support")], supported.warnings
+    assert any(w.startswith("no support: 25.0%") for w in unsupported.warnings), unsupported
+
+
 def test_a_version_learned_for_another_spec_is_refused(tmp_path: Path) -> None:
     url = f"duckdb:///{tmp_path / 'other.duckdb'}"
     with flywheel.open(SPEC, store=url, clock=Clock(), background=False) as wheel:

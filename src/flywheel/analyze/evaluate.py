@@ -135,11 +135,12 @@ def evaluate(
     heavy = int((weights > HEAVY).sum())
     marginal, kept = _marginalised(keys, actions, reward, weights, knobs)
     warnings = []
-    unseen = _unseen(keys, actions, distribution)
+    unseen = _unseen(keys, actions, distribution, len(spec.space))
     if unseen > 0:
         warnings.append(
             f"no support: {unseen:.1%} of the target's probability falls on combinations the"
-            " logs never hold in those contexts; no estimator sees their results (IPS and SNIPS"
+            " logs never hold in those contexts (or anywhere, for contexts with fewer rows than"
+            " combinations); no estimator sees their results (IPS and SNIPS"
             " leave them out, DR fills them with its model's guess, outside its interval)"
         )
     if ess < THIN * len(q):
@@ -377,7 +378,7 @@ def _marginal_support(
     for key, given in distribution.items():
         for a, p in given.items():
             on_kept[key][tuple(a[j] for j in kept)] += p
-    unseen = _unseen(keys, embedded, on_kept)
+    unseen = _unseen(keys, embedded, on_kept, len({a for given in on_kept.values() for a in given}))
     if unseen > 0:
         out.append(
             f"no support (MIPS, on {names}): {unseen:.1%} of the target's probability falls on"
@@ -395,14 +396,23 @@ def _unseen(
     keys: list[tuple[Any, ...]],
     actions: list[tuple[Any, ...]],
     distribution: Mapping[tuple[Any, ...], Mapping[tuple[Any, ...], float]],
+    combinations: int,
 ) -> float:
     """The target's probability, averaged over the logged rows, on combinations never logged
-    in the row's context."""
+    in the row's context. A context with fewer rows than ``combinations`` could not show them
+    all even under uniform logging (with unique contexts, each holds one): it is judged by
+    what the logs hold in any context."""
     logged: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
     for key, action in zip(keys, actions, strict=True):
         logged.setdefault(key, set()).add(action)
+    rows = Counter(keys)
+    anywhere = set(actions)
     per_context = {
-        key: sum(p for a, p in given.items() if a not in logged.get(key, set()))
+        key: sum(
+            p
+            for a, p in given.items()
+            if a not in (logged.get(key, set()) if rows[key] >= combinations else anywhere)
+        )
         for key, given in distribution.items()
     }
     return sum(per_context[k] for k in keys) / len(keys)
