@@ -330,3 +330,49 @@ def test_a_change_point_is_found_where_results_began_to_move(
     times = [t.timestamp() for t in rows.column("ts").to_pylist() if t is not None]
     found = int(np.searchsorted(times, at.timestamp()))
     assert abs(found - 1199) <= rows.num_rows / gate.CHANGE_CHUNKS + 1
+
+
+def test_the_reward_shift_is_calibrated_when_some_cells_are_noisier(tmp_path: Path) -> None:
+    """Numeric results where one opening's cells are ten times noisier than the rest, and
+    nothing moves between the windows: each level's z is a standard normal draw (its cells'
+    own spread, not one spread for all, which made the noisy level's z about 1.3 times too
+    wide and halted clean runs)."""
+    numeric = {**spec(), "reward": {"formula": "score", "window": "1000d"}}
+    url = f"duckdb:///{tmp_path / 'numeric.duckdb'}"
+    rng = np.random.default_rng(4)
+    combos = [(g, o, t) for g in ("thriller", "romance") for o in OPENINGS for t in (0, 1, 2)]
+
+    def rows(n: int) -> pa.Table:
+        picked = [combos[i] for i in rng.integers(len(combos), size=n)]
+        noise = np.array([3.0 if o == "question" else 0.3 for _, o, _ in picked])
+        return pa.table(
+            {
+                "genre": [g for g, _, _ in picked],
+                "opening": [o for _, o, _ in picked],
+                "twists": [t for _, _, t in picked],
+                "reward": 5.0 + noise * rng.standard_normal(n),
+            }
+        )
+
+    with flywheel.open(numeric, store=url, clock=Clock(), background=False, seed=1) as wheel:
+        wheel.log_many(
+            [
+                {
+                    "context": {"genre": g},
+                    "params": {"opening": o, "twists": t},
+                    "results": {"score": r},
+                }
+                for g, o, t, r in zip(*rows(300).to_pydict().values(), strict=True)
+            ]
+        )
+        assert wheel.learn().published
+        incumbent = wheel.playbook
+        assert incumbent is not None
+        parsed = wheel.spec
+    z: dict[str, list[float]] = {}
+    for _ in range(200):
+        _, found = gate._shift(parsed, rows(600), rows(600), incumbent, alpha=1.0, min_shift=0)
+        for level, figures in found.items():
+            z.setdefault(level, []).append(figures["z"])
+    for level in ("opening=question", "opening=suspense", "twists=1"):
+        assert 0.8 < float(np.std(z[level])) < 1.2, (level, np.std(z[level]))

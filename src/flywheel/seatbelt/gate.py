@@ -55,6 +55,7 @@ from flywheel.store import Store
 SHIFT_CYCLES = 3  # the reward-shift check's recent side spans this many publishes
 WINDOW_ROWS = 100_000  # newest rows read per window: plenty of power, bounded cost
 MIN_EXPECTED = 5.0  # chi-square cells expecting fewer are pooled
+SPREAD_PRIOR = 5.0  # rows' worth of the overall within-cell variance in each cell's own
 MISLOGGED_MIN, MISLOGGED_SHARE = 3, 0.01  # rows whose logged propensity contradicts the tags
 _RECENT, _LONG_RECENT, _NEWEST = (own_column(c) for c in ("recent", "long_recent", "newest"))
 # (no QUALIFY: sqlglot writes it for PostgreSQL with aliases of its own, _w and _t)
@@ -100,21 +101,24 @@ def windows(
     table = store.query(
         f"""WITH a AS ({aligned_rows_sql(spec, since=True)}),
         r AS (
-            SELECT ts, playbook, policy, propensity, {columns}, reward,
+            SELECT decision_id, ts, playbook, policy, propensity, {columns}, reward,
                 ts > $cut AS {quote_name(_RECENT)}, ts > $long_cut AS {quote_name(_LONG_RECENT)}
             FROM a WHERE reward IS NOT NULL AND {NOT_QUARANTINED}
         ),
         n AS (
-            SELECT *, row_number() OVER (PARTITION BY {quote_name(_LONG_RECENT)} ORDER BY ts DESC)
-                AS {quote_name(_NEWEST)}
+            SELECT *, row_number() OVER (
+                PARTITION BY {quote_name(_LONG_RECENT)} ORDER BY ts DESC, decision_id DESC
+            ) AS {quote_name(_NEWEST)}
             FROM r
         )
-        SELECT * FROM n WHERE {quote_name(_NEWEST)} <= {WINDOW_ROWS}""",
+        SELECT * FROM n WHERE {quote_name(_NEWEST)} <= {WINDOW_ROWS}
+        ORDER BY ts, decision_id""",
         {"as_of": as_of, "cut": cut, "since": since, "long_cut": long_cut},
     )
     recent = np.asarray(table.column(_RECENT).to_numpy(zero_copy_only=False), dtype=bool)
     longer = np.asarray(table.column(_LONG_RECENT).to_numpy(zero_copy_only=False), dtype=bool)
-    table = table.drop_columns([_RECENT, _LONG_RECENT, _NEWEST])
+    # rows in decision order, ties by id: the same store gives the same windows every time
+    table = table.drop_columns(["decision_id", _RECENT, _LONG_RECENT, _NEWEST])
     return Windows(
         table.filter(pa.array(recent)),
         table.filter(pa.array(~recent)),
@@ -598,10 +602,11 @@ def _shift(
     Compared within cells (one context segment and one full combination each), so a policy
     that now serves other combinations, or other contexts, moves nothing by itself; a change
     shared by every cell (a genuine trend) cancels in the difference between levels. Each
-    cell's difference is weighed by its precision; for results in [0, 1] its variance is the
-    cell's own (its rate, pooled over both windows and smoothed towards the overall one): a
-    policy serves the cells whose rates are far from the mean, so one spread for all would
-    overstate rare outcomes' evidence.
+    cell's difference is weighed by its precision, and its variance is the cell's own (for
+    results in [0, 1] from its rate, pooled over both windows and smoothed towards the overall
+    one; otherwise its spread around each window's mean, smoothed towards the spread within
+    all cells): a policy serves the cells whose results are far from the mean, and some cells
+    are noisier than others, so one spread for all would overstate their evidence.
     """
     both = pa.concat_tables([reference, recent_rows])
     recent = np.arange(both.num_rows) >= reference.num_rows
@@ -618,11 +623,12 @@ def _shift(
     level_of_cell = np.zeros((cells, len(spec.knobs)), dtype=np.int64)
     level_of_cell[cell] = knobs
     scale = float(np.std(reference.column("reward").to_numpy())) or 1.0
-    spread = np.full(cells, scale**2)  # each cell's variance of one result
+    counts = n_new + n_old
     if np.all((reward >= 0) & (reward <= 1)):
-        counts = n_new + n_old
         rate = (np.bincount(cell, reward, cells) + 2 * reward.mean()) / (counts + 2)
-        spread = np.maximum(rate * (1 - rate), 1e-6)
+        spread = np.maximum(rate * (1 - rate), 1e-6)  # each cell's variance of one result
+    else:
+        spread = _cell_spread(cell, reward, recent, mean_new, mean_old, counts, scale)
     z_limit = float(norm.ppf(1 - alpha / 2))
     smallest = spec.seatbelt.min_shift if min_shift is None else min_shift
     alarms: list[Shift] = []
@@ -659,6 +665,26 @@ def _shift(
                 rose = bool(shift > 0 and own > z_limit)
                 alarms.append(Shift(k.name, level, float(shift), float(z), text, rose))
     return alarms, found
+
+
+def _cell_spread(
+    cell: np.ndarray,
+    reward: np.ndarray,
+    recent: np.ndarray,
+    mean_new: np.ndarray,
+    mean_old: np.ndarray,
+    counts: np.ndarray,
+    scale: float,
+) -> np.ndarray:
+    """Each cell's variance of one result: its rows' squared residuals around their window's
+    mean, with SPREAD_PRIOR rows' worth of the variance within all cells (``scale**2`` when no
+    cell has two rows in a window), so a cell of three rows does not claim certainty."""
+    residual = reward - np.where(recent, mean_new[cell], mean_old[cell])
+    squares = np.bincount(cell, residual**2, len(counts))
+    n_new = np.bincount(cell[recent], minlength=len(counts))
+    freedom = counts - (n_new > 0) - (counts - n_new > 0)  # one mean per window spent
+    within = squares.sum() / freedom.sum() if freedom.sum() > 0 else scale**2
+    return np.maximum((squares + SPREAD_PRIOR * within) / (freedom + SPREAD_PRIOR), 1e-12)
 
 
 # --- the candidate against the incumbent ---------------------------------------------------------
