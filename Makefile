@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint types unit bench bench-learning bench-seatbelt bench-analysis bench-evaluate bench-serve bench-fuzz clean
+.PHONY: demo demo-leads demo-forecast test lint types unit bench bench-learning bench-seatbelt bench-analysis bench-evaluate bench-serve bench-fuzz clean
 
 $(BIN)/flywheel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,19 @@ $(VENV)/.dev: $(BIN)/flywheel
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# the forecast example's own forecasting library: not a dependency of Flywheel
+$(VENV)/.forecast: $(BIN)/flywheel examples/forecast/requirements.txt
+	$(BIN)/python -m pip install --quiet -r examples/forecast/requirements.txt
+	@touch $@
+
 demo: $(BIN)/flywheel ## simulate a product through the SDK into the embedded store
 	$(BIN)/flywheel demo
+
+demo-leads: $(BIN)/flywheel ## live lead scoring and next best follow-up on a simulated CRM
+	$(BIN)/python examples/leads_live/demo_leads.py
+
+demo-forecast: $(VENV)/.forecast ## a forecast that learns from its errors, on a simulated retailer
+	$(BIN)/python examples/forecast/demo_forecast.py
 
 test: lint types unit ## lint, types and the whole test suite
 
@@ -27,7 +38,7 @@ lint: $(VENV)/.dev
 types: $(VENV)/.dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev
+unit: $(VENV)/.dev $(VENV)/.forecast
 	$(BIN)/pytest
 
 bench: $(VENV)/.dev ## the speed benchmarks behind BENCHMARKS.md (a few minutes)

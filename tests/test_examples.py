@@ -19,7 +19,8 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 def commands() -> list[list[str]]:
     text = (EXAMPLES / "README.md").read_text()
     blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
-    return [shlex.split(line)[1:] for b in blocks for line in b.splitlines() if line.strip()]
+    lines = (line for b in blocks for line in b.splitlines())
+    return [shlex.split(line)[1:] for line in lines if line.startswith("flywheel ")]
 
 
 def test_the_walkthrough_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
