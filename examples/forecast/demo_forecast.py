@@ -163,9 +163,7 @@ def describe(params: Mapping[str, Any]) -> str:
 def simulate(world: World, seed: int) -> Served:
     """Drive the product through the wheel, week after week, on a simulated clock. Every
     Monday: last week's actuals are reported, the wheel's turn catches up, and this week's
-    forecasts are made. Each of these has a second of its own, as in a real batch: rows that
-    share a timestamp come back from the store in no fixed order, and the same seed would
-    not always tell the same story."""
+    forecasts are made, each a second after the one before, as in a real batch job."""
     served = Served(np.empty((len(world.series), world.weeks), dtype=np.int64))
     clock = [START]
     pending: list[tuple[str, float]] = []  # last week's forecasts, waiting for their actuals
