@@ -52,7 +52,6 @@ import numpy as np
 import retail
 
 import flywheel
-from flywheel.seatbelt import breaker
 from flywheel.spec import Spec
 from flywheel.turn import Cycle as LastCycle
 
@@ -232,7 +231,7 @@ def seatbelt(wheel: flywheel.Wheel) -> list[str]:
     """What the seatbelt did, oldest first: each change of the world it found, and every
     halt, rollback or resume, with the forecast week it happened in."""
     out = []
-    for event in reversed(breaker.events(wheel.store, limit=1000)):
+    for event in reversed(wheel.events(limit=1000)):
         if event["action"] in SEATBELT:
             week = round((event["ts"].timestamp() - START) / WEEK) - retail.HISTORY + 1
             out.append(f"week {week}: {event['action']}: {event['reason']}")

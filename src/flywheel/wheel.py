@@ -608,6 +608,15 @@ class Wheel:
         relay(self.store, self._alerts)
         return result
 
+    def events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The seatbelt's audit trail, newest first: each entry's ``ts``, ``action`` (``halt``,
+        ``rollback``, ``resume``, ``change``, ``override``, ...), ``reason``, ``detail`` (the
+        evidence, a dict) and ``actor``. :meth:`status` carries the latest ten."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise WrongTypeError("limit", f"expected a whole number of entries, got {limit!r}")
+        self.flush()
+        return breaker.events(self.store, limit=limit)
+
     def status(self, as_of: float | datetime | None = None) -> Status:
         """Counts, quality (received = accepted + quarantined), the playbook served, the
         halted state, the monitors' alerts, the last seatbelt entries and the signals the

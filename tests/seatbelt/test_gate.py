@@ -127,6 +127,11 @@ def test_an_instrumentation_bug_halts_learning_until_a_person_resumes(
     assert lifted is not None and lifted.check == "reward_shift"
     actions = [(e["action"], e["actor"]) for e in sim.wheel.status().events]
     assert actions[:3] == [("resume", "ops"), ("rollback", "seatbelt"), ("halt", "seatbelt")]
+    trail = sim.wheel.events(limit=2)
+    assert [e["action"] for e in trail] == ["resume", "rollback"]
+    assert set(trail[1]) == {"ts", "action", "reason", "detail", "actor"} and trail[1]["reason"]
+    with pytest.raises(flywheel.FlywheelError, match="limit"):
+        sim.wheel.events(limit=0)
     assert halted(sim.wheel.store) is None
 
 
