@@ -861,18 +861,24 @@ class Wheel:
         relay(self.store, self._alerts)
         return playbook
 
-    def _load_playbook(self) -> None:
-        """Serve the newest playbook, if it was learned for this spec (else: cold start)."""
+    def _load_playbook(self, ready: bool = False) -> None:
+        """Serve the newest playbook, if it was learned for this spec (else: cold start). A
+        big design's posterior draws are drawn again before it is served when ``ready`` (off
+        the hot path: the next decide for a segment it did not tabulate does not wait for
+        them), else on first use (a process that only learns or reports never needs them)."""
         found = self.store.playbook()
         if found is not None and json.loads(found[1]).get("spec_digest") == self.spec.digest:
-            self._serve(Playbook.load(self.spec, *found))
+            playbook = Playbook.load(self.spec, *found)
+            if ready:
+                playbook.draws  # noqa: B018 - drawn here, not in the first decide that needs them
+            self._serve(playbook)
 
     def _refresh(self) -> None:
         """Pick up a version published by another process (a cheap query, off the hot path)."""
         latest = self.store.latest_version()
         current = self._published
         if latest is not None and (current is None or latest > current.version):
-            self._load_playbook()
+            self._load_playbook(ready=True)
 
     # --- lifecycle -------------------------------------------------------------------------------
 

@@ -60,6 +60,17 @@ def test_the_factor_solves_and_draws_with_the_inverse_as_covariance() -> None:
     np.testing.assert_allclose(variances, np.diag(inverse), rtol=0.05)
 
 
+def test_the_draws_come_the_same_in_blocks_of_any_size() -> None:
+    a = sp.random(60, 60, density=0.1, random_state=5)
+    factor = Factor(sp.triu(a @ a.T + sp.eye(60), format="csc"))
+    whole = factor.samples(37, np.random.default_rng(6))
+    for block in (1, 5, 37, 64):
+        parts = np.empty_like(whole)
+        for start, draws in factor.sample_blocks(37, np.random.default_rng(6), block):
+            parts[start : start + len(draws)] = draws
+        np.testing.assert_array_equal(parts, whole)
+
+
 @pytest.mark.parametrize("empirical_bayes", [False, True])
 def test_a_sparse_fit_finds_the_dense_fits_posterior(
     monkeypatch: pytest.MonkeyPatch, empirical_bayes: bool

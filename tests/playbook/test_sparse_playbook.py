@@ -3,6 +3,7 @@ online and is analysed like a dense one, on DuckDB and PostgreSQL."""
 
 from __future__ import annotations
 
+import io
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,38 @@ def test_a_sparse_playbook_serves_the_same_after_a_reload(
     # it learned: the best combination for thrillers is suspense with two twists
     best = {b["context"]["genre"]: b["params"] for b in loaded.best()}
     assert (best["thriller"]["opening"], best["thriller"]["twists"]) == ("suspense", 2)
+
+
+def test_a_sparse_playbook_stores_the_seed_of_its_draws_and_draws_them_again(
+    sparse_wheel: tuple[flywheel.Wheel, Clock], caplog: pytest.LogCaptureFixture
+) -> None:
+    wheel, clock = sparse_wheel
+    logged(wheel, clock, 600, random.Random(4))
+    result = wheel.learn(as_of=clock.now)  # no seed given: fresh entropy, recorded
+    served = wheel.playbook
+    found = wheel.store.playbook(result.version)
+    assert served is not None and served.redraw is not None and found is not None
+    with np.load(io.BytesIO(found[2])) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    assert "draws" not in arrays and int(str(arrays["draw_seed"])) == served.redraw.entropy
+    loaded = Playbook.load(wheel.spec, *found)
+    np.testing.assert_array_equal(loaded.scoring, served.scoring)
+    assert not caplog.records  # drawn again, they are the publisher's to the last bit
+    # drawn otherwise than where it was published (other NumPy or QDLDL builds): said
+    arrays["draw_digest"] = np.array("0" * 32)
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    elsewhere = Playbook.load(wheel.spec, found[0], found[1], buffer.getvalue())
+    np.testing.assert_array_equal(elsewhere.scoring, served.scoring)
+    assert "came out different" in caplog.text
+    # a payload that holds the draws themselves (as stored before) serves them as they are
+    del arrays["draw_seed"], arrays["draw_count"], arrays["draw_spread"], arrays["draw_digest"]
+    arrays["draws"] = served.draws
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **arrays)
+    older = Playbook.load(wheel.spec, found[0], found[1], buffer.getvalue())
+    assert older.redraw is None
+    np.testing.assert_array_equal(older.scoring, served.scoring)
 
 
 def test_a_sparse_playbook_updates_online_and_is_analysed(

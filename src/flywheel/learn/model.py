@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.linalg as la
@@ -106,15 +106,27 @@ class Posterior:
         assert self._factor is not None
         return self._factor
 
-    def draws(self, m: int, rng: np.random.Generator, spread: float = 1.0) -> np.ndarray:
+    def draws(
+        self,
+        m: int,
+        rng: np.random.Generator,
+        spread: float = 1.0,
+        dtype: type[np.floating[Any]] = np.float64,
+    ) -> np.ndarray:
         """``m`` parameter vectors from the posterior, shape ``(m, size)``; ``spread`` scales
-        their deviation from the mean (1: the posterior itself)."""
-        if self.sparse:
-            drawn: np.ndarray = self.mean[None, :] + spread * self.factor.samples(m, rng)
-            return drawn
-        z = rng.standard_normal((self.design.size, m))
-        result: np.ndarray = (self.mean[:, None] + spread * (self.chol @ z)).T
-        return result
+        their deviation from the mean (1: the posterior itself). They come as ``dtype`` and
+        as the transpose of a contiguous ``(size, m)`` array, one column per draw (how
+        scoring reads them): a sparse posterior's are written there a block at a time."""
+        if not self.sparse:
+            z = rng.standard_normal((self.design.size, m))
+            dense: np.ndarray = (self.mean[:, None] + spread * (self.chol @ z)).astype(
+                dtype, copy=False
+            )
+            return dense.T
+        columns = np.empty((self.design.size, m), dtype=dtype)
+        for start, block in self.factor.sample_blocks(m, rng):
+            columns[:, start : start + len(block)] = (self.mean[None, :] + spread * block).T
+        return columns.T
 
     def block(self, index: np.ndarray) -> np.ndarray:
         """The covariance of the parameters ``index`` (a term's block, say)."""

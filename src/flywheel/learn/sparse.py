@@ -15,7 +15,7 @@ posterior can be sampled again, and updated online, without the rows it was fitt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import qdldl
@@ -133,6 +133,7 @@ class Factor:
 
     def __init__(self, upper: sp.csc_matrix) -> None:
         self._solver = qdldl.Solver(upper, upper=True)
+        self.size = upper.shape[0]
 
     def refactor(self, upper: sp.csc_matrix) -> None:
         """A new matrix with the same sparsity pattern (a :class:`Gram`'s): only the numeric
@@ -149,16 +150,30 @@ class Factor:
         With ``b = P (I + L) D^½ z``, ``H⁻¹ b = P (I + L)⁻ᵀ D^-½ z``, whose covariance is
         ``H⁻¹``: one solve per draw, from the factors alone.
         """
+        out = np.empty((m, self.size))
+        for start, block in self.sample_blocks(m, rng):
+            out[start : start + len(block)] = block
+        return out
+
+    def sample_blocks(
+        self, m: int, rng: np.random.Generator, block: int = 16
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """The draws of :meth:`samples`, the same numbers, ``block`` at a time: ``(first,
+        draws)`` with ``draws`` of shape ``(block, size)`` (fewer at the end), so that all
+        ``m`` never need to be held in double precision. Each block's array is reused for
+        the next: use it before asking for the next one."""
         lower, d, perm = self._solver.factors()
         size = len(d)
-        z = rng.standard_normal((size, m)) * np.sqrt(np.maximum(d, 0.0))[:, None]
-        unit = sp.csr_matrix(lower) + sp.eye(size, format="csr")
-        b = np.empty((size, m))
-        b[np.asarray(perm)] = unit @ z
-        out = np.empty((m, size))
-        for k in range(m):
-            out[k] = self.solve(b[:, k])
-        return out
+        z = rng.standard_normal((size, m))  # all at once: the same stream whatever ``block``
+        z *= np.sqrt(np.maximum(d, 0.0))[:, None]
+        b = np.empty((min(block, m), size))  # one draw a row: each solve reads it contiguously
+        for start in range(0, m, block):
+            part = b[: min(block, m - start)]
+            chunk = z[:, start : start + len(part)]
+            part[:, np.asarray(perm)] = (lower @ chunk + chunk).T  # (I + L) z
+            for row in part:
+                row[:] = self.solve(row)
+            yield start, part
 
     def variances(self, m: int, rng: np.random.Generator) -> np.ndarray:
         """An unbiased estimate of ``diag(H⁻¹)`` from ``m`` draws (for the prior scales)."""
@@ -168,9 +183,8 @@ class Factor:
 
     def columns(self, index: np.ndarray) -> np.ndarray:
         """``H⁻¹[:, index]``, shape ``(size, len(index))``."""
-        size = len(self._solver.factors()[1])
-        out = np.empty((size, len(index)))
-        e = np.zeros(size)
+        out = np.empty((self.size, len(index)))
+        e = np.zeros(self.size)
         for k, i in enumerate(index):
             e[i] = 1.0
             out[:, k] = self.solve(e)

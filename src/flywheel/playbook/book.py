@@ -2,18 +2,22 @@
 
 A playbook holds the fitted posterior (the analysis), the serving table of every context
 segment (the policy), the posterior draws behind them (to serve segments not tabulated at
-publish time the same way), and metadata: spec digest, training window, row counts and fit
-diagnostics. It is stored as JSON metadata plus a NumPy archive.
+publish time the same way; a sparse posterior's as the seed they are drawn again from), and
+metadata: spec digest, training window, row counts and fit diagnostics. It is stored as JSON
+metadata plus a NumPy archive.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
+import logging
+import secrets
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,8 @@ from flywheel.spec import Spec
 from flywheel.threads import one_blas_thread
 
 Key = tuple[int, ...]
+log = logging.getLogger("flywheel.playbook")
+
 MAX_TABULATED_SEGMENTS = 2_000
 MAX_EXACT_TABLES = 4_096
 
@@ -39,30 +45,81 @@ def design_for(spec: Spec, encoding: Encoding) -> Design:
     )
 
 
+def scoring_dtype(posterior: Posterior) -> type[np.floating[Any]]:
+    """The precision a playbook holds its posterior draws in: single for a sparse
+    posterior's (thousands of parameters, scored in bulk), double for a dense one's."""
+    return np.float32 if posterior.sparse else np.float64
+
+
+@dataclass(frozen=True)
+class Redraw:
+    """How a playbook's posterior draws were made: the entropy of their seed, how many, and
+    their ``spread`` (see :meth:`flywheel.learn.model.Posterior.draws`).
+
+    A sparse posterior's draws are exact solves with its factors (no threaded BLAS), so drawn
+    again from the same stored posterior with the same seed (and the same NumPy and QDLDL)
+    they are the same numbers, to the last bit: a playbook stores this instead of them
+    (megabytes of random numbers that the store would write and read whole), and a process
+    that loads it draws them again on first use.
+    """
+
+    entropy: int
+    count: int
+    spread: float
+    digest: str | None = None  # of the draws as the publisher drew them (see :func:`digest`)
+
+    @classmethod
+    def seeded(cls, seed: int | None, count: int, spread: float) -> Redraw:
+        """A recipe with the seed ``seed`` (``None``: fresh entropy, recorded)."""
+        return cls(secrets.randbits(128) if seed is None else int(seed), count, spread)
+
+    def draws(self, posterior: Posterior) -> np.ndarray:
+        """The draws, shape ``(count, size)``, in the playbook's precision."""
+        rng = np.random.default_rng(np.random.SeedSequence(self.entropy))
+        return posterior.draws(self.count, rng, self.spread, scoring_dtype(posterior))
+
+
+def digest(scoring: np.ndarray) -> str:
+    """A fingerprint of a playbook's draws (``scoring``: one column per draw, in either
+    layout): a process that draws them again checks that it got the publisher's numbers.
+    Hashed a few draws at a time, so no copy of them all is made."""
+    found = hashlib.blake2b(digest_size=16)
+    for start in range(0, scoring.shape[1], 64):
+        found.update(np.ascontiguousarray(scoring[:, start : start + 64].T).tobytes())
+    return found.hexdigest()
+
+
 @dataclass
 class Playbook:
-    """A published policy. Build with :func:`flywheel.playbook.publish.learn`."""
+    """A published policy. Build with :func:`flywheel.playbook.publish.learn`.
+
+    ``drawn`` are the posterior draws, ``(m, size)``, or ``None`` when ``redraw`` is to draw
+    them on first use (a loaded sparse playbook); ``redraw``, how they were drawn, is what
+    a sparse playbook stores of them.
+    """
 
     version: int
     meta: dict[str, Any]
     encoding: Encoding
     posterior: Posterior
-    draws: np.ndarray
+    drawn: InitVar[np.ndarray | None]
     segments: dict[Key, SegmentPolicy]
     spec: Spec = field(repr=False)
     online: bool = False  # serving tables updated between cycles, never stored
+    redraw: Redraw | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Rules that read a numeric feature make the allowed set depend on its exact value, not
     # on its bin: such tables are cached per exact value (bounded).
     _exact: dict[tuple[Any, ...], SegmentPolicy] = field(default_factory=dict, repr=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, drawn: np.ndarray | None) -> None:
         # The draws are held once, one column per draw (for scoring); ``draws`` is a view.
-        # A sparse posterior's (thousands of parameters) are held and stored in single
-        # precision, so every process that loads them serves exactly as the one that drew them.
-        dtype = np.float32 if self.posterior.sparse else self.draws.dtype
-        self.scoring = np.ascontiguousarray(self.draws.T, dtype=dtype)
-        self.draws = self.scoring.T
+        self._scoring = (
+            None
+            if drawn is None
+            else np.ascontiguousarray(drawn.T, dtype=scoring_dtype(self.posterior))
+        )
+        self._drawing = threading.Lock()
         # The features rules read whose level holds many values (a number's bin, an open
         # category's level): their tables depend on the exact value.
         self.exact_names = tuple(
@@ -70,6 +127,36 @@ class Playbook:
             for n in self.spec.space.context_names
             if n in self.encoding.edges or n in self.encoding.open
         )
+
+    @property
+    def scoring(self) -> np.ndarray:
+        """The posterior draws, one column per draw: ``(size, m)``, contiguous."""
+        if self._scoring is None:
+            with self._drawing:
+                if self._scoring is None:
+                    self._scoring = self._drawn_again()
+        return self._scoring
+
+    def _drawn_again(self) -> np.ndarray:
+        assert self.redraw is not None
+        with one_blas_thread():
+            scoring = self.redraw.draws(self.posterior).T
+        if self.redraw.digest is not None and digest(scoring) != self.redraw.digest:
+            # other NumPy or QDLDL builds than the publisher's: equally valid draws, and the
+            # propensities recorded are those served, but untabulated segments may be served
+            # otherwise than in the process that published
+            log.warning(
+                "playbook v%s: its posterior draws came out different here than where it was"
+                " published; segments it did not tabulate are served from draws of this"
+                " process",
+                self.version,
+            )
+        return scoring
+
+    @property
+    def draws(self) -> np.ndarray:
+        """The posterior draws, ``(m, size)`` (a view of :attr:`scoring`)."""
+        return self.scoring.T
 
     # --- serving ---------------------------------------------------------------------------------
 
@@ -197,14 +284,23 @@ class Playbook:
         tables = [self.segments[k] for k in keys]
         arrays: dict[str, np.ndarray] = {
             "mean": self.posterior.mean,
-            "draws": self.draws,
             "keys": np.array(keys, dtype=np.int64).reshape(len(keys), len(self.spec.context)),
             "offsets": np.cumsum([0, *[len(t.rows) for t in tables]]),
             "best": np.array([t.best for t in tables], dtype=np.int64),
         }
+        if self.posterior.sparse and self.redraw is not None:
+            arrays["draw_seed"] = np.array(str(self.redraw.entropy))  # 128 bits: as digits
+            arrays["draw_count"] = np.array(self.redraw.count)
+            arrays["draw_spread"] = np.array(self.redraw.spread)
+            arrays["draw_digest"] = np.array(self.redraw.digest or digest(self.scoring))
+        else:
+            arrays["draws"] = self.draws
         for name in ("rows", "probs", "mean", "low", "high"):
             parts = [getattr(t, name) for t in tables]
             arrays[f"seg_{name}"] = np.concatenate(parts) if parts else np.zeros(0)
+        # row numbers are read back as int64: stored in the fewest bytes that hold them
+        rows = arrays["seg_rows"]
+        arrays["seg_rows"] = rows.astype(np.min_scalar_type(int(rows.max()) if len(rows) else 0))
         if self.posterior.cov is not None:
             arrays["cov"] = self.posterior.cov
         else:  # a sparse posterior: the upper triangle of its precision, as CSC
@@ -214,10 +310,7 @@ class Playbook:
             arrays["precision_indices"] = precision.indices
             arrays["precision_indptr"] = precision.indptr
         buffer = io.BytesIO()
-        if self.posterior.sparse:  # draws of thousands of parameters do not compress
-            np.savez(buffer, allow_pickle=False, **arrays)
-        else:
-            np.savez_compressed(buffer, allow_pickle=False, **arrays)
+        np.savez_compressed(buffer, allow_pickle=False, **arrays)
         return buffer.getvalue()
 
     def meta_json(self) -> str:
@@ -295,7 +388,16 @@ class Playbook:
                 low=arrays["seg_low"][part],
                 high=arrays["seg_high"][part],
             )
-        return cls(version, meta, encoding, posterior, arrays["draws"], segments, spec)
+        redraw = None
+        if "draw_seed" in arrays:
+            redraw = Redraw(
+                int(str(arrays["draw_seed"])),
+                int(arrays["draw_count"]),
+                float(arrays["draw_spread"]),
+                str(arrays["draw_digest"]) if "draw_digest" in arrays else None,
+            )
+        drawn = arrays.get("draws")
+        return cls(version, meta, encoding, posterior, drawn, segments, spec, redraw=redraw)
 
 
 def _restore(spec: Spec, name: str, value: Any) -> Any:

@@ -19,7 +19,13 @@ from flywheel.learn.cells import Cells
 from flywheel.learn.design import Design, Encoding
 from flywheel.learn.model import DEFAULT_SCALES, Posterior, Settings, fit, update
 from flywheel.learn.sql import cells_sql, quantiles_sql
-from flywheel.playbook.book import MAX_TABULATED_SEGMENTS, Playbook, design_for
+from flywheel.playbook.book import (
+    MAX_TABULATED_SEGMENTS,
+    Playbook,
+    Redraw,
+    design_for,
+    scoring_dtype,
+)
 from flywheel.seatbelt import breaker, gate, guard, quality
 from flywheel.seatbelt.monitors import Check
 from flywheel.seatbelt.quality import QualityReport
@@ -68,9 +74,7 @@ def learn(
     now = time.time() if as_of is None else as_of
     moment = datetime.fromtimestamp(now, tz=UTC)
     when = {"as_of": moment}
-    previous = store.playbook()
-    previous_version = previous[0] if previous else None
-    incumbent = _incumbent(spec, previous)
+    previous_version, previous_meta, incumbent = _previous(store, spec)
     belt = spec.seatbelt.enabled
     report = None
     if belt:
@@ -115,15 +119,17 @@ def learn(
         round(float(pc.sum(table.column(learn_sql.REWARD_SUM)).as_py()), 9),
         _iso(pc.max(table.column(learn_sql.LAST_TS))),
     ]
-    if previous is not None and not force:
-        old = json.loads(previous[1])
-        if old.get("signature") == signature and old.get("spec_digest") == spec.digest:
-            return LearnResult(
-                False,
-                previous_version,
-                f"no new data since version {previous_version}",
-                quality=report,
-            ), None
+    if (
+        not force
+        and previous_meta.get("signature") == signature
+        and previous_meta.get("spec_digest") == spec.digest
+    ):
+        return LearnResult(
+            False,
+            previous_version,
+            f"no new data since version {previous_version}",
+            quality=report,
+        ), None
 
     checks: list[Check] = []
     data = None
@@ -132,7 +138,7 @@ def learn(
         floor = _floor(store, forget)
         long_cut, before = _long_cut(store, incumbent, cut)
         data = gate.windows(store, spec, moment, cut, floor=floor, long_cut=long_cut)
-        checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec))
+        checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec, incumbent))
         stopped = _halt_on(store, spec, moment, checks, incumbent, before, report)
         if stopped is not None:
             return stopped
@@ -287,7 +293,9 @@ def online(
         meta = dict(checkpoint.meta)
     meta["online"] = {"rows": rows, "as_of": moment.isoformat()}
     with one_blas_thread():
-        draws = posterior.draws(spec.learn.draws, rng, spec.learn.explore_spread)
+        draws = posterior.draws(
+            spec.learn.draws, rng, spec.learn.explore_spread, scoring_dtype(posterior)
+        )
     version = 0 if checkpoint is None else checkpoint.version  # 0: no version yet
     playbook = Playbook(version, meta, encoding, posterior, draws, {}, spec, online=True)
     playbook.tabulate(playbook.segment_contexts(ONLINE_TABULATED))
@@ -309,9 +317,9 @@ def _fit(
     fitted = time.perf_counter()
     posterior = _posterior(spec, cells, design)
     fit_seconds = time.perf_counter() - fitted
+    redraw = Redraw.seeded(seed, spec.learn.draws, spec.learn.explore_spread)
     with one_blas_thread():
-        rng = np.random.default_rng(seed)
-        draws = posterior.draws(spec.learn.draws, rng, spec.learn.explore_spread)
+        draws = redraw.draws(posterior)
     meta: dict[str, Any] = {
         "created_at": datetime.now(tz=UTC).isoformat(),
         "spec_digest": spec.digest,
@@ -335,7 +343,7 @@ def _fit(
             "draws": spec.learn.draws,
         },
     }
-    playbook = Playbook(0, meta, encoding, posterior, draws, {}, spec)
+    playbook = Playbook(0, meta, encoding, posterior, draws, {}, spec, redraw=redraw)
     playbook.tabulate(playbook.segment_contexts(MAX_TABULATED_SEGMENTS))
     meta["diagnostics"] = {
         "link": posterior.link,
@@ -385,14 +393,28 @@ def _halt_on(
     ), restored
 
 
+def _previous(store: Store, spec: Spec) -> tuple[int | None, dict[str, Any], Playbook | None]:
+    """The newest version, its metadata (empty: none yet), and the playbook itself when it
+    was learned for this spec (the incumbent); its payload is not kept."""
+    found = store.playbook()
+    if found is None:
+        return None, {}, None
+    return found[0], dict(json.loads(found[1])), _incumbent(spec, found)
+
+
+def _metas(store: Store) -> dict[int, str]:
+    """Every playbook's metadata (JSON) by version, read without their payloads."""
+    return {version: meta for version, _, meta in store.playbook_list()}
+
+
 def _incumbent(spec: Spec, found: tuple[int, str, bytes] | None) -> Playbook | None:
     if found is None or json.loads(found[1]).get("spec_digest") != spec.digest:
         return None
     return Playbook.load(spec, *found)
 
 
-def _loader(store: Store, spec: Spec) -> Callable[[int], Playbook | None]:
-    cache: dict[int, Playbook | None] = {}
+def _loader(store: Store, spec: Spec, incumbent: Playbook) -> Callable[[int], Playbook | None]:
+    cache: dict[int, Playbook | None] = {incumbent.version: incumbent}
 
     def load(version: int) -> Playbook | None:
         if version not in cache:
@@ -428,14 +450,14 @@ def _long_cut(store: Store, incumbent: Playbook, cut: datetime) -> tuple[datetim
     incumbent's version when there is no such history."""
     meta, found, version = incumbent.meta, cut, incumbent.meta.get("restored_from")
     version = version or incumbent.version
+    metas = _metas(store)
     for _ in range(gate.SHIFT_CYCLES - 1):
         replaced = meta.get("replaces")
-        row = None if replaced is None else store.playbook(int(replaced))
-        if row is None:
+        if replaced is None or int(replaced) not in metas:
             break
-        meta = json.loads(row[1])
+        meta = json.loads(metas[int(replaced)])
         if meta.get("restored_from") is None:
-            found, version = datetime.fromisoformat(meta["training"]["as_of"]), row[0]
+            found, version = datetime.fromisoformat(meta["training"]["as_of"]), int(replaced)
     return min(found, cut), version
 
 
@@ -446,14 +468,15 @@ def _baseline(store: Store, version: int, min_rows: int) -> int | None:
         "SELECT playbook, count(*) AS n FROM decisions WHERE playbook IS NOT NULL GROUP BY playbook"
     ).to_pylist()
     counts = {int(r["playbook"]): int(r["n"]) for r in served}
+    metas = _metas(store)
     current: int | None = version
     for _ in range(20):
         if current is None:
             return None
         if counts.get(current, 0) >= min_rows:
             return current
-        found = store.playbook(current)
-        replaced = None if found is None else json.loads(found[1]).get("replaces")
+        found = metas.get(current)
+        replaced = None if found is None else json.loads(found).get("replaces")
         current = None if replaced is None else int(replaced)
     return None
 
@@ -469,8 +492,8 @@ def _guard(
     baseline = _baseline(store, old, spec.seatbelt.guard_min_rows)
     if baseline is None:
         return None
-    found = store.playbook(baseline)
-    trained = json.loads(found[1])["training"]["as_of"] if found else None
+    found = _metas(store).get(baseline)
+    trained = json.loads(found)["training"]["as_of"] if found else None
     since = datetime.fromisoformat(trained) if trained else datetime.fromtimestamp(0, tz=UTC)
     resumed = breaker.resumed_at(store)
     since = max(since, resumed) if resumed else since  # judged again only after a resume
