@@ -32,10 +32,10 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from flywheel.learn.cells import Cells
 from flywheel.learn.design import Term
@@ -44,7 +44,7 @@ from flywheel.playbook.book import MAX_TABULATED_SEGMENTS, Playbook
 from flywheel.threads import one_blas_thread
 
 DRAWS = 400
-POWER_Z = float(stats.norm.ppf(0.8))
+POWER_Z = NormalDist().inv_cdf(0.8)
 CELL_CHUNK = 4_000
 UNSEEN_EXAMINED = 500  # segments without rows whose served combination is looked up
 
@@ -342,6 +342,8 @@ class _Compute:
         return tuple(out)
 
     def _interactions(self) -> tuple[Interaction, ...]:
+        from scipy.stats import chi2  # imported when used: a serving process never needs it
+
         tested: list[tuple[Term, float, int, float, tuple[PairCell, ...]]] = []
         for term in self.design.terms:
             if len(term.factors) != 2:
@@ -351,7 +353,7 @@ class _Compute:
             if na < 2 or nb < 2:
                 continue
             delta, sd, statistic, dof = self._pair_evidence(term, na, nb)
-            p_value = float(stats.chi2.sf(statistic, dof)) if dof else 1.0
+            p_value = float(chi2.sf(statistic, dof)) if dof else 1.0
             levels_a, levels_b = self._levels(a), self._levels(b)
             cells = []
             for i, j in itertools.product(range(na), range(nb)):
@@ -521,7 +523,7 @@ class _Compute:
     def _readiness(self) -> tuple[Readiness, ...]:
         out = []
         total = round(float(self.cells.n.sum()))
-        z_main = float(stats.norm.ppf(0.975)) + POWER_Z
+        z_main = NormalDist().inv_cdf(0.975) + POWER_Z
         for k in self.spec.knobs:
             counts = np.bincount(self.cells.codes[k.name], self.cells.n, minlength=len(k.values))
             typical = _harmonic(counts)  # two values of typical support compared
@@ -529,7 +531,7 @@ class _Compute:
             out.append(self._verdict("main", (k.name,), round(typical), mde, total))
         pairs = [t for t in self.design.terms if len(t.factors) == 2]
         alpha = 0.1 / max(len(pairs), 1)
-        z_pair = float(stats.norm.ppf(1 - alpha / 2)) + POWER_Z
+        z_pair = NormalDist().inv_cdf(1 - alpha / 2) + POWER_Z
         for term in pairs:
             a, b = term.factors
             grid = np.zeros((self.design.levels[a], self.design.levels[b]))
@@ -599,6 +601,8 @@ def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
     >>> benjamini_hochberg([0.01, 0.04, 0.03]).round(3).tolist()
     [0.03, 0.04, 0.04]
     """
+    from scipy import stats  # imported when used: a serving process never needs it
+
     p = np.asarray(p_values, dtype=float)
     if not len(p):
         return p

@@ -15,15 +15,14 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from statistics import NormalDist
 from typing import Any
-
-from scipy import stats
 
 from flywheel.health.sql import COLD_START, EARLY_ONLINE
 
 PLATEAU_CYCLES = 3  # the plateau is judged on the last K cycles (K + 1 versions)
-Z95 = float(stats.norm.ppf(0.975))
-Z90 = float(stats.norm.ppf(0.95))
+Z95 = NormalDist().inv_cdf(0.975)
+Z90 = NormalDist().inv_cdf(0.95)
 
 
 @dataclass(frozen=True)

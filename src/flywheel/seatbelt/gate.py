@@ -34,14 +34,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from statistics import NormalDist
 from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import stats
 from scipy.special import betaln
-from scipy.stats import norm
 
 from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
 from flywheel.learn.policy import SegmentPolicy
@@ -146,7 +145,7 @@ class Alarm(NamedTuple):
 
 def z_of(p_value: float) -> float:
     """A p-value as the two-sided z it corresponds to (a common scale for strengths)."""
-    return float(norm.isf(max(p_value, 1e-300) / 2))
+    return -NormalDist().inv_cdf(max(p_value, 1e-300) / 2)
 
 
 LEAD = 3  # a reason lists its strongest alarms first, this many, then how many more
@@ -267,6 +266,8 @@ def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alph
     served, so a logged combination whose probability under that playbook (in that context)
     is not the logged propensity was not what was served: mislogged tags show at once, in
     however few rows (an alarm once MISLOGGED_MIN rows and MISLOGGED_SHARE of them do)."""
+    from scipy import stats  # imported when used: a serving process never needs it
+
     recent = data.recent
     served = pc.is_in(recent.column("policy"), pa.array(["thompson", "greedy", "local"]))
     rows = recent.filter(served)
@@ -629,7 +630,7 @@ def _shift(
         spread = np.maximum(rate * (1 - rate), 1e-6)  # each cell's variance of one result
     else:
         spread = _cell_spread(cell, reward, recent, mean_new, mean_old, counts, scale)
-    z_limit = float(norm.ppf(1 - alpha / 2))
+    z_limit = NormalDist().inv_cdf(1 - alpha / 2)
     smallest = spec.seatbelt.min_shift if min_shift is None else min_shift
     alarms: list[Shift] = []
     found: dict[str, Any] = {}

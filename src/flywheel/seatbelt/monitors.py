@@ -25,8 +25,6 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
 
 from flywheel.errors import InvalidInputError
 from flywheel.spec import Spec
@@ -85,6 +83,9 @@ def categorical_drift(
     distance_threshold: float = DISTANCE_THRESHOLD,
 ) -> Drift:
     """Drift of a categorical column between a reference and a recent window."""
+    from scipy import stats  # imported when used: a serving process never needs them
+    from scipy.spatial.distance import jensenshannon
+
     reference = np.asarray(reference, dtype=object)
     recent = np.asarray(recent, dtype=object)
     if not len(reference) or not len(recent):
@@ -109,6 +110,8 @@ def numeric_drift(
     distance_threshold: float = DISTANCE_THRESHOLD,
 ) -> Drift:
     """Drift of a numeric column (a context feature, the reward) between two windows."""
+    from scipy import stats  # imported when used: a serving process never needs it
+
     ref, new = np.asarray(reference, dtype=float), np.asarray(recent, dtype=float)
     if not len(ref) or not len(new):
         raise InvalidInputError("window", "both windows need rows")
@@ -144,6 +147,8 @@ def sample_ratio_mismatch(
     observed: ArrayLike, expected_share: ArrayLike, threshold: float = SRM_THRESHOLD
 ) -> SampleRatio:
     """Chi-square goodness of fit of served counts to the policy's serving probabilities."""
+    from scipy import stats  # imported when used: a serving process never needs it
+
     counts = np.asarray(observed, dtype=float)
     share = np.asarray(expected_share, dtype=float)
     if counts.shape != share.shape or counts.ndim != 1 or len(counts) < 2:

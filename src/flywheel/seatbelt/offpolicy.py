@@ -19,9 +19,9 @@ SNIPS), at level ``1 - alpha``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import norm
 
 from flywheel.errors import InvalidInputError
 
@@ -72,7 +72,7 @@ def normal(method: str, terms: np.ndarray, w: np.ndarray, alpha: float) -> Estim
     n = len(terms)
     value = float(terms.mean())
     se = float(terms.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
-    z = float(norm.ppf(1 - alpha / 2))
+    z = NormalDist().inv_cdf(1 - alpha / 2)
     return Estimate(method, value, value - z * se, value + z * se, n, effective(w))
 
 
@@ -103,7 +103,7 @@ def snips(
     value = float((w * r).sum() / w.sum())
     influence = w * (r - value) / w.mean()  # linearisation of the ratio estimator
     se = float(influence.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
-    z = float(norm.ppf(1 - alpha / 2))
+    z = NormalDist().inv_cdf(1 - alpha / 2)
     return Estimate("snips", value, value - z * se, value + z * se, n, effective(w))
 
 
