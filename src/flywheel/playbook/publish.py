@@ -135,7 +135,7 @@ def learn(
     data = None
     if belt and incumbent is not None and report is not None:
         cut = _cut(store, incumbent) or moment
-        floor = _floor(store, forget)
+        floor = _floor(store)
         long_cut, before = _long_cut(store, incumbent, cut)
         data = gate.windows(store, spec, moment, cut, floor=floor, long_cut=long_cut)
         checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec, incumbent))
@@ -146,7 +146,11 @@ def learn(
         if found is not None and spec.learn.forget_auto:
             forget = _adapt(store, moment, found)
             table = _cells_table(store, spec, encoding, when, forget)
-        elif found is not None:  # a fixed half-life (or none) forgets as it was told to
+        elif found is not None:  # a fixed half-life (or none) forgets as it was told to,
+            # but the gate's windows start at the change all the same: the old world is not
+            # the normal that the new one's results are judged against
+            change = {"at": found.detail["at"], "weight": 1.0, "found": moment.isoformat()}
+            store.set_meta(CHANGE_KEY, json.dumps(change))
             breaker.audit(store, moment, "change", found.summary, found.detail)
 
     playbook = _fit(spec, table, encoding, rows, signature, now, seed)
@@ -211,10 +215,13 @@ def _cells_table(
     return store.query(sql, {**when, **(forget or {})})
 
 
-def _floor(store: Store, forget: dict[str, Any] | None) -> datetime | None:
+def _floor(store: Store) -> datetime | None:
     """Where the gate's windows start: the last resume or the last change, the later one
-    (what came before either is not the normal a new window is judged against)."""
-    marks = [m for m in (breaker.resumed_at(store), forget and forget["forget_before"]) if m]
+    (what came before either is not the normal a new window is judged against), whether the
+    learner forgets the rows before a change by itself or by a fixed half-life."""
+    raw = store.get_meta(CHANGE_KEY)
+    changed = datetime.fromisoformat(json.loads(raw)["at"]) if raw else None
+    marks = [m for m in (breaker.resumed_at(store), changed) if m]
     return max(marks) if marks else None
 
 
