@@ -35,7 +35,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-types: $(VENV)/.dev
+types: $(VENV)/.dev $(VENV)/.forecast  # the examples are typed too
 	$(BIN)/mypy
 
 unit: $(VENV)/.dev $(VENV)/.forecast
