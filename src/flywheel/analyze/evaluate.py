@@ -27,7 +27,12 @@ the target's value four ways (the first three from :mod:`flywheel.seatbelt.offpo
   values, the least telling is dropped one at a time, and the estimate with the fewest knobs
   is kept whose 95% interval still meets every interval of the estimates with more knobs.
   With all knobs kept (a single knob, or every knob matters) it is IPS; where contexts
-  rarely repeat there are no rows to pool and it is IPS too.
+  rarely repeat there are no rows to pool and it is IPS too. A knob too weak to be kept by
+  SLOPE may still matter a little, and MIPS would carry its whole effect as bias: so the
+  dropped knobs' main effects are estimated within the cells (each value's mean reward
+  against its cell's), and the estimate is corrected by what the target's values of them
+  would add over the logged ones the marginal weights carry, its interval widened by those
+  effects' own uncertainty (a doubly robust step over the dropped knobs only).
 
 The target is a published playbook (as served, or greedy: its best combination per context)
 or a callable giving, per context, the probability of each combination. Where the target
@@ -42,6 +47,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -51,7 +57,7 @@ from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
 from flywheel.errors import InvalidInputError
 from flywheel.playbook.book import Playbook
 from flywheel.rules import quote_name
-from flywheel.seatbelt.offpolicy import Estimate, doubly_robust, ips, normal, snips
+from flywheel.seatbelt.offpolicy import Estimate, doubly_robust, effective, ips, normal, snips
 from flywheel.spec import Spec
 from flywheel.store import Store
 
@@ -61,6 +67,8 @@ Target = Callable[[Mapping[str, Any]], Mapping[tuple[Any, ...], float]]
 """A policy to evaluate: for a context, the probability of each combination (a tuple of knob
 values in the spec's order); combinations it leaves out have probability 0."""
 
+EFFECT_RIDGE = 1.0  # rows' worth of ridge on the dropped knobs' effects (they are identified
+# only up to a constant per knob: the ridge centres them)
 SHRINK = 5.0  # rows of prior weight of the reward model's cells toward the combination's mean
 HEAVY = 20.0  # an importance weight above this marks a row the logs barely support
 THIN = 0.1  # an effective sample under this share of the rows is thin support
@@ -134,6 +142,8 @@ def evaluate(
     ess = estimates[0].effective_n
     heavy = int((weights > HEAVY).sum())
     marginal, kept = _marginalised(keys, actions, reward, weights, knobs)
+    if 0 < len(kept) < len(knobs):
+        marginal = _adjusted(keys, actions, reward, weights, kept, distribution)
     warnings = []
     unseen = _unseen(keys, actions, distribution, len(spec.space))
     if unseen > 0:
@@ -317,6 +327,64 @@ def _marginalised(
     return chosen
 
 
+def _adjusted(
+    keys: list[tuple[Any, ...]],
+    actions: list[tuple[Any, ...]],
+    reward: np.ndarray,
+    weights: np.ndarray,
+    kept: tuple[int, ...],
+    distribution: Mapping[tuple[Any, ...], Mapping[tuple[Any, ...], float]],
+) -> Estimate:
+    """MIPS on the ``kept`` knobs, corrected for the dropped knobs' main effects.
+
+    The effects ``d`` (one per value of each dropped knob) are the least-squares fit, weighed
+    by the rows' marginal weights, of the rewards' deviations from their cell's mean (context
+    and embedding) on the values' indicators, deviated alike, with a little ridge (each
+    knob's indicators sum to one, so only differences are identified). Row ``i`` adds
+    ``(t_i - w_i x_i) · d``: ``t_i`` the target's probability of each value in the row's
+    context, ``x_i`` the row's own values, ``w_i`` its marginal weight. The interval adds
+    ``g' C g`` to the terms' variance, ``g`` the mean of ``t_i - w_i x_i`` and ``C`` the
+    effects' (sandwich) covariance.
+    """
+    width = len(actions[0])
+    dropped = [j for j in range(width) if j not in kept]
+    columns: dict[tuple[int, Any], int] = {}
+    for combo in [*actions, *(a for given in distribution.values() for a in given)]:
+        for j in dropped:
+            columns.setdefault((j, combo[j]), len(columns))
+
+    def indicators(combo: tuple[Any, ...]) -> np.ndarray:
+        out = np.zeros(len(columns))
+        out[[columns[j, combo[j]] for j in dropped]] = 1.0
+        return out
+
+    embedded = [tuple(a[j] for j in kept) for a in actions]
+    cell, size, terms, marginal = _mips_terms(keys, embedded, reward, weights)
+    x = np.array([indicators(a) for a in actions])
+    x_dev = x - (np.stack([np.bincount(cell, c) for c in x.T], axis=1) / size[:, None])[cell]
+    r_dev = reward - (np.bincount(cell, reward) / size)[cell]
+    # weighed by the marginal weights: where an effect varies between cells (a lift on the
+    # log-odds adds most to the likeliest), the one fitted is the one the target meets
+    weighed = x_dev * marginal[:, None]
+    gram = weighed.T @ x_dev + EFFECT_RIDGE * np.eye(len(columns))
+    inverse = np.linalg.inv(gram)
+    effects = inverse @ (weighed.T @ r_dev)
+    scores = weighed * (r_dev - x_dev @ effects)[:, None]
+    covariance = inverse @ (scores.T @ scores) @ inverse  # sandwich: any noise, any weights
+    target = {
+        key: sum((p * indicators(a) for a, p in given.items()), np.zeros(len(columns)))
+        for key, given in distribution.items()
+    }
+    shift = np.array([target[k] for k in keys]) - marginal[:, None] * x
+    terms = terms + shift @ effects
+    g = shift.mean(axis=0)
+    n = len(terms)
+    value = float(terms.mean())
+    se = math.sqrt(float(terms.var(ddof=1)) / n + max(float(g @ covariance @ g), 0.0))
+    z = NormalDist().inv_cdf(0.975)
+    return Estimate("mips", value, value - z * se, value + z * se, n, effective(marginal))
+
+
 def _telling(
     keys: list[tuple[Any, ...]], actions: list[tuple[Any, ...]], reward: np.ndarray, j: int
 ) -> float:
@@ -348,6 +416,18 @@ def _mips(
     """Marginalised IPS: each row weighs the mean importance weight of its cell (context and
     embedding). The value is ``sum over cells of n_c w_c r_c / n`` (cell means of weight and
     reward); its influence terms ``w_i r_c + w_c r_i - w_c r_c`` give the interval."""
+    _, _, terms, marginal = _mips_terms(keys, embedded, reward, weights)
+    return normal("mips", terms, marginal, 0.05)
+
+
+def _mips_terms(
+    keys: list[tuple[Any, ...]],
+    embedded: list[tuple[Any, ...]],
+    reward: np.ndarray,
+    weights: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's cell (context and embedding), the cells' sizes, the rows' influence terms
+    and their marginal weights (their cell's mean importance weight)."""
     cells: dict[tuple[Any, ...], int] = {}
     cell = np.array(
         [cells.setdefault((k, e), len(cells)) for k, e in zip(keys, embedded, strict=True)]
@@ -356,8 +436,7 @@ def _mips(
     w_c = np.bincount(cell, weights) / size
     r_c = np.bincount(cell, reward) / size
     marginal = w_c[cell]
-    terms = weights * r_c[cell] + marginal * reward - marginal * r_c[cell]
-    return normal("mips", terms, marginal, 0.05)
+    return cell, size, weights * r_c[cell] + marginal * reward - marginal * r_c[cell], marginal
 
 
 def _marginal_support(
