@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def run(seed: int, days: int, per_day: int, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    store = out / "leads.duckdb"
+    store = (out / "leads.duckdb").resolve()  # a relative store URL would resolve beside the spec
     for stale in (store, Path(f"{store}.wal")):
         stale.unlink(missing_ok=True)
     spec = flywheel.load(HERE / "leads.toml")

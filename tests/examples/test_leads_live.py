@@ -23,16 +23,18 @@ CAUGHT = {
 }
 
 
-def run(out: Path, *args: str) -> dict[str, Any]:
+def run(out: Path, *args: str, cwd: Path | None = None) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, str(DEMO), "--out", str(out), *args],
         capture_output=True,
         text=True,
         timeout=280,
         check=False,
+        cwd=cwd,
     )
     assert done.returncode == 0, done.stderr
     assert "close rate: first month" in done.stdout
+    out = out if cwd is None else cwd / out
     return {
         name: json.loads((out / f"{name}.json").read_text())
         for name in ("summary", "segments", "quality")
@@ -83,5 +85,9 @@ def test_a_seed_tells_the_same_story(tmp_path: Path) -> None:
     first = run(tmp_path / "a", "--days", "45", "--leads", "60")
     second = run(tmp_path / "b", "--days", "45", "--leads", "60")
     assert first == second
+    # run again where a run was, by a relative path: it starts afresh, not on the old store
+    again = run(Path("a"), "--days", "45", "--leads", "60", cwd=tmp_path)
+    assert again == first
+    assert [p.name for p in (tmp_path / "a").glob("*.duckdb")] == ["leads.duckdb"]
     other = run(tmp_path / "c", "--days", "45", "--leads", "60", "--seed", "12")
     assert other["quality"] != first["quality"]
