@@ -78,4 +78,4 @@ bench-serve: $(VENV)/.dev $(PHOENIX)/.installed ## flywheel serve under load, be
 	$(BIN)/python bench/serve.py
 
 clean:
-	rm -rf $(VENV) $(PHOENIX) .flywheel .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) $(PHOENIX) .venv-plain .flywheel .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -13,7 +13,7 @@ a fresh process each, with its peak memory (the whole process, imports included)
 
 Memory depends on what else the environment holds: pyarrow imports pandas, when installed,
 the first time it builds an array. Flywheel does not need pandas; measure in an environment
-with Flywheel alone (``python -m venv /tmp/plain && /tmp/plain/bin/pip install -e .``) for
+with Flywheel alone (``python -m venv .venv-plain && .venv-plain/bin/pip install -e .``) for
 the figures of a plain install.
 
 Run: ``.venv/bin/python bench/recommend.py`` (``--rows 10000`` for the small case only).
