@@ -104,7 +104,9 @@ def child(task: str, spec_json: str) -> None:
     spec = json.loads(spec_json)
     started = time.perf_counter()
     if task == "learn":
-        with flywheel.open(spec, refresh=0) as wheel:
+        # as `flywheel learn` opens it: a wheel that serves would draw the served version's
+        # posterior draws again beside the cycle (see the open measurement)
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
             begun = time.perf_counter()
             result = wheel.learn(force=True, seed=0)
             seconds = time.perf_counter() - begun

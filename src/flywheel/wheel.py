@@ -151,7 +151,8 @@ class Wheel:
         self._traces: TraceMapper | None = None
         self._ids = IdFactory()
         self._closed = False
-        self._load_playbook()
+        self._drawing: threading.Thread | None = None  # a loaded big design's draws, drawn
+        self._load_playbook(ready=False, warm=background)
         self._watcher = _Watcher(self._refresh, refresh) if refresh else None
         learn = spec.learn
         turning = background and (learn.online or learn.scheduled)
@@ -861,16 +862,20 @@ class Wheel:
         relay(self.store, self._alerts)
         return playbook
 
-    def _load_playbook(self, ready: bool = False) -> None:
+    def _load_playbook(self, ready: bool = True, warm: bool = False) -> None:
         """Serve the newest playbook, if it was learned for this spec (else: cold start). A
         big design's posterior draws are drawn again before it is served when ``ready`` (off
         the hot path: the next decide for a segment it did not tabulate does not wait for
-        them), else on first use (a process that only learns or reports never needs them)."""
+        them); with ``warm``, on a thread of their own while it is served (a wheel that
+        serves, opening); else on first use (a command that only learns or reports never
+        needs them)."""
         found = self.store.playbook()
         if found is not None and json.loads(found[1]).get("spec_digest") == self.spec.digest:
             playbook = Playbook.load(self.spec, *found)
             if ready:
                 playbook.draws  # noqa: B018 - drawn here, not in the first decide that needs them
+            elif warm:
+                self._drawing = playbook.warm()
             self._serve(playbook)
 
     def _refresh(self) -> None:
@@ -878,7 +883,7 @@ class Wheel:
         latest = self.store.latest_version()
         current = self._published
         if latest is not None and (current is None or latest > current.version):
-            self._load_playbook(ready=True)
+            self._load_playbook()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -945,6 +950,8 @@ class Wheel:
             self._turn.stop()
         if self._watcher is not None:
             self._watcher.stop()
+        if self._drawing is not None:
+            self._drawing.join()
         try:
             self._writer.close()
         finally:

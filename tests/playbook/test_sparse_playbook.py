@@ -47,6 +47,26 @@ def sparse_wheel(
     wheel.close()
 
 
+def test_a_wheel_that_serves_draws_a_big_playbook_as_it_opens(
+    each_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The draws a big playbook stores as their seed are drawn on a thread of their own as
+    a serving wheel opens (its first decide for an untabulated segment seldom waits), and
+    never by a command that only reads."""
+    monkeypatch.setattr(model, "SPARSE_ABOVE", 5)
+    clock = Clock(T0)
+    with flywheel.open(spec(), store=each_store, clock=clock, background=False) as wheel:
+        logged(wheel, clock, 600, random.Random(2))
+        assert wheel.learn(as_of=clock.now, seed=1).published
+    with flywheel.open(spec(), store=each_store, clock=clock) as serving:
+        assert serving._drawing is not None
+    served = serving.playbook
+    assert served is not None and served._scoring is not None  # drawn by the time it closed
+    with flywheel.open(spec(), store=each_store, clock=clock, background=False) as reading:
+        assert reading._drawing is None and reading.playbook is not None
+        assert reading.playbook._scoring is None
+
+
 def test_a_sparse_playbook_serves_the_same_after_a_reload(
     sparse_wheel: tuple[flywheel.Wheel, Clock],
 ) -> None:

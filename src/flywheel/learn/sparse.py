@@ -164,13 +164,15 @@ class Factor:
         the next: use it before asking for the next one."""
         lower, d, perm = self._solver.factors()
         size = len(d)
-        z = rng.standard_normal((size, m))  # all at once: the same stream whatever ``block``
-        z *= np.sqrt(np.maximum(d, 0.0))[:, None]
+        scale = np.sqrt(np.maximum(d, 0.0))
+        order = np.asarray(perm)
         b = np.empty((min(block, m), size))  # one draw a row: each solve reads it contiguously
         for start in range(0, m, block):
             part = b[: min(block, m - start)]
-            chunk = z[:, start : start + len(part)]
-            part[:, np.asarray(perm)] = (lower @ chunk + chunk).T  # (I + L) z
+            # a draw's normals are consecutive in the stream: the same draws whatever ``block``,
+            # and never all of them held at once
+            z = rng.standard_normal((len(part), size)) * scale
+            part[:, order] = (lower @ z.T).T + z  # (I + L) z, one draw a row
             for row in part:
                 row[:] = self.solve(row)
             yield start, part

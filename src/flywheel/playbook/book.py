@@ -153,6 +153,16 @@ class Playbook:
             )
         return scoring
 
+    def warm(self) -> threading.Thread | None:
+        """Draw the posterior draws again now, on a thread of its own, when they are to be
+        drawn on first use (a decide for a segment not tabulated seldom waits for them);
+        the thread, or ``None`` when they are at hand."""
+        if self._scoring is not None:
+            return None
+        thread = threading.Thread(target=lambda: self.scoring, name="flywheel-draws", daemon=True)
+        thread.start()
+        return thread
+
     @property
     def draws(self) -> np.ndarray:
         """The posterior draws, ``(m, size)`` (a view of :attr:`scoring`)."""
