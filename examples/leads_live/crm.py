@@ -28,6 +28,13 @@ KNOBS = {
     "timing": ("same_day", "next_day", "next_week"),
     "offer": ("discount", "trial", "demo"),
 }
+# how often each value comes: the lead mix
+MIX = {
+    "industry": dict(zip(INDUSTRIES, (0.35, 0.25, 0.2, 0.2), strict=True)),
+    "size": dict(zip(SIZES, (0.5, 0.35, 0.15), strict=True)),
+    "region": dict(zip(REGIONS, (0.45, 0.35, 0.2), strict=True)),
+    "source": dict(zip(SOURCES, (0.35, 0.3, 0.15, 0.2), strict=True)),
+}
 DEAL = {"small": 8_000.0, "mid": 30_000.0, "large": 120_000.0}  # median deal value
 OFFER_VALUE = {"discount": 0.8, "trial": 1.0, "demo": 1.1}
 
@@ -126,10 +133,8 @@ class CRM:
         duplicate of an earlier lead's (the same lead created twice)."""
         rng = self.rng
         context = {
-            "industry": rng.choices(INDUSTRIES, (0.35, 0.25, 0.2, 0.2))[0],
-            "size": rng.choices(SIZES, (0.5, 0.35, 0.15))[0],
-            "region": rng.choices(REGIONS, (0.45, 0.35, 0.2))[0],
-            "source": rng.choices(SOURCES, (0.35, 0.3, 0.15, 0.2))[0],
+            feature: rng.choices(list(shares), list(shares.values()))[0]
+            for feature, shares in MIX.items()
         }
         duplicate = self.issued > 0 and rng.random() < DIRT["duplicate lead id"]
         if not duplicate:

@@ -227,17 +227,11 @@ def _summary(months: list[Month]) -> dict[str, Any]:
 
 def _hidden_best_close_rate() -> float:
     """The lead mix's close rate if every lead got its hidden best follow-up."""
-    weights = {
-        "industry": dict(zip(crm.INDUSTRIES, (0.35, 0.25, 0.2, 0.2), strict=True)),
-        "size": dict(zip(crm.SIZES, (0.5, 0.35, 0.15), strict=True)),
-        "region": dict(zip(crm.REGIONS, (0.45, 0.35, 0.2), strict=True)),
-        "source": dict(zip(crm.SOURCES, (0.35, 0.3, 0.15, 0.2), strict=True)),
-    }
     total = 0.0
     for lead in crm.segments():
         share = 1.0
         for feature, value in lead.items():
-            share *= weights[feature][value]
+            share *= crm.MIX[feature][value]
         total += share * crm.close_probability(lead, crm.best_followup(lead))
     return total
 

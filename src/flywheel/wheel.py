@@ -151,8 +151,11 @@ class Wheel:
         self._traces: TraceMapper | None = None
         self._ids = IdFactory()
         self._closed = False
-        self._drawing: threading.Thread | None = None  # a loaded big design's draws, drawn
-        self._load_playbook(ready=False, warm=background)
+        newest = self._newest()
+        # a big design's posterior draws, drawn again as a wheel that serves opens (a command
+        # that only learns or reports never needs them)
+        self._drawing = newest.draw(wait=False) if newest is not None and background else None
+        self._serve(newest)
         self._watcher = _Watcher(self._refresh, refresh) if refresh else None
         learn = spec.learn
         turning = background and (learn.online or learn.scheduled)
@@ -862,28 +865,19 @@ class Wheel:
         relay(self.store, self._alerts)
         return playbook
 
-    def _load_playbook(self, ready: bool = True, warm: bool = False) -> None:
-        """Serve the newest playbook, if it was learned for this spec (else: cold start). A
-        big design's posterior draws are drawn again before it is served when ``ready`` (off
-        the hot path: the next decide for a segment it did not tabulate does not wait for
-        them); with ``warm``, on a thread of their own while it is served (a wheel that
-        serves, opening); else on first use (a command that only learns or reports never
-        needs them)."""
-        found = self.store.playbook()
-        if found is not None and json.loads(found[1]).get("spec_digest") == self.spec.digest:
-            playbook = Playbook.load(self.spec, *found)
-            if ready:
-                playbook.draws  # noqa: B018 - drawn here, not in the first decide that needs them
-            elif warm:
-                self._drawing = playbook.warm()
-            self._serve(playbook)
+    def _newest(self) -> Playbook | None:
+        """The newest playbook, if it was learned for this spec (else none: cold start)."""
+        return publish.learned_for(self.spec, self.store.playbook())
 
     def _refresh(self) -> None:
         """Pick up a version published by another process (a cheap query, off the hot path)."""
         latest = self.store.latest_version()
         current = self._published
         if latest is not None and (current is None or latest > current.version):
-            self._load_playbook()
+            newest = self._newest()
+            if newest is not None:
+                newest.draw()  # off the hot path: the next decide does not wait for them
+                self._serve(newest)
 
     # --- lifecycle -------------------------------------------------------------------------------
 

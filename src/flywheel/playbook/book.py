@@ -66,17 +66,26 @@ class Redraw:
     entropy: int
     count: int
     spread: float
-    digest: str | None = None  # of the draws as the publisher drew them (see :func:`digest`)
+    digest: str  # of the draws as the publisher drew them (see :func:`digest`)
 
     @classmethod
-    def seeded(cls, seed: int | None, count: int, spread: float) -> Redraw:
-        """A recipe with the seed ``seed`` (``None``: fresh entropy, recorded)."""
-        return cls(secrets.randbits(128) if seed is None else int(seed), count, spread)
+    def drawn(
+        cls, posterior: Posterior, seed: int | None, count: int, spread: float
+    ) -> tuple[Redraw, np.ndarray]:
+        """``count`` draws from ``posterior`` with the seed ``seed`` (``None``: fresh entropy,
+        recorded), and the recipe that draws them again."""
+        entropy = secrets.randbits(128) if seed is None else int(seed)
+        draws = _draws(posterior, entropy, count, spread)
+        return cls(entropy, count, spread, digest(draws.T)), draws
 
     def draws(self, posterior: Posterior) -> np.ndarray:
         """The draws, shape ``(count, size)``, in the playbook's precision."""
-        rng = np.random.default_rng(np.random.SeedSequence(self.entropy))
-        return posterior.draws(self.count, rng, self.spread, scoring_dtype(posterior))
+        return _draws(posterior, self.entropy, self.count, self.spread)
+
+
+def _draws(posterior: Posterior, entropy: int, count: int, spread: float) -> np.ndarray:
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
+    return posterior.draws(count, rng, spread, scoring_dtype(posterior))
 
 
 def digest(scoring: np.ndarray) -> str:
@@ -141,7 +150,7 @@ class Playbook:
         assert self.redraw is not None
         with one_blas_thread():
             scoring = self.redraw.draws(self.posterior).T
-        if self.redraw.digest is not None and digest(scoring) != self.redraw.digest:
+        if digest(scoring) != self.redraw.digest:
             # other NumPy or QDLDL builds than the publisher's: equally valid draws, and the
             # propensities recorded are those served, but untabulated segments may be served
             # otherwise than in the process that published
@@ -153,10 +162,12 @@ class Playbook:
             )
         return scoring
 
-    def warm(self) -> threading.Thread | None:
-        """Draw the posterior draws again now, on a thread of its own, when they are to be
-        drawn on first use (a decide for a segment not tabulated seldom waits for them);
-        the thread, or ``None`` when they are at hand."""
+    def draw(self, wait: bool = True) -> threading.Thread | None:
+        """Draw the posterior draws again now, when they are to be drawn on first use, so
+        that no decide for a segment not tabulated waits for them: here (``wait``), or on a
+        thread of its own, returned to be joined; ``None`` when nothing is left to draw."""
+        if self._scoring is None and wait:
+            _ = self.scoring
         if self._scoring is not None:
             return None
         thread = threading.Thread(target=lambda: self.scoring, name="flywheel-draws", daemon=True)
@@ -302,7 +313,7 @@ class Playbook:
             arrays["draw_seed"] = np.array(str(self.redraw.entropy))  # 128 bits: as digits
             arrays["draw_count"] = np.array(self.redraw.count)
             arrays["draw_spread"] = np.array(self.redraw.spread)
-            arrays["draw_digest"] = np.array(self.redraw.digest or digest(self.scoring))
+            arrays["draw_digest"] = np.array(self.redraw.digest)
         else:
             arrays["draws"] = self.draws
         for name in ("rows", "probs", "mean", "low", "high"):
@@ -404,7 +415,7 @@ class Playbook:
                 int(str(arrays["draw_seed"])),
                 int(arrays["draw_count"]),
                 float(arrays["draw_spread"]),
-                str(arrays["draw_digest"]) if "draw_digest" in arrays else None,
+                str(arrays["draw_digest"]),
             )
         drawn = arrays.get("draws")
         return cls(version, meta, encoding, posterior, drawn, segments, spec, redraw=redraw)

@@ -143,15 +143,10 @@ def learn(
         if stopped is not None:
             return stopped
         found = next((c for c in checks if c.name == "change" and not c.ok), None)
-        if found is not None and spec.learn.forget_auto:
-            forget = _adapt(store, moment, found)
-            table = _cells_table(store, spec, encoding, when, forget)
-        elif found is not None:  # a fixed half-life (or none) forgets as it was told to,
-            # but the gate's windows start at the change all the same: the old world is not
-            # the normal that the new one's results are judged against
-            change = {"at": found.detail["at"], "weight": 1.0, "found": moment.isoformat()}
-            store.set_meta(CHANGE_KEY, json.dumps(change))
-            breaker.audit(store, moment, "change", found.summary, found.detail)
+        if found is not None:
+            forget = _adapt(store, spec, moment, found)
+            if forget is not None:
+                table = _cells_table(store, spec, encoding, when, forget)
 
     playbook = _fit(spec, table, encoding, rows, signature, now, seed)
     if data is not None and incumbent is not None:
@@ -225,18 +220,25 @@ def _floor(store: Store) -> datetime | None:
     return max(marks) if marks else None
 
 
-def _adapt(store: Store, moment: datetime, found: Check) -> dict[str, Any]:
-    """A change of the world: remember where it began, so the rows before it weigh little
-    from now on, and record it (the cycle goes on and publishes)."""
+def _adapt(store: Store, spec: Spec, moment: datetime, found: Check) -> dict[str, Any] | None:
+    """A change of the world: remember where it began (the gate's later windows start there,
+    whatever the learner forgets: the old world is not the normal the new one is judged
+    against) and record it; the cycle goes on and publishes. With ``half_life = "auto"`` the
+    rows before it weigh little from now on: the forgetting parameters are returned (a fixed
+    half-life, or none, forgets as it was told to)."""
     at = datetime.fromisoformat(found.detail["at"])
+    change: dict[str, Any] = {"at": at.isoformat(), "weight": 1.0, "found": moment.isoformat()}
+    if not spec.learn.forget_auto:
+        store.set_meta(CHANGE_KEY, json.dumps(change))
+        breaker.audit(store, moment, "change", found.summary, found.detail)
+        return None
     counts = store.query(
         "SELECT count(*) FILTER (WHERE ts <= $at) AS before, count(*) FILTER (WHERE ts > $at)"
         " AS after FROM decisions WHERE ts <= $as_of",
         {"at": at, "as_of": moment},
     ).to_pylist()[0]
     before, after = int(counts["before"] or 0), int(counts["after"] or 0)
-    weight = min(1.0, FORGET_SHARE * max(after, 1) / max(before, 1))
-    change = {"at": at.isoformat(), "weight": weight, "found": moment.isoformat()}
+    change["weight"] = weight = min(1.0, FORGET_SHARE * max(after, 1) / max(before, 1))
     store.set_meta(CHANGE_KEY, json.dumps(change))
     reason = f"{found.summary}; rows before {at:%Y-%m-%d %H:%M} now weigh {weight:.3g}"
     breaker.audit(store, moment, "change", reason, {**found.detail, **change})
@@ -324,9 +326,8 @@ def _fit(
     fitted = time.perf_counter()
     posterior = _posterior(spec, cells, design)
     fit_seconds = time.perf_counter() - fitted
-    redraw = Redraw.seeded(seed, spec.learn.draws, spec.learn.explore_spread)
     with one_blas_thread():
-        draws = redraw.draws(posterior)
+        redraw, draws = Redraw.drawn(posterior, seed, spec.learn.draws, spec.learn.explore_spread)
     meta: dict[str, Any] = {
         "created_at": datetime.now(tz=UTC).isoformat(),
         "spec_digest": spec.digest,
@@ -406,7 +407,7 @@ def _previous(store: Store, spec: Spec) -> tuple[int | None, dict[str, Any], Pla
     found = store.playbook()
     if found is None:
         return None, {}, None
-    return found[0], dict(json.loads(found[1])), _incumbent(spec, found)
+    return found[0], dict(json.loads(found[1])), learned_for(spec, found)
 
 
 def _metas(store: Store) -> dict[int, str]:
@@ -414,7 +415,8 @@ def _metas(store: Store) -> dict[int, str]:
     return {version: meta for version, _, meta in store.playbook_list()}
 
 
-def _incumbent(spec: Spec, found: tuple[int, str, bytes] | None) -> Playbook | None:
+def learned_for(spec: Spec, found: tuple[int, str, bytes] | None) -> Playbook | None:
+    """A stored playbook (version, metadata, payload) loaded, if it was learned for ``spec``."""
     if found is None or json.loads(found[1]).get("spec_digest") != spec.digest:
         return None
     return Playbook.load(spec, *found)
@@ -425,7 +427,7 @@ def _loader(store: Store, spec: Spec, incumbent: Playbook) -> Callable[[int], Pl
 
     def load(version: int) -> Playbook | None:
         if version not in cache:
-            cache[version] = _incumbent(spec, store.playbook(version))
+            cache[version] = learned_for(spec, store.playbook(version))
         return cache[version]
 
     return load
@@ -447,7 +449,7 @@ def check(
     """Run the negative-loop guard now (learn runs it first thing); a rollback is returned."""
     now = time.time() if as_of is None else as_of
     moment = datetime.fromtimestamp(now, tz=UTC)
-    rolled = _guard(store, spec, moment, _incumbent(spec, store.playbook()))
+    rolled = _guard(store, spec, moment, learned_for(spec, store.playbook()))
     return rolled if rolled is not None else (None, None)
 
 

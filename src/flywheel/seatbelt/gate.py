@@ -624,12 +624,11 @@ def _shift(
     level_of_cell = np.zeros((cells, len(spec.knobs)), dtype=np.int64)
     level_of_cell[cell] = knobs
     scale = float(np.std(reference.column("reward").to_numpy())) or 1.0
-    counts = n_new + n_old
     if np.all((reward >= 0) & (reward <= 1)):
-        rate = (np.bincount(cell, reward, cells) + 2 * reward.mean()) / (counts + 2)
+        rate = (np.bincount(cell, reward, cells) + 2 * reward.mean()) / (n_new + n_old + 2)
         spread = np.maximum(rate * (1 - rate), 1e-6)  # each cell's variance of one result
     else:
-        spread = _cell_spread(cell, reward, recent, mean_new, mean_old, counts, scale)
+        spread = _cell_spread(cell, reward, recent, (n_new, mean_new), (n_old, mean_old), scale)
     z_limit = NormalDist().inv_cdf(1 - alpha / 2)
     smallest = spec.seatbelt.min_shift if min_shift is None else min_shift
     alarms: list[Shift] = []
@@ -672,20 +671,23 @@ def _cell_spread(
     cell: np.ndarray,
     reward: np.ndarray,
     recent: np.ndarray,
-    mean_new: np.ndarray,
-    mean_old: np.ndarray,
-    counts: np.ndarray,
+    new: tuple[np.ndarray, np.ndarray],
+    old: tuple[np.ndarray, np.ndarray],
     scale: float,
 ) -> np.ndarray:
     """Each cell's variance of one result: its rows' squared residuals around their window's
     mean, with SPREAD_PRIOR rows' worth of the variance within all cells (``scale**2`` when no
-    cell has two rows in a window), so a cell of three rows does not claim certainty."""
+    cell has two rows in a window), so a cell of three rows does not claim certainty. ``new``
+    and ``old`` are each window's rows and mean per cell."""
+    (n_new, mean_new), (n_old, mean_old) = new, old
     residual = reward - np.where(recent, mean_new[cell], mean_old[cell])
-    squares = np.bincount(cell, residual**2, len(counts))
-    n_new = np.bincount(cell[recent], minlength=len(counts))
-    freedom = counts - (n_new > 0) - (counts - n_new > 0)  # one mean per window spent
+    squares = np.bincount(cell, residual**2, len(n_new))
+    freedom = n_new + n_old - (n_new > 0) - (n_old > 0)  # one mean per window spent
     within = squares.sum() / freedom.sum() if freedom.sum() > 0 else scale**2
-    return np.maximum((squares + SPREAD_PRIOR * within) / (freedom + SPREAD_PRIOR), 1e-12)
+    spread: np.ndarray = np.maximum(
+        (squares + SPREAD_PRIOR * within) / (freedom + SPREAD_PRIOR), 1e-12
+    )
+    return spread
 
 
 # --- the candidate against the incumbent ---------------------------------------------------------
