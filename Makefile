@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-leads demo-forecast test lint types unit bench bench-learning bench-seatbelt bench-analysis bench-evaluate bench-serve bench-fuzz clean
+.PHONY: demo demo-leads demo-forecast test lint types unit bench bench-dashboard bench-learning bench-seatbelt bench-analysis bench-evaluate bench-serve bench-fuzz clean
 
 $(BIN)/flywheel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ demo-leads: $(BIN)/flywheel ## live lead scoring and next best follow-up on a si
 demo-forecast: $(VENV)/.forecast ## a forecast that learns from its errors, on a simulated retailer
 	$(BIN)/python examples/forecast/demo_forecast.py
 
+# Debian's Chromium, for the dashboard's browser tests (Playwright drives it and never downloads
+# a browser of its own); FLYWHEEL_CHROMIUM names another Chromium instead
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(VENV)/.browser: $(VENV)/.dev
+	@if [ -z "$$FLYWHEEL_CHROMIUM" ] && ! command -v chromium >/dev/null; then \
+		echo "installing Debian's chromium for the dashboard's browser tests"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+		|| { $(SUDO) apt-get update -q && \
+		     $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	fi
+	@touch $@
+
 test: lint types unit ## lint, types and the whole test suite
 
 lint: $(VENV)/.dev
@@ -38,7 +50,7 @@ lint: $(VENV)/.dev
 types: $(VENV)/.dev $(VENV)/.forecast  # the examples are typed too
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev $(VENV)/.forecast
+unit: $(VENV)/.dev $(VENV)/.forecast $(VENV)/.browser
 	$(BIN)/pytest
 
 bench: $(VENV)/.dev ## the speed benchmarks behind BENCHMARKS.md (a few minutes)
@@ -62,6 +74,9 @@ bench-analysis: $(VENV)/.dev ## the analysis's error rates, power and coverage (
 
 bench-evaluate: $(VENV)/.dev ## offline evaluation: coverage and error of IPS, SNIPS, DR and MIPS (about 8 minutes on 2 cores)
 	$(BIN)/python bench/evaluate.py
+
+bench-dashboard: $(VENV)/.dev ## the dashboard's overview on 10M decisions (about 3 minutes)
+	$(BIN)/python bench/dashboard.py
 
 bench-fuzz: $(VENV)/.dev ## Schemathesis, every check, on the HTTP API (about 2 minutes)
 	$(BIN)/python bench/fuzz.py

@@ -738,8 +738,9 @@ def serve(
     ] = 5.0,
 ) -> None:
     """Serve the HTTP API (/v1/decide, /v1/signals, /v1/rows, /v1/traces, /v1/playbook,
-    /v1/status, /v1/learn, /v1/keys, DELETE /v1/units/UNIT) until interrupted (then
-    in-flight requests finish and the store is flushed and closed). Writes are answered once
+    /v1/status, /v1/learn, /v1/keys, DELETE /v1/units/UNIT) and the dashboard at / (its
+    data: /v1/dashboard/PAGE; its actions: /v1/resume, /v1/rollback, /v1/release) until
+    interrupted (then in-flight requests finish and the store is flushed and closed). Writes are answered once
     durable: synced to the journal (replayed into the store after a crash), or committed with
     --no-journal. Once a key has been created on the store, every request needs one (keys
     created or revoked meanwhile, by any process, count within --keys-reload seconds; revoking
@@ -777,12 +778,38 @@ def serve(
         raise typer.Exit(2)
     try:
         processes = min(4, os.cpu_count() or 1) if workers is None else workers
-        app = create_app(wheel, keys, close_on_shutdown=True, workers=max(0, processes))
+        app = create_app(wheel, keys, close_on_shutdown=True, workers=max(0, processes), warm=True)
         # what is loaded now lives as long as the server: keep it out of the collector's full
         # passes, which otherwise stall requests for ~70 ms every so often (bench/serve.py)
         gc.collect()
         gc.freeze()
         uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        wheel.close()
+
+
+@app.command()
+def ui(
+    spec: SpecOption = Path("flywheel.toml"),
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (loopback only).")] = 8766,
+) -> None:
+    """The dashboard on the embedded store, read-only, for one person on this machine: open
+    http://127.0.0.1:PORT/ in a browser. It shows the overview, the playbook, the findings,
+    the seatbelt, velocity and health and the latest data, and refreshes by itself; it runs
+    no learn cycle and offers no action (`flywheel serve` serves the same dashboard at / with
+    its actions: resume, roll back, release, for an admin key)."""
+    import uvicorn
+
+    from flywheel.server import create_app
+
+    try:
+        wheel = flywheel.open(spec, journal=False, background=False)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    try:
+        app = create_app(wheel, read_only=True, close_on_shutdown=True, warm=True)
+        console.print(f"the dashboard: [bold]http://127.0.0.1:{port}/[/] (read-only); Ctrl-C stops")
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
     finally:
         wheel.close()
 

@@ -838,7 +838,8 @@ class Wheel:
         return None if found is None else Playbook.load(self.spec, *found)
 
     def playbooks(self) -> list[dict[str, Any]]:
-        """Every published version, newest first: when, training rows, origin, spec match."""
+        """Every published version, newest first: when, training rows and the moment they
+        run to, origin, spec match."""
         out = []
         for version, created_at, meta in self.store.playbook_list():
             info = json.loads(meta)
@@ -847,6 +848,7 @@ class Wheel:
                     "version": version,
                     "created_at": created_at,
                     "rows": info["training"]["rows"],
+                    "trained_to": info["training"]["as_of"],
                     "mean_reward": info["training"]["mean_reward"],
                     "restored_from": info.get("restored_from"),
                     "matches_spec": info.get("spec_digest") == self.spec.digest,
@@ -854,12 +856,13 @@ class Wheel:
             )
         return out
 
-    def rollback(self, version: int) -> Playbook:
+    def rollback(self, version: int, *, actor: str | None = None) -> Playbook:
         """Restore an earlier version: it is published again as the newest and served (an
-        audited action; the negative-loop guard judges it like any new version)."""
+        audited action, recorded with ``actor``; the negative-loop guard judges it like any
+        new version)."""
         playbook = publish.restore(self.store, self.spec, version)
         self._serve(playbook)
-        who = _actor(None)
+        who = _actor(actor)
         reason = f"restored version {version} as version {playbook.version}"
         breaker.audit(self.store, self._moment(None), "rollback", reason, actor=who)
         relay(self.store, self._alerts)

@@ -48,12 +48,12 @@ class Client:
 
 @contextmanager
 def serving(
-    wheel: flywheel.Wheel, keys: KeyRing | None = None, workers: int = 0
+    wheel: flywheel.Wheel, keys: KeyRing | None = None, workers: int = 0, read_only: bool = False
 ) -> Iterator[Client]:
     listening = socket.socket()  # bound here and handed over: no other process can take it
     listening.bind(("127.0.0.1", 0))
     port = listening.getsockname()[1]
-    app = create_app(wheel, keys, workers=workers)
+    app = create_app(wheel, keys, workers=workers, read_only=read_only)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()

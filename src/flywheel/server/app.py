@@ -57,6 +57,8 @@ from flywheel.collect.outcomes import Recorded
 from flywheel.collect.workers import IngestWorkers
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError
 from flywheel.server import keys as api_keys
+from flywheel.server.dashboard import Views
+from flywheel.server.dashboard import routes as dashboard
 from flywheel.server.keys import KeyRing, Scope
 from flywheel.wheel import Wheel
 
@@ -322,6 +324,8 @@ def create_app(
     *,
     close_on_shutdown: bool = False,
     workers: int = 0,
+    read_only: bool = False,
+    warm: bool = False,
 ) -> FastAPI:
     """The API over one open wheel (the caller opens it, and closes it unless
     ``close_on_shutdown``: then the server's graceful shutdown, on SIGTERM, flushes and
@@ -329,20 +333,28 @@ def create_app(
     ``Authorization: Bearer <key>`` of a scope that allows it. ``workers`` processes
     convert OTLP requests and signal batches (0: a thread of this process does). The wheel
     no longer keeps the rows of a failed write (:attr:`~flywheel.Wheel.keep_failed_writes`):
-    the server has told their senders."""
+    the server has told their senders. The dashboard is served at ``/``
+    (:mod:`flywheel.server.dashboard`). ``read_only`` leaves out every route but those that read
+    (``flywheel ui``: the dashboard without its actions). ``warm`` computes the dashboard's
+    overview as the server starts, so the first look at it does not wait."""
     wheel.keep_failed_writes = False
     pool: IngestWorkers | None = None
+    views: Views | None = None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         nonlocal pool
         if workers:
             pool = await run_in_threadpool(wheel.ingest_workers, workers)
+        if views is not None and warm:
+            views.warm("overview")
         try:
             yield
         finally:
             if pool is not None:
                 pool.close()
+            if views is not None:
+                views.close()
             if close_on_shutdown:
                 wheel.close()
 
@@ -359,6 +371,8 @@ def create_app(
     ) -> Callable[[DecoratedCallable], DecoratedCallable]:
         """Declare a route with the scope its key needs and the largest body it takes (both
         checked by :class:`Guard`), and document every error it can answer."""
+        if read_only and method != "GET":
+            return lambda handler: handler
         access[method, path] = Access(scope, limit)
         limited = {413: f"The body is larger than {limit:,} bytes: ``body``"}
         responses = _documented({**ERRORS, **limited, **(errors or {})})
@@ -580,7 +594,17 @@ def create_app(
             keys.reload()
         return {"ok": True, **_shown(key)}
 
-    _with_bodies(app, SignalsBody, RowsBody, DecideBody, KeyBody)
+    views = dashboard.add(
+        app,
+        route,
+        wheel,
+        keys,
+        actions=not read_only,
+        json_body=_json_body,
+        refusal=_refusal,
+        invalid=INVALID_JSON,
+    )
+    _with_bodies(app, SignalsBody, RowsBody, DecideBody, KeyBody, *dashboard.BODIES)
     _guard(app, keys, access)
     return app
 
