@@ -740,11 +740,12 @@ def serve(
     """Serve the HTTP API (/v1/decide, /v1/signals, /v1/rows, /v1/traces, /v1/playbook,
     /v1/status, /v1/learn, /v1/keys, DELETE /v1/units/UNIT) and the dashboard at / (its
     data: /v1/dashboard/PAGE; its actions: /v1/resume, /v1/rollback, /v1/release) until
-    interrupted (then in-flight requests finish and the store is flushed and closed). Writes are answered once
-    durable: synced to the journal (replayed into the store after a crash), or committed with
-    --no-journal. Once a key has been created on the store, every request needs one (keys
-    created or revoked meanwhile, by any process, count within --keys-reload seconds; revoking
-    the last key refuses every request until `flywheel keys open`); before, loopback only.
+    interrupted (then in-flight requests finish and the store is flushed and closed).
+    Writes are answered once durable: synced to the journal (replayed into the store after a
+    crash), or committed with --no-journal. Once a key has been created on the store, every
+    request needs one (keys created or revoked meanwhile, by any process, count within
+    --keys-reload seconds; revoking the last key refuses every request until `flywheel keys
+    open`); before, loopback only, and only requests addressed to a loopback name.
     The wheel turns by itself meanwhile: decide follows the results online between cycles,
     and the cycles the spec schedules ([learn] every, after) run, one at a time among every
     process on the store."""

@@ -183,7 +183,8 @@ def _documented(errors: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
 
 ERRORS = {
     401: "No valid key (when the server has keys): ``authorization``",
-    403: "The key's scope does not allow this: ``authorization``",
+    403: "The key's scope does not allow this: ``authorization``; or, on a server that needs"
+    " no key, the request is not addressed to a loopback name: ``host``",
     500: "An internal error (the server's log has the details)",
     503: "The store cannot take it now: nothing was stored, send it again",
 }
@@ -264,6 +265,8 @@ class Guard:
             elif name == b"content-length" and value.isdigit():
                 length = int(value)
         refused = await self._refused(authorization, access.scope)
+        if refused is None and not (self.keys is not None and self.keys.required):
+            refused = _rebound(scope)
         if refused is None and length is not None and length > access.limit:
             refused = _refusal(413, "body", f"is larger than {access.limit:,} bytes")
         if refused is not None:
@@ -301,6 +304,20 @@ class Guard:
                 403, "authorization", f"this key's scope does not allow this ({needed} needed)"
             )
         return _refusal(401, "authorization", "send a valid key: Authorization: Bearer fw_…")
+
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def _rebound(scope: Connection) -> JSONResponse | None:
+    """A request answered without a key must be addressed to a loopback name: else a web
+    page elsewhere could read the server by pointing a name of its own at 127.0.0.1 (DNS
+    rebinding). ``None`` when it is."""
+    host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if name.lower() in LOOPBACK_NAMES:
+        return None
+    return _refusal(403, "host", f"{host!r} is not a loopback name; without keys, only those")
 
 
 def _counted(receive: Receive, limit: int) -> Receive:

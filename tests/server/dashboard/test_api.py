@@ -3,9 +3,11 @@ key, its actions an admin key; the actions do what they say, recorded with the k
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -52,11 +54,15 @@ def test_reading_needs_a_decide_key_and_acting_an_admin_key(turned: flywheel.Whe
     breaker.halt(turned.store, turned.now(), "test", "halted for the test")
     with serving(turned, api_keys.KeyRing(turned.store, keyless=False)) as client:
         assert client.call("GET", "/v1/dashboard/overview", key=keys["ingest"])[0] == 403
-        for page in ("overview", "playbook", "findings", "seatbelt", "health", "data"):
+        for page in ("overview", "playbook", "findings", "seatbelt", "health"):
             status, answer = client.call(
                 "GET", f"/v1/dashboard/{page}?fresh=true", key=keys["decide"]
             )
             assert status == 200 and answer["ready"] and answer["blocks"], (page, answer)
+        # rows, not summaries: the data page is an admin key's
+        assert client.call("GET", "/v1/dashboard/data", key=keys["decide"])[0] == 403
+        status, answer = client.call("GET", "/v1/dashboard/data", key=keys["admin"])
+        assert status == 200 and answer["blocks"][1]["rows"]
         status, answer = client.call("GET", "/v1/dashboard/nothing", key=keys["decide"])
         assert status == 422 and answer["errors"][0]["field"] == "path.page"
         for key in (keys["ingest"], keys["decide"]):
@@ -120,7 +126,11 @@ def test_flywheel_ui_serves_the_embedded_store_read_only(tmp_path: Path) -> None
             assert client.call("POST", "/v1/resume", {"reason": "x"})[0] == 404
         finally:
             process.terminate()
-            process.wait(timeout=WAIT)
+            try:
+                process.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
 
 
 def _answers(client: Client) -> bool:
@@ -128,3 +138,22 @@ def _answers(client: Client) -> bool:
         return client.call("GET", "/v1/status")[0] == 200
     except OSError:
         return False
+
+
+def test_without_keys_only_a_loopback_name_is_answered(turned: flywheel.Wheel) -> None:
+    """A page elsewhere that points a name of its own at 127.0.0.1 (DNS rebinding) reads
+    nothing from a server that needs no key; the page itself, which holds no data, loads."""
+    with serving(turned) as client:
+        for host, wanted in (("evil.example:80", 403), ("localhost:1", 200), ("[::1]:8", 200)):
+            request = urllib.request.Request(
+                client.base + "/v1/dashboard/overview", headers={"Host": host}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=WAIT) as answer:
+                    status, body = answer.status, json.loads(answer.read())
+            except urllib.error.HTTPError as err:
+                status, body = err.code, json.loads(err.read())
+            assert status == wanted, (host, body)
+            if status == 403:
+                assert body["errors"][0]["field"] == "host"
+        assert _get(client, "/")[0] == 200

@@ -3,17 +3,21 @@ kept and refreshed (no browser here: tests/server/dashboard/test_browser.py driv
 
 from __future__ import annotations
 
+import re
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import flywheel
+from flywheel.demo import example_text
 from flywheel.errors import InvalidInputError
 from flywheel.seatbelt import breaker
 from flywheel.server.dashboard import Views, charts, pages
+from flywheel.spec import Spec
 from tests.conftest import Clock, wait_for
 from tests.server.dashboard.conftest import turn
 
@@ -66,14 +70,17 @@ def test_the_playbook_page_shows_each_segment_and_the_history(turned: flywheel.W
     assert len(table["rows"]) == 4  # one per genre
     for column in ("genre", "opening_type", "expected", "low", "high", "served_share"):
         assert column in table["columns"]
-    history = _block(blocks, "History")["rows"]
-    assert [r[2].split()[0] for r in history if r[1] == "publish"] == ["v2", "v1"]
+    versions = _block(blocks, "Versions")["rows"]
+    assert [r[0] for r in versions] == ["v2", "v1"] and {r[4] for r in versions} == {"learned"}
+    assert _block(blocks, "Rollbacks")["rows"] == []
     rollback = _block(blocks, "Roll back")
     assert rollback["fields"][0]["options"] == ["1"] and rollback["disabled"] is None
-    turned.rollback(1)
-    history = _block(pages.playbook(turned), "History")["rows"]
-    assert history[0][1] in {"publish", "rollback"}
-    assert any(r[1] == "rollback" and "restored version 1" in r[2] for r in history)
+    turned.rollback(1, actor="ops")
+    blocks = pages.playbook(turned)
+    assert _block(blocks, "Versions")["rows"][0][::4] == ["v3", "a copy of v1 (rolled back)"]
+    events = _block(blocks, "Rollbacks")["rows"]
+    assert [e[1:] for e in events] == [["rollback", "restored version 1 as version 3", "ops"]]
+    assert _block(blocks, "Roll back")["fields"][0]["options"] == ["2", "1"]
 
 
 def test_the_findings_page_charts_the_strongest_interactions(turned: flywheel.Wheel) -> None:
@@ -118,6 +125,8 @@ def test_the_data_page_finds_a_decision_or_a_unit(turned: flywheel.Wheel) -> Non
     assert not unit.startswith("reader-")  # pseudonymised as stored
     one = pages.data(turned, ident)
     assert [r[0] for r in _block(one, "Decisions")["rows"]] == [ident]
+    written_otherwise = pages.data(turned, ident.upper().replace("-", ""))
+    assert [r[0] for r in _block(written_otherwise, "Decisions")["rows"]] == [ident]
     assert {r[0] for r in _block(one, "Signals")["rows"]} == {ident}
     theirs = _block(pages.data(turned, unit), "Decisions")
     assert theirs["rows"] and all(
@@ -162,12 +171,64 @@ def test_pages_are_kept_and_recomputed_in_the_background(wheel: flywheel.Wheel) 
         first = views.page("slow")
         assert first["blocks"][0]["title"] == "call 1" and first["error"] is None
         assert views.page("slow")["blocks"] == first["blocks"] and calls == [0]  # kept
+        views.forget()  # after an action: fresh waits for a computation that saw it
         assert views.page("slow", fresh=True)["blocks"][0]["title"] == "call 2"
+        gate.clear()
         views.forget()  # stale now: answered from what was kept, recomputed behind
         assert views.page("slow")["blocks"][0]["title"] == "call 2"
+        gate.set()
         assert wait_for(lambda: views.page("slow")["blocks"][0]["title"] == "call 3")
+        assert views.page("slow")["computations"] == 3
         assert wait_for(lambda: views.page("broken")["ready"])
         assert views.page("broken")["error"] == "ValueError: no good"
     finally:
         gate.set()
         views.close()
+
+
+def _luminance(colour: str) -> float:
+    def channel(c: int) -> float:
+        s = c / 255
+        return s / 12.92 if s <= 0.03928 else ((s + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+
+def _contrast(a: str, b: str) -> float:
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_every_text_colour_is_readable_on_every_background() -> None:
+    """WCAG AA: a contrast of 4.5:1 for text, on white and on the tinted panels."""
+    css = (Path(pages.__file__).parent / "static" / "style.css").read_text()
+    texts = set(re.findall(r"(?<![-\w])color: (#[0-9a-f]{6})", css))
+    backgrounds = set(re.findall(r"background: (#[0-9a-f]{6})", css))
+    assert len(texts) >= 5 and len(backgrounds) >= 4
+    for text in (texts - {"#ffffff"}) | {charts.INK, *charts.COLOURS}:  # white: on buttons
+        for background in backgrounds - {"#1f5fa8", "#767676"}:  # the buttons' own fills
+            assert _contrast(text, background) >= 4.5, (text, background)
+    assert _contrast("#ffffff", "#1f5fa8") >= 4.5 and _contrast("#ffffff", "#767676") >= 4.5
+
+
+def test_the_seatbelt_page_shows_the_quarantine_and_its_rules(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    extra = "\n[quality]\nranges = { rating = [2, 5] }\n[seatbelt]\nmax_quarantined = 0.5\n"
+    checked = Spec.from_toml(example_text() + extra)
+    wheel = make_wheel(checked, seed=3)
+    turn(wheel, clock, days=3, per_day=100)
+    held = _block(pages.seatbelt(wheel), "Quarantine")["rows"]
+    assert held and all("rating in [2, 5]" in r[1] for r in held)
+    quality = {i["label"]: i["value"] for i in _block(pages.seatbelt(wheel), "Quality")["items"]}
+    assert int(quality["quarantined"]) == len(held)
+    assert _block(pages.seatbelt(wheel), "Release")["disabled"] is None
+    assert wheel.release(accept=True, actor="ops")[0] == len(held)
+    blocks = pages.seatbelt(wheel)
+    assert _block(blocks, "Quarantine")["rows"] == []
+    assert _block(blocks, "Events")["rows"][0][1:] == [
+        "override",
+        f"accepted {len(held)} quarantined rows without a re-check",
+        "ops",
+    ]

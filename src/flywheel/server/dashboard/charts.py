@@ -15,7 +15,7 @@ from html import escape
 
 WIDTH, HEIGHT = 640, 240
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 16, 44
-COLOURS = ("#1f5fa8", "#a34400", "#2e7d32", "#6a3d9a")  # ≥ 4.5:1 on white
+COLOURS = ("#1f5fa8", "#a34400", "#276a2b", "#6a3d9a")  # ≥ 4.5:1 on white
 INK, GRID = "#1a1a1a", "#d0d0d0"
 
 
@@ -135,21 +135,26 @@ def forest(
     return _svg(title, f"{title}. {described or 'no data yet'}.", parts, height)
 
 
-def bars(title: str, items: Sequence[tuple[str, float]], *, unit: str = "") -> str:
-    """One bar per category."""
-    low, high = _range([0.0, *(v for _, v in items)])
+def bars(title: str, items: Sequence[tuple[str, float | None]], *, unit: str = "") -> str:
+    """One bar per category (none where the value is ``None``: nothing measured)."""
+    low, high = _range([0.0, *(v for _, v in items if v is not None)])
     x = _positions(len(items))
     parts = _axes(low, high, [label for label, _ in items], x)
     width = max(4.0, min(40.0, (WIDTH - LEFT - RIGHT) / max(1, len(items)) * 0.6))
     base = _y(0.0, low, high)
     for i, (_, value) in enumerate(items):
+        if value is None:
+            continue
         top = _y(value, low, high)
         parts.append(
             f'<rect x="{x[i] - width / 2:.1f}" y="{min(top, base):.1f}" width="{width:.1f}"'
             f' height="{abs(base - top):.1f}" fill="{COLOURS[0]}"/>'
         )
     suffix = f" {unit}" if unit else ""
-    described = "; ".join(f"{label}: {_fmt(v)}{suffix}" for label, v in items)
+    described = "; ".join(
+        f"{label}: {_fmt(v)}{suffix}" if v is not None else f"{label}: not measured"
+        for label, v in items
+    )
     return _svg(title, f"{title}. {described or 'no data yet'}.", parts)
 
 

@@ -9,8 +9,9 @@ all with one small script, so what a page shows is decided, and tested, here.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flywheel.analyze import Q_LEVEL
@@ -27,6 +28,7 @@ LATEST = 50  # rows on the data page
 EVENTS = 200  # audit entries on the seatbelt and playbook pages
 QUARANTINED = 100  # quarantined rows shown
 STRONGEST = 8  # interactions charted
+PLAYBOOK_EVENTS = {"rollback", "change", "halt", "resume"}
 
 
 def overview(wheel: Wheel) -> list[Block]:
@@ -107,22 +109,33 @@ def playbook(wheel: Wheel) -> list[Block]:
                 "empty": "no segment has a learned combination yet",
             }
         )
-    timeline = [
-        {"ts": str(v["created_at"]), "event": "publish", "what": _published(v)} for v in versions
-    ]
-    for event in wheel.events(EVENTS):
-        if event["action"] in {"rollback", "change", "halt", "resume"}:
-            timeline.append(
-                {"ts": str(event["ts"]), "event": event["action"], "what": event["reason"]}
-            )
-    timeline.sort(key=lambda e: e["ts"], reverse=True)
     blocks.append(
         {
             "kind": "table",
-            "title": "History: versions and events",
-            "columns": ["when", "event", "what"],
-            "rows": [[e["ts"], e["event"], e["what"]] for e in timeline],
+            "title": "Versions, newest first",
+            "columns": ["version", "published", "learned from rows up to", "rows", "what"],
+            "rows": [
+                [
+                    f"v{v['version']}",
+                    _when(v["created_at"]),
+                    _when(v["trained_to"]),
+                    v["rows"],
+                    _published(v),
+                ]
+                for v in versions
+            ],
             "empty": "nothing published yet",
+        }
+    )
+    # in the order they were recorded (the audit's own; its times are the wheel's clock)
+    events = [e for e in wheel.events(EVENTS) if e["action"] in PLAYBOOK_EVENTS]
+    blocks.append(
+        {
+            "kind": "table",
+            "title": "Rollbacks, changes, halts and resumes, newest first",
+            "columns": ["when", "event", "what", "by"],
+            "rows": [[_when(e["ts"]), e["action"], e["reason"], e["actor"] or ""] for e in events],
+            "empty": "none yet",
         }
     )
     choices = [str(v["version"]) for v in versions if v["matches_spec"]]
@@ -332,11 +345,12 @@ def health(wheel: Wheel) -> list[Block]:
     """Transition timings, coverage and indicator trends, drag, learning type."""
     h = wheel.health()
     steps = h.stages.transitions
-    timing = [(t.name, (t.p50_seconds or 0.0) / 3600) for t in steps]
+    timing = [(t.name, None if t.p50_seconds is None else t.p50_seconds / 3600) for t in steps]
     weeks = h.trends
     labels = [w.end[:10] for w in weeks]
     trend_title = "Weekly result and completion"
     trend = {"result": [w.result for w in weeks], "completion": [w.completion for w in weeks]}
+    outcomes = sorted({name for w in weeks for name in w.outcomes})
     return [
         {"kind": "text", "title": "In short", "lines": h.summary()},
         {
@@ -369,7 +383,10 @@ def health(wheel: Wheel) -> list[Block]:
                     "result",
                     "completion",
                     "acceptance",
+                    "requery",
+                    "edit distance",
                     "retention",
+                    *outcomes,
                 ],
                 "rows": [
                     [
@@ -378,7 +395,10 @@ def health(wheel: Wheel) -> list[Block]:
                         _num(w.result),
                         _num(w.completion),
                         _num(w.acceptance),
+                        _num(w.requery),
+                        _num(w.edit_distance),
                         _num(w.retention),
+                        *(_num(w.outcomes.get(name)) for name in outcomes),
                     ]
                     for w in weeks
                 ],
@@ -410,17 +430,20 @@ def data(wheel: Wheel, search: str = "") -> list[Block]:
         raise InvalidInputError("q", "is longer than 200 characters")
     wheel.flush()
     where, params = "", {}
-    if search:
-        where = " WHERE unit = $q OR CAST({id} AS VARCHAR) = $q"
-        params = {"q": search}
-    decisions = wheel.store.query(
-        "SELECT * FROM decisions" + where.format(id="id") + f" ORDER BY ts DESC LIMIT {LATEST}",
-        params,
-    )
+    if search:  # a unit pseudonym, or a decision id however written (32 hex digits are both)
+        where, params = " WHERE unit = $q", {"q": search}
+        try:
+            params["id"] = str(uuid.UUID(search))
+            where += " OR {id} = CAST($id AS UUID)"
+        except ValueError:
+            pass
+    # NULLS FIRST, though ts is never null: what PostgreSQL's index on ts reads backwards
+    order = f" ORDER BY ts DESC NULLS FIRST LIMIT {LATEST}"
+    decisions = wheel.store.query("SELECT * FROM decisions" + where.format(id="id") + order, params)
     signals = wheel.store.query(
         "SELECT decision_id, ts, name, value, text, unit FROM signals"
         + where.format(id="decision_id")
-        + f" ORDER BY ts DESC LIMIT {LATEST}",
+        + order,
         params,
     )
     what = f"for {search!r}" if search else "latest"
@@ -529,12 +552,22 @@ def _points_table(
 
 
 def _published(version: Mapping[str, Any]) -> str:
-    text = f"v{version['version']} from {version['rows']:,} rows"
     if version.get("restored_from") is not None:
-        text += f" (a copy of v{version['restored_from']})"
+        text = f"a copy of v{version['restored_from']} (rolled back)"
+    else:
+        text = "learned"
     if not version["matches_spec"]:
-        text += " (for another spec)"
+        text += ", for another spec"
     return text
+
+
+def _when(moment: Any) -> str:
+    """A moment to the second, in UTC, whether a datetime or ISO text."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return str(moment)
 
 
 def _levels(levels: Sequence[Any]) -> str:

@@ -5,8 +5,11 @@ release), which are API routes like any other.
 The page itself holds no data and needs no key: everything it shows is fetched with the key
 the person typed, sent in the ``Authorization`` header and kept in the tab's session storage
 (never in a URL, so never in a log). Reading needs a ``decide`` key, as ``/v1/status`` does;
-the actions need ``admin``. Every asset ships in the package: nothing is fetched from
-elsewhere, and the page's Content-Security-Policy allows nothing else.
+the data page (rows, not summaries) and the actions need ``admin``. Every asset ships in the
+package: nothing is fetched from elsewhere, and the page's Content-Security-Policy allows
+nothing else. While a server needs no key, it answers only requests addressed to a loopback
+name (:class:`~flywheel.server.app.Guard`): a web page elsewhere cannot read it by pointing
+a name of its own at 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from flywheel.wheel import Wheel
 
 Route = Callable[..., Callable[[Callable[..., Any]], Callable[..., Any]]]
 HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; base-uri 'none';"
+    " form-action 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
@@ -45,14 +49,13 @@ class _Body(BaseModel):
 
 
 class Page(StrEnum):
-    """The dashboard's pages."""
+    """The dashboard's pages computed in the background (the data page is searched live)."""
 
     overview = "overview"
     playbook = "playbook"
     findings = "findings"
     seatbelt = "seatbelt"
     health = "health"
-    data = "data"
 
 
 class ResumeBody(_Body):
@@ -99,7 +102,7 @@ def add(
     """Add the dashboard to ``app`` (``actions``: also its three admin actions); returns
     its :class:`~flywheel.server.dashboard.Views`, which the app closes on shutdown."""
     views = Views(wheel)
-    shell = resources.files("flywheel.server.dashboard").joinpath("static/index.html")
+    shell = resources.files("flywheel.server.dashboard").joinpath("index.html")
     template = shell.read_text(encoding="utf-8")
 
     def index(_request: Request) -> Response:
@@ -112,17 +115,26 @@ def add(
     app.add_route("/", index, methods=["GET"], include_in_schema=False)
     app.mount("/ui", StaticFiles(packages=[("flywheel.server.dashboard", "static")]), name="ui")
 
+    @route("GET", "/v1/dashboard/data", "admin", errors=invalid)
+    def data(
+        q: Annotated[
+            str, Query(max_length=200, description="A unit pseudonym or decision id")
+        ] = "",
+    ) -> Any:
+        """The dashboard's data page: the latest decisions and signals as stored, or those
+        of one unit or decision (rows, not summaries: an admin key's)."""
+        return {"ready": True, "page": "data", "blocks": dashboard_pages.data(wheel, q)}
+
     @route("GET", "/v1/dashboard/{page}", "decide", errors=invalid)
     def dashboard(
         page: Page,
-        fresh: Annotated[bool, Query(description="Compute it now, not from the cache")] = False,
-        q: Annotated[str, Query(max_length=200, description="Data page: a unit or id")] = "",
+        fresh: Annotated[
+            bool, Query(description="Wait for a computation that saw the last action")
+        ] = False,
     ) -> Any:
-        """One page of the dashboard (overview, playbook, findings, seatbelt, health, data)
-        as blocks to draw, from the page kept last (``ready`` false while the first
-        computation runs)."""
-        if page is Page.data:
-            return {"ready": True, "page": page, "blocks": dashboard_pages.data(wheel, q)}
+        """One page of the dashboard (overview, playbook, findings, seatbelt, health) as
+        blocks to draw, from the page kept last (``ready`` false while the first computation
+        runs)."""
         return {**views.page(page.value, fresh=fresh), "actions": actions}
 
     if not actions:
@@ -138,7 +150,7 @@ def add(
     async def resume(request: Request) -> dict[str, Any]:
         """Lift the seatbelt's halt, with a reason (recorded with the key's id)."""
         body = parsed(_RESUME, await request.body())
-        lifted = await run_in_threadpool(wheel.resume, body.reason, actor=_actor(request))
+        lifted = await run_in_threadpool(wheel.resume, body.reason, actor=_actor(request, keys))
         views.forget()
         return {"ok": True, "lifted": None if lifted is None else lifted.as_dict()}
 
@@ -154,7 +166,7 @@ def add(
         body = parsed(_ROLLBACK, await request.body())
         if body.version not in {v["version"] for v in await run_in_threadpool(wheel.playbooks)}:
             return refusal(404, "version", f"there is no playbook version {body.version}")
-        book = await run_in_threadpool(wheel.rollback, body.version, actor=_actor(request))
+        book = await run_in_threadpool(wheel.rollback, body.version, actor=_actor(request, keys))
         views.forget()
         return {"ok": True, "restored": body.version, "version": book.version}
 
@@ -171,7 +183,7 @@ def add(
         body = parsed(_RELEASE, await request.body())
         try:
             released, kept = await run_in_threadpool(
-                lambda: wheel.release(body.ids, accept=body.accept, actor=_actor(request))
+                lambda: wheel.release(body.ids, accept=body.accept, actor=_actor(request, keys))
             )
         except InvalidInputError as err:
             if err.field != "ids":
@@ -183,10 +195,11 @@ def add(
     return views
 
 
-def _actor(request: Request) -> str:
-    """Who an action is recorded as: the key's id (``key 1a2b3c4d``), never the key."""
+def _actor(request: Request, keys: KeyRing | None) -> str:
+    """Who an action is recorded as: the id of the key that allowed it (``key 1a2b3c4d``),
+    never the key; on a server that needs no key, a header proves nothing: ``no key``."""
+    if keys is None or not keys.required:
+        return "no key (loopback)"
     header = request.headers.get("authorization", "")
     parts = header.removeprefix("Bearer ").strip().split("_", 2)
-    if len(parts) == 3 and parts[0] == "fw":
-        return f"key {parts[1]}"
-    return "dashboard (no key)"
+    return f"key {parts[1]}" if len(parts) == 3 else "key"

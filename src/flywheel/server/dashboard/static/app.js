@@ -9,8 +9,9 @@ const keysRequired = document.querySelector('meta[name="flywheel-keys"]').conten
 const actionsOn = document.querySelector('meta[name="flywheel-actions"]').content === "on";
 
 let current = null; // the page shown
-let shownAt = null; // the serial of what is drawn (each computation has its own)
+let shown = null; // the digest of what is drawn: a page is redrawn only when it changes
 let timer = null;
+let latest = 0; // the newest load: an older answer, come late, is never drawn
 let search = "";
 
 function el(tag, attrs, ...children) {
@@ -53,19 +54,24 @@ function pageName() {
   return PAGES.includes(name) ? name : "overview";
 }
 
-function announce(text) {
-  document.getElementById("announce").textContent = text;
-}
-
 function askForKey(message) {
   const form = document.getElementById("key-form");
   form.hidden = false;
   document.getElementById("key-error").textContent = message || "";
-  document.getElementById("page").replaceChildren();
+  const root = document.getElementById("page");
+  root.replaceChildren();
+  root.dataset.ready = "false";
+  current = shown = null;
   document.getElementById("key-input").focus();
 }
 
+function poll(ms) {
+  clearTimeout(timer);
+  timer = setTimeout(() => load(false), ms);
+}
+
 async function load(fresh) {
+  const mine = ++latest;
   const name = pageName();
   clearTimeout(timer);
   if (keysRequired && !sessionStorage.getItem(KEY)) {
@@ -80,12 +86,13 @@ async function load(fresh) {
   try {
     result = await call("GET", "v1/dashboard/" + name + query);
   } catch (err) {
+    if (mine !== latest) return;
     document.getElementById("freshness").textContent = "server unreachable; retrying";
-    timer = setTimeout(() => load(false), POLL_MS);
+    poll(POLL_MS);
     return;
   }
-  if (name !== pageName()) return; // the person moved on meanwhile
-  if (result.status === 401 || result.status === 403) {
+  if (mine !== latest) return; // a newer load (another page, an action, a search) is on its way
+  if (result.status === 401 || (result.status === 403 && name !== "data")) {
     const why = result.status === 401 ? "That key was not accepted." : "That key may not read the dashboard (a decide or admin key is needed).";
     sessionStorage.removeItem(KEY);
     askForKey(why);
@@ -94,34 +101,39 @@ async function load(fresh) {
   document.getElementById("key-form").hidden = true;
   document.getElementById("forget-key").hidden = !sessionStorage.getItem(KEY);
   const page = result.answer;
+  if (result.status === 403) {
+    draw(name, [{ kind: "text", title: "An admin key is needed", lines: ["The data page shows rows, not summaries: it needs an admin key. Forget this key to give another."] }], true);
+    return;
+  }
   if (result.status !== 200) {
     draw(name, [{ kind: "text", title: "Error", lines: [page.error || "status " + result.status], level: "halt" }], false);
   } else if (!page.ready) {
     document.getElementById("freshness").textContent = "computing…";
     if (current !== name) draw(name, [{ kind: "text", title: "Computing", lines: ["This page is being computed; it appears here when ready."] }], false);
   } else {
-    const stamp = page.serial === undefined ? Date.now() : page.serial;
-    if (current !== name || shownAt !== stamp || name === "data") {
+    if (current !== name || shown !== page.digest || name === "data") {
       const blocks = page.error ? [{ kind: "text", title: "Error", lines: [page.error], level: "halt" }, ...page.blocks] : page.blocks;
       draw(name, blocks, true);
-      shownAt = stamp;
+      shown = page.digest;
     }
     document.getElementById("freshness").textContent = page.computed_at
       ? "computed " + page.computed_at + " in " + page.took + " s; refreshes by itself"
-      : "live";
+      : "as of " + new Date().toLocaleTimeString() + "; search again to refresh";
   }
-  timer = setTimeout(() => load(false), page && page.ready === false ? 1000 : POLL_MS);
+  // the data page is searched, not polled: each look at it reads the store
+  if (name !== "data" || page.ready === false) poll(page && page.ready === false ? 1000 : POLL_MS);
 }
 
 function draw(name, blocks, ready) {
   const root = document.getElementById("page");
   root.dataset.page = name; // what is drawn, for whoever waits on it (a test, a screen reader's user)
   root.dataset.ready = String(ready);
-  // keep what a person is typing, and where, across a redraw
+  // keep what a person is typing, the tables they opened, and where they are, across a redraw
   const typed = {};
   for (const input of root.querySelectorAll("input, select")) {
     typed[input.id] = input.type === "checkbox" ? input.checked : input.value;
   }
+  const opened = new Set([...root.querySelectorAll("details[open]")].map((d) => d.id));
   const focused = document.activeElement && root.contains(document.activeElement) ? document.activeElement.id : null;
   const title = el("h2", { text: document.querySelector('nav a[href="#' + name + '"]').textContent, id: "page-title" });
   const sections = blocks.map(block);
@@ -131,6 +143,10 @@ function draw(name, blocks, ready) {
     if (!input) continue;
     if (input.type === "checkbox") input.checked = value;
     else if (input.tagName !== "SELECT" || [...input.options].some((o) => o.value === value)) input.value = value;
+  }
+  for (const id of opened) {
+    const details = document.getElementById(id);
+    if (details) details.open = true;
   }
   if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
   current = name;
@@ -172,7 +188,7 @@ function chart(b, id) {
   const holder = el("div", { class: "chart" });
   holder.innerHTML = b.svg; // drawn by the server, every text in it escaped there
   figure.append(holder);
-  const details = el("details", {}, el("summary", { text: "The numbers, as a table" }));
+  const details = el("details", { id: "d-" + id }, el("summary", { id: "s-" + id, text: "The numbers, as a table" }));
   details.append(tableOf(b.title, b.table.columns, b.table.rows, "no data yet"));
   figure.append(details);
   return figure;
@@ -216,7 +232,7 @@ function action(b, id) {
     }
     values[f.name] = inputId;
   }
-  const button = el("button", { type: "submit", text: b.submit, disabled: Boolean(b.disabled) });
+  const button = el("button", { id: "do-" + b.action, type: "submit", text: b.submit, disabled: Boolean(b.disabled) });
   const outcome = el("p", { id: "outcome-" + b.action, role: "status" });
   if (b.disabled) outcome.textContent = b.disabled;
   form.append(button, outcome);
@@ -233,17 +249,20 @@ function action(b, id) {
       } else body[name] = input.value;
     }
     button.disabled = true;
-    const result = await call("POST", "v1/" + b.action, body);
+    let result;
+    try {
+      result = await call("POST", "v1/" + b.action, body);
+    } catch (err) {
+      result = { status: 0, answer: { error: "the server could not be reached" } };
+    }
     if (result.status === 200) {
       await load(true); // the page as the action left it
       const after = document.getElementById("outcome-" + b.action) || outcome;
       after.className = "done";
       after.textContent = b.submit + ": done";
-      announce(after.textContent);
     } else {
       outcome.className = "refused";
       outcome.textContent = "Refused (" + result.status + "): " + (result.answer.error || "");
-      announce(outcome.textContent);
       button.disabled = false;
     }
   });
@@ -253,7 +272,7 @@ function action(b, id) {
 function searchForm(b) {
   const form = el("form", { class: "search", role: "search" });
   const input = el("input", { id: "search-input", type: "search", value: b.value, autocomplete: "off", spellcheck: "false" });
-  form.append(el("label", { for: "search-input", text: "A unit pseudonym or a decision id (blank: the latest rows)" }), input, el("button", { type: "submit", text: "Search" }));
+  form.append(el("label", { for: "search-input", text: "A unit pseudonym or a decision id (blank: the latest rows)" }), input, el("button", { id: "search-button", type: "submit", text: "Search" }));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     search = input.value.trim();
@@ -273,7 +292,12 @@ document.getElementById("forget-key").addEventListener("click", () => {
   sessionStorage.removeItem(KEY);
   load(false);
 });
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault(); // to the page's content, without leaving the page
+  document.getElementById("main").focus();
+});
 window.addEventListener("hashchange", () => {
+  if (!PAGES.includes(location.hash.replace("#", ""))) return;
   current = null;
   load(false);
   document.getElementById("main").focus();
