@@ -3,10 +3,15 @@ in a shell whose PATH does not hold the virtualenv (it is not activated)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
+
+from tests.conftest import WAIT, reserved_port, wait_for
 
 FLYWHEEL = Path(sys.executable).parent / "flywheel"
 
@@ -51,6 +56,32 @@ def test_the_command_the_demo_prints_runs_as_printed(tmp_path: Path) -> None:
     shown = _run(command, tmp_path, env)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert shown.stdout.startswith("playbook ")
+    board = _printed(demo.stdout, "the dashboard:")
+    assert board.startswith(".venv/bin/flywheel ui --spec ")
+    with reserved_port() as port:  # it serves until stopped: started, asked, stopped
+        server = subprocess.Popen(
+            f"exec {board} --port {port}",
+            shell=True,
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}/v1/dashboard/overview?fresh=true"
+            assert wait_for(lambda: _answer(url) is not None or server.poll() is not None)
+            page = _answer(url)
+            assert page is not None and page["ready"], page
+        finally:
+            server.terminate()
+            server.wait(timeout=WAIT)
+
+
+def _answer(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=WAIT) as answer:
+            return dict(json.loads(answer.read()))
+    except OSError:
+        return None
 
 
 def test_the_command_init_prints_runs_as_printed(tmp_path: Path) -> None:

@@ -1195,8 +1195,10 @@ def demo(
         console.print(f"  {escape(line)}", highlight=False)
     look = _again("playbook", "show", "--spec", result.spec)
     health = _again("health", "--spec", result.spec)
+    board = _again("ui", "--spec", result.spec)
     console.print(f"look around: [bold]{escape(look)}[/]", soft_wrap=True)
     console.print(f"the wheel's health: [bold]{escape(health)}[/]", soft_wrap=True)
+    console.print(f"the dashboard: [bold]{escape(board)}[/]", soft_wrap=True)
 
 
 def _again(*args: object) -> str:
