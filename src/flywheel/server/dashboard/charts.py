@@ -1,7 +1,8 @@
 """Charts for the dashboard, drawn as SVG on the server: no script, nothing fetched.
 
-Three shapes cover every page: :func:`lines` (series over time), :func:`intervals` (a value
-with its 95% interval per category, in order: a playbook's versions over time, an effect per
+Four shapes cover every page: :func:`lines` (series over time), :func:`intervals` (a value
+with its 95% interval per category, in order: a playbook's versions over time),
+:func:`forest` (the same, one row under the other, for long labels: an effect per
 interaction) and :func:`bars` (one figure per category). Each chart is an ``<svg role="img">``
 whose title and description say in words what it shows (its text alternative); the page also
 offers the numbers as a table. Colours keep a contrast of at least 4.5:1 on white.
