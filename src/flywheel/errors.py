@@ -54,6 +54,11 @@ class InvalidInputError(FlywheelError, ValueError):
         return type(self), (self.field, self.reason)  # pickled whole, e.g. from a worker
 
 
+class NotFoundError(InvalidInputError):
+    """A call named something that is not there (a playbook version, a key, a quarantined
+    row): answered 404 over HTTP."""
+
+
 class UnknownNameError(InvalidInputError):
     """A knob, context feature or signal name that the spec does not declare."""
 

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flywheel.errors import InvalidInputError
+from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.learn import sql as learn_sql
 from flywheel.learn.cells import Cells
 from flywheel.learn.design import Design, Encoding
@@ -530,7 +530,7 @@ def restore(store: Store, spec: Spec, version: int, *, guarded: bool = True) -> 
     live results are in doubt too)."""
     found = store.playbook(version)
     if found is None:
-        raise InvalidInputError("version", f"there is no playbook version {version}")
+        raise NotFoundError("version", f"there is no playbook version {version}")
     _, meta_json, payload = found
     meta = json.loads(meta_json)
     if meta.get("spec_digest") != spec.digest:

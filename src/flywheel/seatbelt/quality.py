@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from flywheel.align.sql import aligned_rows_sql
-from flywheel.errors import InvalidInputError
+from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.rules import beside, own_column, quote_literal, quote_name
 from flywheel.spec import Spec
 from flywheel.store import Store
@@ -256,7 +256,7 @@ def release(
         known = {r["decision_id"] for r in current}
         missing = sorted(wanted - known)
         if missing:
-            raise InvalidInputError("ids", f"not in quarantine: {', '.join(missing[:5])}")
+            raise NotFoundError("ids", f"not in quarantine: {', '.join(missing[:5])}")
         current = [r for r in current if r["decision_id"] in wanted]
     passing = [r for r in current if accept or not r["failed"]]
     for_action = [{"decision_id": r["decision_id"], "rules": r["failed"] or None} for r in passing]

@@ -55,7 +55,7 @@ from flywheel.collect.batches import (
 )
 from flywheel.collect.outcomes import Recorded
 from flywheel.collect.workers import IngestWorkers
-from flywheel.errors import FlywheelError, InvalidInputError, StoreError
+from flywheel.errors import FlywheelError, InvalidInputError, NotFoundError, StoreError
 from flywheel.server import keys as api_keys
 from flywheel.server.dashboard import Views
 from flywheel.server.dashboard import routes as dashboard
@@ -410,7 +410,8 @@ def create_app(
 
     @app.exception_handler(InvalidInputError)
     async def invalid_input(_request: Request, err: InvalidInputError) -> JSONResponse:
-        return error(422, str(err), [{"field": err.field, "reason": err.reason}])
+        status = 404 if isinstance(err, NotFoundError) else 422
+        return error(status, str(err), [{"field": err.field, "reason": err.reason}])
 
     @app.exception_handler(InvalidBodyError)
     async def invalid_batch(_request: Request, err: InvalidBodyError) -> JSONResponse:
@@ -603,10 +604,7 @@ def create_app(
     def revoke_key(ident: str) -> Any:
         """Revoke a key: refused from this answer on (by other servers on a shared store,
         within seconds)."""
-        try:
-            key = api_keys.revoke(wheel.store, ident)
-        except InvalidInputError as err:
-            return _refusal(404, err.field, err.reason)
+        key = api_keys.revoke(wheel.store, ident)
         if keys is not None:
             keys.reload()
         return {"ok": True, **_shown(key)}
@@ -618,7 +616,6 @@ def create_app(
         keys,
         actions=not read_only,
         json_body=_json_body,
-        refusal=_refusal,
         invalid=INVALID_JSON,
     )
     _with_bodies(app, SignalsBody, RowsBody, DecideBody, KeyBody, *dashboard.BODIES)

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from flywheel.errors import InvalidInputError
+from flywheel.errors import InvalidInputError, NotFoundError
 from flywheel.store import Store
 
 Scope = Literal["ingest", "decide", "admin"]
@@ -124,23 +124,39 @@ def revoke(store: Store, ident: str) -> ApiKey:
 
     _update(store, change)
     if not found:
-        raise InvalidInputError("id", f"there is no key {ident!r}")
+        raise NotFoundError("id", f"there is no key {ident!r}")
     return found[0]
 
 
 def check(keys: list[ApiKey], header: str | None, needed: Scope) -> int:
     """0 when a key in ``header`` (``Bearer fw_…``) allows ``needed``; else 401 or 403."""
-    if not header or not header.startswith("Bearer "):
+    parts = _parts(header)
+    if parts is None:
         return 401
-    parts = header.removeprefix("Bearer ").strip().split("_", 2)
-    if len(parts) != 3 or parts[0] != "fw":
-        return 401
-    found = next((k for k in keys if k.id == parts[1]), None)
+    ident, secret = parts
+    found = next((k for k in keys if k.id == ident), None)
     if found is None or found.revoked_at is not None:
         return 401
-    if not hmac.compare_digest(found.digest, _digest(parts[2])):
+    if not hmac.compare_digest(found.digest, _digest(secret)):
         return 401
     return 0 if found.allows(needed) else 403
+
+
+def key_id(header: str | None) -> str | None:
+    """The id of the key in ``header`` (``Bearer fw_<id>_<secret>``), as written: it names
+    the key only once :func:`check` has accepted the header."""
+    parts = _parts(header)
+    return None if parts is None else parts[0]
+
+
+def _parts(header: str | None) -> tuple[str, str] | None:
+    """The id and secret of a ``Bearer fw_<id>_<secret>`` header; ``None`` if it is not one."""
+    if not header or not header.startswith("Bearer "):
+        return None
+    parts = header.removeprefix("Bearer ").strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != "fw":
+        return None
+    return parts[1], parts[2]
 
 
 class KeyRing:

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 import flywheel
-from flywheel.demo import example_text
 from flywheel.seatbelt import breaker
 from flywheel.server import keys as api_keys
 from tests.conftest import WAIT, Clock, reserved_port, wait_for
 from tests.server.dashboard.conftest import turn
 from tests.server.test_app import Client, serving
+from tests.server.test_keys import _spec
 
 
 @pytest.fixture
@@ -105,8 +105,7 @@ def test_the_read_only_dashboard_offers_no_action(turned: flywheel.Wheel) -> Non
 
 
 def test_flywheel_ui_serves_the_embedded_store_read_only(tmp_path: Path) -> None:
-    spec = tmp_path / "flywheel.toml"
-    spec.write_text(example_text().replace(".flywheel/flywheel.duckdb", "ui.duckdb"))
+    spec = _spec(tmp_path, "duckdb:///ui.duckdb")
     clock = Clock(time.time())
     with flywheel.open(spec, clock=clock, background=False, seed=3) as wheel:
         turn(wheel, clock, days=3, per_day=50)

@@ -20,13 +20,13 @@ import pytest
 
 import flywheel
 from flywheel import demo
-from flywheel.demo import example_spec, example_text
+from flywheel.demo import example_spec
 from flywheel.seatbelt import breaker
 from flywheel.server import keys as api_keys
 from tests.conftest import WAIT, Clock
 from tests.server.dashboard.conftest import turn
 from tests.server.test_app import Client
-from tests.server.test_keys import _serve
+from tests.server.test_keys import _serve, _spec
 
 PAGES = ("overview", "playbook", "findings", "seatbelt", "health", "data")
 CHARTS = {"overview": 2, "findings": 1, "health": 2}  # charts each page draws
@@ -80,9 +80,22 @@ class Tab:
     def open(self, page: str = "overview", key: str | None = None) -> None:
         self.page.goto(f"{self.base}/#{page}")
         if key is not None:
-            self.page.fill("#key-input", key)
-            self.page.press("#key-input", "Enter")
+            self.use_key(key)
         self.shown(page)
+
+    def use_key(self, key: str) -> None:
+        self.page.fill("#key-input", key)
+        self.page.press("#key-input", "Enter")
+
+    def act(self, action: str, outcome: str, reason: str = "", version: str = "") -> None:
+        """Fill an action's form (a resume's reason, a rollback's version), send it, and wait
+        for its outcome (``done``, or ``refused:has-text('403')``)."""
+        if reason:
+            self.page.fill(f"#f-{action}-reason", reason)
+        if version:
+            self.page.select_option(f"#f-{action}-version", version)
+        self.page.click(f"form[data-action={action}] button")
+        self.page.wait_for_selector(f"#outcome-{action}.{outcome}")
 
     def go(self, page: str) -> None:
         """Follow the page's link by keyboard, as a person without a mouse would."""
@@ -130,12 +143,6 @@ def _store(url: str) -> dict[str, str]:
     finally:
         wheel.close()
     return keys
-
-
-def _spec(folder: Path, url: str) -> Path:
-    spec = folder / "flywheel.toml"
-    spec.write_text(example_text().replace("duckdb:///.flywheel/flywheel.duckdb", url))
-    return spec
 
 
 @pytest.fixture
@@ -198,9 +205,7 @@ def test_resume_and_rollback_work_with_an_admin_key(
     tab = tab_on(client)
     tab.open("seatbelt", keys["admin"])
     assert tab.section("Halted").count() == 1
-    tab.page.fill("#f-resume-reason", "checked the data: a real change")
-    tab.page.click("form[data-action=resume] button")
-    tab.page.wait_for_selector("#outcome-resume.done")
+    tab.act("resume", "done", reason="checked the data: a real change")
     assert "No active alerts" in tab.section("Alerts").inner_text()
     first = tab.section("Events").locator("tbody tr").first.inner_text()
     admin = keys["admin"].split("_")[1]
@@ -209,9 +214,7 @@ def test_resume_and_rollback_work_with_an_admin_key(
 
     tab.go("playbook")
     assert tab.section("Playbook v2").count() == 1
-    tab.page.select_option("#f-rollback-version", "1")
-    tab.page.click("form[data-action=rollback] button")
-    tab.page.wait_for_selector("#outcome-rollback.done")
+    tab.act("rollback", "done", version="1")
     assert tab.section("Playbook v3").count() == 1
     assert "restored version 1 as version 3" in tab.section("Rollbacks").inner_text()
     assert tab.errors == []
@@ -225,20 +228,15 @@ def test_the_actions_are_refused_with_an_ingest_or_a_decide_key(
     client, keys = duckdb_server
     tab = tab_on(client)
     tab.page.goto(f"{client.base}/#seatbelt")
-    tab.page.fill("#key-input", keys["ingest"])
-    tab.page.press("#key-input", "Enter")
+    tab.use_key(keys["ingest"])
     tab.page.wait_for_selector("#key-error:has-text('may not read')")
     assert tab.page.locator("#page section").count() == 0  # nothing of the wheel shown
 
-    tab.page.fill("#key-input", keys["decide"])
-    tab.page.press("#key-input", "Enter")
+    tab.use_key(keys["decide"])
     tab.shown("seatbelt")
-    tab.page.fill("#f-resume-reason", "not mine to lift")
-    tab.page.click("form[data-action=resume] button")
-    tab.page.wait_for_selector("#outcome-resume.refused:has-text('403')")
+    tab.act("resume", "refused:has-text('403')", reason="not mine to lift")
     tab.go("playbook")
-    tab.page.click("form[data-action=rollback] button")
-    tab.page.wait_for_selector("#outcome-rollback.refused:has-text('403')")
+    tab.act("rollback", "refused:has-text('403')")
     status = client.call("GET", "/v1/status", key=keys["decide"])[1]
     assert status["playbook"] == 2 and status["halted"] is True
 
@@ -280,16 +278,12 @@ def test_two_servers_on_postgresql_show_one_wheel(
         assert second.section("Halted").count() == 1
 
         first.go("seatbelt")
-        first.page.fill("#f-resume-reason", "resumed on the first server")
-        first.page.click("form[data-action=resume] button")
-        first.page.wait_for_selector("#outcome-resume.done")
+        first.act("resume", "done", reason="resumed on the first server")
         # the second server's page follows by itself
         second.page.wait_for_selector("section.block-alerts:has-text('No active alerts')")
 
         second.go("playbook")
-        second.page.select_option("#f-rollback-version", "1")
-        second.page.click("form[data-action=rollback] button")
-        second.page.wait_for_selector("#outcome-rollback.done")
+        second.act("rollback", "done", version="1")
         first.go("playbook")
         first.page.wait_for_selector("section:has(h3:has-text('Playbook v3'))")
         assert first.errors == [] and second.errors == []

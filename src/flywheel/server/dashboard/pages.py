@@ -127,17 +127,8 @@ def playbook(wheel: Wheel) -> list[Block]:
             "empty": "nothing published yet",
         }
     )
-    # in the order they were recorded (the audit's own; its times are the wheel's clock)
     events = [e for e in wheel.events(EVENTS) if e["action"] in PLAYBOOK_EVENTS]
-    blocks.append(
-        {
-            "kind": "table",
-            "title": "Rollbacks, changes, halts and resumes, newest first",
-            "columns": ["when", "event", "what", "by"],
-            "rows": [[_when(e["ts"]), e["action"], e["reason"], e["actor"] or ""] for e in events],
-            "empty": "none yet",
-        }
-    )
+    blocks.append(_events("Rollbacks, changes, halts and resumes, newest first", events))
     choices = [str(v["version"]) for v in versions if v["matches_spec"]]
     if served is not None:
         choices = [c for c in choices if int(c) != served.version]
@@ -329,15 +320,7 @@ def seatbelt(wheel: Wheel) -> list[Block]:
             "disabled": None if held else "nothing quarantined",
         }
     )
-    blocks.append(
-        {
-            "kind": "table",
-            "title": "Events",
-            "columns": ["when", "action", "reason", "actor"],
-            "rows": [[str(e["ts"]), e["action"], e["reason"], e["actor"] or ""] for e in events],
-            "empty": "no events",
-        }
-    )
+    blocks.append(_events("Events", events))
     return blocks
 
 
@@ -533,6 +516,18 @@ def _per_hour(wheel: Wheel, table: str, start: datetime, end: datetime) -> dict[
 
 def _figure(label: str, value: str, note: str) -> dict[str, str]:
     return {"label": label, "value": value, "note": note}
+
+
+def _events(title: str, events: Sequence[Mapping[str, Any]]) -> Block:
+    """Audit entries in the order they were recorded (the audit's own; their times are the
+    wheel's clock, not the store's)."""
+    return {
+        "kind": "table",
+        "title": title,
+        "columns": ["when", "event", "what", "by"],
+        "rows": [[_when(e["ts"]), e["action"], e["reason"], e["actor"] or ""] for e in events],
+        "empty": "none yet",
+    }
 
 
 def _arrow_table(title: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> Block:

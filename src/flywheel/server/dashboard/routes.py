@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from flywheel.collect.batches import parsed
-from flywheel.errors import InvalidInputError
+from flywheel.server import keys as api_keys
 from flywheel.server.dashboard import Views
 from flywheel.server.dashboard import pages as dashboard_pages
 from flywheel.server.keys import KeyRing
@@ -96,7 +96,6 @@ def add(
     *,
     actions: bool = True,
     json_body: Callable[[str], dict[str, Any]],
-    refusal: Callable[[int, str, str], Response],
     invalid: dict[int, str],
 ) -> Views:
     """Add the dashboard to ``app`` (``actions``: also its three admin actions); returns
@@ -161,11 +160,9 @@ def add(
         errors={**invalid, 404: "No such version: ``version``"},
         openapi_extra={"requestBody": json_body("RollbackBody")},
     )
-    async def rollback(request: Request) -> Any:
+    async def rollback(request: Request) -> dict[str, Any]:
         """Publish an earlier playbook version again as the newest, and serve it."""
         body = parsed(_ROLLBACK, await request.body())
-        if body.version not in {v["version"] for v in await run_in_threadpool(wheel.playbooks)}:
-            return refusal(404, "version", f"there is no playbook version {body.version}")
         book = await run_in_threadpool(wheel.rollback, body.version, actor=_actor(request, keys))
         views.forget()
         return {"ok": True, "restored": body.version, "version": book.version}
@@ -177,18 +174,13 @@ def add(
         errors={**invalid, 404: "An id is not in quarantine: ``ids``"},
         openapi_extra={"requestBody": json_body("ReleaseBody")},
     )
-    async def release(request: Request) -> Any:
+    async def release(request: Request) -> dict[str, Any]:
         """Re-check quarantined rows (all, or ``ids``) and release those that pass;
         ``accept`` releases them regardless, as a recorded override."""
         body = parsed(_RELEASE, await request.body())
-        try:
-            released, kept = await run_in_threadpool(
-                lambda: wheel.release(body.ids, accept=body.accept, actor=_actor(request, keys))
-            )
-        except InvalidInputError as err:
-            if err.field != "ids":
-                raise
-            return refusal(404, err.field, err.reason)
+        released, kept = await run_in_threadpool(
+            lambda: wheel.release(body.ids, accept=body.accept, actor=_actor(request, keys))
+        )
         views.forget()
         return {"ok": True, "released": released, "quarantined": kept}
 
@@ -200,6 +192,4 @@ def _actor(request: Request, keys: KeyRing | None) -> str:
     never the key; on a server that needs no key, a header proves nothing: ``no key``."""
     if keys is None or not keys.required:
         return "no key (loopback)"
-    header = request.headers.get("authorization", "")
-    parts = header.removeprefix("Bearer ").strip().split("_", 2)
-    return f"key {parts[1]}" if len(parts) == 3 else "key"
+    return f"key {api_keys.key_id(request.headers.get('authorization'))}"
