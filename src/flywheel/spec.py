@@ -160,10 +160,25 @@ class Learn:
     online_seconds: float = 5.0
     every_seconds: float | None = None  # a scheduled cycle this often
     after_rows: int | None = None  # ... or once this many new complete rows arrived
+    engine: Literal["store", "spark"] = "store"
+    """What computes a cycle's alignment and cells: the store itself (DuckDB reads the warm
+    tier beside it), or Spark over the warm tier's files plus the store's hot rows."""
+    spark: Mapping[str, str] = field(default_factory=dict)
+    """Spark settings (``spark.master``, and any other ``spark.*``) when the engine is Spark."""
 
     @property
     def scheduled(self) -> bool:
         return self.every_seconds is not None or self.after_rows is not None
+
+
+@dataclass(frozen=True)
+class Archive:
+    """The warm tier (``[storage] archive``): decisions older than ``after_seconds`` move to
+    Parquet files under ``url`` (a local path, resolved beside the spec, or an object-store
+    URL such as ``s3://bucket/flywheel``)."""
+
+    url: str
+    after_seconds: float | None = None  # None: only ``flywheel archive`` moves rows
 
 
 @dataclass(frozen=True)
@@ -275,6 +290,7 @@ class Spec:
     quality: Quality = field(default_factory=Quality)
     seatbelt: Seatbelt = field(default_factory=Seatbelt)
     dedup_window_seconds: float = 7 * 86400.0  # how long a signal's idempotency key is kept
+    archive: Archive | None = None
     imports: Import = field(default_factory=Import)
     traces: Traces = field(default_factory=Traces)
     alerts: Alerts = field(default_factory=Alerts)
@@ -368,9 +384,15 @@ class _Privacy(_Model):
     normalize_units: list[UnitStep] = Field(default_factory=list)
 
 
+class _Archive(_Model):
+    url: str
+    after: str | None = None
+
+
 class _Storage(_Model):
     url: str = DEFAULT_STORAGE_URL
     dedup_window: str = "7d"
+    archive: _Archive | None = None
 
 
 class _Policy(_Model):
@@ -394,6 +416,8 @@ class _Learn(_Model):
     online_interval: str = "5s"
     every: str | None = None
     after: int | None = Field(default=None, ge=1)
+    engine: Literal["store", "spark"] = "store"
+    spark: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
 class _Quality(_Model):
@@ -544,7 +568,15 @@ def _digest(raw: _Spec) -> str:
             "traces": True,
             "alerts": True,
             # when cycles run and how often serving follows results between them
-            "learn": {"online", "online_rows", "online_interval", "every", "after"},
+            "learn": {
+                "online",
+                "online_rows",
+                "online_interval",
+                "every",
+                "after",
+                "engine",
+                "spark",
+            },
         },
         exclude_defaults=True,
     )
@@ -603,6 +635,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
     imports = _parse_import(raw.import_, knobs, context, signals, errors)
     traces = _parse_traces(raw.traces, knobs, context, signals, errors)
     dedup_window = _duration("storage.dedup_window", raw.storage.dedup_window, errors)
+    archive = _parse_archive(raw.storage.archive, base_dir, errors)
     if errors.items:
         raise SpecError(errors.items, source)
     space = _build_space(knobs, rules, context, default, errors)
@@ -622,6 +655,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         normalize_units=tuple(raw.privacy.normalize_units),
         storage_url=raw.storage.url,
         dedup_window_seconds=dedup_window,
+        archive=archive,
         explore=raw.policy.explore,
         learn=learn,
         name=raw.name,
@@ -1077,7 +1111,22 @@ def _parse_learn(
         draws=raw.draws,
         context_bins=raw.context_bins,
         min_rows=raw.min_rows,
+        engine=raw.engine,
+        spark=_spark_settings(raw.spark, errors),
     )
+
+
+def _spark_settings(raw: Mapping[str, str | int | float | bool], errors: _Errors) -> dict[str, str]:
+    """``[learn.spark]``: Spark's own settings by their names (``master`` for
+    ``spark.master``), as the text Spark takes (``local[2]`` unless told)."""
+    settings = {"spark.master": "local[2]"}
+    for key, value in raw.items():
+        name = "spark.master" if key == "master" else key
+        if not name.startswith("spark."):
+            errors.add(f"learn.spark.{key}", "is not a Spark setting (master, or spark.*)")
+            continue
+        settings[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return settings
 
 
 def _parse_quality(
@@ -1171,6 +1220,22 @@ def _parse_seatbelt(raw: _Seatbelt, legacy_limit: float | None, errors: _Errors)
         period_seconds=_duration("seatbelt.period", raw.period, errors),
         stale_after_seconds=_duration("seatbelt.stale_after", raw.stale_after, errors),
     )
+
+
+def _parse_archive(raw: _Archive | None, base_dir: Path, errors: _Errors) -> Archive | None:
+    if raw is None:
+        return None
+    url = raw.url.strip()
+    scheme = urlsplit(url).scheme
+    if not url:
+        errors.add("storage.archive.url", "is empty; give a folder or an object-store URL")
+    elif scheme == "file":
+        url = urlsplit(url).path
+    elif len(scheme) <= 1:  # a path (a Windows drive letter is not a scheme)
+        path = Path(url).expanduser()
+        url = str(path if path.is_absolute() else base_dir / path)
+    after = None if raw.after is None else _duration("storage.archive.after", raw.after, errors)
+    return Archive(url, after)
 
 
 def _parse_alerts(raw: _Alerts, errors: _Errors) -> Alerts:

@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import contextlib
 import json
+import logging
 import os
 import random
 import sys
@@ -13,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -49,9 +50,13 @@ from flywheel.seatbelt.alerts import Alerts, monitor_event, relay
 from flywheel.seatbelt.status import History, Status, history_of, never_received
 from flywheel.spec import Spec, load
 from flywheel.store import Store, open_store, tables_for
+from flywheel.store.warm import Archived, Tiered
 from flywheel.turn import Cycle, Turn, due, schedule
 
 T = TypeVar("T")
+log = logging.getLogger("flywheel")
+ARCHIVED_KEY = "storage.archived"  # the 'meta' key: when the scheduled archive last ran
+ARCHIVE_EVERY = 3600.0  # seconds between two scheduled archives
 
 
 def open(
@@ -463,10 +468,36 @@ class Wheel:
         return align.summary(self.store, self.spec, self._moment(as_of))
 
     def forget(self, unit: object) -> dict[str, int]:
-        """Delete every row of a unit, everywhere; returns the rows deleted per table."""
+        """Delete every row of a unit, everywhere (the warm tier included: its counts are
+        under ``warm.{table}``); returns the rows deleted per table."""
         hashed = self._units(unit)
         self.flush()
         return self.store.forget(hashed)
+
+    def archive(
+        self,
+        older_than: float | None = None,
+        *,
+        to: str | None = None,
+        progress: Callable[[date, dict[str, int]], None] | None = None,
+    ) -> Archived:
+        """Move the decisions older than ``older_than`` seconds (default: the spec's
+        ``[storage] archive.after``), with their signals, edits and verdicts, to the warm tier
+        (``to``, default the spec's ``archive.url``), a day at a time; every query, learn
+        cycle and report reads both tiers as one. ``progress(day, rows moved)`` after each day."""
+        store = self.store
+        if not isinstance(store, Tiered):
+            raise StoreError("this store has no warm tier: open it with flywheel.open()")
+        seconds = older_than
+        if seconds is None and self.spec.archive is not None:
+            seconds = self.spec.archive.after_seconds
+        if seconds is None:
+            raise StoreError(
+                "storage.archive.after: how old rows must be is not set; give older_than"
+            )
+        self.flush()
+        before = self._moment(None) - timedelta(seconds=seconds)
+        return store.archive(before, url=to, progress=progress)
 
     # --- learning and playbooks ------------------------------------------------------------------
 
@@ -571,6 +602,9 @@ class Wheel:
         """Between cycles: the negative-loop guard, and the monitors' alerts sent (what the
         background turn runs every minute)."""
         self.check()
+        archive = self.spec.archive
+        if archive is not None and archive.after_seconds is not None:
+            self._archive_due()
         if self._alerts.enabled:
             moment = self._moment(None)
             failing = [c for c in monitors.scheduled(self.store, self.spec, moment) if not c.ok]
@@ -578,6 +612,24 @@ class Wheel:
                 if check.name not in self._alerting:
                     self._alerts.send(monitor_event(check, now=moment))
             self._alerting = {c.name for c in failing}
+
+    def _archive_due(self) -> None:
+        """The scheduled archive: at most once an hour (on the wheel's clock) among all the
+        processes sharing the store."""
+        now = self._moment(None)
+        last = self.store.get_meta(ARCHIVED_KEY)
+        if last and (now - datetime.fromisoformat(last)).total_seconds() < ARCHIVE_EVERY:
+            return
+        try:
+            done = self.archive()
+        except StoreError as err:  # another process is at it, or the tier is unreachable
+            log.warning("flywheel: the scheduled archive did not run: %s", err)
+            return
+        self.store.set_meta(ARCHIVED_KEY, now.isoformat())
+        if done.days:
+            log.info(
+                "flywheel: archived %s decisions of %s days", done.rows["decisions"], done.days
+            )
 
     def settle(self, timeout: float | None = None) -> bool:
         """For simulations, whose clock runs faster than the wall clock: let the background

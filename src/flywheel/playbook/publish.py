@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flywheel.errors import InvalidInputError, NotFoundError
+from flywheel.errors import InvalidInputError, NotFoundError, StoreError
 from flywheel.learn import sql as learn_sql
 from flywheel.learn.cells import Cells
 from flywheel.learn.design import Design, Encoding
@@ -30,7 +30,9 @@ from flywheel.seatbelt import breaker, gate, guard, quality
 from flywheel.seatbelt.monitors import Check
 from flywheel.seatbelt.quality import QualityReport
 from flywheel.spec import Spec
-from flywheel.store import Store
+from flywheel.store import Store, tables_for
+from flywheel.store.base import Reader
+from flywheel.store.warm import Tiered
 from flywheel.threads import one_blas_thread
 
 
@@ -91,7 +93,8 @@ def learn(
             quality.skeleton_scan(store, spec, moment, moment)
     encoding = _encoding(store, spec, when)
     forget = forgetting(store, spec)
-    table = _cells_table(store, spec, encoding, when, forget)
+    reader = engine(store, spec)
+    table = _cells_table(reader, spec, encoding, when, forget)
     rows = int(pc.sum(table.column(learn_sql.ROWS)).as_py() or 0) if table.num_rows else 0
     if belt and report is None:  # no checks: nothing new can be quarantined; count the rest
         report = quality.counted(store, rows)
@@ -146,7 +149,7 @@ def learn(
         if found is not None:
             forget = _adapt(store, spec, moment, found)
             if forget is not None:
-                table = _cells_table(store, spec, encoding, when, forget)
+                table = _cells_table(reader, spec, encoding, when, forget)
 
     playbook = _fit(spec, table, encoding, rows, signature, now, seed)
     if data is not None and incumbent is not None:
@@ -199,8 +202,19 @@ def forgetting(store: Store, spec: Spec) -> dict[str, Any] | None:
     }
 
 
+def engine(store: Store, spec: Spec) -> Reader:
+    """What computes a cycle's cells: the store, or Spark beside it (``[learn] engine``)."""
+    if spec.learn.engine != "spark":
+        return store
+    from flywheel.store.spark import SparkReader
+
+    if not isinstance(store, Tiered):
+        raise StoreError('learn.engine: "spark" reads a store opened with its tiers (open_store)')
+    return SparkReader(store, tables_for(spec), spec.learn.spark)
+
+
 def _cells_table(
-    store: Store,
+    store: Reader,
     spec: Spec,
     encoding: Encoding,
     when: dict[str, datetime],

@@ -14,7 +14,15 @@ __all__ = ["Store", "Tables", "open_store", "tables_for"]
 
 
 def open_store(spec: Spec, url: str | None = None) -> Store:
-    """Open (creating and migrating as needed) the store named by ``url`` or the spec."""
+    """Open (creating and migrating as needed) the store named by ``url`` or the spec, with
+    its warm tier (see :mod:`flywheel.store.warm`): the two are read as one."""
+    from flywheel.store.warm import Tiered
+
+    archive = spec.archive.url if spec.archive else None
+    return Tiered(_open_hot(spec, url), tables_for(spec), archive)
+
+
+def _open_hot(spec: Spec, url: str | None = None) -> Store:
     url = url or spec.storage_url
     scheme, sep, rest = url.partition("://")
     if not sep:

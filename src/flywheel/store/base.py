@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flywheel.errors import StoreError
 from flywheel.spec import DType, Spec
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -100,6 +101,42 @@ def tables_for(spec: Spec) -> Tables:
         tuple(f.name for f in spec.context),
         tuple(k.name for k in spec.knobs),
     )
+
+
+_QUARANTINE_FIELDS: list[pa.Field[Any]] = [
+    pa.field("seq", pa.int64(), nullable=False),
+    pa.field("decision_id", pa.string(), nullable=False),
+    pa.field("ts", TIMESTAMP, nullable=False),
+    pa.field("action", pa.string(), nullable=False),
+    pa.field("rules", pa.string()),
+    pa.field("actor", pa.string()),
+]
+QUARANTINE = pa.schema(_QUARANTINE_FIELDS)
+"""The seatbelt's verdicts on decisions (the ``quarantine`` table)."""
+
+
+def schema_of(tables: Tables, table: str) -> pa.Schema:
+    """The Arrow schema of an event table (``quarantine`` included)."""
+    return QUARANTINE if table == "quarantine" else tables.schema(table)
+
+
+def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``rows`` with each column the schema names cast to its type (ids as text, times in
+    UTC); columns it does not name (from an earlier spec) are kept as they are."""
+    for i, name in enumerate(rows.column_names):
+        if name in schema.names and rows.schema.field(i).type != schema.field(name).type:
+            rows = rows.set_column(i, name, rows.column(i).cast(schema.field(name).type))
+    return rows
+
+
+def check_moved(read: Mapping[str, pa.Table], deleted: Mapping[str, int]) -> None:
+    """Raise unless each table lost exactly the rows that were read from it."""
+    for table, rows in read.items():
+        if deleted.get(table) != rows.num_rows:
+            raise StoreError(
+                f"{table}: read {rows.num_rows:,} rows to move but {deleted.get(table, 0):,}"
+                " matched when deleting; nothing was moved"
+            )
 
 
 def name_based_ids(decisions: pa.Table) -> pa.Array[Any]:
@@ -174,6 +211,18 @@ def every_key_claimed(keys: pa.Array[Any], claimed: pa.Array[Any]) -> bool:
     return len(claimed) == len(keys) - keys.null_count
 
 
+class Reader(Protocol):
+    """What answers Flywheel's read queries: a store, or an engine beside it (Spark)."""
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
+        """Run a read-only query (DuckDB's SQL, ``$name`` or ``?`` parameters)."""
+
+
+Sink = Callable[[Mapping[str, pa.Table]], tuple[str, str]]
+"""Where :meth:`Store.move` hands the rows it moves out (see there)."""
+Moved = dict[str, int]
+
+
 class Store(Protocol):
     """What a backend provides. Every backend passes the same conformance tests."""
 
@@ -199,6 +248,14 @@ class Store(Protocol):
     def forget(self, unit: str) -> dict[str, int]:
         """Delete every row of a (pseudonymised) unit, in every table (idempotency keys of its
         signals and decisions included); return rows deleted."""
+
+    def move(self, rows: Mapping[str, str], params: Mapping[str, Any], sink: Sink) -> Moved:
+        """Move rows out of the store, all of them or none: in one transaction (one snapshot),
+        read each table's rows where its condition holds (``rows``: table -> condition in
+        DuckDB's SQL over the table's columns and ``$``-``params``), hand them to ``sink``,
+        which makes them durable elsewhere and returns a (key, value) for ``meta``; then delete
+        exactly those rows (tables in reverse order) and set the key. If ``sink`` raises, or a
+        deletion does not match what was read, nothing changes. Returns the rows moved."""
 
     def publish(self, spec_digest: str, meta: str, payload: bytes) -> int:
         """Store a playbook as the next version, atomically; return its version."""

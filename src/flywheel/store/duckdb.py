@@ -19,13 +19,18 @@ from flywheel.store.base import (
     KEY_GENERATIONS,
     KEYS_SINCE,
     Kept,
+    Moved,
+    Sink,
     Tables,
     Written,
+    check_moved,
+    conform,
     every_key_claimed,
     first_claimed,
     key_rotation,
     name_based_ids,
     rotation_statements,
+    schema_of,
 )
 
 SQL_TYPES = {
@@ -351,6 +356,35 @@ class DuckDBStore:
             if self.path != ":memory:" and any(deleted.values()):
                 self._compact()
         return deleted
+
+    def move(self, rows: Mapping[str, str], params: Mapping[str, Any], sink: Sink) -> Moved:
+        with self._lock:
+            con = self._con
+            con.execute("BEGIN")  # one snapshot: what is read is what is deleted
+            try:
+                taken = {
+                    table: conform(
+                        con.sql(
+                            f"SELECT * FROM {table} WHERE {where}", params=dict(params)
+                        ).to_arrow_table(),
+                        schema_of(self._tables, table),
+                    )
+                    for table, where in rows.items()
+                }
+                key, value = sink(taken)
+                moved: Moved = {}
+                for table, where in reversed(list(rows.items())):
+                    deleted = con.execute(
+                        f"DELETE FROM {table} WHERE {where} RETURNING 1", dict(params)
+                    ).fetchall()
+                    moved[table] = len(deleted)
+                check_moved(taken, moved)
+                con.execute(SET_META, [key, value])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return moved
 
     def _compact(self) -> None:
         """Copy the live rows into a fresh file and swap it in.

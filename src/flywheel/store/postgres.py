@@ -5,8 +5,8 @@ claimed with ``INSERT … ON CONFLICT DO NOTHING`` (so two writers never both st
 playbook versions are numbered under a lock, and migrations run under an advisory lock.
 
 The rest of Flywheel writes its queries once, in DuckDB's SQL; :func:`translate` turns them
-into PostgreSQL's with sqlglot (plus the one rewrite sqlglot leaves to us: ``arg_max`` and
-``arg_min`` become ordered ``array_agg``) and caches the result.
+into PostgreSQL's with sqlglot (plus what :func:`flywheel.store.dialects.rewrite` adds) and
+caches the result.
 
 URL: ``postgresql://user@host:port/database?schema=name`` (every other query parameter is
 passed to libpq; the schema, ``flywheel`` by default, is created when missing).
@@ -40,13 +40,19 @@ from flywheel.store.base import (
     KEYS_SINCE,
     TIMESTAMP,
     Kept,
+    Moved,
+    Sink,
     Tables,
     Written,
+    check_moved,
+    conform,
     first_claimed,
     key_rotation,
     name_based_ids,
     rotation_statements,
+    schema_of,
 )
+from flywheel.store.dialects import rewrite
 
 SQL_TYPES = {
     pa.string(): "text",
@@ -448,6 +454,31 @@ class PostgresStore:
                 )
         return deleted
 
+    def move(self, rows: Mapping[str, str], params: Mapping[str, Any], sink: Sink) -> Moved:
+        with self._lock:
+            try:
+                with self._con.transaction():
+                    # one snapshot: what is read is what is deleted
+                    self._con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    taken = {
+                        table: conform(
+                            self.query(f"SELECT * FROM {table} WHERE {where}", params),
+                            schema_of(self._tables, table),
+                        )
+                        for table, where in rows.items()
+                    }
+                    key, value = sink(taken)
+                    moved: Moved = {}
+                    for table, where in reversed(list(rows.items())):
+                        statement, names = translate(f"DELETE FROM {table} WHERE {where}")
+                        cursor = self._con.execute(statement, [params[n] for n in names])
+                        moved[table] = cursor.rowcount
+                    check_moved(taken, moved)
+                    self._con.execute(SET_META, [key, value])
+            except psycopg.Error as err:
+                raise StoreError(f"moving rows failed, nothing was moved: {err}") from err
+        return moved
+
     def publish(self, spec_digest: str, meta: str, payload: bytes) -> int:
         with self._lock:
             try:
@@ -546,8 +577,7 @@ class PostgresStore:
 def translate(duckdb_sql: str) -> tuple[str, tuple[str, ...]]:
     """DuckDB SQL as PostgreSQL SQL with ``%s`` placeholders, and the parameter names in the
     order the placeholders appear (an empty name for a positional ``?``)."""
-    tree = sqlglot.parse_one(duckdb_sql, read="duckdb").transform(_ordered_array_agg)
-    tree = tree.transform(_boolean_to_number)
+    tree = rewrite(sqlglot.parse_one(duckdb_sql, read="duckdb"), "postgres")
     names: list[str] = []
 
     def mark(node: exp.Expression) -> exp.Expression:
@@ -564,39 +594,6 @@ def translate(duckdb_sql: str) -> tuple[str, tuple[str, ...]]:
         return "%s"
 
     return _PARAM.sub(placeholder, text), tuple(order)
-
-
-def _ordered_array_agg(node: exp.Expression) -> exp.Expression:
-    """``arg_max(x, y) [FILTER (WHERE c)]`` → ``(array_agg(x ORDER BY y DESC) FILTER (WHERE
-    x IS NOT NULL AND y IS NOT NULL [AND c]))[1]``: DuckDB's meaning, NULLs skipped."""
-    inner = node.this if isinstance(node, exp.Filter) else node
-    if not isinstance(inner, (exp.ArgMax, exp.ArgMin)):
-        return node
-    value, key = inner.this, inner.expression
-    ordered = exp.Order(
-        this=value.copy(),
-        expressions=[exp.Ordered(this=key.copy(), desc=isinstance(inner, exp.ArgMax))],
-    )
-    condition: exp.Condition = exp.and_(
-        exp.Not(this=exp.Is(this=value.copy(), expression=exp.null())),
-        exp.Not(this=exp.Is(this=key.copy(), expression=exp.null())),
-    )
-    if isinstance(node, exp.Filter):
-        condition = exp.and_(condition, node.expression.this.copy())
-    aggregate = exp.Filter(this=exp.ArrayAgg(this=ordered), expression=exp.Where(this=condition))
-    return exp.Bracket(
-        this=exp.Paren(this=aggregate), expressions=[exp.Literal.number(1)], offset=1
-    )
-
-
-def _boolean_to_number(node: exp.Expression) -> exp.Expression:
-    """``CAST(a > b AS DOUBLE)``: DuckDB casts booleans to numbers, PostgreSQL only to integer."""
-    if not isinstance(node, exp.Cast) or not node.to.is_type(*exp.DataType.NUMERIC_TYPES):
-        return node
-    inner = node.this.unnest()
-    if not isinstance(inner, (exp.Predicate, exp.Connector, exp.Not, exp.Boolean)):
-        return node
-    return exp.cast(exp.cast(node.this, exp.DataType.Type.INT), node.to)
 
 
 # --- results -------------------------------------------------------------------------------------

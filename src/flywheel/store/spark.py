@@ -1,0 +1,98 @@
+"""Spark as the engine of a learn cycle's heavy part: alignment and cells, in Spark SQL.
+
+``[learn] engine = "spark"``: the cycle's one aggregation (:func:`flywheel.learn.sql.cells_sql`,
+which holds the alignment) runs on Spark over the warm tier's Parquet files and the hot rows
+the store holds, each read as one table; the fit runs on the driver, on the cells, as with
+any other engine. The query is the one written form, translated by
+:mod:`flywheel.store.dialects`, so Spark's answer is DuckDB's (the conformance tests say so).
+
+Settings come from ``[learn.spark]`` (``master``, any ``spark.*``); the session is started
+once per process and settings, with the session time zone in UTC.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from flywheel.errors import StoreError
+from flywheel.store.base import TIMESTAMP, Tables, conform, schema_of
+from flywheel.store.dialects import translate
+from flywheel.store.warm import ARCHIVED, VIEWS, Tiered, tables_read
+
+_SESSIONS: dict[tuple[tuple[str, str], ...], Any] = {}
+_STARTING = threading.Lock()
+
+
+def session(settings: Mapping[str, str]) -> Any:
+    """The Spark session for ``settings`` (started on first use)."""
+    key = tuple(sorted(settings.items()))
+    with _STARTING:
+        if key not in _SESSIONS:
+            try:
+                from pyspark.sql import SparkSession
+            except ImportError:
+                raise StoreError(
+                    'learn.engine: "spark" needs pyspark; install flywheel[spark]'
+                ) from None
+            builder = SparkSession.builder.appName("flywheel")
+            for name, value in {
+                "spark.sql.session.timeZone": "UTC",
+                "spark.ui.enabled": "false",
+                "spark.ui.showConsoleProgress": "false",
+                "spark.sql.execution.arrow.pyspark.enabled": "true",
+                **settings,
+            }.items():
+                builder = builder.config(name, value)
+            started = builder.getOrCreate()
+            started.sparkContext.setLogLevel("ERROR")
+            _SESSIONS[key] = started
+        return _SESSIONS[key]
+
+
+class SparkReader:
+    """Read queries (DuckDB's SQL) answered by Spark over both tiers of a store."""
+
+    def __init__(self, store: Tiered, tables: Tables, settings: Mapping[str, str]) -> None:
+        self.store = store
+        self._tables = tables
+        self._settings = dict(settings)
+        self._lock = threading.Lock()  # temporary views are the session's: one query at a time
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
+        if not isinstance(params, Mapping):
+            raise StoreError("the Spark engine takes named parameters ($name) only")
+        spark = session(self._settings)
+        with self._lock:
+            manifest = self.store.manifest()
+            for table in tables_read(sql):
+                frame = spark.createDataFrame(self._hot(table))
+                files = self.store.warm_files(table, manifest) if table in ARCHIVED else []
+                if files:
+                    warm = spark.read.parquet(*files)
+                    frame = frame.unionByName(warm, allowMissingColumns=True)
+                frame.createOrReplaceTempView(table)
+            for view, body in VIEWS.items():
+                spark.sql(
+                    translate(body.format(**{t: t for t in ARCHIVED}), "spark")
+                ).createOrReplaceTempView(view)
+            try:
+                result = spark.sql(translate(sql, "spark"), args=dict(params)).toArrow()
+            except Exception as err:  # Spark's own errors (analysis, execution) come as many types
+                raise StoreError(f"the Spark engine's query failed: {err}") from err
+        return _utc(result)
+
+    def _hot(self, table: str) -> pa.Table:
+        rows = self.store.hot.query(f"SELECT * FROM {table}")
+        return conform(rows, schema_of(self._tables, table)) if table in ARCHIVED else rows
+
+
+def _utc(table: pa.Table) -> pa.Table:
+    """Times as the stores give them (UTC, microseconds)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(TIMESTAMP))
+    return table
