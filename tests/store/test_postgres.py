@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +47,23 @@ def story_rows(spec: Spec, n: int, seed: int = 3) -> list[dict[str, Any]]:
     return rows
 
 
-def loop(url: str, spec_text: str, tmp: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Log the rows, learn, decide and report what a user would look at."""
+def loop(
+    url: str,
+    spec_text: str,
+    tmp: Path,
+    rows: list[dict[str, Any]],
+    before: Callable[[flywheel.Wheel], object] | None = None,
+) -> dict[str, Any]:
+    """Log the rows, learn, decide and report what a user would look at; ``before`` is done
+    to the wheel once the rows are stored, before anything is read."""
     path = tmp / f"{url.split(':', maxsplit=1)[0]}.toml"
     path.write_text(spec_text)
     clock = Clock(T0 + len(rows) * 60.0 + 10 * DAY)
     with flywheel.open(path, store=url, clock=clock, refresh=0) as wheel:
         wheel.log_many(rows)
         wheel.flush()
+        if before is not None:
+            before(wheel)
         aligned = wheel.aligned().to_pylist()
         learned = wheel.learn(seed=1)
         status = wheel.status().as_dict()

@@ -21,7 +21,7 @@ import pyarrow as pa
 from flywheel.errors import StoreError
 from flywheel.store.base import TIMESTAMP, Tables, conform, schema_of
 from flywheel.store.dialects import translate
-from flywheel.store.warm import ARCHIVED, VIEWS, Tiered, tables_read
+from flywheel.store.warm import ARCHIVED, VIEWS, Tiered, events_read, tables_read
 
 _SESSIONS: dict[tuple[tuple[str, str], ...], Any] = {}
 _STARTING = threading.Lock()
@@ -75,7 +75,8 @@ class SparkReader:
                     warm = spark.read.parquet(*files)
                     frame = frame.unionByName(warm, allowMissingColumns=True)
                 frame.createOrReplaceTempView(table)
-            for view, body in VIEWS.items():
+            for view in events_read(sql) & VIEWS.keys():
+                body = VIEWS[view]
                 spark.sql(
                     translate(body.format(**{t: t for t in ARCHIVED}), "spark")
                 ).createOrReplaceTempView(view)

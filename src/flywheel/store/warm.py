@@ -225,7 +225,7 @@ class Tiered:
     # --- reading ---------------------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
-        reads = _event_tables(sql)
+        reads = events_read(sql)
         if not reads:
             return self.hot.query(sql, params)
         while True:  # an archive that commits meanwhile moves rows: read again
@@ -254,7 +254,9 @@ class Tiered:
                 con.register(f"hot_{table}", self.hot.query(f"SELECT * FROM {table}"))
             args = dict(params) if isinstance(params, Mapping) else list(params)
             try:
-                rows: pa.Table = con.sql(self._unioned(sql, manifest, "hot_"), params=args).arrow()
+                rows: pa.Table = con.sql(
+                    self._unioned(sql, manifest, "hot_"), params=args
+                ).to_arrow_table()
                 return rows
             except duckdb.Error as err:
                 raise StoreError(f"query failed: {err}") from err
@@ -401,12 +403,12 @@ def _belongs(
     known = ids.combine_chunks() if ids.num_chunks else pa.array([], pa.string())
     about = pc.is_in(key, value_set=known)
     if "unit" in rows.column_names:
-        about = pc.or_(about, pc.equal(rows.column("unit"), pa.scalar(unit)))
+        about = pc.or_kleene(about, pc.equal(rows.column("unit"), pa.scalar(unit)))
     return cast("pa.ChunkedArray[Any]", pc.fill_null(about, pa.scalar(False)))
 
 
 @lru_cache(maxsize=1024)
-def _event_tables(sql: str) -> frozenset[str]:
+def events_read(sql: str) -> frozenset[str]:
     """The event tables and views over them that ``sql`` reads (parsed once per text)."""
     names = {t.name for t in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Table)}
     return frozenset(names & {*ARCHIVED, *VIEWS})

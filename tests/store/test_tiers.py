@@ -1,0 +1,194 @@
+"""Storage tiers: older rows moved to the warm tier's Parquet files are read as before, on both
+stores; ``forget`` reaches every tier; an archive killed at any moment loses nothing and
+counts nothing twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+import flywheel
+from flywheel.demo import example_spec, example_text
+from flywheel.store.warm import MANIFEST, Manifest, Tiered
+from tests.conftest import DAY, HOUR, T0, Clock, wait_for
+from tests.store.test_postgres import QUALITY, close, loop, story_rows
+
+STORE_LINE = 'url = "duckdb:///.flywheel/flywheel.duckdb"'
+
+
+def tiered_text(warm: Path, extra: str = "") -> str:
+    """The example spec with its warm tier in ``warm``."""
+    text = example_text().replace(STORE_LINE, f'{STORE_LINE}\narchive = {{url = "{warm}"}}')
+    return text + extra
+
+
+def tiered(wheel: flywheel.Wheel) -> Tiered:
+    assert isinstance(wheel.store, Tiered)
+    return wheel.store
+
+
+def hot_count(wheel: flywheel.Wheel, table: str) -> int:
+    return int(tiered(wheel).hot.query(f"SELECT count(*) AS n FROM {table}").column("n")[0].as_py())
+
+
+def test_archived_rows_give_the_same_answers_on_both_stores(
+    each_store: str, tmp_path: Path
+) -> None:
+    """Half the rows archived before anything is read: the aligned rows, the playbook, the
+    findings and the quality counts are those of the store that archived nothing."""
+    rows = story_rows(example_spec(), 3000)
+    plain = loop(f"duckdb:///{tmp_path / 'plain.duckdb'}", example_text() + QUALITY, tmp_path, rows)
+    moved: dict[str, int] = {}
+
+    def archive(wheel: flywheel.Wheel) -> None:
+        before = hot_count(wheel, "decisions")
+        done = wheel.archive(older_than=(len(rows) // 2) * 60.0 + 10 * DAY)
+        moved.update(done.rows)
+        assert hot_count(wheel, "decisions") == before - done.rows["decisions"]
+
+    text = tiered_text(tmp_path / "warm", QUALITY)
+    (tmp_path / "tiers").mkdir()
+    tiers = loop(each_store, text, tmp_path / "tiers", rows, before=archive)
+    assert 0 < moved["decisions"] < len(rows)
+    assert moved["signals"] > 0
+    for key, value in plain.items():
+        assert close(value, tiers[key]), key
+    days = {p.name for p in (tmp_path / "warm" / "decisions").iterdir()}
+    assert days and all(d.startswith("day=2026-") for d in days)
+
+
+@pytest.fixture
+def wheel_with_tiers(each_store: str, tmp_path: Path, clock: Clock) -> flywheel.Wheel:
+    (tmp_path / "spec").mkdir()
+    spec = tmp_path / "spec" / "flywheel.toml"
+    spec.write_text(tiered_text(tmp_path / "warm"))
+    return flywheel.open(spec, store=each_store, clock=clock, refresh=0, background=False)
+
+
+def test_late_signals_of_archived_decisions_join_them(
+    wheel_with_tiers: flywheel.Wheel, clock: Clock
+) -> None:
+    wheel = wheel_with_tiers
+    with wheel:
+        old = wheel.decide({"genre": "drama"}, unit="reader")
+        clock.now = T0 + 2 * DAY
+        wheel.archive(older_than=DAY)
+        assert hot_count(wheel, "decisions") == 0
+        wheel.signal(old, "completed", True, ts=T0 + HOUR)  # stored hot, about a warm decision
+        wheel.flush()
+        row = wheel.aligned().to_pylist()[0]
+        assert (row["decision_id"], row["status"], row["reward"]) == (old.id, "complete", 1.0)
+        assert wheel.summary().orphans == 0
+        assert wheel.archive(older_than=DAY).rows["decisions"] == 0  # nothing left that old
+
+
+def test_forget_reaches_every_tier(
+    wheel_with_tiers: flywheel.Wheel, clock: Clock, tmp_path: Path
+) -> None:
+    wheel = wheel_with_tiers
+    with wheel:
+        for day in range(4):
+            clock.now = T0 + day * DAY
+            for unit in ("alice", "bob"):
+                d = wheel.decide({"genre": "drama"}, unit=unit)
+                wheel.signal(d, "completed", day % 2 == 0, ts=clock.now + HOUR)
+                wheel.signal(d, "comment", f"day {day}", unit=unit)
+        clock.now = T0 + 4 * DAY
+        wheel.flush()
+        alice = wheel.store.query(
+            "SELECT DISTINCT unit FROM decisions WHERE unit IS NOT NULL ORDER BY unit"
+        ).column("unit")
+        wheel.archive(older_than=2 * DAY)  # days 0 and 1 warm, 2 and 3 hot
+        hashed = {r["unit"]: r["decision_id"] for r in wheel.aligned().to_pylist()}
+        assert len(alice) == 2 and len(hashed) == 2
+        deleted = wheel.forget("alice")
+        assert (deleted["decisions"], deleted["warm.decisions"]) == (2, 2)
+        assert (deleted["signals"], deleted["warm.signals"]) == (4, 4)
+        units = {r["unit"] for r in wheel.aligned().to_pylist()}
+        assert len(units) == 1 and wheel.summary().decisions == 4
+    # not a byte of hers is left in any file of the warm tier, listed or not
+    files = list((tmp_path / "warm").rglob("*.parquet"))
+    assert files
+    gone = set(hashed) - units
+    for file in files:
+        table = pq.read_table(file)
+        if "unit" in table.column_names:
+            assert not gone & set(table.column("unit").to_pylist())
+
+
+ARCHIVER = """
+import sys
+import flywheel
+with flywheel.open(sys.argv[1], refresh=0, background=False) as wheel:
+    wheel.archive(older_than=0)
+"""
+
+
+@pytest.mark.duckdb_file
+@pytest.mark.parametrize("files", [1, 4, 9])
+def test_an_archive_killed_midway_loses_and_doubles_nothing(tmp_path: Path, files: int) -> None:
+    """``kill -9`` once the archive has written ``files`` Parquet files: every decision and
+    signal is still counted once; the next archive finishes and removes what was left."""
+    spec = tmp_path / "flywheel.toml"
+    spec.write_text(
+        tiered_text(tmp_path / "warm").replace(STORE_LINE, 'url = "duckdb:///store.duckdb"')
+    )
+    clock = Clock()
+    with flywheel.open(spec, clock=clock, refresh=0, background=False) as wheel:
+        for day in range(40):
+            clock.now = T0 + day * DAY
+            for i in range(10):
+                d = wheel.decide({"genre": "drama"}, unit=f"u{i}")
+                wheel.signal(d, "completed", i % 3 == 0, ts=clock.now + HOUR)
+    expected = {"decisions": 400, "signals": 400}
+
+    def counted() -> dict[str, Any]:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
+            return wheel.store.query(
+                "SELECT (SELECT count(*) FROM decisions) AS decisions,"
+                " (SELECT count(DISTINCT id) FROM decisions) AS ids,"
+                " (SELECT count(*) FROM signals) AS signals"
+            ).to_pylist()[0]
+
+    archiver = subprocess.Popen([sys.executable, "-c", ARCHIVER, str(spec)])
+    try:
+        assert wait_for(
+            lambda: (
+                len(list((tmp_path / "warm").rglob("*.parquet"))) >= files
+                or archiver.poll() is not None
+            )
+        )
+        os.kill(archiver.pid, signal.SIGKILL)
+    finally:
+        archiver.wait()
+    assert archiver.returncode == -signal.SIGKILL  # killed, not finished
+    after = counted()
+    assert after == {**expected, "ids": 400}
+    with flywheel.open(spec, refresh=0, background=False) as wheel:
+        wheel.archive(older_than=0)
+        manifest = Manifest.load(wheel.store.get_meta(MANIFEST))
+        assert hot_count(wheel, "decisions") == 0
+    assert counted() == {**expected, "ids": 400}
+    assert manifest is not None
+    listed = {p for t in manifest.files for p in manifest.paths(t)}
+    warm = tmp_path / "warm"
+    on_disk = {str(p.relative_to(warm)) for p in warm.rglob("*.parquet")}
+    assert on_disk == listed
+    assert ds.dataset(sorted(tmp_path.glob("warm/decisions/**/*.parquet"))).count_rows() == 400
+
+
+def test_archive_needs_a_warm_tier(make_wheel: Callable[..., flywheel.Wheel]) -> None:
+    wheel = make_wheel()
+    with pytest.raises(flywheel.FlywheelError, match=r"storage\.archive\.url"):
+        wheel.archive(older_than=DAY)
+    with pytest.raises(flywheel.FlywheelError, match=r"storage\.archive\.after"):
+        wheel.archive()
