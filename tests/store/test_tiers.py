@@ -192,3 +192,55 @@ def test_archive_needs_a_warm_tier(make_wheel: Callable[..., flywheel.Wheel]) ->
         wheel.archive(older_than=DAY)
     with pytest.raises(flywheel.FlywheelError, match=r"storage\.archive\.after"):
         wheel.archive()
+
+
+def test_the_background_turn_archives_on_schedule(tmp_path: Path, clock: Clock) -> None:
+    """``[storage] archive.after``: what the turn runs every minute moves the rows that old,
+    at most once an hour among the processes on the store."""
+    spec = tmp_path / "flywheel.toml"
+    spec.write_text(
+        tiered_text(tmp_path / "warm")
+        .replace(STORE_LINE, 'url = "duckdb:///store.duckdb"')
+        .replace(f'url = "{tmp_path / "warm"}"', f'url = "{tmp_path / "warm"}", after = "2d"')
+    )
+    with flywheel.open(spec, clock=clock, refresh=0, background=False) as wheel:
+        for day in range(5):
+            clock.now = T0 + day * DAY
+            wheel.decide({"genre": "drama"})
+        wheel.watch()  # day 4: days 0, 1 (and the start of 2) are older than two days
+        assert hot_count(wheel, "decisions") == 3
+        clock.now += HOUR / 2
+        wheel.decide({"genre": "drama"})
+        wheel.watch()  # within the hour: not again
+        assert hot_count(wheel, "decisions") == 4
+        clock.now = T0 + 7 * DAY
+        wheel.watch()
+        assert hot_count(wheel, "decisions") == 0
+        assert wheel.summary().decisions == 6
+
+
+def test_the_archive_command(tmp_path: Path, clock: Clock) -> None:
+    from typer.testing import CliRunner
+
+    from flywheel.cli import app
+
+    spec = tmp_path / "flywheel.toml"
+    spec.write_text(
+        tiered_text(tmp_path / "warm").replace(STORE_LINE, 'url = "duckdb:///s.duckdb"')
+    )
+    with flywheel.open(spec, clock=clock, refresh=0, background=False) as wheel:
+        for day in range(3):
+            clock.now = T0 + day * DAY
+            wheel.signal(wheel.decide({"genre": "drama"}), "completed", True)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["archive", "--spec", str(spec), "--older-than", "soon"])
+    assert bad.exit_code == 2 and "--older-than" in bad.output
+    done = runner.invoke(app, ["archive", "--spec", str(spec), "--older-than", "1d"])
+    assert done.exit_code == 0, done.output
+    assert "archived 3 days" in done.output and "3 decisions, 3 signals" in done.output
+    again = runner.invoke(app, ["archive", "--spec", str(spec), "--older-than", "1d"])
+    assert "nothing to archive" in again.output
+    elsewhere = runner.invoke(
+        app, ["archive", "--spec", str(spec), "--older-than", "1h", "--to", str(tmp_path / "x")]
+    )
+    assert elsewhere.exit_code != 0 and "already holds rows" in elsewhere.output
