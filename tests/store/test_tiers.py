@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import flywheel
-from flywheel.demo import example_spec, example_text
+from flywheel.demo import StoryWorld, example_spec, example_text
 from flywheel.store.warm import MANIFEST, Manifest, Tiered
 from tests.conftest import DAY, HOUR, T0, Clock, wait_for
 from tests.store.test_postgres import QUALITY, close, loop, story_rows
@@ -244,3 +244,26 @@ def test_the_archive_command(tmp_path: Path, clock: Clock) -> None:
         app, ["archive", "--spec", str(spec), "--older-than", "1h", "--to", str(tmp_path / "x")]
     )
     assert elsewhere.exit_code != 0 and "already holds rows" in elsewhere.output
+
+
+def test_health_and_evaluation_read_both_tiers(
+    wheel_with_tiers: flywheel.Wheel, clock: Clock
+) -> None:
+    """The velocity report and the offline evaluation of a version are the same figures
+    before and after most of their rows moved to the warm tier."""
+    wheel = wheel_with_tiers
+    world = StoryWorld(5)
+    with wheel:
+        for hour in range(24 * 20):
+            clock.now = T0 + hour * HOUR
+            context = world.context()
+            d = wheel.decide(context)
+            wheel.signal(d, "completed", world.rng.random() < world.completion(context, d.params))
+            if hour == 24 * 10:
+                assert wheel.learn(seed=1).published
+        clock.now = T0 + 21 * DAY
+        wheel.flush()
+        before = (wheel.health().as_dict(), wheel.evaluate(1).as_dict())
+        assert wheel.archive(older_than=6 * DAY).rows["decisions"] > 24 * 10
+        after = (wheel.health().as_dict(), wheel.evaluate(1).as_dict())
+    assert close(before, after)
