@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-leads demo-forecast test lint types unit bench bench-dashboard bench-learning bench-seatbelt bench-analysis bench-evaluate bench-serve bench-fuzz clean
+.PHONY: demo demo-leads demo-forecast test lint types unit bench bench-dashboard bench-scale bench-learning bench-seatbelt bench-analysis bench-evaluate bench-serve bench-fuzz clean
 
 $(BIN)/flywheel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,9 @@ bench-evaluate: $(VENV)/.dev ## offline evaluation: coverage and error of IPS, S
 
 bench-dashboard: $(VENV)/.dev ## the dashboard's overview on 10M decisions (about 3 minutes)
 	$(BIN)/python bench/dashboard.py
+
+bench-scale: $(VENV)/.dev ## a learn cycle on 50M decisions in the warm tier, DuckDB against Spark local[2] (long)
+	$(BIN)/python bench/scale.py
 
 bench-fuzz: $(VENV)/.dev ## Schemathesis, every check, on the HTTP API (about 2 minutes)
 	$(BIN)/python bench/fuzz.py
