@@ -17,11 +17,15 @@ from rich.table import Table
 
 import flywheel
 from flywheel import align
+from flywheel.align.sql import aligned_rows_sql
 from flywheel.demo import DemoResult, example_text
 from flywheel.errors import FlywheelError, SpecError, StoreLockedError
 from flywheel.health import Health
+from flywheel.learn import sql as learn_sql
+from flywheel.playbook import warehouse
 from flywheel.seatbelt.status import History, Status
 from flywheel.spec import duration
+from flywheel.store.dialects import DIALECTS
 
 app = typer.Typer(
     help="Flywheel: decide, signal, align, learn, publish. Every command takes --spec.",
@@ -304,13 +308,46 @@ def learn(
     as_json: JsonOption = False,
     force: Annotated[bool, typer.Option("--force", help="Publish even without new data.")] = False,
     as_of: AsOfOption = None,
+    cells: Annotated[
+        Path | None,
+        typer.Option(
+            "--cells",
+            help="Fit and publish from cells computed elsewhere: a Parquet file (or folder) of"
+            " what the cells query of `flywheel sql` gives.",
+        ),
+    ] = None,
+    encoding: Annotated[
+        Path | None,
+        typer.Option(
+            "--encoding",
+            help="With --cells: the encoding.json `flywheel sql --out` wrote with that query"
+            " (default: the bins and levels the store's rows give now).",
+        ),
+    ] = None,
 ) -> None:
     """Align, aggregate, fit and publish a new playbook version (or say why not). With
     --as-of, on the rows decided and the results received by then (history imported with its
-    own times is learned, and gated, on its own clock)."""
+    own times is learned, and gated, on its own clock). With --cells, from the cells a
+    warehouse computed with the query `flywheel sql` renders (the seatbelt's data checks do
+    not run: the rows are not in the store)."""
+    if cells is None and encoding is not None:
+        errors.print("[bold red]error:[/] --encoding: goes with --cells")
+        raise typer.Exit(2)
+    if cells is not None and (as_of is not None or force):
+        given = " and ".join(n for n, v in (("--as-of", as_of), ("--force", force)) if v)
+        errors.print(
+            f"[bold red]error:[/] --cells: does not combine with {given} (the cells were"
+            " computed as of the moment their query was rendered for, and always publish)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     try:
         with flywheel.open(spec, refresh=0, background=False) as wheel:
-            result = wheel.learn(as_of=_moment(as_of), force=force)
+            if cells is not None:
+                result = wheel.learn_cells(cells, encoding)
+            else:
+                result = wheel.learn(as_of=_moment(as_of), force=force)
     except FlywheelError as err:
         raise _fail(err) from None
     if as_json:
@@ -335,6 +372,89 @@ def learn(
             f"  link {d['link']}, {d['parameters']} parameters, {d['iterations']} Newton steps,"
             f" {d['segments']} segments, {d['learn_seconds']:.2f} s"
         )
+
+
+@app.command()
+def sql(
+    dialect: Annotated[
+        str,
+        typer.Option(
+            "--dialect",
+            "-d",
+            help=f"The engine's SQL: {', '.join(DIALECTS)}.",
+            show_default=False,
+        ),
+    ],
+    spec: SpecOption = Path("flywheel.toml"),
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="The moment the queries read the rows as of (ISO 8601; default: now).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write aligned.sql, cells.sql and encoding.json in this folder instead.",
+        ),
+    ] = None,
+) -> None:
+    """Print the alignment query and the learn cycle's cells query in another engine's SQL
+    (Spark, Snowflake, BigQuery, Trino, PostgreSQL, DuckDB), for a warehouse holding copies
+    of the tables they read; the numeric bins and open categories' levels (the encoding) come
+    from the store's rows. Give the cells query's result to `flywheel learn --cells FILE
+    --encoding encoding.json`."""
+    if dialect not in DIALECTS:
+        errors.print(
+            f"[bold red]error:[/] --dialect: {dialect!r} is not one of {', '.join(DIALECTS)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    try:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
+            moment = _moment(as_of) or wheel.now()
+            encoding = warehouse.encoding_for(wheel.store, wheel.spec, moment)
+            queries = warehouse.warehouse_queries(wheel.spec, encoding, dialect, moment)
+            coded = warehouse.encoding_json(encoding, wheel.spec, moment)
+            what = {
+                "aligned": (
+                    "the aligned rows (one per decision: context, knobs, signals, reward, status)",
+                    aligned_rows_sql(wheel.spec),
+                ),
+                "cells": (
+                    "the cells the learn cycle fits (reward statistics per context and knob"
+                    " combination; give its result to `flywheel learn --cells`)",
+                    learn_sql.cells_sql(wheel.spec, encoding),
+                ),
+            }
+    except FlywheelError as err:
+        raise _fail(err) from None
+    files = {}
+    for name, (title, duckdb_sql) in what.items():
+        head = (
+            f"-- {title}, in {dialect}'s SQL; reads"
+            f" {', '.join(warehouse.tables_read(duckdb_sql))}; $as_of replaced by"
+            f" {align.stamp(moment)}"
+        )
+        files[f"{name}.sql"] = f"{head}\n{queries[name]}\n"
+    encoding_line = json.dumps(coded, default=str)
+    if out is None:
+        print(f"-- encoding: {encoding_line}\n")
+        print("\n".join(f"{text.rstrip()};\n" for text in files.values()), end="")
+        return
+    files["encoding.json"] = json.dumps(coded, indent=2, default=str) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (out / name).write_text(text, "utf-8")
+    console.print(
+        f"wrote {', '.join(str(out / name) for name in files)} (as of {align.stamp(moment)})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("import")

@@ -44,7 +44,7 @@ from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.health import Health, health
 from flywheel.health.design import design as design_document
-from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish
+from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish, warehouse
 from flywheel.seatbelt import breaker, monitors, quality
 from flywheel.seatbelt.alerts import Alerts, monitor_event, relay
 from flywheel.seatbelt.status import History, Status, history_of, never_received
@@ -493,7 +493,8 @@ class Wheel:
             seconds = self.spec.archive.after_seconds
         if seconds is None:
             raise StoreError(
-                "storage.archive.after: how old rows must be is not set; give older_than"
+                "storage.archive.after: not set; say how old the rows to move are"
+                " (older_than, or --older-than 30d)"
             )
         self.flush()
         before = self._moment(None) - timedelta(seconds=seconds)
@@ -561,6 +562,52 @@ class Wheel:
         ).write(self.store)
         relay(self.store, self._alerts)
         return result
+
+    def learn_cells(
+        self,
+        cells: str | Path | pa.Table,
+        encoding: str | Path | Mapping[str, Any] | None = None,
+        *,
+        seed: int | None = None,
+    ) -> LearnResult:
+        """Fit and publish a playbook from cells computed elsewhere: a Parquet file (or a
+        table) holding what the cells query ``flywheel sql`` renders gives when a warehouse
+        runs it; decide uses it at once. ``encoding`` is the ``encoding.json`` rendered with
+        that query (or its content); without it, the bins and levels the store's rows give
+        now. The playbook is trained as of the encoding's ``as_of`` (else now) and records
+        the file and its SHA-256; the seatbelt's data checks do not run (their rows are not in
+        the store), and nothing is published while it is halted."""
+        if isinstance(cells, pa.Table):
+            table, source = cells, None
+        else:
+            table, source = warehouse.read_cells(cells)
+        as_of: datetime | None
+        if encoding is None:
+            self.flush()
+            now = self._moment(None)
+            coded, as_of = warehouse.encoding_for(self.store, self.spec, now), now
+        else:
+            coded, as_of = warehouse.load_encoding(self.spec, encoding)
+        when = self._clock() if as_of is None else as_of.timestamp()
+        while True:
+            with self.store.exclusive("learn") as mine:
+                if mine:
+                    result, playbook = warehouse.learn_from_cells(
+                        self.store, self.spec, table, coded, when, seed, source
+                    )
+                    if playbook is not None:
+                        self._serve(playbook)
+                    Cycle(
+                        align.moment(when),
+                        "cells",
+                        result.published,
+                        result.version,
+                        result.reason,
+                        result.halted,
+                    ).write(self.store)
+                    relay(self.store, self._alerts)
+                    return result
+            time.sleep(0.05)
 
     def cycle(self, trigger: str) -> LearnResult | None:
         """A scheduled learn cycle (what the background turn runs when ``[learn] every`` or

@@ -19,7 +19,8 @@ import flywheel
 from flywheel.align.sql import aligned_rows_sql
 from flywheel.demo import example_spec, example_text
 from flywheel.learn.sql import cells_sql
-from flywheel.playbook.publish import _encoding, engine
+from flywheel.playbook.publish import engine
+from flywheel.playbook.warehouse import encoding_for
 from flywheel.store import tables_for
 from flywheel.store.spark import SparkReader
 from flywheel.store.warm import Tiered
@@ -72,7 +73,7 @@ def test_spark_gives_duckdbs_answers_over_both_tiers(tmp_path: Path) -> None:
     def archive_then_compare(wheel: flywheel.Wheel) -> None:
         wheel.archive(older_than=(len(rows) // 2) * 60.0 + 10 * DAY)
         as_of = {"as_of": wheel.now()}
-        encoding = _encoding(wheel.store, wheel.spec, as_of)
+        encoding = encoding_for(wheel.store, wheel.spec, wheel.now())
         for name, sql in [
             ("aligned", aligned_rows_sql(wheel.spec)),
             ("cells", cells_sql(wheel.spec, encoding)),

@@ -23,6 +23,7 @@ from sqlglot import exp
 Dialect = Literal["duckdb", "postgres", "spark", "snowflake", "bigquery", "trino"]
 DIALECTS: tuple[str, ...] = get_args(Dialect)
 
+_NO_FILTER = ("snowflake", "bigquery")  # no ``FILTER`` clause on aggregates
 _UNIX_MICROS = {  # microseconds since the epoch, as each engine says it
     "spark": "unix_micros({})",
     "bigquery": "UNIX_MICROS({})",
@@ -37,6 +38,8 @@ def rewrite(tree: exp.Expr, dialect: str) -> exp.Expr:
     if dialect == "postgres":
         return tree.transform(ordered_array_agg).transform(boolean_to_number)
     tree = tree.transform(_max_by_skips_nulls).transform(_no_uuid)
+    if dialect in _NO_FILTER:
+        tree = tree.transform(_conditional_max_by)
     if dialect in _UNIX_MICROS:
         tree = tree.transform(lambda node: _epoch(node, _UNIX_MICROS[dialect]))
     return tree
@@ -82,6 +85,21 @@ def _max_by_skips_nulls(node: exp.Expression) -> exp.Expression:
     if isinstance(node, exp.Filter):
         condition = exp.and_(condition, node.expression.this.copy())
     return exp.Filter(this=inner.copy(), expression=exp.Where(this=condition))
+
+
+def _conditional_max_by(node: exp.Expression) -> exp.Expression:
+    """``max_by(x, y) FILTER (WHERE c)`` → ``max_by(CASE WHEN c THEN x END, CASE WHEN c THEN
+    y END)`` where there is no ``FILTER``: the condition must hold on the key too, or the row
+    with the greatest key overall (another signal's) would be taken."""
+    if not isinstance(node, exp.Filter) or not isinstance(node.this, exp.ArgMax | exp.ArgMin):
+        return node
+    condition = node.expression.this
+    inner = node.this
+
+    def when(value: exp.Expression) -> exp.Expression:
+        return exp.Case(ifs=[exp.If(this=condition.copy(), true=value.copy())])
+
+    return inner.__class__(this=when(inner.this), expression=when(inner.expression))
 
 
 def _both_known(aggregate: exp.ArgMax | exp.ArgMin) -> exp.Condition:
