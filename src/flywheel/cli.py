@@ -155,6 +155,14 @@ def status(
             " received: rewards that need it stay pending (check the name)",
             highlight=False,
         )
+    if state.tiers is not None:
+        t = state.tiers
+        console.print(
+            f"storage: {t['hot_decisions']:,} decisions hot; warm before"
+            f" {_stamp(t['warm_before'])}, {t['files']:,} files at {t['url']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     serving = f"playbook {state.playbook}" if state.playbook else "the cold start (no playbook yet)"
     console.print(f"serving: {serving}")
     for line in _cycle_lines(state.cycles or {}):

@@ -743,6 +743,7 @@ class Wheel:
             cycles=schedule(self.store, self.spec, moment),
             as_of=moment.isoformat(),
             history=None if as_of is not None else history_of(self.store, self.spec, moment),
+            tiers=self.store.tiers() if isinstance(self.store, Tiered) else None,
         )
 
     def health(self, window: str | float = "28d", as_of: float | datetime | None = None) -> Health:

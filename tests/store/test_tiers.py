@@ -5,10 +5,13 @@ counts nothing twice."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +243,10 @@ def test_the_archive_command(tmp_path: Path, clock: Clock) -> None:
     assert "archived 3 days" in done.output and "3 decisions, 3 signals" in done.output
     again = runner.invoke(app, ["archive", "--spec", str(spec), "--older-than", "1d"])
     assert "nothing to archive" in again.output
+    status = runner.invoke(app, ["status", "--spec", str(spec)])
+    line = re.search(r"storage: 0 decisions hot; warm before (\S+), 6 files at", status.output)
+    assert line is not None, status.output
+    assert time.time() - 2 * DAY < datetime.fromisoformat(line.group(1)).timestamp() < time.time()
     elsewhere = runner.invoke(
         app, ["archive", "--spec", str(spec), "--older-than", "1h", "--to", str(tmp_path / "x")]
     )

@@ -76,6 +76,7 @@ class Status:
     cycles: dict[str, Any] | None = None  # the last learn cycle and the next (flywheel.turn)
     as_of: str | None = None
     history: History | None = None
+    tiers: dict[str, Any] | None = None  # the warm tier, when rows were archived
 
     @property
     def halted(self) -> bool:
@@ -94,6 +95,7 @@ class Status:
             "cycles": self.cycles,
             "as_of": self.as_of,
             "history": None if self.history is None else self.history.as_dict(),
+            "tiers": self.tiers,
         }
 
 

@@ -118,6 +118,20 @@ class Tiered:
     def manifest(self) -> Manifest | None:
         return Manifest.load(self.hot.get_meta(MANIFEST))
 
+    def tiers(self) -> dict[str, Any] | None:
+        """Where the rows are, once some were archived: the warm tier's location, files and
+        the moment before which every decision is warm, and the decisions still hot."""
+        manifest = self.manifest()
+        if manifest is None or manifest.empty:
+            return None
+        hot = self.hot.query("SELECT count(*) AS n FROM decisions").column("n")[0].as_py()
+        return {
+            "url": manifest.url,
+            "files": sum(len(p) for p in manifest.files.values()),
+            "warm_before": manifest.through,
+            "hot_decisions": int(hot or 0),
+        }
+
     def warm_files(self, table: str, manifest: Manifest | None = None) -> list[str]:
         """The full paths (or URLs) of ``table``'s warm files."""
         manifest = manifest if manifest is not None else self.manifest()
@@ -154,6 +168,9 @@ class Tiered:
                     total[table] += n
                 if progress is not None:
                     progress(day, moved)
+            if not manifest.empty and _later(before, manifest.through):
+                manifest = replace(manifest, through=before.isoformat())
+                self.hot.set_meta(MANIFEST, manifest.dump())  # every decision before it is warm
             return Archived(total, len(days), files, manifest.url)
 
     def _archive_day(
@@ -174,7 +191,7 @@ class Tiered:
                     path = f"{table}/day={day.isoformat()}/{batch}.parquet"
                     _write_durably(fs, root, path, part)
                     written[table] = [path]
-            through = max(filter(None, [manifest.through, hi.isoformat()]))
+            through = hi.isoformat() if _later(hi, manifest.through) else manifest.through
             committed = replace(manifest.changed(written), through=through)
             return MANIFEST, committed.dump()
 
@@ -384,6 +401,10 @@ class Tiered:
 
     def close(self) -> None:
         self.hot.close()
+
+
+def _later(moment: datetime, than: str | None) -> bool:
+    return than is None or moment > datetime.fromisoformat(than)
 
 
 def _day_rows() -> dict[str, str]:
