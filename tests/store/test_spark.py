@@ -119,13 +119,12 @@ def align_spec(warm: Path) -> dict[str, Any]:
 
 
 @pytest.mark.usefixtures("spark")
-def test_every_alignment_case_on_spark(tmp_path: Path, clock: Clock) -> None:
+def test_every_alignment_case_on_spark(each_store: str, tmp_path: Path, clock: Clock) -> None:
     """Complete, pending, expired and late rows, repeats combined each way, text signals,
-    rows in both tiers and signals of warm decisions arriving hot: Spark's rows are DuckDB's."""
+    rows in both tiers and signals of warm decisions arriving hot, hot rows in DuckDB or in
+    PostgreSQL: Spark's rows are DuckDB's."""
     spec = flywheel.Spec.from_dict(align_spec(tmp_path / "warm"), base_dir=tmp_path)
-    with flywheel.open(
-        spec, store=f"duckdb:///{tmp_path / 'a.duckdb'}", clock=clock, background=False
-    ) as wheel:
+    with flywheel.open(spec, store=each_store, clock=clock, background=False) as wheel:
         for i in range(60):
             clock.now = T0 + i * 6 * HOUR
             d = wheel.decide({"genre": "ab"[i % 2]}, unit=f"u{i % 7}")
