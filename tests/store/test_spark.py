@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,9 +21,10 @@ from flywheel.playbook.warehouse import encoding_for
 from flywheel.store import tables_for
 from flywheel.store.spark import SparkReader
 from flywheel.store.warm import Tiered
-from tests.conftest import DAY, HOUR, T0, Clock, wait_for
+from tests.align.test_align import spec as alignment_spec
+from tests.conftest import DAY, HOUR, T0, Clock
 from tests.store.test_postgres import QUALITY, close, loop, story_rows
-from tests.store.test_tiers import ARCHIVER, STORE_LINE, tiered_text
+from tests.store.test_tiers import days_of_decisions, kill_an_archive, tiered_text
 
 
 @pytest.fixture(scope="module")
@@ -101,21 +99,10 @@ def test_spark_gives_duckdbs_answers_over_both_tiers(tmp_path: Path) -> None:
 
 
 def align_spec(warm: Path) -> dict[str, Any]:
-    """Every way signals combine, a formula over several, a missing reward."""
-    return {
-        "knobs": {"tone": ["warm", "formal"]},
-        "context": {"genre": ["a", "b"]},
-        "reward": {"formula": "converted + coalesce(spend, 0) / 100", "window": "2d", "missing": 0},
-        "signals": {
-            "converted": "max",
-            "rating": "last",
-            "first_rating": "first",
-            "spend": "sum",
-            "low": "min",
-            "score": "mean",
-        },
-        "storage": {"archive": {"url": str(warm)}},
-    }
+    """The alignment tests' spec (every way signals combine), with a formula over several
+    signals, a missing reward and a warm tier."""
+    spec = alignment_spec(formula="converted + coalesce(spend, 0) / 100", missing=0)
+    return {**spec, "storage": {"archive": {"url": str(warm)}}}
 
 
 @pytest.mark.usefixtures("spark")
@@ -155,30 +142,8 @@ def test_every_alignment_case_on_spark(each_store: str, tmp_path: Path, clock: C
 
 @pytest.mark.usefixtures("spark")
 def test_spark_counts_each_row_once_after_a_killed_archive_and_a_forget(tmp_path: Path) -> None:
-    spec = tmp_path / "flywheel.toml"
-    spec.write_text(
-        tiered_text(tmp_path / "warm", SPARK).replace(STORE_LINE, 'url = "duckdb:///s.duckdb"')
-    )
-    clock = Clock()
-    with flywheel.open(spec, clock=clock, refresh=0, background=False) as wheel:
-        for day in range(20):
-            clock.now = T0 + day * DAY
-            for i in range(10):
-                d = wheel.decide({"genre": "drama"}, unit=f"u{i}")
-                wheel.signal(d, "completed", i % 3 == 0, ts=clock.now + HOUR)
-    clock.now = T0 + 21 * DAY
-    archiver = subprocess.Popen([sys.executable, "-c", ARCHIVER, str(spec)])
-    try:
-        assert wait_for(
-            lambda: (
-                len(list((tmp_path / "warm").rglob("*.parquet"))) >= 3
-                or archiver.poll() is not None
-            )
-        )
-        os.kill(archiver.pid, signal.SIGKILL)
-    finally:
-        archiver.wait()
-    assert archiver.returncode == -signal.SIGKILL
+    spec, clock = days_of_decisions(tmp_path, 20, SPARK)
+    kill_an_archive(spec, files=3)
     count = (
         "SELECT count(*) AS decisions, count(DISTINCT decision_id) AS ids,"
         " sum(n_signals) AS signals, count(DISTINCT unit) AS units"

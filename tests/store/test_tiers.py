@@ -136,23 +136,45 @@ with flywheel.open(sys.argv[1], refresh=0, background=False) as wheel:
 """
 
 
+def days_of_decisions(folder: Path, days: int, extra: str = "") -> tuple[Path, Clock]:
+    """A spec on a DuckDB file with its warm tier beside it, and ten decisions a day for
+    ``days`` days (ten units), each with its result an hour later."""
+    spec = folder / "flywheel.toml"
+    text = tiered_text(folder / "warm", extra)
+    spec.write_text(text.replace(STORE_LINE, 'url = "duckdb:///store.duckdb"'))
+    clock = Clock()
+    with flywheel.open(spec, clock=clock, refresh=0, background=False) as wheel:
+        for day in range(days):
+            clock.now = T0 + day * DAY
+            for i in range(10):
+                d = wheel.decide({"genre": "drama"}, unit=f"u{i}")
+                wheel.signal(d, "completed", i % 3 == 0, ts=clock.now + HOUR)
+    clock.now = T0 + (days + 1) * DAY
+    return spec, clock
+
+
+def kill_an_archive(spec: Path, files: int) -> None:
+    """Archive everything in a process of its own, and ``kill -9`` it once it has written
+    ``files`` Parquet files."""
+    warm = spec.parent / "warm"
+    archiver = subprocess.Popen([sys.executable, "-c", ARCHIVER, str(spec)])
+    try:
+        assert wait_for(
+            lambda: len(list(warm.rglob("*.parquet"))) >= files or archiver.poll() is not None
+        )
+        os.kill(archiver.pid, signal.SIGKILL)
+    finally:
+        archiver.wait()
+    assert archiver.returncode == -signal.SIGKILL  # killed, not finished
+
+
 @pytest.mark.duckdb_file
 @pytest.mark.parametrize("files", [1, 4, 9])
 def test_an_archive_killed_midway_loses_and_doubles_nothing(tmp_path: Path, files: int) -> None:
     """``kill -9`` once the archive has written ``files`` Parquet files: every decision and
     signal is still counted once; the next archive finishes and removes what was left."""
-    spec = tmp_path / "flywheel.toml"
-    spec.write_text(
-        tiered_text(tmp_path / "warm").replace(STORE_LINE, 'url = "duckdb:///store.duckdb"')
-    )
-    clock = Clock()
-    with flywheel.open(spec, clock=clock, refresh=0, background=False) as wheel:
-        for day in range(40):
-            clock.now = T0 + day * DAY
-            for i in range(10):
-                d = wheel.decide({"genre": "drama"}, unit=f"u{i}")
-                wheel.signal(d, "completed", i % 3 == 0, ts=clock.now + HOUR)
-    expected = {"decisions": 400, "signals": 400}
+    spec, _ = days_of_decisions(tmp_path, 40)
+    expected = {"decisions": 400, "ids": 400, "signals": 400}
 
     def counted() -> dict[str, Any]:
         with flywheel.open(spec, refresh=0, background=False) as wheel:
@@ -162,31 +184,19 @@ def test_an_archive_killed_midway_loses_and_doubles_nothing(tmp_path: Path, file
                 " (SELECT count(*) FROM signals) AS signals"
             ).to_pylist()[0]
 
-    archiver = subprocess.Popen([sys.executable, "-c", ARCHIVER, str(spec)])
-    try:
-        assert wait_for(
-            lambda: (
-                len(list((tmp_path / "warm").rglob("*.parquet"))) >= files
-                or archiver.poll() is not None
-            )
-        )
-        os.kill(archiver.pid, signal.SIGKILL)
-    finally:
-        archiver.wait()
-    assert archiver.returncode == -signal.SIGKILL  # killed, not finished
-    after = counted()
-    assert after == {**expected, "ids": 400}
+    kill_an_archive(spec, files)
+    assert counted() == expected
     with flywheel.open(spec, refresh=0, background=False) as wheel:
         wheel.archive(older_than=0)
         manifest = Manifest.load(wheel.store.get_meta(MANIFEST))
         assert hot_count(wheel, "decisions") == 0
-    assert counted() == {**expected, "ids": 400}
+    assert counted() == expected
     assert manifest is not None
     listed = {p for t in manifest.files for p in manifest.paths(t)}
     warm = tmp_path / "warm"
     on_disk = {str(p.relative_to(warm)) for p in warm.rglob("*.parquet")}
     assert on_disk == listed
-    assert ds.dataset(sorted(tmp_path.glob("warm/decisions/**/*.parquet"))).count_rows() == 400
+    assert ds.dataset(sorted(warm.glob("decisions/**/*.parquet"))).count_rows() == 400
 
 
 def test_archive_needs_a_warm_tier(make_wheel: Callable[..., flywheel.Wheel]) -> None:
