@@ -25,6 +25,7 @@ from flywheel.store.warm import ARCHIVED, VIEWS, Tiered, events_read, tables_rea
 
 _SESSIONS: dict[tuple[tuple[str, str], ...], Any] = {}
 _STARTING = threading.Lock()
+_QUERYING = threading.Lock()
 
 
 def session(settings: Mapping[str, str]) -> Any:
@@ -60,13 +61,12 @@ class SparkReader:
         self.store = store
         self._tables = tables
         self._settings = dict(settings)
-        self._lock = threading.Lock()  # temporary views are the session's: one query at a time
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
         if not isinstance(params, Mapping):
             raise StoreError("the Spark engine takes named parameters ($name) only")
         spark = session(self._settings)
-        with self._lock:
+        with _QUERYING:  # the views are the session's: one query at a time
             manifest = self.store.manifest()
             for table in tables_read(sql):
                 frame = spark.createDataFrame(self._hot(table))

@@ -242,14 +242,13 @@ class Tiered:
     # --- reading ---------------------------------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> pa.Table:
-        reads = events_read(sql)
-        if not reads:
+        if not events_read(sql):
             return self.hot.query(sql, params)
         while True:  # an archive that commits meanwhile moves rows: read again
             manifest = self.manifest()
             if manifest is None or manifest.empty:
                 return self.hot.query(sql, params)
-            result = self._query_tiers(sql, params, manifest, reads)
+            result = self._query_tiers(sql, params, manifest)
             if self.manifest() == manifest:
                 return result
 
@@ -258,7 +257,6 @@ class Tiered:
         sql: str,
         params: Sequence[Any] | Mapping[str, Any],
         manifest: Manifest,
-        reads: frozenset[str],
     ) -> pa.Table:
         from flywheel.store.duckdb import DuckDBStore
 
