@@ -12,6 +12,7 @@ once per process and settings, with the session time zone in UTC.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -44,6 +45,8 @@ def session(settings: Mapping[str, str]) -> Any:
                 "spark.sql.session.timeZone": "UTC",
                 "spark.ui.enabled": "false",
                 "spark.ui.showConsoleProgress": "false",
+                # no spark-warehouse folder where the process happens to run
+                "spark.sql.warehouse.dir": tempfile.mkdtemp(prefix="flywheel-spark-"),
                 "spark.sql.execution.arrow.pyspark.enabled": "true",
                 **settings,
             }.items():
