@@ -40,6 +40,12 @@ def truth(context: dict[str, Any], params: dict[str, Any]) -> float:
     return (0.05, 0.2, 0.8)[hits]
 
 
+def in_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Aligned rows in the order their decisions were made (the table's own order is none):
+    by time, then id (a process's ids count up)."""
+    return sorted(rows, key=lambda r: (r["ts"], r["decision_id"]))
+
+
 def play(wheel: flywheel.Wheel, clock: Clock, n: int, rng: random.Random) -> list[str]:
     """``n`` decisions, each with its result at once; the policies they were served by."""
     policies = []
@@ -68,7 +74,7 @@ def test_the_cold_start_moves_to_thompson_sampling_as_soon_as_there_is_evidence(
     best = sum((d.params["opening"], d.params["twists"]) == BEST["thriller"] for d in served)
     assert best > 400 / 9 * 3  # far above the uniform share of the best combination
     # the propensity recorded is the exact probability of what was served
-    rows = wheel.aligned().to_pylist()[-400:]
+    rows = in_order(wheel.aligned().to_pylist())[-400:]
     assert all(0 < r["propensity"] <= 1 for r in rows)
     assert {r["policy"] for r in rows} == {"online"}
 
@@ -87,7 +93,7 @@ def test_online_updates_follow_the_served_version_until_the_next_cycle(
     assert wheel.playbook is v1  # the published version is unchanged: online tables follow it
     after = play(wheel, clock, 200, rng)
     assert set(after) == {"online"}
-    rows = wheel.aligned().to_pylist()[-200:]
+    rows = in_order(wheel.aligned().to_pylist())[-200:]
     assert {r["playbook"] for r in rows} == {1}
     result = wheel.learn()  # the gate judges the online rows like any other
     assert result.published and not result.halted, result.reason

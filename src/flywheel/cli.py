@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -809,7 +809,8 @@ def evaluate(
 
 
 export_app = typer.Typer(
-    help="Write the playbook or the findings as a spreadsheet (xlsx, csv) or JSON.",
+    help="Write the playbook or the findings as a spreadsheet (xlsx, csv) or JSON, or a"
+    " training set (sft, preferences, kto) as JSON Lines.",
     no_args_is_help=True,
 )
 app.add_typer(export_app, name="export")
@@ -860,6 +861,88 @@ def export_findings(
     except FlywheelError as err:
         raise _fail(err) from None
     console.print(f"wrote {output}")
+
+
+SetFormatOption = Annotated[
+    str, typer.Option("--format", "-f", help="jsonl (one JSON object a line, UTF-8).")
+]
+MinRewardOption = Annotated[
+    float | None,
+    typer.Option(
+        "--min-reward",
+        help="The reward a good output has at least (default: [datasets] min_reward).",
+    ),
+]
+
+
+@export_app.command("sft")
+def export_sft(
+    output: OutputOption,
+    fmt: SetFormatOption = "jsonl",
+    spec: SpecOption = Path("flywheel.toml"),
+    as_of: AsOfOption = None,
+    min_reward: MinRewardOption = None,
+) -> None:
+    """Supervised fine-tuning rows as chat messages (TRL's `messages`): each input answered by
+    its edited final text, else its output, where the reward is at least --min-reward. Writes
+    FILE.lineage.json beside it; the same --as-of gives the same file."""
+    _export_set("sft", output, fmt, spec, as_of, min_reward)
+
+
+@export_app.command("preferences")
+def export_preferences(
+    output: OutputOption,
+    fmt: SetFormatOption = "jsonl",
+    spec: SpecOption = Path("flywheel.toml"),
+    as_of: AsOfOption = None,
+) -> None:
+    """Preference pairs for DPO (`prompt`, `chosen`, `rejected`): each edit that changed the
+    draft (final over draft), and per input the highest-rewarded output over the lowest.
+    Writes FILE.lineage.json beside it; the same --as-of gives the same file."""
+    _export_set("preferences", output, fmt, spec, as_of, None)
+
+
+@export_app.command("kto")
+def export_kto(
+    output: OutputOption,
+    fmt: SetFormatOption = "jsonl",
+    spec: SpecOption = Path("flywheel.toml"),
+    as_of: AsOfOption = None,
+    min_reward: MinRewardOption = None,
+) -> None:
+    """KTO rows (`prompt`, `completion`, `label`): each rewarded output, labelled true where
+    the reward is at least --min-reward. Writes FILE.lineage.json beside it; the same --as-of
+    gives the same file."""
+    _export_set("kto", output, fmt, spec, as_of, min_reward)
+
+
+def _export_set(
+    kind: Literal["sft", "preferences", "kto"],
+    output: Path,
+    fmt: str,
+    spec: Path,
+    as_of: str | None,
+    min_reward: float | None,
+) -> None:
+    if fmt != "jsonl":
+        errors.print(f"[bold red]error:[/] --format: {fmt!r} is not jsonl", highlight=False)
+        raise typer.Exit(2)
+    moment = _moment(as_of)
+    try:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
+            found = wheel.training_set(kind, as_of=moment, min_reward=min_reward)
+        lineage = found.write(output)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    except OSError as err:
+        errors.print(f"[bold red]error:[/] --output: cannot write {output}: {err.strerror}")
+        raise typer.Exit(1) from None
+    rows = len(found.rows)
+    console.print(
+        f"wrote {rows:,} {'row' if rows == 1 else 'rows'} to {output} (lineage: {lineage})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -68,6 +68,8 @@ BUILTIN_SIGNALS: dict[str, tuple[Combine, Literal["number", "text"]]] = {
     "abandoned": ("max", "number"),
     "dwell_ms": ("sum", "number"),
     "edit_distance": ("last", "number"),
+    "input": ("last", "text"),  # what an AI product was asked: decide(input=...)
+    "output": ("last", "text"),  # what it answered: wheel.output()
 }
 IMPLICIT_EVENTS = ("accepted", "rejected", "requeried", "abandoned")
 
@@ -191,6 +193,20 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class Datasets:
+    """Training sets from the decisions' inputs and outputs (``[datasets]``): the reward a
+    good output has (SFT rows, KTO's label), and how many SFT rows or preference pairs make
+    a set worth tuning a model on (the "ready to tune" event)."""
+
+    min_reward: float = 0.5
+    sft_min: int = 500
+    preferences_min: int = 1000
+    declared: bool = False
+    """Whether the spec has a ``[datasets]`` section: only then does each learn cycle check
+    whether a set is ready (the check reads every aligned row once more)."""
+
+
+@dataclass(frozen=True)
 class Quality:
     """Row checks applied before learning (``[quality]``); failing rows go to quarantine.
 
@@ -294,6 +310,7 @@ class Spec:
     imports: Import = field(default_factory=Import)
     traces: Traces = field(default_factory=Traces)
     alerts: Alerts = field(default_factory=Alerts)
+    datasets: Datasets = field(default_factory=Datasets)
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     warnings: tuple[FieldError, ...] = field(default=(), compare=False)
@@ -471,6 +488,12 @@ class _Alerts(_Model):
     timeout: str = "5s"
 
 
+class _Datasets(_Model):
+    min_reward: float | int = 0.5
+    sft_min: int = Field(default=500, ge=1)
+    preferences_min: int = Field(default=1000, ge=1)
+
+
 class _Spec(_Model):
     name: str = "flywheel"
     knobs: dict[str, Any]
@@ -487,6 +510,7 @@ class _Spec(_Model):
     import_: _Import = Field(default_factory=_Import, alias="import")
     traces: _Traces = Field(default_factory=_Traces)
     alerts: _Alerts = Field(default_factory=_Alerts)
+    datasets: _Datasets = Field(default_factory=_Datasets)
 
 
 # --- semantics -----------------------------------------------------------------------------------
@@ -513,6 +537,7 @@ _SECTIONS: dict[str, type[_Model]] = {
     "import": _Import,
     "traces": _Traces,
     "alerts": _Alerts,
+    "datasets": _Datasets,
 }
 
 
@@ -554,8 +579,8 @@ def _structure(data: Mapping[str, Any], errors: _Errors) -> _Spec:
 
 def _digest(raw: _Spec) -> str:
     """A hash of what shapes decisions and learning (not where data lives, its privacy, or
-    the seatbelt's checks, how files are imported or traces mapped): a playbook fits a spec
-    with the same digest."""
+    the seatbelt's checks, how files are imported or traces mapped, or when a training set is
+    ready): a playbook fits a spec with the same digest."""
     shape = raw.model_dump(
         mode="json",
         exclude={
@@ -567,6 +592,7 @@ def _digest(raw: _Spec) -> str:
             "import_": True,
             "traces": True,
             "alerts": True,
+            "datasets": True,
             # when cycles run and how often serving follows results between them
             "learn": {
                 "online",
@@ -667,6 +693,12 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
         imports=imports,
         traces=traces,
         alerts=alerts,
+        datasets=Datasets(
+            float(raw.datasets.min_reward),
+            raw.datasets.sft_min,
+            raw.datasets.preferences_min,
+            declared="datasets" in data,
+        ),
         source=source,
         raw=raw.model_dump(mode="json", by_alias=True),
         warnings=_undeclared_signals(raw, reward, text),

@@ -44,6 +44,7 @@ from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.health import Health, health
 from flywheel.health.design import design as design_document
+from flywheel.improve import datasets
 from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish, warehouse
 from flywheel.seatbelt import breaker, monitors, quality
 from flywheel.seatbelt.alerts import Alerts, monitor_event, relay
@@ -212,10 +213,22 @@ class Wheel:
     # --- the loop --------------------------------------------------------------------------------
 
     def decide(
-        self, context: Mapping[str, Any] | None = None, *, unit: object = None, explore: bool = True
+        self,
+        context: Mapping[str, Any] | None = None,
+        *,
+        unit: object = None,
+        explore: bool = True,
+        input: str | None = None,
     ) -> Decision:
-        """Parameters for a context, recorded as a decision (``explore=False``: no exploration)."""
+        """Parameters for a context, recorded as a decision (``explore=False``: no exploration).
+
+        An AI product passes what it was asked as ``input``: recorded as the decision's
+        ``input`` signal at the decision's time (redacted per ``[privacy]``); its answer
+        follows with :meth:`output`. Inputs and outputs make the training sets of
+        :meth:`training_set`."""
         clean = self._recorder.context({} if context is None else context)
+        if input is not None:
+            return self._decide_with_input(clean, unit, explore, input)
         d = self._decider.decide(self._ids(), clean, explore)
         self._recorder.decision(
             d.id,
@@ -226,6 +239,19 @@ class Wheel:
             d.propensity,
             clean,
             d.params,
+        )
+        return d
+
+    def _decide_with_input(
+        self, clean: dict[str, Any], unit: object, explore: bool, prompt: object
+    ) -> Decision:
+        """:meth:`decide` with an input, checked before anything is chosen or recorded."""
+        ident, now = self._ids(), self._clock()
+        hashed = None if unit is None else self._units(unit)
+        row = self._recorder.input_row(ident, prompt, now, hashed)
+        d = self._decider.decide(ident, clean, explore)
+        self._recorder.decision(
+            d.id, now, hashed, d.policy, d.playbook, d.propensity, clean, d.params, row
         )
         return d
 
@@ -329,6 +355,22 @@ class Wheel:
         distance = self._recorder.edit(decision, draft, final, ts=ts, key=key, unit=unit)
         self._note(1)
         return distance
+
+    def output(
+        self,
+        decision: Decision | str,
+        text: str,
+        *,
+        ts: float | datetime | None = None,
+        key: str | None = None,
+        unit: object = None,
+    ) -> None:
+        """What an AI product answered for a decision (its draft, before any edit): recorded
+        as the ``output`` signal (redacted per ``[privacy]``). With the decision's ``input``
+        (:meth:`decide`) it is training material: a rated output, a rejected draft when the
+        person edits it (:meth:`edit`), an answer worth imitating (:meth:`training_set`)."""
+        self._recorder.signal(decision, "output", text, ts, key, unit)
+        self._note(1)
 
     def log(
         self,
@@ -467,6 +509,31 @@ class Wheel:
         self.flush()
         return align.summary(self.store, self.spec, self._moment(as_of))
 
+    def training_set(
+        self,
+        kind: datasets.Kind,
+        *,
+        as_of: float | datetime | None = None,
+        min_reward: float | None = None,
+    ) -> datasets.TrainingSet:
+        """A training set for a new model from the decisions' inputs and outputs, as of
+        ``as_of`` (default: now): ``"sft"`` (chat messages: each input answered by its edited
+        final text, else its output, where the reward is at least ``min_reward``, default
+        ``[datasets] min_reward``), ``"preferences"`` (``prompt``, ``chosen``, ``rejected``:
+        edits, and the best over the worst rated output of an input) or ``"kto"``
+        (``prompt``, ``completion``, ``label``: the reward at least ``min_reward``), with
+        its lineage; ``.write(path)`` writes JSON Lines and the lineage beside it
+        (:mod:`flywheel.improve.datasets`)."""
+        self.flush()
+        return datasets.build(
+            self.store,
+            self.spec,
+            kind,
+            self._moment(as_of),
+            min_reward,
+            now=self._moment(None),
+        )
+
     def forget(self, unit: object) -> dict[str, int]:
         """Delete every row of a unit, everywhere (the warm tier included: its counts are
         under ``warm.{table}``); returns the rows deleted per table."""
@@ -561,7 +628,20 @@ class Wheel:
             moment, trigger, result.published, result.version, result.reason, result.halted
         ).write(self.store)
         relay(self.store, self._alerts)
+        if self.spec.datasets.declared:
+            self._tell_ready(moment)
         return result
+
+    def _tell_ready(self, moment: datetime) -> None:
+        """After a cycle: the training sets that reached their ``[datasets]`` minimum since the
+        last check, recorded in the audit trail (once among the processes sharing the store)
+        and relayed to the webhook like the seatbelt's events. A failure costs the cycle
+        nothing."""
+        try:
+            if datasets.ready(self.store, self.spec, moment):
+                relay(self.store, self._alerts)
+        except FlywheelError as err:
+            log.warning("flywheel: could not check whether a training set is ready: %s", err)
 
     def learn_cells(
         self,

@@ -482,3 +482,21 @@ def test_coverage_and_weeks_when_nothing_has_settled_and_the_window_is_not_whole
     quality = next(d for d in h.drag if d.name == "quality falling while volume grows")
     assert quality.status == "ok" and quality.figure is None
     json.dumps(h.as_dict(), allow_nan=False)  # no NaN or infinity in the JSON
+
+
+def test_inputs_and_outputs_are_not_feedback(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """What the product was asked and what it answered start no stage: a decision with both
+    and no signal from the person is not heard."""
+    wheel = make_wheel()
+    for i in range(10):
+        clock.now = T0 + i * HOUR
+        d = wheel.decide({"genre": "drama"}, input=f"a story about {i}")
+        wheel.output(d, f"once upon a time, {i}", ts=clock.now + 60)
+        if i % 2:
+            wheel.signal(d, "completed", True, ts=clock.now + HOUR)
+    clock.now = T0 + 2 * DAY
+    h = wheel.health()
+    assert h.decisions == 10
+    assert h.force.feedback == pytest.approx(0.5)

@@ -84,7 +84,7 @@ def test_learn_publishes_and_decide_serves_from_it(
     assert greedy.params["tone"] == "neutral"
     learned = play(wheel, clock, 1500, rng)
     assert learned > cold + 0.1  # the wheel turns
-    stored = wheel.aligned().to_pylist()[-1]
+    stored = max(wheel.aligned().to_pylist(), key=lambda r: r["ts"])  # the newest (rows: any order)
     assert (stored["policy"], stored["playbook"]) == ("thompson", 1)
 
 

@@ -363,7 +363,8 @@ def test_evaluation_events_become_signals_on_their_decision(
                     ("gen_ai.evaluation.result", evaluation("verdict", 0.9, "mostly right"), 2.0),
                     ("gen_ai.evaluation.result", evaluation("grounded", label="Pass"), 3.0),
                     ("gen_ai.evaluation.result", evaluation("toxicity", 0.01), 4.0),
-                    ("gen_ai.content.prompt", {"gen_ai.prompt": "hello"}, 0.0),
+                    ("gen_ai.content.prompt", {"gen_ai.prompt": "hello"}, 0.0),  # the input
+                    ("gen_ai.tool.message", {"content": "42"}, 0.5),  # nothing of the spec's
                 ],
             }
         ]
@@ -374,7 +375,14 @@ def test_evaluation_events_become_signals_on_their_decision(
     assert "ignored evaluation 'toxicity'" in partial.error_message  # a note, not a rejection
     ident = decision_id(*ids_of(spans[0]))
     signals = stored_signals(wheel)
-    assert {name for _, name in signals} == {"helpfulness", "verdict", "grounded", "tokens"}
+    assert {name for _, name in signals} == {
+        "helpfulness",
+        "verdict",
+        "grounded",
+        "tokens",
+        "input",
+    }
+    assert signals[(ident, "input")]["text"] == "hello"
     assert signals[(ident, "helpfulness")]["value"] == 0.25  # "Helpfulness" -> helpfulness
     assert signals[(ident, "helpfulness")]["ts"] == T0 + 1
     assert signals[(ident, "verdict")]["text"] == "mostly right"  # a text signal: the label
@@ -393,7 +401,7 @@ def test_evaluation_events_become_signals_on_their_decision(
     partial = ExportTraceServiceResponse.FromString(body).partial_success
     assert (status, partial.rejected_spans) == (200, 1)
     assert "grounded is numeric" in partial.error_message
-    assert counts(wheel) == (1, 4)
+    assert counts(wheel) == (1, 5)
 
 
 def test_explicit_mappings_to_unit_and_conventions_for_signals_and_playbooks(

@@ -353,14 +353,26 @@ class Recorder:
         propensity: float | None,
         context: Mapping[str, Any],
         params: Mapping[str, Any],
+        prompt: Row | None = None,
     ) -> None:
+        """A decision's row, and with ``prompt`` (an :meth:`input_row`) its input, queued
+        together."""
         row = (
             ident, ts, unit, policy, playbook, propensity,
             *[context[n] for n in self._context_names],
             *[params[n] for n in self._knob_names],
         )  # fmt: skip
-        self._writer.append("decisions", row)
+        if prompt is None:
+            self._writer.append("decisions", row)
+        else:
+            self._writer.append_many([("decisions", row), ("signals", prompt)])
         self._remember(ident)
+
+    def input_row(self, ident: str, value: object, ts: float, unit: str | None) -> Row:
+        """The ``input`` signal of a decision about to be made (what an AI product was asked),
+        at the decision's time: validated and redacted like every text signal, before the
+        decision is made, so a refused input records nothing."""
+        return self._signal_row(ident, "input", value, ts, None, unit)
 
     @staticmethod
     def _served(

@@ -18,7 +18,15 @@ Each span becomes at most one decision, converted in one pass over the request:
   ``gen_ai.evaluation.name`` (as is, or in lower_snake_case) and its value the
   ``gen_ai.evaluation.score.value``; a text signal takes ``gen_ai.evaluation.score.label``,
   and a numeric one without a score takes a label of true/false, pass/fail or yes/no as 1/0.
-  An evaluation the spec has no signal for is ignored, with a note in the answer.
+  An evaluation the spec has no signal for is ignored, with a note in the answer;
+- what an AI product was asked and answered become the decision's ``input`` and ``output``
+  (built-in text signals): a ``gen_ai.user.message`` or ``gen_ai.content.prompt`` event (its
+  ``gen_ai.prompt`` or ``content`` attribute) is the input, a ``gen_ai.choice`` (the first
+  choice: ``index`` 0 or none) or ``gen_ai.content.completion`` event (its
+  ``gen_ai.completion``, ``content`` or ``message`` attribute, as text) the output, each at
+  the event's time; so are ``gen_ai.prompt`` and ``gen_ai.completion`` span attributes (at
+  the span's end), and ``flywheel.signal.input`` / ``flywheel.signal.output``, as for every
+  signal. An event without such text is ignored, with a note in the answer.
 
 A span is taken whole or not at all: one that lacks a knob or context feature, or carries a
 value the spec does not allow, is rejected and counted, with its reason, in the answer's
@@ -65,6 +73,23 @@ _EVAL_NAME, _EVAL_SCORE, _EVAL_LABEL = (
     "gen_ai.evaluation.score.label",
 )
 _EVAL_KEYS = frozenset({_EVAL_NAME, _EVAL_SCORE, _EVAL_LABEL})
+# GenAI events that carry what was asked or answered: the signal each feeds, and the
+# attributes that may hold its text (the first one that is text wins)
+CONTENT_EVENTS = {
+    "gen_ai.user.message": "input",
+    "gen_ai.content.prompt": "input",
+    "gen_ai.choice": "output",
+    "gen_ai.content.completion": "output",
+}
+_TEXT_KEYS = {
+    "input": ("gen_ai.prompt", "content"),
+    "output": ("gen_ai.completion", "content", "message"),
+}
+_CHOICE_INDEX = "index"
+_CONTENT_KEYS = frozenset({_CHOICE_INDEX, *(k for keys in _TEXT_KEYS.values() for k in keys)})
+_EVENT = "@event"  # the event's name, beside a content event's attributes (no attribute's key)
+CONTENT_ATTRIBUTES = {"gen_ai.prompt": "input", "gen_ai.completion": "output"}
+"""Span attributes that are the input and output by convention (``[traces] map`` wins)."""
 _NS = NAMESPACE.bytes
 _NO_TRACE, _NO_SPAN = bytes(16), bytes(8)
 _NO_IDENT = "00000000-0000-5000-8000-000000000000"  # a decision id for rows made to be taken apart
@@ -231,6 +256,10 @@ class TraceMapper:
         keys[CONVERSATION] = (unit, 0)
         self._playbook = slot(_Slot("playbook", "playbook"), "flywheel.playbook")
         self._propensity = slot(_Slot("propensity", "propensity"), "flywheel.propensity")
+        for key, name in CONTENT_ATTRIBUTES.items():
+            found = spec.signals.get(name)
+            if found is not None and found.kind == "text":
+                keys[key] = (by_name[name], 0)
         for key, target in spec.traces.map.items():
             keys[key] = (by_name[target], 1)
         # The slots whose attributes take a few values, span after span (knobs and categorical
@@ -441,7 +470,9 @@ class TraceMapper:
         given twice takes its last value) and, for a ``gen_ai.evaluation.result``, the
         attributes that say its result (shared: not to be changed) and the signal it gives,
         when it gives one without error: its name and its value and text columns, as
-        :meth:`_evaluation` makes them (else ``None``). Remembered by those bytes."""
+        :meth:`_evaluation` makes them (else ``None``); the same for an input or output event
+        (:data:`CONTENT_EVENTS`), with its name under ``@event``. Remembered by those bytes,
+        but for input and output events (their texts seldom come twice)."""
         from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
         parse = Span.Event.FromString
@@ -459,16 +490,22 @@ class TraceMapper:
                 kv.key: _pb_value(kv.value) for kv in event.attributes if kv.key in _EVAL_KEYS
             }
             ready = self._ready_signal(result)
+        elif event.name in CONTENT_EVENTS:
+            result = {
+                kv.key: _pb_value(kv.value) for kv in event.attributes if kv.key in _CONTENT_KEYS
+            }
+            result[_EVENT] = event.name
+            return time, result, self._ready_signal(result)
         found = (time, result, ready)
         _remember(self._events, rest, found)
         return found
 
     def _ready_signal(self, attributes: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
-        """The name, value and text of the signal row :meth:`_evaluation` makes of these
+        """The name, value and text of the signal row :meth:`_event_row` makes of these
         attributes, or ``None`` when it makes none (or raises)."""
         intake = Intake()
         try:
-            row = self._evaluation(_NO_IDENT, 0, 0, EARLIEST, attributes, None, intake)
+            row = self._event_row(_NO_IDENT, 0, 0, EARLIEST, attributes, None, intake)
         except InvalidInputError:
             return None
         return None if row is None else (row[1], row[2], row[3])
@@ -506,13 +543,17 @@ class TraceMapper:
                             priority[hit[0]] = hit[1]
                     events = []
                     for n, event in enumerate(_list(span, "events", at)):
-                        if event.get("name") == EVALUATION:
+                        name = event.get("name")
+                        if name == EVALUATION or (isinstance(name, str) and name in CONTENT_EVENTS):
                             here = f"{at}.events[{n}]"
+                            wanted = _EVAL_KEYS if name == EVALUATION else _CONTENT_KEYS
                             attributes = {
                                 key: _json_value(value, f"{here}.attributes")
                                 for key, value in _json_attributes(event, here)
-                                if key in _EVAL_KEYS
+                                if key in wanted
                             }
+                            if name != EVALUATION:
+                                attributes[_EVENT] = name
                             time = _nanos(event.get("timeUnixNano"), f"{here}.timeUnixNano")
                             events.append((n, time, attributes))
                     self._span(
@@ -616,7 +657,7 @@ class TraceMapper:
                 key = f"otlp:{ident}:{name}"
                 rows.append(("signals", signal_row(ident, name, value, ended, key, unit)))
         for n, time, attributes in events:
-            row = self._evaluation(ident, n, time, ended, attributes, unit, intake)
+            row = self._event_row(ident, n, time, ended, attributes, unit, intake)
             if row is not None:
                 rows.append(("signals", row))
 
@@ -684,6 +725,58 @@ class TraceMapper:
             if type(key) is not float or key != 0:  # 0.0 and -0.0: one key, two values
                 _remember(seen, (type(key), key), value)
         return clean
+
+    def _event_row(
+        self,
+        ident: str,
+        n: int,
+        time: int,
+        ended: float,
+        attributes: Mapping[str, Any],
+        unit: str | None,
+        intake: Intake,
+    ) -> tuple[Any, ...] | None:
+        """A span event's signal row: an input or output event's (:meth:`_content`), else an
+        evaluation's (:meth:`_evaluation`); ``None`` (noted) when it gives none."""
+        if _EVENT in attributes:
+            return self._content(ident, n, time, ended, attributes, unit, intake)
+        return self._evaluation(ident, n, time, ended, attributes, unit, intake)
+
+    def _content(
+        self,
+        ident: str,
+        n: int,
+        time: int,
+        ended: float,
+        attributes: Mapping[str, Any],
+        unit: str | None,
+        intake: Intake,
+    ) -> tuple[Any, ...] | None:
+        """An input or output event as the ``input`` or ``output`` signal's row, or ``None``
+        (noted) when the spec has no such text signal, the event is a choice other than the
+        first, or it carries no text."""
+        event = attributes[_EVENT]
+        name = CONTENT_EVENTS[event]
+        found = self._signals.get(name)
+        note = None
+        text = next(
+            (attributes[k] for k in _TEXT_KEYS[name] if isinstance(attributes.get(k), str)), None
+        )
+        index = attributes.get(_CHOICE_INDEX)
+        if found is None or found.kind != "text":
+            note = f"ignored {event} events: no text signal {name!r} in the spec"
+        elif index is not None and index is not MISSING and index != 0:
+            note = f"ignored {event} events of choices after the first"
+        elif text is None:
+            keys = ", ".join(_TEXT_KEYS[name])
+            note = f"ignored {event} events without text (an attribute {keys})"
+        if note is not None:
+            intake.notes[note] = intake.notes.get(note, 0) + 1
+            return None
+        when = time / 1e9 if time else ended
+        if not EARLIEST <= when <= LATEST:
+            timestamp(when, f"events[{n}].timeUnixNano")  # raises, naming the field
+        return self._recorder._signal_row(ident, name, text, when, f"otlp:{ident}:e{n}", unit)
 
     def _evaluation(
         self,

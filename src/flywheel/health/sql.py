@@ -31,6 +31,9 @@ WEEK = 7 * 86400.0
 EXPLICIT = ("rating", "thumbs", "comment")
 IMPLICIT = ("accepted", "rejected", "requeried", "abandoned", "dwell_ms")
 EDITS = ("edit_distance",)
+NOT_FEEDBACK = ("input", "output")
+"""Signals that are the product's own (what it was asked, what it answered), not feedback:
+they start no stage."""
 LEARNED_POLICIES = ("thompson", "greedy", "online")
 COLD_POLICIES = ("uniform", "default")
 
@@ -189,7 +192,9 @@ s AS (
     WHERE s.ts <= $as_of AND d.ts > $start AND d.ts <= $as_of{extra}
 ),
 c AS (
-    SELECT s.decision_id, min(s.ts) AS {_q("first")}, {", ".join(aggregates)}
+    SELECT s.decision_id,
+        min(s.ts) FILTER (WHERE s.name NOT IN ({_list(NOT_FEEDBACK)})) AS {_q("first")},
+        {", ".join(aggregates)}
     FROM s GROUP BY s.decision_id
 ),
 st AS (

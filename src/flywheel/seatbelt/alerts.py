@@ -35,7 +35,7 @@ log = logging.getLogger("flywheel.alerts")
 RELAYED_KEY = "alerts.relayed"
 """The ``meta`` key holding the highest audit ``seq`` relayed (claimed before it is sent)."""
 
-RELAYED_ACTIONS = ("halt", "rollback", "change", "resume")
+RELAYED_ACTIONS = ("halt", "rollback", "change", "resume", "ready")
 """The audit actions :func:`relay` sends; overrides and refused candidates stay in the store."""
 
 CAPACITY = 1_000

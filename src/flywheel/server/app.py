@@ -97,6 +97,11 @@ class DecideBody(_Body):
     context: dict[str, Any] = Field(default_factory=dict)
     unit: str | None = None
     explore: bool = True
+    input: str | None = Field(
+        default=None,
+        description="What an AI product was asked: recorded as the decision's input signal"
+        " (redacted); its answer follows in /v1/signals as the output signal",
+    )
 
 
 class DecideAnswer(BaseModel):
@@ -455,10 +460,13 @@ def create_app(
         openapi_extra={"requestBody": _json_body("DecideBody")},
     )
     async def decide(request: Request) -> dict[str, Any]:
-        """Parameters for a context, recorded as a decision (durable when answered)."""
+        """Parameters for a context, recorded as a decision (durable when answered), with
+        its ``input`` when given."""
         body = parsed(_DECIDE, await request.body())
         d = await wheel.durably_async(
-            lambda: wheel.decide(body.context, unit=body.unit, explore=body.explore)
+            lambda: wheel.decide(
+                body.context, unit=body.unit, explore=body.explore, input=body.input
+            )
         )
         return {
             "ok": True,
