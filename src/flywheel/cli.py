@@ -716,6 +716,57 @@ def _print_health(report: Health) -> None:
 
 
 @app.command()
+def themes(
+    spec: SpecOption = Path("flywheel.toml"),
+    window: WindowOption = "28d",
+    as_of: AsOfOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Themes of the negative feedback (low ratings, thumbs down, rejections, re-queries,
+    abandons, large edits; their comments, else their edits' changes, else their outputs),
+    clustered from TF-IDF terms: each theme's label, size, share, trend, the knob value that
+    produces it most (per decision served) and examples."""
+    try:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
+            found = wheel.themes(window, _moment(as_of))
+    except FlywheelError as err:
+        raise _fail(err) from None
+    if as_json:
+        print(json.dumps(found.as_dict(), indent=2, default=str))
+        return
+    console.print(
+        f"[bold]themes[/] of {found.texts:,} negative texts ({found.negative:,} negative of"
+        f" {found.served:,} decisions) from {found.start[:19]}Z to {found.as_of[:19]}Z",
+        highlight=False,
+    )
+    if not found.themes:
+        console.print(f"no themes: {escape(found.reason or '')}", highlight=False)
+        return
+    table = Table(caption=escape(found.method))
+    for col in ("theme", "size", "share", "trend", "most with"):
+        table.add_column(col, justify="left" if col in ("theme", "most with") else "right")
+    for t in found.themes:
+        tops = []
+        for knob in t.by_knob:
+            top = t.top(knob)
+            if top is not None and top.rate:
+                tops.append(f"{knob} = {top.value} ({top.rate:.0%} of served)")
+        trend = t.trend
+        table.add_row(
+            escape(t.label),
+            f"{t.size:,}",
+            f"{t.share:.0%}",
+            f"{trend.direction} ({trend.first} → {trend.second})",
+            escape("; ".join(tops) or "-"),
+        )
+    console.print(table)
+    for t in found.themes:
+        console.print(f"[bold]{escape(t.label)}[/]")
+        for text in t.examples:
+            console.print(f"  “{escape(text)}”", highlight=False)
+
+
+@app.command()
 def design(
     spec: SpecOption = Path("flywheel.toml"),
     output: Annotated[

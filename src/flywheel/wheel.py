@@ -45,6 +45,7 @@ from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongT
 from flywheel.health import Health, health
 from flywheel.health.design import design as design_document
 from flywheel.improve import datasets
+from flywheel.improve import themes as themes_
 from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish, warehouse
 from flywheel.seatbelt import breaker, monitors, quality
 from flywheel.seatbelt.alerts import Alerts, monitor_event, relay
@@ -532,6 +533,39 @@ class Wheel:
             self._moment(as_of),
             min_reward,
             now=self._moment(None),
+        )
+
+    def themes(
+        self, window: str | float = "28d", as_of: float | datetime | None = None
+    ) -> themes_.Themes:
+        """The themes of the negative feedback (low ratings, thumbs down, rejections,
+        re-queries, abandons, large edits: their comments, else their edits' changes, else
+        their outputs) on the decisions made in ``window`` up to ``as_of`` (default: now):
+        each with a label from its terms, size, share, share by knob value, trend and
+        examples; fewer than ten texts give none, with the reason
+        (:mod:`flywheel.improve.themes`)."""
+        self.flush()
+        return themes_.themes(self.store, self.spec, window, self._moment(as_of))
+
+    def propose(
+        self,
+        knob: str,
+        base: Any,
+        reviser: themes_.Reviser | None = None,
+        *,
+        window: str | float = "28d",
+        as_of: float | datetime | None = None,
+    ) -> themes_.Proposal:
+        """A revised text for ``knob`` from ``base`` (one of its values, whose text is the
+        value itself, or a text) and the themes of :meth:`themes`: ``reviser(base_text,
+        themes)`` (a model call of your own) makes it, or without one the rule-based reviser
+        appends one instruction per theme under "Avoid what users disliked:" (one line each:
+        ``- Avoid what users called "LABEL" (N% of the negative feedback).``). The proposal is
+        not served yet: adding it as a new value of the knob, to be tested live, is a later
+        step (:func:`flywheel.improve.themes.propose`)."""
+        self.flush()
+        return themes_.propose(
+            self.store, self.spec, knob, base, reviser, window, self._moment(as_of)
         )
 
     def forget(self, unit: object) -> dict[str, int]:

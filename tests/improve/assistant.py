@@ -3,6 +3,7 @@ exact rows each training set must hold for it."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import flywheel
@@ -103,3 +104,124 @@ def sft_pairs(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
         assert (user["role"], assistant["role"]) == ("user", "assistant")
         out.append((user["content"], assistant["content"]))
     return out
+
+
+# --- planted themes of negative feedback ---------------------------------------------------------
+
+DETAIL, BRIEF, BLUNT = "Answer in detail.", "Answer briefly.", "Be blunt."
+THEMES_SPEC: dict[str, Any] = {
+    "name": "assistant-themes",
+    "knobs": {"prompt": [BRIEF, DETAIL, BLUNT]},
+    "context": {"topic": ["billing", "tech"]},
+    "reward": {"formula": "(rating - 1) / 4", "window": "7d"},
+    "signals": {"rating": {"combine": "last", "min": 1, "max": 5}},
+}
+WINDOW_DAYS = 28
+THEMES_AS_OF = T0 + WINDOW_DAYS * 86400.0
+"""The end of the planted log's window: every decision and signal is before it."""
+
+PHRASINGS: dict[str, list[str]] = {
+    "verbose": [
+        "too long",
+        "way too long",
+        "too long and verbose",
+        "far too long to read",
+        "long winded answer",
+        "answer is long, get to the point",
+    ],
+    "outdated": [
+        "outdated information",
+        "outdated, wrong date",
+        "the date is outdated",
+        "outdated answer, wrong year",
+        "this is outdated",
+        "outdated facts",
+    ],
+    "rude": [
+        "rude tone",
+        "very rude",
+        "condescending and rude",
+        "the tone was rude",
+        "rude, felt condescending",
+        "rude and dismissive",
+    ],
+    "sources": [
+        "missing sources",
+        "no sources cited",
+        "cite your sources",
+        "no citations or sources",
+        "sources missing",
+        "where are the sources",
+    ],
+}
+"""Each theme's phrasings: several ways of saying it, sharing its key word."""
+NOISE = [
+    "honestly",
+    "please fix this",
+    "not helpful",
+    "again",
+    "ugh",
+    "meh",
+    "come on",
+    "seriously",
+    "thanks anyway",
+    "bad answer",
+]
+PRAISE = ["great answer, thanks", "perfect", "helpful and clear", "exactly what I needed"]
+
+RATES: dict[str, dict[str, float]] = {
+    "verbose": {BRIEF: 0.03, DETAIL: 0.35, BLUNT: 0.03},
+    "rude": {BRIEF: 0.03, DETAIL: 0.03, BLUNT: 0.35},
+    "sources": {BRIEF: 0.1, DETAIL: 0.1, BLUNT: 0.1},
+    "outdated": {BRIEF: 0.15, DETAIL: 0.15, BLUNT: 0.15},
+}
+"""Each theme's chance per decision, by prompt version ("outdated": in the second half of the
+window only; "sources": the same everywhere)."""
+
+
+def complaint(rng: random.Random, theme: str) -> str:
+    """A comment of ``theme``: one of its phrasings, with noise words before and after."""
+    words = [rng.choice(PHRASINGS[theme])]
+    if rng.random() < 0.5:
+        words.insert(0, rng.choice(NOISE))
+    if rng.random() < 0.5:
+        words.append(rng.choice(NOISE))
+    text = " ".join(words)
+    return text[0].upper() + text[1:] + "."
+
+
+def play_themes(
+    wheel: flywheel.Wheel, clock: Clock, decisions: int = 360, seed: int = 7
+) -> dict[str, str | None]:
+    """A month of an assistant's decisions, evenly spread over the window that ends at
+    :data:`THEMES_AS_OF`; each prompt version draws the planted themes at its :data:`RATES`,
+    and a planted decision gets a low rating or a thumbs down with a comment of its theme
+    (the others a good rating, some with praise). Returns each decision's planted theme."""
+    rng = random.Random(seed)
+    step = WINDOW_DAYS * 86400.0 / decisions
+    planted: dict[str, str | None] = {}
+    for i in range(decisions):
+        clock.now = T0 + step * (i + 0.5)
+        second_half = i >= decisions // 2
+        d = wheel.decide({"topic": "billing" if i % 2 else "tech"}, input=f"question {i}")
+        version = d.params["prompt"]
+        wheel.output(d, f"answer {i}", ts=clock.now + 1)
+        draw, theme = rng.random(), None
+        for name, rates in RATES.items():
+            rate = rates[version] if name != "outdated" or second_half else 0.0
+            if draw < rate:
+                theme = name
+                break
+            draw -= rate
+        planted[d.id] = theme
+        if theme is None:
+            comment = rng.choice(PRAISE) if rng.random() < 0.3 else None
+            wheel.feedback(d, rating=rng.choice([4, 5]), comment=comment, ts=clock.now + 60)
+        elif rng.random() < 0.5:
+            wheel.feedback(
+                d, rating=rng.choice([1, 2]), comment=complaint(rng, theme), ts=clock.now + 60
+            )
+        else:
+            wheel.feedback(d, thumbs=False, comment=complaint(rng, theme), ts=clock.now + 60)
+    clock.now = THEMES_AS_OF
+    return planted

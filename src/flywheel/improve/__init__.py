@@ -3,7 +3,8 @@
 An AI product's decisions carry what it was asked (``input``) and what it answered
 (``output``); its people rate the answers and edit the drafts. :mod:`.datasets` turns those
 records into training sets for a new model (supervised fine-tuning, preferences, KTO), each
-with its lineage, and says when one is large enough to tune on.
+with its lineage, and says when one is large enough to tune on. :mod:`.themes` clusters the
+negative feedback into themes and proposes a revised prompt that addresses them.
 """
 
 from __future__ import annotations
@@ -21,16 +22,21 @@ from flywheel.improve.datasets import (
     ready,
     sft,
 )
+from flywheel.improve.themes import Proposal, Theme, Themes, propose
 
 __all__ = [
     "KINDS",
     "Kind",
     "Lineage",
+    "Proposal",
     "Readiness",
+    "Theme",
+    "Themes",
     "TrainingSet",
     "build",
     "kto",
     "preferences",
+    "propose",
     "readiness",
     "ready",
     "sft",
