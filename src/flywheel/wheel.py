@@ -560,9 +560,9 @@ class Wheel:
         value itself, or a text) and the themes of :meth:`themes`: ``reviser(base_text,
         themes)`` (a model call of your own) makes it, or without one the rule-based reviser
         appends one instruction per theme under "Avoid what users disliked:" (one line each:
-        ``- Avoid what users called "LABEL" (N% of the negative feedback).``). The proposal is
-        not served yet: adding it as a new value of the knob, to be tested live, is a later
-        step (:func:`flywheel.improve.themes.propose`)."""
+        ``- Avoid what users called "LABEL" (N% of the negative feedback).``). A proposal is
+        a text: it is served, and tested live, once it is a value of the knob
+        (:func:`flywheel.improve.themes.propose`)."""
         self.flush()
         return themes_.propose(
             self.store, self.spec, knob, base, reviser, window, self._moment(as_of)

@@ -35,7 +35,7 @@ it), its trend (texts in the second half of the window against the first) and up
 examples, the distinct texts nearest its centroid. Fewer than ten texts give no themes, with
 the reason, not an error.
 
-**Proposals.** :func:`propose` revises a knob value's text (for now the value itself is the
+**Proposals.** :func:`propose` revises a knob value's text (the value itself is the
 text: a knob ``prompt = ["Answer briefly.", …]``) from the themes: by the caller's own
 ``reviser(base_text, themes)``, or by the rule-based reviser (:func:`rule_based`), which appends
 one instruction per theme under ``Avoid what users disliked:``.
@@ -654,8 +654,8 @@ def propose(
     ``prompt = ["Answer briefly.", …]``) or any other text, taken as is. For a value, the themes
     addressed are those with texts among the decisions served with it, by their rate there
     (highest first); for a text, every theme, largest first. ``reviser(base_text, themes)``
-    makes the new text (a user's own model call); without one, :func:`rule_based` does. The
-    proposal is not served: adding it as a new value of the knob is for a later step."""
+    makes the new text (a user's own model call); without one, :func:`rule_based` does. A
+    proposal is a text: it is served, and tested live, once it is a value of the knob."""
     found = next((k for k in spec.knobs if k.name == knob), None)
     if found is None:
         names = ", ".join(k.name for k in spec.knobs) or "none"
