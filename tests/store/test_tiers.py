@@ -284,3 +284,23 @@ def test_health_and_evaluation_read_both_tiers(
         assert wheel.archive(older_than=6 * DAY).rows["decisions"] > 24 * 10
         after = (wheel.health().as_dict(), wheel.evaluate(1).as_dict())
     assert close(before, after)
+
+
+def test_forget_reaches_late_rows_of_warm_decisions(
+    wheel_with_tiers: flywheel.Wheel, clock: Clock
+) -> None:
+    """A signal without a unit that arrived after its decision was archived is hot, about a
+    warm decision: forgetting the unit deletes it too, and leaves no orphan."""
+    wheel = wheel_with_tiers
+    with wheel:
+        d = wheel.decide({"genre": "drama"}, unit="alice")
+        wheel.decide({"genre": "drama"}, unit="bob")
+        clock.now = T0 + 2 * DAY
+        wheel.archive(older_than=DAY)
+        wheel.signal(d, "comment", "a secret of alice's", ts=clock.now)
+        wheel.flush()
+        assert hot_count(wheel, "signals") == 1
+        deleted = wheel.forget("alice")
+        assert (deleted["signals"], deleted["warm.decisions"]) == (1, 1)
+        assert hot_count(wheel, "signals") == 0
+        assert wheel.summary().orphans == 0 and wheel.summary().decisions == 1

@@ -245,9 +245,10 @@ class Store(Protocol):
         """Run a read-only query and return the rows. Queries are written once, in DuckDB's
         SQL with ``?`` or ``$name`` parameters; other backends translate them."""
 
-    def forget(self, unit: str) -> dict[str, int]:
+    def forget(self, unit: str, decisions: Sequence[str] = ()) -> dict[str, int]:
         """Delete every row of a (pseudonymised) unit, in every table (idempotency keys of its
-        signals and decisions included); return rows deleted."""
+        signals and decisions included), and every row about the ``decisions`` given (the
+        unit's decisions kept elsewhere: the warm tier); return rows deleted."""
 
     def move(self, rows: Mapping[str, str], params: Mapping[str, Any], sink: Sink) -> Moved:
         """Move rows out of the store, all of them or none: in one transaction (one snapshot),

@@ -327,12 +327,16 @@ class DuckDBStore:
             except duckdb.Error as err:
                 raise StoreError(f"query failed: {err}") from err
 
-    def forget(self, unit: str) -> dict[str, int]:
+    def forget(self, unit: str, decisions: Sequence[str] = ()) -> dict[str, int]:
         deleted: dict[str, int] = {}
         with self._lock:
             con = self._con
+            con.register("_forgotten", pa.table({"id": pa.array(list(decisions), pa.string())}))
             con.execute("BEGIN")
-            ids = "SELECT id FROM decisions WHERE unit = $unit"
+            ids = (
+                "SELECT id FROM decisions WHERE unit = $unit"
+                " UNION ALL SELECT CAST(id AS UUID) FROM _forgotten"
+            )
             con.execute(f"DELETE FROM decision_keys WHERE id IN ({ids})", {"unit": unit})
             for keys in KEY_GENERATIONS:
                 con.execute(
@@ -353,6 +357,7 @@ class DuckDBStore:
             ).fetchall()
             deleted["decisions"] = len(row)
             con.execute("COMMIT")
+            con.unregister("_forgotten")
             if self.path != ":memory:" and any(deleted.values()):
                 self._compact()
         return deleted

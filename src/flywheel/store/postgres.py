@@ -421,10 +421,13 @@ class PostgresStore:
                 raise StoreError(f"query failed: {err}".strip()) from err
         return _to_arrow(self._con, description, rows)
 
-    def forget(self, unit: str) -> dict[str, int]:
+    def forget(self, unit: str, decisions: Sequence[str] = ()) -> dict[str, int]:
         deleted: dict[str, int] = {}
-        ids = "SELECT id FROM decisions WHERE unit = %(unit)s"
-        args = {"unit": unit}
+        ids = (
+            "SELECT id FROM decisions WHERE unit = %(unit)s"
+            " UNION ALL SELECT unnest(%(ids)s::uuid[])"
+        )
+        args = {"unit": unit, "ids": list(decisions)}
         with self._lock:
             with self._con.transaction():
                 con = self._con

@@ -318,23 +318,24 @@ class Tiered:
 
     # --- deleting --------------------------------------------------------------------------------
 
-    def forget(self, unit: str) -> dict[str, int]:
+    def forget(self, unit: str, decisions: Sequence[str] = ()) -> dict[str, int]:
         """Delete a unit's rows from both tiers: warm files holding any are rewritten without
-        them (and the old ones removed), then the hot store forgets. Counts of the warm
+        them (and the old ones removed), then the hot store forgets the unit and every row
+        about its decisions, hot or warm (a late signal of a warm decision is hot). Under the
+        archive lock, so no archive moves the unit's rows meanwhile. Counts of the warm
         tier's rows are under ``warm.{table}``."""
-        manifest = self.manifest()
-        if manifest is None or manifest.empty:
-            return self.hot.forget(unit)
         with self._locked(wait=WAIT) as taken:
             if not taken:
                 raise StoreError("forget: an archive is still running after 10 minutes; retry")
-            manifest = self.manifest() or manifest
+            manifest = self.manifest()
+            if manifest is None or manifest.empty:
+                return self.hot.forget(unit, decisions)
             ids = self.query(
                 "SELECT DISTINCT CAST(id AS VARCHAR) AS id FROM decisions WHERE unit = $unit",
                 {"unit": unit},
             ).column("id")
             warm = self._forget_warm(manifest, unit, ids)
-            deleted = self.hot.forget(unit)
+            deleted = self.hot.forget(unit, [*decisions, *map(str, ids.to_pylist())])
         return {**deleted, **{f"warm.{t}": n for t, n in warm.items()}}
 
     def _forget_warm(
