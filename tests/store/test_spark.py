@@ -158,3 +158,28 @@ def test_spark_counts_each_row_once_after_a_killed_archive_and_a_forget(tmp_path
         assert reader(wheel).query(count, moment).to_pylist() == [
             {"decisions": 180, "ids": 180, "signals": 180, "units": 9}
         ]
+
+
+@pytest.mark.usefixtures("spark")
+def test_a_column_the_spec_gained_between_archives(tmp_path: Path, clock: Clock) -> None:
+    """Files written before a context feature was added lack its column, later ones hold
+    it: Spark reads its values where they are, as DuckDB does."""
+    first = align_spec(tmp_path / "warm")
+    url = f"duckdb:///{tmp_path / 's.duckdb'}"
+    for day, spec in enumerate(
+        [first, {**first, "context": {**first["context"], "mood": ["up", "down"]}}]
+    ):
+        parsed = flywheel.Spec.from_dict(spec, base_dir=tmp_path)
+        with flywheel.open(parsed, store=url, clock=clock, background=False) as wheel:
+            for i in range(4):
+                clock.now = T0 + day * DAY + i * HOUR
+                context = {"genre": "a", **({"mood": "up"} if day else {})}
+                wheel.signal(wheel.decide(context), "converted", i % 2 == 0)
+            clock.now = T0 + (day + 1) * DAY + HOUR
+            wheel.archive(older_than=HOUR)
+    with flywheel.open(parsed, store=url, clock=clock, background=False) as wheel:
+        moment = {"as_of": wheel.now()}
+        duck = by_id(wheel.store.query(aligned_rows_sql(wheel.spec), moment).to_pylist())
+        spark = by_id(reader(wheel).query(aligned_rows_sql(wheel.spec), moment).to_pylist())
+    assert [r["mood"] for r in duck].count("up") == 4
+    assert close(duck, spark)

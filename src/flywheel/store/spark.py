@@ -22,7 +22,7 @@ import pyarrow as pa
 from flywheel.errors import StoreError
 from flywheel.store.base import TIMESTAMP, Tables, conform, schema_of
 from flywheel.store.dialects import translate
-from flywheel.store.warm import ARCHIVED, VIEWS, Tiered, events_read, tables_read
+from flywheel.store.warm import ARCHIVED, VIEWS, Manifest, Tiered, events_read, tables_read
 
 _SESSIONS: dict[tuple[tuple[str, str], ...], Any] = {}
 _STARTING = threading.Lock()
@@ -69,13 +69,26 @@ class SparkReader:
         if not isinstance(params, Mapping):
             raise StoreError("the Spark engine takes named parameters ($name) only")
         spark = session(self._settings)
-        with _QUERYING:  # the views are the session's: one query at a time
+        while True:  # an archive that commits meanwhile moves rows: read again
             manifest = self.store.manifest()
+            try:
+                result = self._run(spark, sql, params, manifest)
+            except StoreError:
+                if self.store.manifest() != manifest:
+                    continue  # a forget replaced files meanwhile
+                raise
+            if self.store.manifest() == manifest:
+                return _utc(result)
+
+    def _run(
+        self, spark: Any, sql: str, params: Mapping[str, Any], manifest: Manifest | None
+    ) -> pa.Table:
+        with _QUERYING:  # the views are the session's: one query at a time
             for table in tables_read(sql):
                 frame = spark.createDataFrame(self._hot(table))
                 files = self.store.warm_files(table, manifest) if table in ARCHIVED else []
-                if files:
-                    warm = spark.read.parquet(*files)
+                if files:  # read as the hot rows' columns: a file older than one is null there
+                    warm = spark.read.schema(frame.schema).parquet(*files)
                     frame = frame.unionByName(warm, allowMissingColumns=True)
                 frame.createOrReplaceTempView(table)
             for view in events_read(sql) & VIEWS.keys():
@@ -84,10 +97,10 @@ class SparkReader:
                     translate(body.format(**{t: t for t in ARCHIVED}), "spark")
                 ).createOrReplaceTempView(view)
             try:
-                result = spark.sql(translate(sql, "spark"), args=dict(params)).toArrow()
+                result: pa.Table = spark.sql(translate(sql, "spark"), args=dict(params)).toArrow()
             except Exception as err:  # Spark's own errors (analysis, execution) come as many types
                 raise StoreError(f"the Spark engine's query failed: {err}") from err
-        return _utc(result)
+        return result
 
     def _hot(self, table: str) -> pa.Table:
         rows = self.store.hot.query(f"SELECT * FROM {table}")

@@ -248,7 +248,12 @@ class Tiered:
             manifest = self.manifest()
             if manifest is None or manifest.empty:
                 return self.hot.query(sql, params)
-            result = self._query_tiers(sql, params, manifest)
+            try:
+                result = self._query_tiers(sql, params, manifest)
+            except StoreError:
+                if self.manifest() != manifest:
+                    continue  # a forget replaced files meanwhile
+                raise
             if self.manifest() == manifest:
                 return result
 
