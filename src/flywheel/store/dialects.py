@@ -8,7 +8,9 @@ what sqlglot leaves to us so that every engine gives DuckDB's answer:
   ordered ``array_agg`` instead);
 - ``epoch(ts)`` keeps its microseconds (Spark's ``unix_timestamp`` drops them);
 - ids are UUIDs in DuckDB and PostgreSQL, text elsewhere: ``CAST(x AS UUID)`` is dropped;
-- PostgreSQL casts booleans to integers only.
+- booleans reach numbers through integers (PostgreSQL, BigQuery and Snowflake cast them to
+  integers only);
+- Trino's intervals stop at milliseconds: the attribution window is given in seconds.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ def rewrite(tree: exp.Expr, dialect: str) -> exp.Expr:
         return tree
     if dialect == "postgres":
         return tree.transform(ordered_array_agg).transform(boolean_to_number)
-    tree = tree.transform(_max_by_skips_nulls).transform(_no_uuid)
+    tree = tree.transform(_max_by_skips_nulls).transform(_no_uuid).transform(boolean_to_number)
+    if dialect == "trino":
+        tree = tree.transform(_seconds_interval)
     if dialect in _NO_FILTER:
         tree = tree.transform(_conditional_max_by)
     if dialect in _UNIX_MICROS:
@@ -107,6 +111,15 @@ def _both_known(aggregate: exp.ArgMax | exp.ArgMin) -> exp.Condition:
         exp.Not(this=exp.Is(this=aggregate.this.copy(), expression=exp.null())),
         exp.Not(this=exp.Is(this=aggregate.expression.copy(), expression=exp.null())),
     )
+
+
+def _seconds_interval(node: exp.Expression) -> exp.Expression:
+    """``INTERVAL 'n' MICROSECONDS`` as seconds (Trino's intervals stop at milliseconds)."""
+    unit = node.args.get("unit") if isinstance(node, exp.Interval) else None
+    if unit is None or not unit.name.upper().startswith("MICROSECOND"):
+        return node
+    seconds = int(node.this.name) / 1e6
+    return exp.Interval(this=exp.Literal.string(f"{seconds:.6f}"), unit=exp.var("SECOND"))
 
 
 def _no_uuid(node: exp.Expression) -> exp.Expression:
