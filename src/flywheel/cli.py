@@ -21,6 +21,7 @@ from flywheel.align.sql import aligned_rows_sql
 from flywheel.demo import DemoResult, example_text
 from flywheel.errors import FlywheelError, SpecError, StoreLockedError
 from flywheel.health import Health
+from flywheel.improve import triggers
 from flywheel.learn import sql as learn_sql
 from flywheel.playbook import warehouse
 from flywheel.seatbelt.status import History, Status
@@ -167,6 +168,8 @@ def status(
     console.print(f"serving: {serving}")
     for line in _cycle_lines(state.cycles or {}):
         console.print(line, highlight=False)
+    if state.triggers is not None:
+        console.print(escape(triggers.describe(state.triggers)), highlight=False)
     if state.halt is not None:
         console.print(
             f"[bold red]halted[/] since {state.halt.since} by {state.halt.check}:"

@@ -207,6 +207,28 @@ class Datasets:
 
 
 @dataclass(frozen=True)
+class Satisfaction:
+    """The satisfaction trigger (``[triggers] satisfaction``): it fires when the mean of
+    ``signal`` over the decisions of the last ``window`` (each decision's value combined as
+    the spec says) falls below ``below``, once at least ``min_count`` of them carry the signal;
+    ``action`` is what follows beyond the audit entry and the alert (``learn``: a cycle)."""
+
+    signal: str
+    below: float
+    window: str = "7d"
+    window_seconds: float = 7 * 86400.0
+    action: Literal["learn", "alert"] = "alert"
+    min_count: int = 30
+
+
+@dataclass(frozen=True)
+class Triggers:
+    """What the wheel watches for between cycles (``[triggers]``)."""
+
+    satisfaction: Satisfaction | None = None
+
+
+@dataclass(frozen=True)
 class Quality:
     """Row checks applied before learning (``[quality]``); failing rows go to quarantine.
 
@@ -311,6 +333,7 @@ class Spec:
     traces: Traces = field(default_factory=Traces)
     alerts: Alerts = field(default_factory=Alerts)
     datasets: Datasets = field(default_factory=Datasets)
+    triggers: Triggers = field(default_factory=Triggers)
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     warnings: tuple[FieldError, ...] = field(default=(), compare=False)
@@ -494,6 +517,18 @@ class _Datasets(_Model):
     preferences_min: int = Field(default=1000, ge=1)
 
 
+class _Satisfaction(_Model):
+    signal: str
+    below: float
+    window: str = "7d"
+    action: Literal["learn", "alert"] = "alert"
+    min_count: int = Field(default=30, ge=1)
+
+
+class _Triggers(_Model):
+    satisfaction: _Satisfaction | None = None
+
+
 class _Spec(_Model):
     name: str = "flywheel"
     knobs: dict[str, Any]
@@ -511,6 +546,7 @@ class _Spec(_Model):
     traces: _Traces = Field(default_factory=_Traces)
     alerts: _Alerts = Field(default_factory=_Alerts)
     datasets: _Datasets = Field(default_factory=_Datasets)
+    triggers: _Triggers = Field(default_factory=_Triggers)
 
 
 # --- semantics -----------------------------------------------------------------------------------
@@ -538,6 +574,7 @@ _SECTIONS: dict[str, type[_Model]] = {
     "traces": _Traces,
     "alerts": _Alerts,
     "datasets": _Datasets,
+    "triggers": _Triggers,
 }
 
 
@@ -579,8 +616,8 @@ def _structure(data: Mapping[str, Any], errors: _Errors) -> _Spec:
 
 def _digest(raw: _Spec) -> str:
     """A hash of what shapes decisions and learning (not where data lives, its privacy, or
-    the seatbelt's checks, how files are imported or traces mapped, or when a training set is
-    ready): a playbook fits a spec with the same digest."""
+    the seatbelt's checks, how files are imported or traces mapped, when a training set is
+    ready, or what the triggers watch for): a playbook fits a spec with the same digest."""
     shape = raw.model_dump(
         mode="json",
         exclude={
@@ -593,6 +630,7 @@ def _digest(raw: _Spec) -> str:
             "traces": True,
             "alerts": True,
             "datasets": True,
+            "triggers": True,
             # when cycles run and how often serving follows results between them
             "learn": {
                 "online",
@@ -658,6 +696,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
     quality = _parse_quality(raw.quality, knobs, context, signals, errors, skeleton_checks)
     seatbelt = _parse_seatbelt(raw.seatbelt, raw.quality.max_failure_rate, errors)
     alerts = _parse_alerts(raw.alerts, errors)
+    triggers = _parse_triggers(raw.triggers, signals, errors)
     imports = _parse_import(raw.import_, knobs, context, signals, errors)
     traces = _parse_traces(raw.traces, knobs, context, signals, errors)
     dedup_window = _duration("storage.dedup_window", raw.storage.dedup_window, errors)
@@ -699,6 +738,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
             raw.datasets.preferences_min,
             declared="datasets" in data,
         ),
+        triggers=triggers,
         source=source,
         raw=raw.model_dump(mode="json", by_alias=True),
         warnings=_undeclared_signals(raw, reward, text),
@@ -1277,6 +1317,27 @@ def _parse_alerts(raw: _Alerts, errors: _Errors) -> Alerts:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             errors.add("alerts.webhook", f"{url!r} is not an http:// or https:// URL")
     return Alerts(url, raw.retries, _duration("alerts.timeout", raw.timeout, errors))
+
+
+def _parse_triggers(raw: _Triggers, signals: Mapping[str, SignalDef], errors: _Errors) -> Triggers:
+    found = raw.satisfaction
+    if found is None:
+        return Triggers()
+    path = "triggers.satisfaction"
+    signal = signals.get(found.signal)
+    if signal is None:
+        errors.add(
+            f"{path}.signal",
+            f"{found.signal!r} is not a signal of this spec (built in, declared under"
+            " [signals] or named by the reward formula)",
+        )
+    elif signal.kind != "number":
+        errors.add(f"{path}.signal", f"{found.signal!r} is a text signal; the mean needs numbers")
+    seconds = _duration(f"{path}.window", found.window, errors)
+    satisfaction = Satisfaction(
+        found.signal, float(found.below), found.window, seconds, found.action, found.min_count
+    )
+    return Triggers(satisfaction)
 
 
 def _parse_default(

@@ -44,7 +44,7 @@ from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
 from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
 from flywheel.health import Health, health
 from flywheel.health.design import design as design_document
-from flywheel.improve import datasets
+from flywheel.improve import datasets, triggers
 from flywheel.improve import themes as themes_
 from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish, warehouse
 from flywheel.seatbelt import breaker, monitors, quality
@@ -165,7 +165,8 @@ class Wheel:
         self._serve(newest)
         self._watcher = _Watcher(self._refresh, refresh) if refresh else None
         learn = spec.learn
-        turning = background and (learn.online or learn.scheduled)
+        watching = spec.triggers.satisfaction is not None  # watch() checks it every minute
+        turning = background and (learn.online or learn.scheduled or watching)
         self._turn = Turn(self, online=learn.online, scheduled=learn.scheduled) if turning else None
         self._note = self._turn.note if self._turn is not None else _ignore
         _track(self)
@@ -760,9 +761,11 @@ class Wheel:
         return True
 
     def watch(self) -> None:
-        """Between cycles: the negative-loop guard, and the monitors' alerts sent (what the
-        background turn runs every minute)."""
+        """Between cycles: the negative-loop guard, the ``[triggers]``, and the monitors'
+        alerts sent (what the background turn runs every minute)."""
         self.check()
+        if self.spec.triggers.satisfaction is not None:
+            self._satisfaction()
         archive = self.spec.archive
         if archive is not None and archive.after_seconds is not None:
             self._archive_due()
@@ -773,6 +776,24 @@ class Wheel:
                 if check.name not in self._alerting:
                     self._alerts.send(monitor_event(check, now=moment))
             self._alerting = {c.name for c in failing}
+
+    def _satisfaction(self) -> None:
+        """The satisfaction trigger: when its mean fell below the threshold since the last
+        check, the audit entry (once among the processes sharing the store) relayed to the
+        webhook, and with ``action = "learn"`` a learn cycle started by it. Checked here, not
+        after each cycle: ratings keep arriving between cycles, which may be days apart or
+        manual, and a cycle the trigger starts must not check it again."""
+        found = self.spec.triggers.satisfaction
+        try:
+            fired = triggers.satisfaction(self.store, self.spec, self._moment(None))
+        except FlywheelError as err:
+            log.warning("flywheel: could not check the satisfaction trigger: %s", err)
+            return
+        if fired is None or found is None:
+            return
+        relay(self.store, self._alerts)
+        if found.action == "learn":
+            self.learn(trigger="satisfaction")
 
     def _archive_due(self) -> None:
         """The scheduled archive: at most once an hour (on the wheel's clock) among all the
@@ -858,6 +879,7 @@ class Wheel:
             as_of=moment.isoformat(),
             history=None if as_of is not None else history_of(self.store, self.spec, moment),
             tiers=self.store.tiers() if isinstance(self.store, Tiered) else None,
+            triggers=triggers.state(self.store, self.spec, moment),
         )
 
     def health(self, window: str | float = "28d", as_of: float | datetime | None = None) -> Health:

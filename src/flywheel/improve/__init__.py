@@ -5,6 +5,8 @@ An AI product's decisions carry what it was asked (``input``) and what it answer
 records into training sets for a new model (supervised fine-tuning, preferences, KTO), each
 with its lineage, and says when one is large enough to tune on. :mod:`.themes` clusters the
 negative feedback into themes and proposes a revised prompt that addresses them.
+:mod:`.triggers` watches a satisfaction signal between cycles and, once per fall below its
+threshold, alerts or starts a learn cycle.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from flywheel.improve.datasets import (
     sft,
 )
 from flywheel.improve.themes import Proposal, Theme, Themes, propose
+from flywheel.improve.triggers import Reading, measure, satisfaction
 
 __all__ = [
     "KINDS",
@@ -30,14 +33,17 @@ __all__ = [
     "Lineage",
     "Proposal",
     "Readiness",
+    "Reading",
     "Theme",
     "Themes",
     "TrainingSet",
     "build",
     "kto",
+    "measure",
     "preferences",
     "propose",
     "readiness",
     "ready",
+    "satisfaction",
     "sft",
 ]

@@ -5,9 +5,9 @@ queue and a daemon thread delivers it, retrying a failed POST (a connection erro
 HTTP 5xx or 429) with exponential backoff. What still fails is logged (logger
 ``flywheel.alerts``) and counted, never raised.
 
-:func:`relay` forwards the audit trail's halts, rollbacks, changes and resumes. The highest
-entry relayed is kept in the store's ``meta`` and claimed before anything is sent, so the
-processes sharing a store send each entry once between them.
+:func:`relay` forwards the audit trail's halts, rollbacks, changes, resumes, ready training
+sets and fired triggers. The highest entry relayed is kept in the store's ``meta`` and claimed
+before anything is sent, so the processes sharing a store send each entry once between them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ log = logging.getLogger("flywheel.alerts")
 RELAYED_KEY = "alerts.relayed"
 """The ``meta`` key holding the highest audit ``seq`` relayed (claimed before it is sent)."""
 
-RELAYED_ACTIONS = ("halt", "rollback", "change", "resume", "ready")
+RELAYED_ACTIONS = ("halt", "rollback", "change", "resume", "ready", "trigger")
 """The audit actions :func:`relay` sends; overrides and refused candidates stay in the store."""
 
 CAPACITY = 1_000
@@ -250,7 +250,7 @@ class Alerts:
 
 
 def relay(store: Store, alerts: Alerts, *, limit: int = 200) -> int:
-    """Send the audit entries (halts, rollbacks, changes, resumes) not relayed yet, at most
+    """Send the audit entries (:data:`RELAYED_ACTIONS`) not relayed yet, at most
     ``limit``; returns how many were sent.
 
     The range is claimed in the store before it is sent: a process that finds the mark moved

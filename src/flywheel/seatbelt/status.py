@@ -77,6 +77,7 @@ class Status:
     as_of: str | None = None
     history: History | None = None
     tiers: dict[str, Any] | None = None  # the warm tier, when rows were archived
+    triggers: dict[str, Any] | None = None  # the [triggers]' readings and states, when set
 
     @property
     def halted(self) -> bool:
@@ -96,6 +97,7 @@ class Status:
             "as_of": self.as_of,
             "history": None if self.history is None else self.history.as_dict(),
             "tiers": self.tiers,
+            "triggers": self.triggers,
         }
 
 
