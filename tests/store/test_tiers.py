@@ -65,7 +65,7 @@ def test_archived_rows_give_the_same_answers_on_both_stores(
     assert moved["signals"] > 0
     for key, value in plain.items():
         assert close(value, tiers[key]), key
-    days = {p.name for p in (tmp_path / "warm" / "decisions").iterdir()}
+    days = {p.name for p in (tmp_path / "warm").glob("*/decisions/*")}
     assert days and all(d.startswith("day=2026-") for d in days)
 
 
@@ -91,7 +91,11 @@ def test_late_signals_of_archived_decisions_join_them(
         row = wheel.aligned().to_pylist()[0]
         assert (row["decision_id"], row["status"], row["reward"]) == (old.id, "complete", 1.0)
         assert wheel.summary().orphans == 0
-        assert wheel.archive(older_than=DAY).rows["decisions"] == 0  # nothing left that old
+        again = wheel.archive(older_than=DAY)  # no decision that old is left, but its result
+        assert (again.rows["decisions"], again.rows["signals"]) == (0, 1)  # ... follows it
+        assert hot_count(wheel, "signals") == 0
+        row = wheel.aligned().to_pylist()[0]
+        assert (row["status"], row["reward"], wheel.summary().orphans) == ("complete", 1.0, 0)
 
 
 def test_forget_reaches_every_tier(
@@ -196,7 +200,7 @@ def test_an_archive_killed_midway_loses_and_doubles_nothing(tmp_path: Path, file
     warm = tmp_path / "warm"
     on_disk = {str(p.relative_to(warm)) for p in warm.rglob("*.parquet")}
     assert on_disk == listed
-    assert ds.dataset(sorted(warm.glob("decisions/**/*.parquet"))).count_rows() == 400
+    assert ds.dataset(sorted(warm.glob("*/decisions/**/*.parquet"))).count_rows() == 400
 
 
 def test_archive_needs_a_warm_tier(make_wheel: Callable[..., flywheel.Wheel]) -> None:
@@ -304,3 +308,26 @@ def test_forget_reaches_late_rows_of_warm_decisions(
         assert (deleted["signals"], deleted["warm.decisions"]) == (1, 1)
         assert hot_count(wheel, "signals") == 0
         assert wheel.summary().orphans == 0 and wheel.summary().decisions == 1
+
+
+def test_stores_sharing_a_location_keep_to_their_own_files(tmp_path: Path) -> None:
+    """Two stores archiving to one folder (staging and production, say): each writes in a
+    folder of its own and removes only its own unlisted files, even after a killed archive."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    specs = []
+    for name in ("a", "b"):
+        spec, _ = days_of_decisions(tmp_path / name, 5)
+        text = spec.read_text().replace(str(tmp_path / name / "warm"), str(tmp_path / "shared"))
+        spec.write_text(text)
+        specs.append(spec)
+    with flywheel.open(specs[0], refresh=0, background=False) as wheel:
+        wheel.archive(older_than=0)
+    with flywheel.open(specs[1], refresh=0, background=False) as wheel:
+        wheel.archive(older_than=0)
+    for spec in specs:
+        with flywheel.open(spec, refresh=0, background=False) as wheel:
+            wheel.archive(older_than=0)  # sweeps its own folder
+            assert wheel.summary().decisions == 50
+            assert hot_count(wheel, "decisions") == 0
+    assert len(list((tmp_path / "shared").iterdir())) == 2

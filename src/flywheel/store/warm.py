@@ -1,7 +1,8 @@
 """Storage tiers: recent rows hot in the store, older ones warm in Parquet files, read as one.
 
 ``archive`` moves the decisions of a day (with their signals, edits and seatbelt verdicts) to
-``{url}/{table}/day=YYYY-MM-DD/{batch}.parquet``, one day per transaction of the hot store:
+``{url}/{store}/{table}/day=YYYY-MM-DD/{batch}.parquet`` (``{store}``: this store's own
+folder, so several stores may share a location), one day per transaction of the hot store:
 
 1. the day's rows are read in one snapshot and written to new files, made durable;
 2. in the same transaction, exactly those rows are deleted from the hot store and the
@@ -60,11 +61,14 @@ _IDS = {"decisions": "id"}  # each table's UUID column (the others': decision_id
 @dataclass(frozen=True)
 class Manifest:
     """What the warm tier holds: its location, its files per table (paths under ``url``),
-    and the moment before which every decision has been archived."""
+    the moment before which every decision has been archived, and the folder under ``url``
+    that is this store's own (``store``: several stores may share a location; each writes,
+    and removes unlisted files, only in its own)."""
 
     url: str
     files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     through: str | None = None
+    store: str | None = None
 
     @classmethod
     def load(cls, raw: str | None) -> Manifest | None:
@@ -72,11 +76,13 @@ class Manifest:
             return None
         data = json.loads(raw)
         files = {t: tuple(paths) for t, paths in data.get("files", {}).items()}
-        return cls(data["url"], files, data.get("through"))
+        return cls(data["url"], files, data.get("through"), data.get("store"))
 
     def dump(self) -> str:
         files = {t: list(paths) for t, paths in self.files.items() if paths}
-        return json.dumps({"url": self.url, "files": files, "through": self.through})
+        return json.dumps(
+            {"url": self.url, "files": files, "through": self.through, "store": self.store}
+        )
 
     def paths(self, table: str) -> tuple[str, ...]:
         return self.files.get(table, ())
@@ -154,6 +160,8 @@ class Tiered:
             manifest = self._target(url)
             fs, root = _filesystem(manifest.url)
             self._sweep(manifest, fs, root)
+            if manifest != self.manifest():  # where files go is known before one is written
+                self.hot.set_meta(MANIFEST, manifest.dump())
             days = self.hot.query(
                 "SELECT DISTINCT CAST(timezone('UTC', ts) AS DATE) AS day FROM decisions"
                 " WHERE ts < $before ORDER BY day",
@@ -168,6 +176,14 @@ class Tiered:
                     total[table] += n
                 if progress is not None:
                     progress(day, moved)
+            if not manifest.empty:  # what arrived about warm decisions since they moved
+                today = before.date()
+                manifest, late, written = self._move(
+                    manifest, fs, root, _late_rows(), {"before": before}, today, None
+                )
+                files += written
+                for table, n in late.items():
+                    total[table] += n
             if not manifest.empty and _later(before, manifest.through):
                 manifest = replace(manifest, through=before.isoformat())
                 self.hot.set_meta(MANIFEST, manifest.dump())  # every decision before it is warm
@@ -180,6 +196,20 @@ class Tiered:
         the manifest as committed, the rows moved and the files written."""
         lo = datetime(day.year, day.month, day.day, tzinfo=UTC)
         hi = min(lo + timedelta(days=1), before)
+        return self._move(manifest, fs, root, _day_rows(), {"lo": lo, "hi": hi}, day, hi)
+
+    def _move(
+        self,
+        manifest: Manifest,
+        fs: pafs.FileSystem,
+        root: str,
+        conditions: Mapping[str, str],
+        params: Mapping[str, Any],
+        day: date,
+        through: datetime | None,
+    ) -> tuple[Manifest, Moved, int]:
+        """Move the rows ``conditions`` select (in one transaction of the hot store) to new
+        files in the folder of ``day``; ``through``: every decision before it is now warm."""
         batch = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
         written: dict[str, list[str]] = {}
         committed = manifest
@@ -188,14 +218,15 @@ class Tiered:
             nonlocal committed
             for table, part in rows.items():
                 if part.num_rows:
-                    path = f"{table}/day={day.isoformat()}/{batch}.parquet"
+                    path = f"{manifest.store}/{table}/day={day.isoformat()}/{batch}.parquet"
                     _write_durably(fs, root, path, part)
                     written[table] = [path]
-            through = hi.isoformat() if _later(hi, manifest.through) else manifest.through
-            committed = replace(manifest.changed(written), through=through)
+            later = through is not None and _later(through, manifest.through)
+            mark = through.isoformat() if later and through else manifest.through
+            committed = replace(manifest.changed(written), through=mark)
             return MANIFEST, committed.dump()
 
-        moved = self.hot.move(_day_rows(), {"lo": lo, "hi": hi}, sink)
+        moved = self.hot.move(conditions, params, sink)
         return committed, moved, len(written)
 
     def _target(self, url: str | None) -> Manifest:
@@ -207,21 +238,29 @@ class Tiered:
                 " to the spec, or give --to"
             )
         if manifest is None or manifest.empty:
-            return Manifest(wanted, {}, manifest.through if manifest else None)
+            if manifest is not None and manifest.url != wanted:  # a first archive stopped there
+                self._sweep(manifest, *_filesystem(manifest.url))
+            store = manifest.store if manifest is not None and manifest.store else uuid.uuid4().hex
+            return Manifest(wanted, {}, manifest.through if manifest else None, store[:12])
         if wanted != manifest.url:
             raise StoreError(
                 f"storage.archive.url: the warm tier already holds rows at {manifest.url};"
                 f" archive there, not to {wanted}"
             )
+        if not manifest.store:  # files listed by hand: this store's own go in a folder of its own
+            return replace(manifest, store=uuid.uuid4().hex[:12])
         return manifest
 
     def _sweep(self, manifest: Manifest, fs: pafs.FileSystem, root: str) -> int:
         """Remove the files the manifest does not list: what an archive or a forget that
         stopped half-way wrote (under the lock, so none is being written now)."""
+        if not manifest.store:  # files laid out by hand: nothing here is known to be ours
+            return 0
         listed = {p for t in ARCHIVED for p in manifest.paths(t)}
         removed = 0
         for table in ARCHIVED:
-            selector = pafs.FileSelector(f"{root}/{table}", allow_not_found=True, recursive=True)
+            folder = f"{root}/{manifest.store}/{table}"
+            selector = pafs.FileSelector(folder, allow_not_found=True, recursive=True)
             for info in fs.get_file_info(selector):
                 relative = info.path[len(root) + 1 :]
                 if info.type == pafs.FileType.File and relative not in listed:
@@ -418,6 +457,14 @@ def _day_rows() -> dict[str, str]:
         "decisions": "ts >= $lo AND ts < $hi",
         **dict.fromkeys(ARCHIVED[1:], f"decision_id IN ({decided})"),
     }
+
+
+def _late_rows() -> dict[str, str]:
+    """Rows older than ``$before`` about decisions the hot store no longer holds (their
+    results, edits and verdicts that came after the decisions moved)."""
+    return dict.fromkeys(
+        ARCHIVED[1:], "ts < $before AND decision_id NOT IN (SELECT id FROM decisions)"
+    )
 
 
 def _belongs(
