@@ -91,6 +91,8 @@ def test_late_signals_of_archived_decisions_join_them(
         row = wheel.aligned().to_pylist()[0]
         assert (row["decision_id"], row["status"], row["reward"]) == (old.id, "complete", 1.0)
         assert wheel.summary().orphans == 0
+        columns = tiered(wheel).hot.query("SELECT * FROM decisions").column_names
+        assert wheel.store.query("SELECT * FROM decisions").column_names == columns  # no 'day'
         again = wheel.archive(older_than=DAY)  # no decision that old is left, but its result
         assert (again.rows["decisions"], again.rows["signals"]) == (0, 1)  # ... follows it
         assert hot_count(wheel, "signals") == 0

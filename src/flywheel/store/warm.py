@@ -357,7 +357,7 @@ class Tiered:
         listed = ", ".join(quote_literal(f) for f in files)
         return (
             f"{hot} UNION ALL BY NAME SELECT * REPLACE (CAST({uid} AS UUID) AS {uid})"
-            f" FROM read_parquet([{listed}], union_by_name = true)"
+            f" FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)"
         )
 
     # --- deleting --------------------------------------------------------------------------------
