@@ -333,3 +333,25 @@ def test_stores_sharing_a_location_keep_to_their_own_files(tmp_path: Path) -> No
             assert wheel.summary().decisions == 50
             assert hot_count(wheel, "decisions") == 0
     assert len(list((tmp_path / "shared").iterdir())) == 2
+
+
+def test_a_query_naming_a_table_its_own_way_reads_both_tiers(
+    wheel_with_tiers: flywheel.Wheel, clock: Clock
+) -> None:
+    """A WITH part named like the table it filters, and the table named in the store's own
+    schema, read the warm rows too."""
+    wheel = wheel_with_tiers
+    with wheel:
+        for day in range(6):
+            clock.now = T0 + day * DAY
+            wheel.decide({"genre": "drama"}, unit=f"u{day % 2}")
+        clock.now = T0 + 7 * DAY
+        wheel.archive(older_than=3 * DAY)
+        assert hot_count(wheel, "decisions") == 2
+        queries = [
+            "SELECT count(*) AS n FROM decisions",
+            "WITH decisions AS (SELECT * FROM decisions WHERE unit IS NOT NULL)"
+            " SELECT count(*) AS n FROM decisions",
+            "SELECT count(*) AS n FROM main.decisions",
+        ]
+        assert [wheel.store.query(q).column("n")[0].as_py() for q in queries] == [6, 6, 6]

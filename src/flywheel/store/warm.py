@@ -330,7 +330,7 @@ class Tiered:
             relations[view] = body.format(**{t: f"({r})" for t, r in relations.items()})
 
         def swap(node: exp.Expression) -> exp.Expression:
-            if not isinstance(node, exp.Table) or node.db or not node.name:
+            if not isinstance(node, exp.Table) or not _stored(node, ctes):
                 return node
             name = node.name
             if name in relations:
@@ -346,7 +346,7 @@ class Tiered:
 
         tree = sqlglot.parse_one(sql, read="duckdb")
         ctes = {c.alias for c in tree.find_all(exp.CTE)}
-        return tree.transform(lambda n: n if _is_cte(n, ctes) else swap(n)).sql(dialect="duckdb")
+        return tree.transform(swap).sql(dialect="duckdb")
 
     def _relation(self, table: str, manifest: Manifest, prefix: str) -> str:
         uid = _IDS.get(table, "decision_id")
@@ -491,14 +491,26 @@ def tables_read(sql: str) -> tuple[str, ...]:
     """Every table ``sql`` reads, the event tables under its views included."""
     tree = sqlglot.parse_one(sql, read="duckdb")
     ctes = {c.alias for c in tree.find_all(exp.CTE)}
-    names = {t.name for t in tree.find_all(exp.Table) if t.name and t.name not in ctes}
+    names = {t.name for t in tree.find_all(exp.Table) if _stored(t, ctes)}
     if names & set(VIEWS):
         names |= set(ARCHIVED)
     return tuple(sorted(names - set(VIEWS)))
 
 
-def _is_cte(node: exp.Expression, ctes: set[str]) -> bool:
-    return isinstance(node, exp.Table) and not node.db and node.name in ctes
+def _stored(node: exp.Table, ctes: set[str]) -> bool:
+    """Whether a table in a query names one the store holds: unqualified or in its own
+    schema (``main``), and not a ``WITH`` part of the query (inside a ``WITH`` part's own body,
+    its name is the table it shadows)."""
+    if not node.name or node.catalog or node.db not in ("", "main"):
+        return False
+    if node.name not in ctes:
+        return True
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, exp.CTE) and parent.alias == node.name:
+            return True
+        parent = parent.parent
+    return False
 
 
 def _filesystem(url: str) -> tuple[pafs.FileSystem, str]:
