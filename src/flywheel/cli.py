@@ -310,6 +310,7 @@ def archive(
     console.print(
         f"archived {done.days} days to {done.url}: {rows}" if done.days else "nothing to archive",
         highlight=False,
+        soft_wrap=True,  # a path is not cut across lines
     )
 
 
