@@ -725,6 +725,14 @@ def themes(
     window: WindowOption = "28d",
     as_of: AsOfOption = None,
     as_json: JsonOption = False,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(
+            help="wordllama (the static sentence-embedding model the wordllama package"
+            " ships) or a local folder holding one in model2vec's layout (pip install"
+            " 'flywheel[embeddings]'; never downloaded): cluster by meaning, not terms."
+        ),
+    ] = None,
 ) -> None:
     """Themes of the negative feedback (low ratings, thumbs down, rejections, re-queries,
     abandons, large edits; their comments, else their edits' changes, else their outputs),
@@ -732,7 +740,7 @@ def themes(
     produces it most (per decision served) and examples."""
     try:
         with flywheel.open(spec, refresh=0, background=False) as wheel:
-            found = wheel.themes(window, _moment(as_of))
+            found = wheel.themes(window, _moment(as_of), embeddings=embeddings)
     except FlywheelError as err:
         raise _fail(err) from None
     if as_json:
@@ -1451,6 +1459,97 @@ def playbook_rollback(
     except FlywheelError as err:
         raise _fail(err) from None
     console.print(f"restored version {version} as version {book.version}")
+
+
+values_app = typer.Typer(
+    help="Values of the open knobs, added and retired at run time: list, add, retire.",
+    no_args_is_help=True,
+)
+app.add_typer(values_app, name="values")
+
+
+@values_app.command("list")
+def values_list(
+    knob: Annotated[str | None, typer.Argument(help="One open knob (default: all).")] = None,
+    spec: SpecOption = Path("flywheel.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """The values of the open knobs: the spec's own and those added, with their state."""
+    try:
+        with _open_playbooks(spec) as wheel:
+            found = [v.shown() for v in wheel.values(knob)]
+    except FlywheelError as err:
+        raise _fail(err) from None
+    if as_json:
+        print(json.dumps(found, indent=2, default=str))
+        return
+    table = Table(title="knob values")
+    for col in ("knob", "value", "origin", "state", "added", "retired", "text / reason"):
+        table.add_column(col)
+    for v in found:
+        text = v["text"] or ""
+        table.add_row(
+            v["knob"],
+            str(v["value"]),
+            v["origin"],
+            v["state"],
+            _stamp(v["added_at"]) if v["added_at"] else "",
+            f"{_stamp(v['retired_at'])} by {v['retired_by']}" if v["retired_at"] else "",
+            (text[:60] + ("…" if len(text) > 60 else ""))
+            + (f"\n{v['reason']}" if v["reason"] else ""),
+        )
+    console.print(table)
+
+
+def _knob_value(wheel: flywheel.Wheel, knob: str, value: str) -> str | int:
+    """A value given on the command line, as the knob's type (an integer knob's as one)."""
+    found = wheel.spec.knob.get(knob)
+    integer = found is not None and found.dtype == "integer"
+    return int(value) if integer and value.lstrip("-").isdigit() else value
+
+
+@values_app.command("add")
+def values_add(
+    knob: Annotated[str, typer.Argument(help="An open knob.")],
+    value: Annotated[str, typer.Argument(help="The new value (its name).")],
+    text: Annotated[
+        Path | None, typer.Option("--text", help="A file holding the text the value stands for.")
+    ] = None,
+    start_share: Annotated[
+        float, typer.Option(min=0.0, max=0.99, help="Its least share of traffic while on trial.")
+    ] = 0.05,
+    spec: SpecOption = Path("flywheel.toml"),
+) -> None:
+    """Add a value to an open knob and serve it at once (a learn cycle runs for it)."""
+    try:
+        body = None if text is None else text.read_text(encoding="utf-8")
+    except OSError as err:
+        raise _fail(flywheel.InvalidInputError("text", f"cannot read {text}: {err}")) from None
+    try:
+        with _open_playbooks(spec) as wheel:
+            typed = _knob_value(wheel, knob, value)
+            change = wheel.add_value(knob, typed, text=body, start_share=start_share)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    served = f"served by version {change.published}" if change.published else change.reason
+    console.print(f"added {knob} = {value} (catalogue version {change.version}); {served}")
+
+
+@values_app.command("retire")
+def values_retire(
+    knob: Annotated[str, typer.Argument(help="An open knob.")],
+    value: Annotated[str, typer.Argument(help="The value never to serve again.")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why.")] = "",
+    spec: SpecOption = Path("flywheel.toml"),
+) -> None:
+    """Retire a value of an open knob: never served again, its rows still learned from."""
+    try:
+        with _open_playbooks(spec) as wheel:
+            change = wheel.retire_value(knob, _knob_value(wheel, knob, value), reason=reason)
+    except FlywheelError as err:
+        raise _fail(err) from None
+    served = f"served by version {change.published}" if change.published else change.reason
+    console.print(f"retired {knob} = {value} (catalogue version {change.version}); {served}")
 
 
 @app.command()

@@ -8,6 +8,7 @@ skeleton (the allowed combinations), so nothing is parsed again on the decide pa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -34,6 +35,7 @@ from flywheel.rules import (
     check_reward_formula,
     compile_rule,
     parse,
+    quote_literal,
     quote_name,
 )
 from flywheel.skeleton import Dimension, Space, Value
@@ -71,6 +73,9 @@ BUILTIN_SIGNALS: dict[str, tuple[Combine, Literal["number", "text"]]] = {
     "input": ("last", "text"),  # what an AI product was asked: decide(input=...)
     "output": ("last", "text"),  # what it answered: wheel.output()
 }
+NEWCOMER_ROWS = 100
+"""Results after which a value added at run time no longer has its start share: from then
+on the posterior alone says how often it is served."""
 IMPLICIT_EVENTS = ("accepted", "rejected", "requeried", "abandoned")
 
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -85,6 +90,9 @@ class Knob:
     kind: Literal["categorical", "ordinal", "integer", "boolean"]
     values: tuple[Value, ...]
     dtype: DType
+    open: bool = False
+    """Whether values may be added (and retired) at run time (``{values = [...], open =
+    true}``): :mod:`flywheel.catalogue` keeps them in the store."""
 
     def accepts(self, value: object) -> bool:
         return _matches(self.dtype, value) and value in self.values
@@ -204,6 +212,25 @@ class Datasets:
     declared: bool = False
     """Whether the spec has a ``[datasets]`` section: only then does each learn cycle check
     whether a set is ready (the check reads every aligned row once more)."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The example memory (``[memory]``, :mod:`flywheel.improve.memory`): each learn cycle
+    keeps the ``size`` best-rated outputs of the last ``window`` (a reward of at least
+    ``min_reward``, else ``[datasets] min_reward``) as a snapshot, added as a value of the open
+    knob ``knob`` when it changed, so which snapshot served is learned like any knob; the
+    ``keep`` newest snapshots stay served beside the knob's own values. ``k`` examples come
+    back by default; ``documents`` names a text signal listing the documents a decision
+    used, ranked by their feedback."""
+
+    knob: str
+    k: int = 3
+    size: int = 200
+    min_reward: float | None = None
+    window_seconds: float = 28 * 86400.0
+    keep: int = 2
+    documents: str | None = None
 
 
 @dataclass(frozen=True)
@@ -334,6 +361,11 @@ class Spec:
     alerts: Alerts = field(default_factory=Alerts)
     datasets: Datasets = field(default_factory=Datasets)
     triggers: Triggers = field(default_factory=Triggers)
+    memory: Memory | None = None
+    newcomers: Mapping[str, Mapping[Value, float]] = field(default_factory=dict, compare=False)
+    """The start share of each value added at run time that is not yet established
+    (:mod:`flywheel.catalogue`): a learn cycle serves it at least that share of the traffic
+    while it has fewer than :data:`NEWCOMER_ROWS` results."""
     source: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     warnings: tuple[FieldError, ...] = field(default=(), compare=False)
@@ -347,6 +379,42 @@ class Spec:
     @cached_property
     def feature(self) -> dict[str, Feature]:
         return {f.name: f for f in self.context}
+
+    def with_values(
+        self,
+        added: Mapping[str, Sequence[Value]],
+        retired: Mapping[str, Sequence[Value]] = {},
+        newcomers: Mapping[str, Mapping[Value, float]] = {},
+    ) -> Spec:
+        """This spec with values ``added`` to its open knobs at run time, and a skeleton
+        rule per knob that keeps its ``retired`` values from being served (they stay values:
+        the rows that have them are still learned from). Its digest differs, so a playbook
+        fits the values it was learned for; ``newcomers`` are the start shares of the added
+        values not yet established. Raises :class:`SpecError` when the rules then allow
+        nothing (or break the default)."""
+        if not any(added.values()) and not any(retired.values()):
+            return self
+        data = json.loads(json.dumps(self.raw))
+        for name, values in added.items():
+            data["knobs"][name]["values"] = [*data["knobs"][name]["values"], *values]
+        built = _build(data, self.base_dir, self.source, text=None)
+        shares = {k: dict(v) for k, v in newcomers.items()}
+        rules = list(data["skeleton"]["rules"])
+        for name, values in retired.items():
+            if values:
+                listed = ", ".join(
+                    quote_literal(v) if isinstance(v, str) else str(v) for v in values
+                )
+                rules.append(f"{quote_name(name)} NOT IN ({listed})")
+        if len(rules) == len(data["skeleton"]["rules"]):
+            return dataclasses.replace(built, newcomers=shares)
+        data["skeleton"]["rules"] = rules
+        serving = _build(data, self.base_dir, self.source, text=None)
+        # a retired value is no longer served, but the rows that had it were served rightly:
+        # its rule shapes the space (and the digest), not the quality checks
+        return dataclasses.replace(
+            built, space=serving.space, digest=serving.digest, newcomers=shares
+        )
 
     @classmethod
     def from_dict(
@@ -529,6 +597,16 @@ class _Triggers(_Model):
     satisfaction: _Satisfaction | None = None
 
 
+class _Memory(_Model):
+    knob: str | None = None
+    k: int = Field(default=3, ge=1, le=100)
+    size: int = Field(default=200, ge=1, le=10_000)
+    min_reward: float | int | None = None
+    window: str = "28d"
+    keep: int = Field(default=2, ge=1, le=20)
+    documents: str | None = None
+
+
 class _Spec(_Model):
     name: str = "flywheel"
     knobs: dict[str, Any]
@@ -547,6 +625,7 @@ class _Spec(_Model):
     alerts: _Alerts = Field(default_factory=_Alerts)
     datasets: _Datasets = Field(default_factory=_Datasets)
     triggers: _Triggers = Field(default_factory=_Triggers)
+    memory: _Memory = Field(default_factory=_Memory)
 
 
 # --- semantics -----------------------------------------------------------------------------------
@@ -575,6 +654,7 @@ _SECTIONS: dict[str, type[_Model]] = {
     "alerts": _Alerts,
     "datasets": _Datasets,
     "triggers": _Triggers,
+    "memory": _Memory,
 }
 
 
@@ -631,6 +711,7 @@ def _digest(raw: _Spec) -> str:
             "alerts": True,
             "datasets": True,
             "triggers": True,
+            "memory": True,
             # when cycles run and how often serving follows results between them
             "learn": {
                 "online",
@@ -697,6 +778,7 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
     seatbelt = _parse_seatbelt(raw.seatbelt, raw.quality.max_failure_rate, errors)
     alerts = _parse_alerts(raw.alerts, errors)
     triggers = _parse_triggers(raw.triggers, signals, errors)
+    memory = _parse_memory(raw.memory, knobs, signals, errors)
     imports = _parse_import(raw.import_, knobs, context, signals, errors)
     traces = _parse_traces(raw.traces, knobs, context, signals, errors)
     dedup_window = _duration("storage.dedup_window", raw.storage.dedup_window, errors)
@@ -739,9 +821,41 @@ def _build(data: Mapping[str, Any], base_dir: Path, source: str | None, text: st
             declared="datasets" in data,
         ),
         triggers=triggers,
+        memory=memory,
         source=source,
         raw=raw.model_dump(mode="json", by_alias=True),
         warnings=_undeclared_signals(raw, reward, text),
+    )
+
+
+def _parse_memory(
+    raw: _Memory, knobs: Sequence[Knob], signals: Mapping[str, SignalDef], errors: _Errors
+) -> Memory | None:
+    """``[memory]``: its knob must be an open text knob, its documents a text signal."""
+    if raw.knob is None:
+        if raw != _Memory():
+            errors.add("memory.knob", "is required: the open knob whose values name the snapshots")
+        return None
+    knob = next((k for k in knobs if k.name == raw.knob), None)
+    if knob is None or not knob.open or knob.dtype != "text":
+        errors.add(
+            "memory.knob",
+            f"{raw.knob!r} is not an open text knob (declare {raw.knob} ="
+            ' { values = ["none"], open = true } under [knobs])',
+        )
+    if raw.documents is not None:
+        found = signals.get(raw.documents)
+        if found is None or found.kind != "text":
+            errors.add("memory.documents", f"{raw.documents!r} is not a text signal")
+    window = _duration("memory.window", raw.window, errors)
+    return Memory(
+        raw.knob,
+        raw.k,
+        raw.size,
+        None if raw.min_reward is None else float(raw.min_reward),
+        window,
+        raw.keep,
+        raw.documents,
     )
 
 
@@ -919,18 +1033,30 @@ def _parse_knobs(decls: Mapping[str, Any], errors: _Errors) -> list[Knob]:
             if parsed:
                 knobs.append(Knob(name, "categorical", *parsed))
         elif isinstance(decl, dict) and "values" in decl:
-            unknown = set(decl) - {"values", "ordinal"}
+            unknown = set(decl) - {"values", "ordinal", "open"}
             if unknown:
                 errors.add(
-                    path, f"unknown keys {sorted(unknown)}; a list knob takes values and ordinal"
+                    path,
+                    f"unknown keys {sorted(unknown)}; a list knob takes values, ordinal and open",
+                )
+                continue
+            is_open = decl.get("open", False)
+            if not isinstance(is_open, bool):
+                errors.add(f"{path}.open", "expected true or false")
+                continue
+            if is_open and decl.get("ordinal"):
+                errors.add(
+                    f"{path}.open", "an ordinal knob's values are ordered: it cannot be open"
                 )
                 continue
             parsed = _value_list(f"{path}.values", decl["values"], errors)
-            if parsed:
+            if parsed and is_open and parsed[1] not in ("text", "integer"):
+                errors.add(f"{path}.open", "an open knob's values are text or integers")
+            elif parsed:
                 kind: Literal["ordinal", "categorical"] = (
                     "ordinal" if decl.get("ordinal") else "categorical"
                 )
-                knobs.append(Knob(name, kind, *parsed))
+                knobs.append(Knob(name, kind, *parsed, open=is_open))
         elif isinstance(decl, dict) and ("min" in decl or "max" in decl):
             knob = _integer_range(path, decl, errors)
             if knob:

@@ -12,7 +12,8 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -22,10 +23,11 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from flywheel import align
+from flywheel import align, catalogue
 from flywheel.analyze import Analysis, analyze, export
 from flywheel.analyze.evaluate import Evaluation, Target
 from flywheel.analyze.evaluate import evaluate as evaluate_offline
+from flywheel.catalogue import Catalogue, KnobValue, ValueChange
 from flywheel.collect import importers
 from flywheel.collect.journal import Journal, default_folder, leftover_journal
 from flywheel.collect.outcomes import Outcomes, Pending, Recorded, signal_rows_of
@@ -41,10 +43,16 @@ from flywheel.collect.units import (
 )
 from flywheel.collect.workers import IngestWorkers
 from flywheel.collect.writer import BufferedWriter, Entry, Rows, to_tables
-from flywheel.errors import FlywheelError, InvalidInputError, StoreError, WrongTypeError
+from flywheel.errors import (
+    FlywheelError,
+    InvalidInputError,
+    SpecError,
+    StoreError,
+    WrongTypeError,
+)
 from flywheel.health import Health, health
 from flywheel.health.design import design as design_document
-from flywheel.improve import datasets, triggers
+from flywheel.improve import datasets, memory, triggers
 from flywheel.improve import themes as themes_
 from flywheel.playbook import Decider, Decision, LearnResult, Playbook, publish, warehouse
 from flywheel.seatbelt import breaker, monitors, quality
@@ -59,6 +67,10 @@ T = TypeVar("T")
 log = logging.getLogger("flywheel")
 ARCHIVED_KEY = "storage.archived"  # the 'meta' key: when the scheduled archive last ran
 ARCHIVE_EVERY = 3600.0  # seconds between two scheduled archives
+FORGOTTEN_KEY = "memory.forgotten"  # the 'meta' key a forget changes: snapshots were rewritten
+SWITCH_AFTER = 30.0
+"""Seconds a process keeps serving a catalogue after another process added values, waiting
+for the first playbook learned for them (a retirement is served at once)."""
 
 
 def open(
@@ -128,14 +140,23 @@ class Wheel:
         journal: str | Path | bool = False,
         background: bool = True,
     ) -> None:
-        self.spec = spec
         self.store = store
         self._clock = clock or time.time
+        self._base = spec  # as declared; self.spec serves the values added at run time too
         try:
             self._units = _unit_hasher(spec, store)
+            self._catalogue = catalogue.read(store)
         except StoreError:
             store.close()
             raise
+        try:
+            spec = self._catalogue.apply(spec)
+        except SpecError as err:  # a spec edited since: serve it as declared, and say why
+            log.warning("flywheel: the knob values added at run time do not fit the spec: %s", err)
+        self.spec = spec
+        self._pending: tuple[int, float] | None = None  # a catalogue seen, not yet served
+        self._snapshots: dict[str, memory.Snapshot] = {}  # the example memory's, by id
+        self._generation = ""  # of the stored snapshots (a forget rewrites them)
         self.tables = tables_for(spec)
         self._schemas = {t: self.tables.schema(t) for t in self.tables.names}
         self._outcomes = Outcomes()  # keyed signal batches waiting for their counts
@@ -537,16 +558,25 @@ class Wheel:
         )
 
     def themes(
-        self, window: str | float = "28d", as_of: float | datetime | None = None
+        self,
+        window: str | float = "28d",
+        as_of: float | datetime | None = None,
+        *,
+        embeddings: str | Path | None = None,
     ) -> themes_.Themes:
         """The themes of the negative feedback (low ratings, thumbs down, rejections,
         re-queries, abandons, large edits: their comments, else their edits' changes, else
         their outputs) on the decisions made in ``window`` up to ``as_of`` (default: now):
         each with a label from its terms, size, share, share by knob value, trend and
         examples; fewer than ten texts give none, with the reason
-        (:mod:`flywheel.improve.themes`)."""
+        (:mod:`flywheel.improve.themes`). ``embeddings``: ``"wordllama"`` (the static
+        sentence-embedding model the wordllama package ships) or a local folder holding one in
+        model2vec's layout (the optional ``embeddings`` extra) to cluster by meaning instead of
+        TF-IDF terms; nothing is ever downloaded."""
         self.flush()
-        return themes_.themes(self.store, self.spec, window, self._moment(as_of))
+        return themes_.themes(
+            self.store, self.spec, window, self._moment(as_of), embeddings=embeddings
+        )
 
     def propose(
         self,
@@ -556,25 +586,377 @@ class Wheel:
         *,
         window: str | float = "28d",
         as_of: float | datetime | None = None,
+        embeddings: str | Path | None = None,
     ) -> themes_.Proposal:
         """A revised text for ``knob`` from ``base`` (one of its values, whose text is the
         value itself, or a text) and the themes of :meth:`themes`: ``reviser(base_text,
         themes)`` (a model call of your own) makes it, or without one the rule-based reviser
         appends one instruction per theme under "Avoid what users disliked:" (one line each:
         ``- Avoid what users called "LABEL" (N% of the negative feedback).``). A proposal is
-        a text: it is served, and tested live, once it is a value of the knob
+        a text: it is served, and tested live, once it is added as a value of the knob
+        (:meth:`add_value`). A value added with a text is revised from that text
         (:func:`flywheel.improve.themes.propose`)."""
         self.flush()
+        found = self.spec.knob.get(knob)
+        text = self.text(knob, base) if found is not None and found.accepts(base) else None
         return themes_.propose(
-            self.store, self.spec, knob, base, reviser, window, self._moment(as_of)
+            self.store,
+            self.spec,
+            knob,
+            base,
+            reviser,
+            window,
+            self._moment(as_of),
+            embeddings=embeddings,
+            base_text=text,
         )
+
+    # --- knob values at run time -----------------------------------------------------------------
+
+    def add_value(
+        self,
+        knob: str,
+        value: Any,
+        *,
+        text: str | None = None,
+        start_share: float = 0.05,
+        derived_from: Sequence[str] = (),
+        actor: str | None = None,
+    ) -> ValueChange:
+        """Add ``value`` to the open ``knob`` (declared ``{ values = [...], open = true }``),
+        with the ``text`` it stands for (a prompt, a model's name): versioned in the store's
+        catalogue and audited (:mod:`flywheel.catalogue`), then served at once. A learn cycle
+        runs for the new values, the newcomer's effects start at their prior, and until it
+        has :data:`~flywheel.spec.NEWCOMER_ROWS` results every segment serves it at least
+        ``start_share`` of its traffic; the skeleton's rules still hold. Each later cycle's
+        guard reviews it: rolled back (retired) if it does clearly worse, promoted if it wins.
+        ``derived_from`` lists the decisions whose data the text was made from (a proposal's
+        themes): forgetting one of their units withdraws the text. Other processes serving
+        the store switch within seconds. Refused while the seatbelt is halted."""
+        self.flush()
+        who = _actor(actor)
+        if self.spec.seatbelt.enabled and (stop := breaker.halted(self.store)) is not None:
+            raise InvalidInputError(
+                "knob", f"the seatbelt is halted ({stop.reason}): resume before adding values"
+            )
+        units = self._units_of(derived_from)
+        with self._cycle_lock():
+            now = self._moment(None)
+            current = catalogue.read(self.store)
+            changed, spec = catalogue.add(
+                self._base,
+                current,
+                knob,
+                value,
+                text=text,
+                start_share=start_share,
+                units=units,
+                actor=who,
+                now=now,
+            )
+            catalogue.save(self.store, changed)
+            entry = changed.find(knob, value)
+            catalogue.record(self.store, now, "add_value", f"added {knob} = {value!r}", entry, who)
+            self._respec(changed, spec)
+            result = self._learn(None, None, True, "values")
+        return ValueChange(
+            knob,
+            value,
+            changed.version,
+            result.version if result.published else None,
+            result.reason,
+        )
+
+    def retire_value(
+        self, knob: str, value: Any, *, reason: str = "", actor: str | None = None
+    ) -> ValueChange:
+        """Never serve ``value`` of the open ``knob`` again (one of its own values or one
+        added at run time): versioned and audited, and a learn cycle runs without it (its rows
+        are still learned from). The rules must leave something to serve."""
+        self.flush()
+        who = _actor(actor)
+        if not isinstance(reason, str):
+            raise WrongTypeError("reason", f"expected text, got {reason!r}")
+        with self._cycle_lock():
+            now = self._moment(None)
+            current = catalogue.read(self.store)
+            changed, spec = catalogue.retire(
+                self._base, current, knob, value, reason=reason, actor=who, now=now
+            )
+            catalogue.save(self.store, changed)
+            entry = changed.find(knob, value)
+            shown = f"retired {knob} = {value!r}" + (f": {reason}" if reason else "")
+            catalogue.record(self.store, now, "retire_value", shown, entry, who)
+            self._respec(changed, spec)
+            result = self._learn(None, None, True, "values")
+        return ValueChange(
+            knob,
+            value,
+            changed.version,
+            result.version if result.published else None,
+            result.reason,
+        )
+
+    def values(self, knob: str | None = None) -> list[KnobValue]:
+        """The values of the open knobs (or of ``knob``): the spec's own, then those added at
+        run time, each with its text, state (``active``, ``retired``, ``promoted``), when and
+        by whom it was added or retired, and why."""
+        self._pick_up()
+        found = catalogue.read(self.store)
+        out: list[KnobValue] = []
+        for k in self._base.knobs:
+            if not k.open or (knob is not None and k.name != knob):
+                continue
+            own = [found.find(k.name, v) or KnobValue(k.name, v, origin="spec") for v in k.values]
+            out += [replace(v, start_share=0.0) if v.origin == "spec" else v for v in own]
+            out += [v for v in found.values if v.knob == k.name and v.origin == "added"]
+        if knob is not None and knob not in self._base.knob:
+            raise InvalidInputError("knob", f"{knob!r} is not a knob")
+        return out
+
+    def text(self, knob: str, value: Any) -> str:
+        """The text ``value`` of ``knob`` stands for: the text it was added with, else the
+        value itself (what a product serving a decision's prompt version sends its model)."""
+        return catalogue.text_of(self._catalogue, knob, value)
+
+    def _units_of(self, decisions: Sequence[str]) -> list[str]:
+        """The units (pseudonyms) of ``decisions``."""
+        if isinstance(decisions, str):
+            raise WrongTypeError("derived_from", "expected a list of decision ids")
+        ids = [self._recorder.decision_id(d, "derived_from") for d in decisions]
+        if not ids:
+            return []
+        listed = ", ".join(f"'{i}'" for i in ids)
+        table = self.store.query(
+            f"SELECT DISTINCT unit FROM decisions WHERE CAST(id AS VARCHAR) IN ({listed})"
+            " AND unit IS NOT NULL"
+        )
+        return [str(u) for u in table.column("unit").to_pylist()]
+
+    @contextlib.contextmanager
+    def _cycle_lock(self) -> Iterator[None]:
+        """Hold the learn lock (shared by the processes of the store), waiting for it."""
+        while True:
+            with self.store.exclusive("learn") as mine:
+                if mine:
+                    yield
+                    return
+            time.sleep(0.05)
+
+    def _respec(self, found: Catalogue, spec: Spec) -> None:
+        """Serve ``spec`` (the catalogue ``found`` applied) from now on: the cold start until
+        a playbook learned for it is served."""
+        with self._serving:
+            self._catalogue = found
+            self.spec = spec
+            self._recorder.spec = spec
+            self._decider = self._decider.respec(spec)
+            self._published = None
+            self._pending = None
+
+    def _review(self) -> None:
+        """Before a cycle: the guard's review of the values on trial, and the example
+        memory's refresh; a change of the catalogue is served by the cycle that follows."""
+        found = catalogue.read(self.store)
+        now = self._moment(None)
+        served = self._newest() if found.newcomers() else None
+        verdicts = [] if served is None else catalogue.review(found, served)
+        if verdicts:
+            changed = catalogue.judged(found, self._base, verdicts, now)
+            if changed is not found:
+                catalogue.save(self.store, changed)
+                for v in verdicts:
+                    entry = changed.find(v.knob, v.value)
+                    catalogue.record(self.store, now, v.action, v.reason, entry, "guard", v.detail)
+                found = changed
+        if self.spec.memory is not None:
+            found = self._remember(found, now)
+        if found.version != self._catalogue.version or found.apply(self._base).digest != (
+            self.spec.digest
+        ):
+            self._respec(found, found.apply(self._base))
+
+    def _remember(self, found: Catalogue, now: datetime) -> Catalogue:
+        """The example memory's refresh: a snapshot of the best-rated outputs, added as a
+        value of the memory's knob when it changed (the older snapshots beyond ``keep``
+        retired), so which snapshot served is learned like any knob value."""
+        settings = self.spec.memory
+        assert settings is not None
+        previous = memory.current(self.store)
+        snapshot = memory.build(
+            self.store, self.spec, self._memory_settings(), now, previous, now=now
+        )
+        if not snapshot.entries or (previous is not None and snapshot.id == previous.id):
+            return found
+        memory.save(self.store, snapshot)
+        knob = settings.knob
+        if found.find(knob, snapshot.id) is not None:  # an earlier snapshot again
+            return found
+        changed, _ = catalogue.add(
+            self._base, found, knob, snapshot.id, start_share=0.05, actor="memory", now=now
+        )
+        shown = f"added {knob} = {snapshot.id!r}: {len(snapshot.entries)} examples"
+        catalogue.record(
+            self.store, now, "add_value", shown, changed.find(knob, snapshot.id), "memory"
+        )
+        served = [
+            v
+            for v in changed.values
+            if v.knob == knob and v.actor == "memory" and v.state != "retired"
+        ]
+        for old in served[: max(0, len(served) - settings.keep)]:
+            try:
+                changed, _ = catalogue.retire(
+                    self._base,
+                    changed,
+                    knob,
+                    old.value,
+                    reason=f"a newer snapshot ({snapshot.id}) replaces it",
+                    actor="memory",
+                    now=now,
+                )
+            except InvalidInputError:  # it would leave nothing to serve
+                break
+            shown = f"retired {knob} = {old.value!r}: a newer snapshot replaces it"
+            catalogue.record(
+                self.store, now, "retire_value", shown, changed.find(knob, old.value), "memory"
+            )
+        catalogue.save(self.store, changed)
+        return changed
+
+    def _memory_settings(self) -> memory.MemorySettings:
+        found = self.spec.memory
+        if found is None:
+            raise InvalidInputError("memory", "the spec has no [memory] section")
+        return memory.MemorySettings(
+            k=found.k,
+            size=found.size,
+            min_reward=found.min_reward,
+            documents=found.documents,
+            window=found.window_seconds,
+        )
+
+    def examples(
+        self,
+        of: Decision | Mapping[str, Any],
+        k: int | None = None,
+        *,
+        input: str | None = None,
+    ) -> list[memory.Example]:
+        """Few-shot examples from the example memory (``[memory]``): for a decision, those of
+        the snapshot it was served (none when its memory knob holds one of the knob's own
+        values, such as ``"none"``); for a context, those of the newest snapshot. The most
+        similar contexts and (with ``input``) inputs first; ``k`` of them (default
+        ``[memory] k``)."""
+        settings = self._memory_settings()
+        assert self.spec.memory is not None
+        if isinstance(of, Decision):
+            chosen = of.params.get(self.spec.memory.knob)
+            if chosen is None or chosen in self._base.knob[self.spec.memory.knob].values:
+                return []
+            snapshot = self._snapshot(str(chosen))
+            context: Mapping[str, Any] = of.context
+        elif isinstance(of, Mapping):
+            snapshot, context = self._newest_snapshot(), of
+        else:
+            raise WrongTypeError("of", "expected a decision or a context (a mapping)")
+        if snapshot is None:
+            return []
+        return snapshot.examples(context, settings.k if k is None else k, input)
+
+    def rank(
+        self, candidates: Sequence[str], scores: Sequence[float] | None = None
+    ) -> list[tuple[str, float]]:
+        """Documents or answers (ids) reordered by the feedback on the decisions that used
+        them (``[memory] documents``): positive feedback ranks higher, negative lower, unknown
+        ones keep their ``scores`` (default: equal, in the order given)."""
+        self._memory_settings()
+        snapshot = self._newest_snapshot()
+        if snapshot is None:
+            given = [0.0] * len(candidates) if scores is None else [float(s) for s in scores]
+            return sorted(zip(candidates, given, strict=True), key=lambda p: -p[1])
+        return snapshot.rank(candidates, scores)
+
+    def _newest_snapshot(self) -> memory.Snapshot | None:
+        ids = memory.versions(self.store)
+        return self._snapshot(ids[-1]) if ids else None
+
+    def _snapshot(self, ident: str) -> memory.Snapshot | None:
+        """A stored snapshot, kept once read until a ``forget`` in any process rewrites the
+        stored ones."""
+        generation = self.store.get_meta(FORGOTTEN_KEY) or ""
+        if generation != self._generation:
+            self._snapshots.clear()
+            self._generation = generation
+        found = self._snapshots.get(ident)
+        if found is None:
+            found = memory.load(self.store, ident)
+            if found is not None:
+                if len(self._snapshots) > 16:
+                    self._snapshots.clear()
+                self._snapshots[ident] = found
+        return found
+
+    def _pick_up(self) -> None:
+        """Serve a catalogue another process changed: with the first playbook learned for
+        it, at once when it retired a value, else after :data:`SWITCH_AFTER` seconds."""
+        latest = catalogue.version(self.store)
+        if latest == self._catalogue.version:
+            return
+        found = catalogue.read(self.store)
+        try:
+            spec = found.apply(self._base)
+        except SpecError as err:
+            log.warning("flywheel: the catalogue of knob values does not fit the spec: %s", err)
+            return
+        newest = publish.learned_for(spec, self.store.playbook())
+        retired = found.retired() != self._catalogue.retired()
+        now = time.monotonic()
+        if self._pending is None or self._pending[0] != found.version:
+            self._pending = (found.version, now)
+        waited = now - self._pending[1]
+        if newest is None and not retired and waited < SWITCH_AFTER:
+            return
+        if newest is not None:
+            newest.draw()
+        self._respec(found, spec)
+        if newest is not None:
+            self._serve(newest)
 
     def forget(self, unit: object) -> dict[str, int]:
         """Delete every row of a unit, everywhere (the warm tier included: its counts are
-        under ``warm.{table}``); returns the rows deleted per table."""
+        under ``warm.{table}``); returns the rows deleted per table. A knob value whose text
+        was derived from the unit's data loses its text and is retired
+        (``catalogue`` counts them)."""
         hashed = self._units(unit)
         self.flush()
-        return self.store.forget(hashed)
+        deleted = self.store.forget(hashed)
+        if self.spec.memory is not None:
+            with self._cycle_lock():  # after a refresh that may have read the unit's rows
+                deleted["memory"] = memory.forget(self.store, hashed)
+                self.store.set_meta(FORGOTTEN_KEY, uuid.uuid4().hex)  # other processes' copies
+        found = catalogue.read(self.store)
+        if any(hashed in v.units for v in found.values):
+            with self._cycle_lock():
+                now = self._moment(None)
+                found = catalogue.read(self.store)
+                changed = catalogue.forget(found, self._base, hashed, now)
+                if changed is not None:
+                    withdrawn = [v for v in found.values if hashed in v.units]
+                    catalogue.save(self.store, changed)
+                    for v in withdrawn:
+                        catalogue.record(
+                            self.store,
+                            now,
+                            "retire_value",
+                            f"withdrew {v.knob} = {v.value!r}: derived from a forgotten unit",
+                            changed.find(v.knob, v.value),
+                            "forget",
+                        )
+                    deleted["catalogue"] = len(withdrawn)
+                    self._respec(changed, changed.apply(self._base))
+                    self._learn(None, None, True, "values")
+        return deleted
 
     def archive(
         self,
@@ -644,6 +1026,8 @@ class Wheel:
         """One learn cycle, inside the store's ``learn`` lock (``history``: as of the end of
         the history the store holds, if it holds history only and ``as_of`` is None)."""
         self.flush()
+        if any(k.open for k in self._base.knobs):
+            self._review()
         span = history_of(self.store, self.spec, self._moment(None)) if history else None
         if as_of is None and span is not None:
             as_of = span.last
@@ -1109,7 +1493,9 @@ class Wheel:
         return publish.learned_for(self.spec, self.store.playbook())
 
     def _refresh(self) -> None:
-        """Pick up a version published by another process (a cheap query, off the hot path)."""
+        """Pick up knob values and a version published by another process (cheap queries, off
+        the hot path)."""
+        self._pick_up()
         latest = self.store.latest_version()
         current = self._published
         if latest is not None and (current is None or latest > current.version):

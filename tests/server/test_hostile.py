@@ -227,6 +227,6 @@ def test_a_schema_driven_fuzz_run_finds_no_failure(tmp_path: Path) -> None:
     outputs = [r["output"] for r in results["runs"]]
     assert results["failures"] == 0, outputs
     assert all(
-        r["exit_code"] == 0 and r["operations"] == 17 - (not r["keys"]) for r in results["runs"]
+        r["exit_code"] == 0 and r["operations"] == 20 - (not r["keys"]) for r in results["runs"]
     )
     assert results["requests"] >= 300

@@ -230,7 +230,7 @@ class Playbook:
         learn = self.spec.learn
         names = [f.name for f in self.spec.context]
         with one_blas_thread():
-            return segment_policies(
+            tables = segment_policies(
                 self.posterior,
                 self.spec.space.codes,
                 [self.spec.space.allowed(c) for c in contexts],
@@ -240,6 +240,57 @@ class Playbook:
                 learn.explore_cap,
                 learn.explore_spread,
             )
+        newcomers = self.meta.get("newcomers") or []
+        for knob, value, share in newcomers:
+            tables = [self._newcomer(t, knob, value, float(share)) for t in tables]
+        return tables
+
+    def _newcomer(self, table: SegmentPolicy, knob: str, value: Any, share: float) -> SegmentPolicy:
+        """``table`` with at least ``share`` of its traffic on the combinations that hold a
+        value added at run time (its start share, until it has results): those combinations
+        share it in proportion to what they had (evenly, if they had nothing), the others
+        keep theirs in proportion. The probabilities stay exact."""
+        space = self.spec.space
+        if knob not in space.names or len(table.rows) == 0:
+            return table
+        i = space.names.index(knob)
+        values = space.dimensions[i].values
+        if value not in values:
+            return table
+        mask = space.codes[table.rows, i] == values.index(value)
+        held = float(table.probs[mask].sum())
+        if not mask.any() or mask.all() or held >= share:
+            return table
+        probs = table.probs.copy()
+        if held > 0:
+            probs[mask] *= share / held
+        else:
+            probs[mask] = share / int(mask.sum())
+        probs[~mask] *= (1.0 - share) / (1.0 - held)
+        probs /= probs.sum()
+        return SegmentPolicy(table.rows, probs, table.best, table.mean, table.low, table.high)
+
+    def wins(self, context: Mapping[str, Any]) -> tuple[SegmentPolicy, np.ndarray]:
+        """A context's serving table, and the share of the posterior draws in which each of
+        its combinations is the best (Thompson sampling's probabilities, before the floor,
+        the cap and any start share)."""
+        table = self.segment(context)
+        if len(table.rows) == 0:
+            return table, np.zeros(0)
+        key = self.key(context)
+        design = self.posterior.design
+        codes: dict[str, np.ndarray | int] = {
+            f.name: key[j] for j, f in enumerate(self.spec.context) if f.name in design.context
+        }
+        for i, knob in enumerate(design.knobs):
+            codes[knob] = self.spec.space.codes[table.rows, i]
+        x = design.matrix(codes, len(table.rows))
+        scoring = self.scoring
+        with one_blas_thread():
+            scores = x.astype(scoring.dtype) @ scoring
+        winners = np.argmax(scores, axis=0)
+        shares: np.ndarray = np.bincount(winners, minlength=len(table.rows)) / scores.shape[1]
+        return table, shares
 
     # --- contents --------------------------------------------------------------------------------
 

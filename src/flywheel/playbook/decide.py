@@ -64,6 +64,11 @@ class Decider:
         self._fixed = dict(spec.fixed)
         self.playbook: Playbook | None = None
 
+    def respec(self, spec: Spec) -> Decider:
+        """A decider for ``spec`` (the same knobs with other values: the catalogue changed),
+        drawing from the same random stream, serving the cold start until given a playbook."""
+        return Decider(spec, self._rng)
+
     def use(self, playbook: Playbook | None) -> None:
         """Serve from ``playbook`` from the next call on (one reference swap: atomic)."""
         self.playbook = playbook

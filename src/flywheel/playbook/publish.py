@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,7 @@ from flywheel.playbook.book import (
 from flywheel.seatbelt import breaker, gate, guard, quality
 from flywheel.seatbelt.monitors import Check
 from flywheel.seatbelt.quality import QualityReport
-from flywheel.spec import Spec
+from flywheel.spec import NEWCOMER_ROWS, Spec
 from flywheel.store import Store, tables_for
 from flywheel.store.base import Reader
 from flywheel.store.warm import Tiered
@@ -365,6 +365,13 @@ def _fit(
             "draws": spec.learn.draws,
         },
     }
+    meta["values"] = _value_rows(spec, cells)
+    meta["newcomers"] = [
+        [knob, value, share]
+        for knob, shares in spec.newcomers.items()
+        for value, share in shares.items()
+        if share > 0 and _rows_of(meta["values"], knob, value) < NEWCOMER_ROWS
+    ]
     playbook = Playbook(0, meta, encoding, posterior, draws, {}, spec, redraw=redraw)
     playbook.tabulate(playbook.segment_contexts(MAX_TABULATED_SEGMENTS))
     meta["diagnostics"] = {
@@ -377,6 +384,24 @@ def _fit(
         "segments": len(playbook.segments),
     }
     return playbook
+
+
+def _value_rows(spec: Spec, cells: Cells) -> dict[str, list[list[Any]]]:
+    """Per open knob, the training rows (weighted) of each of its values."""
+    out: dict[str, list[list[Any]]] = {}
+    for knob in spec.knobs:
+        if knob.open and knob.name in cells.codes:
+            counts = np.bincount(
+                cells.codes[knob.name], weights=cells.n, minlength=len(knob.values)
+            )
+            out[knob.name] = [
+                [v, round(float(c), 3)] for v, c in zip(knob.values, counts, strict=True)
+            ]
+    return out
+
+
+def _rows_of(values: Mapping[str, list[list[Any]]], knob: str, value: Any) -> float:
+    return next((float(c) for v, c in values.get(knob, []) if v == value), 0.0)
 
 
 def _halt_on(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Query, Request
@@ -37,12 +37,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.types import DecoratedCallable
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as Connection
 
+from flywheel.catalogue import MAX_TEXT
 from flywheel.collect import traces as otlp
 from flywheel.collect.batches import (
     InvalidBodyError,
@@ -125,6 +126,22 @@ class KeyBody(_Body):
 
 _DECIDE = TypeAdapter(DecideBody)
 _KEY = TypeAdapter(KeyBody)
+
+
+class ValueBody(_Body):
+    knob: str = Field(max_length=200)
+    value: StrictStr | StrictInt
+    text: str | None = Field(default=None, max_length=MAX_TEXT)
+    start_share: float = Field(default=0.05, ge=0.0, lt=1.0)
+
+
+class RetireBody(_Body):
+    knob: str = Field(max_length=200)
+    value: StrictStr | StrictInt
+    reason: str = Field(default="", max_length=2000)
+
+
+_VALUE, _RETIRE = TypeAdapter(ValueBody), TypeAdapter(RetireBody)
 
 
 class KeyShown(BaseModel):
@@ -571,6 +588,48 @@ def create_app(
             "checks": [c.as_dict() for c in result.checks],
         }
 
+    @route("GET", "/v1/values", "decide")
+    def values() -> dict[str, Any]:
+        """The values of the open knobs (the spec's own, then those added at run time), each
+        with its text and state."""
+        return {"ok": True, "values": [v.shown() for v in wheel.values()]}
+
+    @route(
+        "POST",
+        "/v1/values",
+        "admin",
+        errors={**INVALID_JSON, 404: "No such knob: ``knob``"},
+        openapi_extra={"requestBody": _json_body("ValueBody")},
+    )
+    async def add_value(request: Request) -> dict[str, Any]:
+        """Add a value to an open knob, with the text it stands for: served at once (a learn
+        cycle runs for it), at least ``start_share`` of each segment's traffic on trial."""
+        body = parsed(_VALUE, await request.body())
+        actor = dashboard.actor_of(request, keys)
+        change = await run_in_threadpool(
+            lambda: wheel.add_value(
+                body.knob, body.value, text=body.text, start_share=body.start_share, actor=actor
+            )
+        )
+        return {"ok": True, **asdict(change)}
+
+    @route(
+        "POST",
+        "/v1/values/retire",
+        "admin",
+        errors={**INVALID_JSON, 404: "No such knob or value: ``knob``, ``value``"},
+        openapi_extra={"requestBody": _json_body("RetireBody")},
+    )
+    async def retire_value(request: Request) -> dict[str, Any]:
+        """Retire a value of an open knob: never served again (its rows are still learned
+        from)."""
+        body = parsed(_RETIRE, await request.body())
+        actor = dashboard.actor_of(request, keys)
+        change = await run_in_threadpool(
+            lambda: wheel.retire_value(body.knob, body.value, reason=body.reason, actor=actor)
+        )
+        return {"ok": True, **asdict(change)}
+
     @route("DELETE", "/v1/units/{unit}", "admin", errors=INVALID)
     def forget(unit: str) -> dict[str, Any]:
         """Delete every row of a unit, everywhere."""
@@ -626,7 +685,9 @@ def create_app(
         json_body=_json_body,
         invalid=INVALID_JSON,
     )
-    _with_bodies(app, SignalsBody, RowsBody, DecideBody, KeyBody, *dashboard.BODIES)
+    _with_bodies(
+        app, SignalsBody, RowsBody, DecideBody, KeyBody, ValueBody, RetireBody, *dashboard.BODIES
+    )
     _guard(app, keys, access)
     return app
 

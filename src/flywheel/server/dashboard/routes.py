@@ -149,7 +149,7 @@ def add(
     async def resume(request: Request) -> dict[str, Any]:
         """Lift the seatbelt's halt, with a reason (recorded with the key's id)."""
         body = parsed(_RESUME, await request.body())
-        lifted = await run_in_threadpool(wheel.resume, body.reason, actor=_actor(request, keys))
+        lifted = await run_in_threadpool(wheel.resume, body.reason, actor=actor_of(request, keys))
         views.forget()
         return {"ok": True, "lifted": None if lifted is None else lifted.as_dict()}
 
@@ -163,7 +163,7 @@ def add(
     async def rollback(request: Request) -> dict[str, Any]:
         """Publish an earlier playbook version again as the newest, and serve it."""
         body = parsed(_ROLLBACK, await request.body())
-        book = await run_in_threadpool(wheel.rollback, body.version, actor=_actor(request, keys))
+        book = await run_in_threadpool(wheel.rollback, body.version, actor=actor_of(request, keys))
         views.forget()
         return {"ok": True, "restored": body.version, "version": book.version}
 
@@ -179,7 +179,7 @@ def add(
         ``accept`` releases them regardless, as a recorded override."""
         body = parsed(_RELEASE, await request.body())
         released, kept = await run_in_threadpool(
-            lambda: wheel.release(body.ids, accept=body.accept, actor=_actor(request, keys))
+            lambda: wheel.release(body.ids, accept=body.accept, actor=actor_of(request, keys))
         )
         views.forget()
         return {"ok": True, "released": released, "quarantined": kept}
@@ -187,7 +187,7 @@ def add(
     return views
 
 
-def _actor(request: Request, keys: KeyRing | None) -> str:
+def actor_of(request: Request, keys: KeyRing | None) -> str:
     """Who an action is recorded as: the id of the key that allowed it (``key 1a2b3c4d``),
     never the key; on a server that needs no key, a header proves nothing: ``no key``."""
     if keys is None or not keys.required:
