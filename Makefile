@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-leads demo-forecast test lint types unit bench bench-dashboard bench-scale bench-learning bench-seatbelt bench-analysis bench-evaluate bench-serve bench-fuzz clean
+.PHONY: demo demo-leads demo-forecast demo-assistant test lint types unit bench bench-dashboard bench-scale bench-learning bench-seatbelt bench-analysis bench-evaluate bench-serve bench-fuzz clean
 
 $(BIN)/flywheel: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ demo-leads: $(BIN)/flywheel ## live lead scoring and next best follow-up on a si
 
 demo-forecast: $(VENV)/.forecast ## a forecast that learns from its errors, on a simulated retailer
 	$(BIN)/python examples/forecast/demo_forecast.py
+
+demo-assistant: $(BIN)/flywheel ## an assistant that improves itself: themes, a revised prompt, example memory, training sets, candidate models
+	$(BIN)/python examples/assistant/demo_assistant.py
 
 # Debian's Chromium, for the dashboard's browser tests (Playwright drives it and never downloads
 # a browser of its own); FLYWHEEL_CHROMIUM names another Chromium instead
