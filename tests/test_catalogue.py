@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from flywheel.cli import app
 from flywheel.errors import InvalidInputError, NotFoundError, SpecError, WrongTypeError
 from flywheel.server import keys as api_keys
 from flywheel.spec import NEWCOMER_ROWS, Spec
-from tests.conftest import Clock, wait_for
+from tests.conftest import WAIT, Clock, wait_for
 from tests.server.test_app import serving
 
 SPEC: dict[str, Any] = {
@@ -305,3 +307,44 @@ def test_values_from_the_command_line(tmp_path: Path) -> None:
     assert refused.exit_code != 0 and "already a value" in refused.output
     retired = runner.invoke(app, ["values", "retire", "prompt", "v1", "-r", "old", "-s", str(path)])
     assert retired.exit_code == 0 and "catalogue version 2" in retired.output
+
+
+SERVER = """
+import json, sys, time
+import flywheel
+spec = json.loads(sys.argv[1])
+with flywheel.open(spec, store=sys.argv[2], refresh=0.1, background=False, seed=3) as wheel:
+    print("ready", flush=True)
+    deadline = time.monotonic() + float(sys.argv[3])
+    while time.monotonic() < deadline:
+        d = wheel.decide({"topic": "billing"})
+        if d.params["prompt"] == "v2":
+            print("served", wheel.text("prompt", "v2"), d.propensity, flush=True)
+            break
+        time.sleep(0.02)
+    else:
+        print("never", flush=True)
+"""
+
+
+def test_a_server_in_another_process_serves_the_new_value(pg_url: str, clock: Clock) -> None:
+    """On PostgreSQL (the store processes share), a value added here is served there."""
+    wheel = flywheel.open(SPEC, store=pg_url, clock=clock, background=False, seed=2)
+    try:
+        play(wheel, clock, 200, random.Random(8))
+        wheel.learn()
+        with subprocess.Popen(
+            [sys.executable, "-c", SERVER, json.dumps(SPEC), pg_url, str(WAIT)],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as other:
+            assert other.stdout is not None
+            assert other.stdout.readline().strip() == "ready"
+            wheel.add_value("prompt", "v2", text="Answer in steps.", start_share=0.5)
+            answer = other.stdout.readline().split(maxsplit=1)
+            other.wait(timeout=WAIT)
+        assert answer[0] == "served", answer
+        text, propensity = answer[1].rsplit(maxsplit=1)
+        assert text == "Answer in steps." and 0 < float(propensity) <= 1
+    finally:
+        wheel.close()
