@@ -654,18 +654,8 @@ class Wheel:
                 actor=who,
                 now=now,
             )
-            catalogue.save(self.store, changed)
-            entry = changed.find(knob, value)
-            catalogue.record(self.store, now, "add_value", f"added {knob} = {value!r}", entry, who)
-            self._respec(changed, spec)
-            result = self._learn(None, None, True, "values")
-        return ValueChange(
-            knob,
-            value,
-            changed.version,
-            result.version if result.published else None,
-            result.reason,
-        )
+            shown = f"added {knob} = {value!r}"
+            return self._changed(changed, spec, knob, value, "add_value", shown, who, now)
 
     def retire_value(
         self, knob: str, value: Any, *, reason: str = "", actor: str | None = None
@@ -683,19 +673,28 @@ class Wheel:
             changed, spec = catalogue.retire(
                 self._base, current, knob, value, reason=reason, actor=who, now=now
             )
-            catalogue.save(self.store, changed)
-            entry = changed.find(knob, value)
             shown = f"retired {knob} = {value!r}" + (f": {reason}" if reason else "")
-            catalogue.record(self.store, now, "retire_value", shown, entry, who)
-            self._respec(changed, spec)
-            result = self._learn(None, None, True, "values")
-        return ValueChange(
-            knob,
-            value,
-            changed.version,
-            result.version if result.published else None,
-            result.reason,
-        )
+            return self._changed(changed, spec, knob, value, "retire_value", shown, who, now)
+
+    def _changed(
+        self,
+        changed: Catalogue,
+        spec: Spec,
+        knob: str,
+        value: Any,
+        action: str,
+        shown: str,
+        who: str,
+        now: datetime,
+    ) -> ValueChange:
+        """Inside the learn lock: store and audit a catalogue change, serve it, and run the
+        learn cycle that publishes for it."""
+        catalogue.save(self.store, changed)
+        catalogue.record(self.store, now, action, shown, changed.find(knob, value), who)
+        self._respec(changed, spec)
+        result = self._learn(None, None, True, "values")
+        published = result.version if result.published else None
+        return ValueChange(knob, value, changed.version, published, result.reason)
 
     def values(self, knob: str | None = None) -> list[KnobValue]:
         """The values of the open knobs (or of ``knob``): the spec's own, then those added at

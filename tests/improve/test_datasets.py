@@ -3,7 +3,7 @@ forgetting, quarantine, the warm tier, and the "ready to tune" entry."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +14,15 @@ from flywheel.errors import InvalidInputError, WrongTypeError
 from flywheel.improve import datasets
 from tests.conftest import DAY, HOUR, T0, Clock
 from tests.improve.assistant import AS_OF, KTO, LOG, PREFERENCES, SFT, SPEC, play, sft_pairs
+from tests.improve.conftest import Open
 
 Make = Callable[..., flywheel.Wheel]
 
 
 @pytest.fixture
-def make(each_store: str, clock: Clock) -> Iterator[Make]:
+def make(wheels: Open) -> Make:
     """Wheels on the test's store (DuckDB, then PostgreSQL), on the test's clock."""
-    opened: list[flywheel.Wheel] = []
-
-    def make(spec: dict[str, Any] | None = None) -> flywheel.Wheel:
-        wheel = flywheel.open(
-            SPEC if spec is None else spec, store=each_store, clock=clock, background=False
-        )
-        opened.append(wheel)
-        return wheel
-
-    yield make
-    for wheel in opened:
-        wheel.close()
+    return lambda spec=None: wheels(SPEC if spec is None else spec)
 
 
 def test_each_set_holds_exactly_the_eligible_rows(make: Make, clock: Clock) -> None:

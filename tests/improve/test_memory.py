@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from flywheel.errors import InvalidInputError, WrongTypeError
 from flywheel.improve import memory
 from flywheel.improve.memory import MemorySettings, Snapshot
 from tests.conftest import HOUR, T0, Clock
+from tests.improve.conftest import Open
 
 Make = Callable[..., flywheel.Wheel]
 
@@ -58,24 +59,9 @@ ENTRIES = [10, 3, 0, 4, 2, 7]
 
 
 @pytest.fixture
-def make(each_store: str, clock: Clock) -> Iterator[Make]:
+def make(wheels: Open) -> Make:
     """Wheels on the test's store (DuckDB, then PostgreSQL), on the test's clock."""
-    opened: list[flywheel.Wheel] = []
-
-    def make(spec: dict[str, Any] | None = None) -> flywheel.Wheel:
-        wheel = flywheel.open(
-            SPEC if spec is None else spec,
-            store=each_store,
-            clock=clock,
-            background=False,
-            seed=7,
-        )
-        opened.append(wheel)
-        return wheel
-
-    yield make
-    for wheel in opened:
-        wheel.close()
+    return lambda spec=None: wheels(SPEC if spec is None else spec, seed=7)
 
 
 def play(wheel: flywheel.Wheel, clock: Clock, log: list[Any] | None = None) -> list[str]:

@@ -6,7 +6,7 @@ rank by their feedback, and forgetting a unit reaches every snapshot."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ import pytest
 import flywheel
 from flywheel.errors import InvalidInputError
 from tests.conftest import HOUR, Clock
+from tests.improve.conftest import Open
 
 SPEC: dict[str, Any] = {
     "name": "memory",
@@ -39,17 +40,8 @@ Make = Callable[..., flywheel.Wheel]
 
 
 @pytest.fixture
-def make(each_store: str, clock: Clock) -> Iterator[Make]:
-    opened: list[flywheel.Wheel] = []
-
-    def make() -> flywheel.Wheel:
-        wheel = flywheel.open(SPEC, store=each_store, clock=clock, background=False, seed=11)
-        opened.append(wheel)
-        return wheel
-
-    yield make
-    for wheel in opened:
-        wheel.close()
+def make(wheels: Open) -> Make:
+    return lambda: wheels(SPEC, seed=11)
 
 
 def day(wheel: flywheel.Wheel, clock: Clock, rng: random.Random, n: int = 60) -> list[Any]:

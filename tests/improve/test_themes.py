@@ -4,7 +4,7 @@ counts as negative and which text speaks for it; too few texts; proposals."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -25,29 +25,15 @@ from tests.improve.assistant import (
     THEMES_SPEC,
     play_themes,
 )
+from tests.improve.conftest import Open
 
 Make = Callable[..., flywheel.Wheel]
 
 
 @pytest.fixture
-def make(each_store: str, clock: Clock) -> Iterator[Make]:
+def make(wheels: Open) -> Make:
     """Wheels on the test's store (DuckDB, then PostgreSQL), on the test's clock."""
-    opened: list[flywheel.Wheel] = []
-
-    def make(spec: dict[str, Any] | None = None) -> flywheel.Wheel:
-        wheel = flywheel.open(
-            THEMES_SPEC if spec is None else spec,
-            store=each_store,
-            clock=clock,
-            background=False,
-            seed=7,
-        )
-        opened.append(wheel)
-        return wheel
-
-    yield make
-    for wheel in opened:
-        wheel.close()
+    return lambda spec=None: wheels(THEMES_SPEC if spec is None else spec, seed=7)
 
 
 def _planted_theme(themes: Sequence[Theme], planted: dict[str, str | None], name: str) -> Theme:

@@ -76,7 +76,7 @@ from typing import Any
 from flywheel.align import moment, stamp
 from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
 from flywheel.errors import InvalidInputError, StoreError, WrongTypeError
-from flywheel.improve.themes import LARGE_EDIT, RATING_SCALE, RATING_SHARE
+from flywheel.improve.themes import LARGE_EDIT, rating_cut, signal_column
 from flywheel.rules import own_column, quote_name
 from flywheel.spec import Spec
 from flywheel.store import Store
@@ -428,25 +428,6 @@ def snapshot_id(entries: Sequence[Entry], documents: Mapping[str, Document]) -> 
 # --- the statement -------------------------------------------------------------------------------
 
 
-def _column(spec: Spec, name: str, kind: str) -> str:
-    """``a."name"`` for a built-in signal the spec keeps as ``kind``; ``NULL`` when a knob,
-    feature or signal of another kind has taken its name."""
-    found = spec.signals.get(name)
-    if found is None or found.kind != kind:
-        return "NULL"
-    return f"a.{quote_name(name)}"
-
-
-def rating_cut(spec: Spec) -> float:
-    """The highest negative rating: the lowest 40% of ``[signals] rating``'s scale (as in
-    :mod:`.themes`)."""
-    found = spec.signals.get("rating")
-    lo, hi = RATING_SCALE
-    if found is not None and found.min is not None and found.max is not None:
-        lo, hi = found.min, found.max
-    return lo + RATING_SHARE * (hi - lo)
-
-
 def _text_signal(spec: Spec, name: str, why: str) -> None:
     found = spec.signals.get(name)
     if found is None or found.kind != "text":
@@ -464,12 +445,18 @@ def memory_sql(spec: Spec, documents: str | None = None, previous: Sequence[str]
     _text_signal(spec, "output", "example memory needs it")
     if documents is not None:
         _text_signal(spec, documents, "documents name a text signal listing document ids")
-    rating, thumbs = _column(spec, "rating", "number"), _column(spec, "thumbs", "number")
-    edit = _column(spec, "edit_distance", "number")
+    rating, thumbs = (
+        signal_column(spec, "rating", "number"),
+        signal_column(spec, "thumbs", "number"),
+    )
+    edit = signal_column(spec, "edit_distance", "number")
     checks = {
         "rating": f"{rating} <= $rating_cut",
         "thumbs": f"{thumbs} <= 0",
-        **{n: f"{_column(spec, n, 'number')} > 0" for n in ("rejected", "requeried", "abandoned")},
+        **{
+            n: f"{signal_column(spec, n, 'number')} > 0"
+            for n in ("rejected", "requeried", "abandoned")
+        },
         "edit": f"{edit} >= $large_edit",
     }
     flags = ", ".join(f"coalesce({rule}, FALSE) AS {_own(n)}" for n, rule in checks.items())

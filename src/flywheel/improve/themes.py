@@ -249,7 +249,7 @@ class Negative:
     reasons: tuple[str, ...]
 
 
-def _column(spec: Spec, name: str, kind: str) -> str:
+def signal_column(spec: Spec, name: str, kind: str) -> str:
     """``a."name"`` for a built-in signal the spec keeps as ``kind``; ``NULL`` when a knob,
     feature or signal of another kind has taken its name."""
     found = spec.signals.get(name)
@@ -258,7 +258,8 @@ def _column(spec: Spec, name: str, kind: str) -> str:
     return f"a.{quote_name(name)}"
 
 
-def _rating_cut(spec: Spec) -> float:
+def rating_cut(spec: Spec) -> float:
+    """The highest negative rating: the lowest 40% of ``[signals] rating``'s scale."""
     found = spec.signals.get("rating")
     lo, hi = RATING_SCALE
     if found is not None and found.min is not None and found.max is not None:
@@ -272,10 +273,10 @@ def negatives_sql(spec: Spec) -> str:
     served per knob combination and half of the window, in ``served``). Parameters: ``$start``,
     ``$middle``, ``$as_of``, ``$rating_cut``, ``$large_edit``."""
     signals = {
-        name: _column(spec, name, "number")
+        name: signal_column(spec, name, "number")
         for name in ("rating", "thumbs", "rejected", "requeried", "abandoned", "edit_distance")
     }
-    comment, output = _column(spec, "comment", "text"), _column(spec, "output", "text")
+    comment, output = signal_column(spec, "comment", "text"), signal_column(spec, "output", "text")
     rules = [
         f"{signals['rating']} <= $rating_cut",
         f"{signals['thumbs']} <= 0",
@@ -365,7 +366,7 @@ def read(
     store: Store, spec: Spec, start: datetime, as_of: datetime, large_edit: float = LARGE_EDIT
 ) -> Window:
     """The negative decisions made in ``(start, as_of]`` and the decisions served there."""
-    cut = _rating_cut(spec)
+    cut = rating_cut(spec)
     middle = start + (as_of - start) / 2
     params = {
         "start": start,
@@ -403,7 +404,7 @@ def read(
 def rule(spec: Spec, large_edit: float = LARGE_EDIT) -> dict[str, Any]:
     """What counted as negative, in words and figures (:attr:`Themes.rule`)."""
     return {
-        "rating": f"<= {_rating_cut(spec):g}",
+        "rating": f"<= {rating_cut(spec):g}",
         "thumbs": "down",
         "implicit": "rejected, requeried or abandoned",
         "edit_distance": f">= {large_edit:g}",
