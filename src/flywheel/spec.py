@@ -231,6 +231,9 @@ class Memory:
     window_seconds: float = 28 * 86400.0
     keep: int = 2
     documents: str | None = None
+    refresh_seconds: float = 86400.0
+    """The least time between two snapshots added as values (each adds a level to the knob,
+    which takes at most 1,000): cycles in between keep serving the newest."""
 
 
 @dataclass(frozen=True)
@@ -605,6 +608,7 @@ class _Memory(_Model):
     window: str = "28d"
     keep: int = Field(default=2, ge=1, le=20)
     documents: str | None = None
+    refresh: str = "1d"
 
 
 class _Spec(_Model):
@@ -848,6 +852,7 @@ def _parse_memory(
         if found is None or found.kind != "text":
             errors.add("memory.documents", f"{raw.documents!r} is not a text signal")
     window = _duration("memory.window", raw.window, errors)
+    refresh = _duration("memory.refresh", raw.refresh, errors)
     return Memory(
         raw.knob,
         raw.k,
@@ -856,6 +861,7 @@ def _parse_memory(
         window,
         raw.keep,
         raw.documents,
+        refresh,
     )
 
 

@@ -67,7 +67,7 @@ T = TypeVar("T")
 log = logging.getLogger("flywheel")
 ARCHIVED_KEY = "storage.archived"  # the 'meta' key: when the scheduled archive last ran
 ARCHIVE_EVERY = 3600.0  # seconds between two scheduled archives
-FORGOTTEN_KEY = "memory.forgotten"  # the 'meta' key a forget changes: snapshots were rewritten
+REWRITTEN_KEY = "memory.rewritten"  # the 'meta' key changed when stored snapshots were rewritten
 SWITCH_AFTER = 30.0
 """Seconds a process keeps serving a catalogue after another process added values, waiting
 for the first playbook learned for them (a retirement is served at once)."""
@@ -777,10 +777,16 @@ class Wheel:
 
     def _remember(self, found: Catalogue, now: datetime) -> Catalogue:
         """The example memory's refresh: a snapshot of the best-rated outputs, added as a
-        value of the memory's knob when it changed (the older snapshots beyond ``keep``
-        retired), so which snapshot served is learned like any knob value."""
+        value of the memory's knob when it changed and the newest is at least ``refresh``
+        old (the older snapshots beyond ``keep`` retired), so which snapshot served is
+        learned like any knob value."""
         settings = self.spec.memory
         assert settings is not None
+        added = [v for v in found.values if v.knob == settings.knob and v.actor == "memory"]
+        last = max((datetime.fromisoformat(v.added_at or "") for v in added), default=None)
+        if last is not None and (now - last).total_seconds() < settings.refresh_seconds:
+            self._evict([str(v.value) for v in added if v.state != "retired"], now)
+            return found  # the newest snapshot is recent: it keeps serving
         previous = memory.current(self.store)
         snapshot = memory.build(
             self.store, self.spec, self._memory_settings(), now, previous, now=now
@@ -822,6 +828,21 @@ class Wheel:
             )
         catalogue.save(self.store, changed)
         return changed
+
+    def _evict(self, served: Sequence[str], now: datetime) -> None:
+        """Between two snapshots: the examples of the ``served`` ones that drew negative
+        feedback since (or fell below the reward, or were quarantined) removed from them."""
+        changed = False
+        for ident in served:
+            snapshot = memory.load(self.store, ident)
+            if snapshot is None:
+                continue
+            fresh = memory.build(
+                self.store, self.spec, self._memory_settings(), now, snapshot, now=now
+            )
+            changed |= memory.evict(self.store, snapshot, fresh.evicted) is not snapshot
+        if changed:
+            self.store.set_meta(REWRITTEN_KEY, uuid.uuid4().hex)  # other processes' copies
 
     def _memory_settings(self) -> memory.MemorySettings:
         found = self.spec.memory
@@ -881,9 +902,9 @@ class Wheel:
         return self._snapshot(ids[-1]) if ids else None
 
     def _snapshot(self, ident: str) -> memory.Snapshot | None:
-        """A stored snapshot, kept once read until a ``forget`` in any process rewrites the
-        stored ones."""
-        generation = self.store.get_meta(FORGOTTEN_KEY) or ""
+        """A stored snapshot, kept once read until any process rewrites the stored ones (a
+        ``forget``, an eviction)."""
+        generation = self.store.get_meta(REWRITTEN_KEY) or ""
         if generation != self._generation:
             self._snapshots.clear()
             self._generation = generation
@@ -933,7 +954,7 @@ class Wheel:
         if self.spec.memory is not None:
             with self._cycle_lock():  # after a refresh that may have read the unit's rows
                 deleted["memory"] = memory.forget(self.store, hashed)
-                self.store.set_meta(FORGOTTEN_KEY, uuid.uuid4().hex)  # other processes' copies
+                self.store.set_meta(REWRITTEN_KEY, uuid.uuid4().hex)  # other processes' copies
         found = catalogue.read(self.store)
         if any(hashed in v.units for v in found.values):
             with self._cycle_lock():

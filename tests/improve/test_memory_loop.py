@@ -109,9 +109,16 @@ def test_a_badly_rated_example_is_evicted_and_documents_rank_by_feedback(
     rng = random.Random(5)
     day(wheel, clock, rng)
     wheel.learn()
+    served = [wheel.decide({"topic": "billing"}) for _ in range(40)]
+    mine = next(d for d in served if d.params["examples"] != "none")
     best = wheel.examples({"topic": "billing"}, k=1)[0]
+    assert best.decision_id in [e.decision_id for e in wheel.examples(mine, k=50)]
     wheel.signal(best.decision_id, "rating", 1)  # the user changed their mind
-    wheel.learn()
+    clock.now += HOUR  # the next cycle comes before a new snapshot is due ([memory] refresh)
+    wheel.learn(force=True)
+    assert len([v for v in wheel.values("examples") if v.origin == "added"]) == 1
+    # evicted from the snapshot served, which keeps its id, at once
+    assert best.decision_id not in [e.decision_id for e in wheel.examples(mine, k=50)]
     fresh = [e.decision_id for e in wheel.examples({"topic": "billing"}, k=50)]
     assert best.decision_id not in fresh
     # retrieval put the old guide first; feedback puts the new one first and the old one last

@@ -712,6 +712,20 @@ def save(store: Store, snapshot: Snapshot, keep: int = KEEP) -> None:
         store.set_meta(_key(old), "")
 
 
+def evict(store: Store, snapshot: Snapshot, evicted: Sequence[Eviction]) -> Snapshot:
+    """``snapshot`` without the entries ``evicted`` (what a later build found no longer
+    eligible), stored again under its id where it stands among the versions (the id names
+    the version as it was built, as after :func:`forget`): served snapshots lose an example
+    that drew negative feedback at the next cycle, not only at the next snapshot."""
+    gone = {e.decision_id for e in evicted}
+    kept = tuple(e for e in snapshot.entries if e.decision_id not in gone)
+    if len(kept) == len(snapshot.entries):
+        return snapshot
+    found = replace(snapshot, entries=kept, evicted=(*snapshot.evicted, *evicted))
+    store.set_meta(_key(snapshot.id), found.to_json())
+    return found
+
+
 def load(store: Store, snapshot: str) -> Snapshot | None:
     """The stored version ``snapshot`` (an id), or ``None`` when it is not stored (or was
     dropped)."""
