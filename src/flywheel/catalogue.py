@@ -152,7 +152,7 @@ class Catalogue:
         return cls(int(data["version"]), values)
 
 
-def _same(a: Value, b: Value) -> bool:
+def _same(a: object, b: object) -> bool:
     return type(a) is type(b) and a == b
 
 
@@ -167,7 +167,7 @@ def version(store: Store) -> int:
     return 0 if not text else int(json.loads(text)["version"])
 
 
-def _knob(base: Spec, catalogue: Catalogue, knob: object) -> str:
+def _knob(base: Spec, knob: object) -> str:
     if not isinstance(knob, str):
         raise WrongTypeError("knob", f"expected a knob's name, got {knob!r}")
     found = base.knob.get(knob)
@@ -205,7 +205,7 @@ def add(
 ) -> tuple[Catalogue, Spec]:
     """The catalogue and the spec served with ``value`` added to the open ``knob`` of
     ``base``; every argument is checked first (nothing is changed on an error)."""
-    name = _knob(base, catalogue, knob)
+    name = _knob(base, knob)
     dtype = base.knob[name].dtype
     if dtype == "text":
         if not isinstance(value, str):
@@ -250,25 +250,21 @@ def retire(
     reason: str,
     actor: str,
     now: datetime,
-    by: str | None = None,
 ) -> tuple[Catalogue, Spec]:
-    """The catalogue and the spec served with ``value`` of the open ``knob`` retired:
-    never served again (``by``: who retired it, the actor unless the guard)."""
-    name = _knob(base, catalogue, knob)
+    """The catalogue and the spec served with ``value`` of the open ``knob`` retired by
+    ``actor``: never served again."""
+    name = _knob(base, knob)
     served = catalogue.apply(base)
-    if not any(_same(v, value) for v in served.knob[name].values):  # type: ignore[arg-type]
+    found = next((v for v in served.knob[name].values if _same(v, value)), None)
+    if found is None:
         raise NotFoundError("value", f"{value!r} is not a value of {name}")
-    entry = catalogue.find(name, value)  # type: ignore[arg-type]
+    entry = catalogue.find(name, found)
     if entry is not None and entry.state == "retired":
         raise InvalidInputError("value", f"{value!r} of {name} is already retired")
     if entry is None:  # one of the spec's own values
-        entry = KnobValue(name, value, origin="spec", start_share=0.0)  # type: ignore[arg-type]
+        entry = KnobValue(name, found, origin="spec", start_share=0.0)
     entry = replace(
-        entry,
-        state="retired",
-        retired_at=now.isoformat(),
-        retired_by=by or actor,
-        reason=reason,
+        entry, state="retired", retired_at=now.isoformat(), retired_by=actor, reason=reason
     )
     changed = catalogue.changed(entry)
     return changed, _applied(base, changed, "value")
@@ -391,31 +387,24 @@ def judged(
 def forget(catalogue: Catalogue, base: Spec, unit: str, now: datetime) -> Catalogue | None:
     """The catalogue without any text derived from ``unit``'s data: each such value's text
     is withdrawn and the value retired (``None``: no value names the unit)."""
-    values = list(catalogue.values)
-    touched = False
-    for j, v in enumerate(values):
-        if unit in v.units:
-            touched = True
-            values[j] = replace(
-                v,
-                text=None,
-                units=(),
-                state="retired" if v.state != "retired" else v.state,
-                retired_at=v.retired_at or now.isoformat(),
-                retired_by=v.retired_by or "forget",
-                reason="its text was derived from a forgotten unit's data",
-            )
-    if not touched:
+    if not any(unit in v.units for v in catalogue.values):
         return None
-    changed = Catalogue(catalogue.version + 1, tuple(values))
+    why = "its text was derived from a forgotten unit's data"
+    withdrawn = [
+        replace(v, text=None, units=(), reason=why) if unit in v.units else v
+        for v in catalogue.values
+    ]
+    retired = [
+        replace(v, state="retired", retired_at=now.isoformat(), retired_by="forget")
+        if unit in old.units and v.state != "retired"
+        else v
+        for v, old in zip(withdrawn, catalogue.values, strict=True)
+    ]
+    changed = Catalogue(catalogue.version + 1, tuple(retired))
     try:
         changed.apply(base)
-    except SpecError:  # the text is withdrawn all the same; the value stays served
-        values = [
-            replace(v, state=catalogue.values[j].state) if unit in catalogue.values[j].units else v
-            for j, v in enumerate(values)
-        ]
-        changed = Catalogue(catalogue.version + 1, tuple(values))
+    except SpecError:  # retiring would leave nothing to serve: only the text is withdrawn
+        return Catalogue(catalogue.version + 1, tuple(withdrawn))
     return changed
 
 
