@@ -348,3 +348,29 @@ def test_a_server_in_another_process_serves_the_new_value(pg_url: str, clock: Cl
         assert text == "Answer in steps." and 0 < float(propensity) <= 1
     finally:
         wheel.close()
+
+
+def test_the_version_guard_does_not_restore_a_version_of_other_values(
+    make: Make, clock: Clock
+) -> None:
+    """After a value is added, the version that served before it cannot serve the new set of
+    values: the guard leaves it (the catalogue's review judges the newcomer) rather than fail
+    to restore it, and the seatbelt does not halt."""
+    wheel = make()
+    rng = random.Random(9)
+    for _ in range(2):
+        play(wheel, clock, 400, rng)
+        assert wheel.learn().published
+    # a newcomer served nine times in ten, and far worse: the version serving it does worse
+    # live than the one before, which served other values
+    wheel.add_value("prompt", "bad", text="Be vague.", start_share=0.9)
+    for _ in range(8):  # enough for the live comparison to call it a drop
+        play(wheel, clock, 300, rng)
+        assert wheel.check() is None
+    assert wheel.status().halt is None
+    states = {v.value: v.state for v in wheel.values("prompt")}
+    assert states["bad"] == "active"
+    wheel.learn()  # learns from its results; the next cycle's review judges it instead
+    play(wheel, clock, 100, rng)
+    wheel.learn()
+    assert {v.value: v.state for v in wheel.values("prompt")}["bad"] == "retired"

@@ -533,10 +533,14 @@ def _guard(
     store: Store, spec: Spec, moment: datetime, incumbent: Playbook | None
 ) -> tuple[LearnResult, Playbook | None] | None:
     """The negative-loop guard: roll back a live version doing significantly worse than the
-    one it replaced, and halt. ``None`` when there is nothing to do."""
+    one it replaced, and halt. ``None`` when there is nothing to do, or when the version it
+    replaced was learned for other knob values (it cannot serve these: the catalogue's own
+    review judges a value added at run time, :mod:`flywheel.catalogue`)."""
     if incumbent is None or not incumbent.meta.get("replaces"):
         return None
     old = int(incumbent.meta["replaces"])
+    if json.loads(_metas(store).get(old, "{}")).get("spec_digest") != spec.digest:
+        return None
     baseline = _baseline(store, old, spec.seatbelt.guard_min_rows)
     if baseline is None:
         return None
