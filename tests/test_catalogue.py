@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 import flywheel
+from flywheel import catalogue
 from flywheel.catalogue import RETIRE_BELOW
 from flywheel.cli import app
 from flywheel.errors import InvalidInputError, NotFoundError, SpecError, WrongTypeError
@@ -196,6 +197,20 @@ def test_retiring_checks_what_is_left(make: Make, clock: Clock) -> None:
     assert entry.state == "retired" and entry.reason == "v2 replaces it"
     with pytest.raises(InvalidInputError, match="already retired"):
         wheel.retire_value("prompt", "v1")
+    declared = {
+        **SPEC,
+        "skeleton": {**SPEC["skeleton"], "default": {"prompt": "v1", "tone": "plain"}},
+    }
+    with pytest.raises(InvalidInputError, match="skeleton's default"):
+        catalogue.retire(
+            Spec.from_dict(declared),
+            catalogue.Catalogue(),
+            "prompt",
+            "v1",
+            reason="",
+            actor="t",
+            now=wheel.now(),
+        )
     # the rows served with v1 are still learned from, not quarantined
     playbook = wheel.playbook
     assert playbook is not None and playbook.version == change.published

@@ -261,6 +261,12 @@ def retire(
     entry = catalogue.find(name, found)
     if entry is not None and entry.state == "retired":
         raise InvalidInputError("value", f"{value!r} of {name} is already retired")
+    declared = (base.raw.get("skeleton") or {}).get("default") or {}
+    if name in declared and _same(declared[name], found):
+        raise InvalidInputError(
+            "value",
+            f"{value!r} is the skeleton's default for {name}: declare another default first",
+        )
     if entry is None:  # one of the spec's own values
         entry = KnobValue(name, found, origin="spec", start_share=0.0)
     entry = replace(
