@@ -178,3 +178,23 @@ PARAMS = {
     "emotional_density": "mid",
     "length": "long",
 }
+
+
+Open = Callable[..., flywheel.Wheel]
+
+
+@pytest.fixture
+def wheels(each_store: str, clock: Clock) -> Iterator[Open]:
+    """Opens wheels on the test's store (DuckDB, then PostgreSQL) and clock, with no
+    background turn (a test runs what it wants itself); closes them after the test."""
+    opened: list[flywheel.Wheel] = []
+
+    def open_wheel(spec: dict[str, Any], **options: Any) -> flywheel.Wheel:
+        options.setdefault("background", False)
+        wheel = flywheel.open(spec, store=each_store, clock=clock, **options)
+        opened.append(wheel)
+        return wheel
+
+    yield open_wheel
+    for wheel in opened:
+        wheel.close()

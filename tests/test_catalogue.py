@@ -9,7 +9,7 @@ import json
 import random
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from flywheel.cli import app
 from flywheel.errors import InvalidInputError, NotFoundError, SpecError, WrongTypeError
 from flywheel.server import keys as api_keys
 from flywheel.spec import NEWCOMER_ROWS, Spec
-from tests.conftest import WAIT, Clock, wait_for
+from tests.conftest import WAIT, Clock, Open, wait_for
 from tests.server.test_app import serving
 
 SPEC: dict[str, Any] = {
@@ -41,19 +41,9 @@ Make = Callable[..., flywheel.Wheel]
 
 
 @pytest.fixture
-def make(each_store: str, clock: Clock) -> Iterator[Make]:
-    opened: list[flywheel.Wheel] = []
-
-    def make(**kwargs: Any) -> flywheel.Wheel:
-        kwargs.setdefault("background", False)
-        kwargs.setdefault("seed", 5)
-        wheel = flywheel.open(SPEC, store=each_store, clock=clock, **kwargs)
-        opened.append(wheel)
-        return wheel
-
-    yield make
-    for wheel in opened:
-        wheel.close()
+def make(wheels: Open) -> Make:
+    """Wheels of :data:`SPEC` on the test's store (DuckDB, then PostgreSQL) and clock."""
+    return lambda **options: wheels(SPEC, **{"seed": 5, **options})
 
 
 def play(wheel: flywheel.Wheel, clock: Clock, n: int, rng: random.Random) -> dict[str, int]:

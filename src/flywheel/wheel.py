@@ -149,11 +149,7 @@ class Wheel:
         except StoreError:
             store.close()
             raise
-        try:
-            spec = self._catalogue.apply(spec)
-        except SpecError as err:  # a spec edited since: serve it as declared, and say why
-            log.warning("flywheel: the knob values added at run time do not fit the spec: %s", err)
-        self.spec = spec
+        self.spec = self._served_spec(self._catalogue) or spec
         self._pending: tuple[int, float] | None = None  # a catalogue seen, not yet served
         self._snapshots: dict[str, memory.Snapshot] = {}  # the example memory's, by id
         self._generation = ""  # of the stored snapshots (a forget rewrites them)
@@ -742,6 +738,15 @@ class Wheel:
                     return
             time.sleep(0.05)
 
+    def _served_spec(self, found: Catalogue) -> Spec | None:
+        """The declared spec with ``found``'s values, or ``None`` (and a warning) when they do
+        not fit it (a spec edited since: it is served as declared)."""
+        try:
+            return found.apply(self._base)
+        except SpecError as err:
+            log.warning("flywheel: the knob values added at run time do not fit the spec: %s", err)
+            return None
+
     def _respec(self, found: Catalogue, spec: Spec) -> None:
         """Serve ``spec`` (the catalogue ``found`` applied) from now on: the cold start until
         a playbook learned for it is served."""
@@ -758,8 +763,12 @@ class Wheel:
         memory's refresh; a change of the catalogue is served by the cycle that follows."""
         found = catalogue.read(self.store)
         now = self._moment(None)
-        served = self._newest() if found.newcomers() else None
-        verdicts = [] if served is None else catalogue.review(found, served)
+        verdicts = []
+        if found.newcomers():
+            served = self._published  # the newest version, unless another process published
+            if served is None or served.version != self.store.latest_version():
+                served = self._newest()
+            verdicts = [] if served is None else catalogue.review(found, served)
         if verdicts:
             changed = catalogue.judged(found, self._base, verdicts, now)
             if changed is not found:
@@ -770,10 +779,10 @@ class Wheel:
                 found = changed
         if self.spec.memory is not None:
             found = self._remember(found, now)
-        if found.version != self._catalogue.version or found.apply(self._base).digest != (
-            self.spec.digest
-        ):
-            self._respec(found, found.apply(self._base))
+        if found.version != self._catalogue.version:
+            spec = self._served_spec(found)
+            if spec is not None:
+                self._respec(found, spec)
 
     def _remember(self, found: Catalogue, now: datetime) -> Catalogue:
         """The example memory's refresh: a snapshot of the best-rated outputs, added as a
@@ -924,10 +933,8 @@ class Wheel:
         if latest == self._catalogue.version:
             return
         found = catalogue.read(self.store)
-        try:
-            spec = found.apply(self._base)
-        except SpecError as err:
-            log.warning("flywheel: the catalogue of knob values does not fit the spec: %s", err)
+        spec = self._served_spec(found)
+        if spec is None:
             return
         newest = publish.learned_for(spec, self.store.playbook())
         retired = found.retired() != self._catalogue.retired()
@@ -1028,11 +1035,8 @@ class Wheel:
         ``seatbelt.stale_after``) the default is the history's own clock: as of its newest
         row, so the next cycle's gate judges the rows recorded after it; the reason says so.
         """
-        while True:
-            with self.store.exclusive("learn") as mine:
-                if mine:
-                    return self._learn(as_of, seed, force, trigger, history=as_of is None)
-            time.sleep(0.05)
+        with self._cycle_lock():
+            return self._learn(as_of, seed, force, trigger, history=as_of is None)
 
     def _learn(
         self,
@@ -1108,25 +1112,18 @@ class Wheel:
         else:
             coded, as_of = warehouse.load_encoding(self.spec, encoding)
         when = self._clock() if as_of is None else as_of.timestamp()
-        while True:
-            with self.store.exclusive("learn") as mine:
-                if mine:
-                    result, playbook = warehouse.learn_from_cells(
-                        self.store, self.spec, table, coded, when, seed, source
-                    )
-                    if playbook is not None:
-                        self._serve(playbook)
-                    Cycle(
-                        align.moment(when),
-                        "cells",
-                        result.published,
-                        result.version,
-                        result.reason,
-                        result.halted,
-                    ).write(self.store)
-                    relay(self.store, self._alerts)
-                    return result
-            time.sleep(0.05)
+        with self._cycle_lock():
+            result, playbook = warehouse.learn_from_cells(
+                self.store, self.spec, table, coded, when, seed, source
+            )
+            if playbook is not None:
+                self._serve(playbook)
+            moment = align.moment(when)
+            Cycle(
+                moment, "cells", result.published, result.version, result.reason, result.halted
+            ).write(self.store)
+            relay(self.store, self._alerts)
+            return result
 
     def cycle(self, trigger: str) -> LearnResult | None:
         """A scheduled learn cycle (what the background turn runs when ``[learn] every`` or

@@ -12,9 +12,8 @@ import pytest
 import flywheel
 from flywheel.errors import InvalidInputError, WrongTypeError
 from flywheel.improve import datasets
-from tests.conftest import DAY, HOUR, T0, Clock
+from tests.conftest import DAY, HOUR, T0, Clock, Open
 from tests.improve.assistant import AS_OF, KTO, LOG, PREFERENCES, SFT, SPEC, play, sft_pairs
-from tests.improve.conftest import Open
 
 Make = Callable[..., flywheel.Wheel]
 

@@ -15,8 +15,7 @@ import flywheel
 from flywheel.errors import InvalidInputError, WrongTypeError
 from flywheel.improve import memory
 from flywheel.improve.memory import MemorySettings, Snapshot
-from tests.conftest import HOUR, T0, Clock
-from tests.improve.conftest import Open
+from tests.conftest import HOUR, T0, Clock, Open
 
 Make = Callable[..., flywheel.Wheel]
 

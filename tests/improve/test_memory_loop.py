@@ -13,8 +13,7 @@ import pytest
 
 import flywheel
 from flywheel.errors import InvalidInputError
-from tests.conftest import HOUR, Clock
-from tests.improve.conftest import Open
+from tests.conftest import HOUR, Clock, Open
 
 SPEC: dict[str, Any] = {
     "name": "memory",

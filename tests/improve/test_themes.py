@@ -15,7 +15,7 @@ import flywheel
 from flywheel.cli import app
 from flywheel.errors import InvalidInputError
 from flywheel.improve.themes import HEADING, Theme
-from tests.conftest import T0, Clock
+from tests.conftest import T0, Clock, Open
 from tests.improve.assistant import (
     BLUNT,
     BRIEF,
@@ -25,7 +25,6 @@ from tests.improve.assistant import (
     THEMES_SPEC,
     play_themes,
 )
-from tests.improve.conftest import Open
 
 Make = Callable[..., flywheel.Wheel]
 

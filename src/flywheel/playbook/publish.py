@@ -539,12 +539,13 @@ def _guard(
     if incumbent is None or not incumbent.meta.get("replaces"):
         return None
     old = int(incumbent.meta["replaces"])
-    if json.loads(_metas(store).get(old, "{}")).get("spec_digest") != spec.digest:
+    metas = _metas(store)
+    if json.loads(metas.get(old, "{}")).get("spec_digest") != spec.digest:
         return None
     baseline = _baseline(store, old, spec.seatbelt.guard_min_rows)
     if baseline is None:
         return None
-    found = _metas(store).get(baseline)
+    found = metas.get(baseline)
     trained = json.loads(found)["training"]["as_of"] if found else None
     since = datetime.fromisoformat(trained) if trained else datetime.fromtimestamp(0, tz=UTC)
     resumed = breaker.resumed_at(store)
