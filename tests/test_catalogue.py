@@ -379,3 +379,24 @@ def test_the_version_guard_does_not_restore_a_version_of_other_values(
     play(wheel, clock, 100, rng)
     wheel.learn()
     assert {v.value: v.state for v in wheel.values("prompt")}["bad"] == "retired"
+
+
+def test_a_spec_edited_against_its_values_is_served_as_declared(
+    make: Make, wheels: Open, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Values retired at run time that the spec, edited since, cannot do without (here, its
+    new default): the wheel serves the spec as declared, says why, and keeps learning."""
+    wheel = make()
+    play(wheel, clock, 200, random.Random(10))
+    wheel.add_value("prompt", "v2")
+    wheel.retire_value("prompt", "v1")
+    wheel.close()
+    edited = {
+        **SPEC,
+        "skeleton": {**SPEC["skeleton"], "default": {"prompt": "v1", "tone": "plain"}},
+    }
+    reopened = wheels(edited, seed=5)
+    assert "do not fit the spec" in caplog.text
+    assert reopened.spec.knob["prompt"].values == ("v1",)
+    play(reopened, clock, 50, random.Random(11))
+    assert reopened.learn().published
