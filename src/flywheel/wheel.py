@@ -747,16 +747,19 @@ class Wheel:
             log.warning("flywheel: the knob values added at run time do not fit the spec: %s", err)
             return None
 
-    def _respec(self, found: Catalogue, spec: Spec) -> None:
-        """Serve ``spec`` (the catalogue ``found`` applied) from now on: the cold start until
-        a playbook learned for it is served."""
+    def _respec(self, found: Catalogue, spec: Spec, playbook: Playbook | None = None) -> None:
+        """Serve ``spec`` (the catalogue ``found`` applied) from now on, from ``playbook``
+        (learned for it), else the cold start until one is served. The decider is swapped
+        whole before the spec, so whoever reads the new spec is served by it."""
+        decider = self._decider.respec(spec)
+        decider.use(playbook)
         with self._serving:
+            self._recorder.spec = spec
+            self._decider = decider
+            self._published = playbook
+            self._pending = None
             self._catalogue = found
             self.spec = spec
-            self._recorder.spec = spec
-            self._decider = self._decider.respec(spec)
-            self._published = None
-            self._pending = None
 
     def _review(self) -> None:
         """Before a cycle: the guard's review of the values on trial, and the example
@@ -946,9 +949,7 @@ class Wheel:
             return
         if newest is not None:
             newest.draw()
-        self._respec(found, spec)
-        if newest is not None:
-            self._serve(newest)
+        self._respec(found, spec, newest)
 
     def forget(self, unit: object) -> dict[str, int]:
         """Delete every row of a unit, everywhere (the warm tier included: its counts are
