@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +17,7 @@ from flywheel.errors import InvalidInputError, NotFoundError, StoreError
 from flywheel.learn import sql as learn_sql
 from flywheel.learn.cells import Cells
 from flywheel.learn.design import Design, Encoding
+from flywheel.learn.forget import forget_weight
 from flywheel.learn.model import DEFAULT_SCALES, Posterior, Settings, fit, update
 from flywheel.learn.sql import cells_sql, quantiles_sql
 from flywheel.playbook.book import (
@@ -147,7 +148,7 @@ def learn(
             return stopped
         found = next((c for c in checks if c.name == "change" and not c.ok), None)
         if found is not None:
-            forget = _adapt(store, spec, moment, found)
+            forget = _adapt(store, spec, moment, found, data, incumbent)
             if forget is not None:
                 table = _cells_table(reader, spec, encoding, when, forget)
 
@@ -185,8 +186,9 @@ def learn(
 
 CHANGE_KEY = "learn.change"
 FORGET_SHARE = 0.25
-"""After a change of the world, the rows before it weigh together a quarter of the rows
-seen since it when it was found (and less as more arrive)."""
+"""After a change of the world, the rows before it weigh together at least a quarter of the
+rows seen since it when it was found (and less as more arrive), more if the rows after it
+do not bear the change out (:func:`flywheel.learn.forget.forget_weight`)."""
 
 
 def forgetting(store: Store, spec: Spec) -> dict[str, Any] | None:
@@ -224,6 +226,27 @@ def _cells_table(
     return store.query(sql, {**when, **(forget or {})})
 
 
+class _Rows(NamedTuple):
+    """The gate's rows since the last change (or resume), in decision order: each one's cell
+    (context segment and combination), result, decision time (in seconds) and the served
+    model's expected result."""
+
+    cell: np.ndarray
+    reward: np.ndarray
+    seconds: np.ndarray
+    prior: np.ndarray
+
+
+def _since_floor(spec: Spec, data: gate.Windows, incumbent: Playbook) -> _Rows:
+    rows = pa.concat_tables([data.long_reference, data.long_recent])
+    if not rows.num_rows:
+        return _Rows(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+    cell, _ = gate.cells_of_rows(spec, incumbent, rows)
+    seconds = pc.cast(rows.column("ts"), pa.timestamp("us")).to_numpy().astype("int64") / 1e6
+    reward = rows.column("reward").to_numpy().astype(float)
+    return _Rows(cell, reward, seconds, gate.predict(incumbent, rows))
+
+
 def _floor(store: Store) -> datetime | None:
     """Where the gate's windows start: the last resume or the last change, the later one
     (what came before either is not the normal a new window is judged against), whether the
@@ -234,12 +257,21 @@ def _floor(store: Store) -> datetime | None:
     return max(marks) if marks else None
 
 
-def _adapt(store: Store, spec: Spec, moment: datetime, found: Check) -> dict[str, Any] | None:
+def _adapt(
+    store: Store,
+    spec: Spec,
+    moment: datetime,
+    found: Check,
+    data: gate.Windows,
+    incumbent: Playbook,
+) -> dict[str, Any] | None:
     """A change of the world: remember where it began (the gate's later windows start there,
     whatever the learner forgets: the old world is not the normal the new one is judged
     against) and record it; the cycle goes on and publishes. With ``half_life = "auto"`` the
-    rows before it weigh little from now on: the forgetting parameters are returned (a fixed
-    half-life, or none, forgets as it was told to)."""
+    rows before it weigh little from now on, as little as the rows after it ask for (at
+    least a FORGET_SHARE of those when it was found; rows that still predict the rows after
+    it keep their weight: :func:`flywheel.learn.forget.forget_weight`): the forgetting
+    parameters are returned (a fixed half-life, or none, forgets as it was told to)."""
     at = datetime.fromisoformat(found.detail["at"])
     change: dict[str, Any] = {"at": at.isoformat(), "weight": 1.0, "found": moment.isoformat()}
     if not spec.learn.forget_auto:
@@ -252,9 +284,16 @@ def _adapt(store: Store, spec: Spec, moment: datetime, found: Check) -> dict[str
         {"at": at, "as_of": moment},
     ).to_pylist()[0]
     before, after = int(counts["before"] or 0), int(counts["after"] or 0)
-    change["weight"] = weight = min(1.0, FORGET_SHARE * max(after, 1) / max(before, 1))
+    least = min(1.0, FORGET_SHARE * max(after, 1) / max(before, 1))
+    rows = _since_floor(spec, data, incumbent)
+    split = int(np.searchsorted(rows.seconds, at.timestamp(), side="right"))
+    weight, gains = forget_weight(rows.cell, rows.reward, rows.prior, split, least)
+    change["weight"] = weight
+    change["gains"] = {f"{w:.3g}": round(g, 2) for w, g in gains.items()}
     store.set_meta(CHANGE_KEY, json.dumps(change))
     reason = f"{found.summary}; rows before {at:%Y-%m-%d %H:%M} now weigh {weight:.3g}"
+    if weight == 1:
+        reason = f"{found.summary}; the rows before it still predict the rows after it"
     breaker.audit(store, moment, "change", reason, {**found.detail, **change})
     return {"forget_before": at, "forget_weight": weight}
 

@@ -500,7 +500,7 @@ def change_point(spec: Spec, rows: pa.Table, incumbent: Playbook) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def _cells(spec: Spec, playbook: Playbook, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+def cells_of_rows(spec: Spec, playbook: Playbook, rows: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Each row's cell (its context segment and full combination, numbered from 0) and its
     knob value codes."""
     codes = context_codes(playbook, rows)
@@ -539,7 +539,7 @@ def _stuck(
     if not (np.isin(old, (0.0, 1.0)).all() and np.isin(new, (0.0, 1.0)).all()):
         return []
     both = pa.concat_tables([reference, recent])
-    cell, knobs = _cells(spec, incumbent, both)
+    cell, knobs = cells_of_rows(spec, incumbent, both)
     size = int(cell.max()) + 1
     cell_old, cell_new = cell[: len(old)], cell[len(old) :]
     prior = np.zeros(size)
@@ -611,7 +611,7 @@ def _shift(
     """
     both = pa.concat_tables([reference, recent_rows])
     recent = np.arange(both.num_rows) >= reference.num_rows
-    cell, knobs = _cells(spec, incumbent, both)
+    cell, knobs = cells_of_rows(spec, incumbent, both)
     reward = both.column("reward").to_numpy()
     cells = int(cell.max()) + 1
     n_new = np.bincount(cell[recent], minlength=cells)
