@@ -38,6 +38,7 @@ def test_a_change_the_rows_after_it_bear_out_is_forgotten(numeric: bool) -> None
         weight, gains = forget_weight(cell, reward, expected, CHANGE, 0.01)
         assert weight <= 0.1, gains
         assert gains[weight] > 3
+        assert forget_weight(cell, reward, expected, CHANGE, 0.01, margin=1e6)[0] == 1
 
 
 @pytest.mark.parametrize("numeric", [False, True])

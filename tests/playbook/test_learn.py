@@ -234,3 +234,34 @@ def test_numeric_context_is_learned_in_bins(
 
 def test_t0_is_the_test_clock_origin() -> None:
     assert T0 > 0
+
+
+def test_a_slow_drift_is_forgotten_as_it_goes(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """The world moves from one best combination to another over 4,000 decisions, a little
+    each cycle: no knob level jumps, but the rows' own predictions show the move, and the
+    rows from before it fade (half_life = "auto"); the drift's end is served."""
+    wheel = make_wheel(spec(), seed=11)
+    rng = random.Random(11)
+    for _ in range(4):
+        play(wheel, clock, 500, rng)
+        assert wheel.learn(as_of=clock.now).published
+    results = []
+    for step in range(8):
+        for _ in range(500):  # a blend: the new world's share grows decision by decision
+            clock.now += 60
+            context = {"genre": rng.choice(["thriller", "romance"])}
+            d = wheel.decide(context)
+            share = (step * 500 + _) / 4000
+            p = (1 - share) * truth(context, d.params) + share * truth(context, d.params, True)
+            wheel.signal(d, "converted", rng.random() < p)
+        results.append(wheel.learn(as_of=clock.now))
+    for _ in range(3):
+        play(wheel, clock, 500, rng, flipped=True)
+        results.append(wheel.learn(as_of=clock.now))
+    assert not any(r.halted for r in results), [r.reason for r in results]
+    changes = [e for e in wheel.status().events if e["action"] == "change"]
+    assert any(e["detail"].get("by") == "prediction" for e in changes), changes
+    best = wheel.decide({"genre": "romance"}, explore=False)
+    assert (best.params["opening"], best.params["twists"]) == ("question", 1)

@@ -61,12 +61,16 @@ def test_a_worse_version_is_rolled_back_and_publishing_halts(
     worse = sim.wheel.rollback(1)  # a person restores an old, worse version
     assert worse.version == 5 and worse.meta["replaces"] == 4
     rolled = None
-    for _ in range(20):
+    # within 300 decisions: version 4's model (learned from more rows) foresees the drop, so
+    # a change of the world is not taken out of it (the two share few cells: its estimate
+    # is loose, and taking it out kept such a version live for 500 to 1,400 decisions)
+    for _ in range(3):
         sim.play(100)
         rolled = sim.wheel.check()
         if rolled is not None:
             break
     assert rolled is not None and rolled.rolled_back and rolled.halted
+    assert "earned" in rolled.reason
     served = sim.wheel.playbook
     assert served is not None and served.version == rolled.version == 6
     assert served.meta["restored_from"] == 4

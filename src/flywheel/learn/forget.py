@@ -12,6 +12,10 @@ more weight on the model, which predicts better whether the world moved or not. 
 weight is used only when it predicts better than the full one by MARGIN nats: a real change
 makes the old rows mislead, and they fade; a change found by chance (results that moved
 as they sometimes do) is not borne out by the rows after it, and nothing is forgotten.
+
+The same prediction finds a drift no level shows alone (:func:`flywheel.playbook.publish`
+looks, each cycle, for the split of the rows since the last change where forgetting the rows
+before it gains a larger margin): the world is forgotten as it moves.
 """
 
 from __future__ import annotations
@@ -26,12 +30,17 @@ CELL_ROWS = 30  # a cell is judged once it has this many rows before the chunk p
 
 
 def forget_weight(
-    cell: np.ndarray, reward: np.ndarray, prior: np.ndarray, before: int, least: float
+    cell: np.ndarray,
+    reward: np.ndarray,
+    prior: np.ndarray,
+    before: int,
+    least: float,
+    margin: float = MARGIN,
 ) -> tuple[float, dict[float, float]]:
     """How much the rows before a change point (the first ``before`` of these rows, in
     decision order) should still weigh, between ``least`` and 1: the weight with which they,
     beside the rows already seen after the point, best predict the rows after it (in
-    CHUNKS chunks). 1 unless a smaller weight gains MARGIN nats: a change the rows
+    CHUNKS chunks). 1 unless a smaller weight gains ``margin`` nats: a change the rows
     after it do not bear out (results that moved by chance) forgets nothing. Returns the
     weight and each candidate's gain over 1. ``cell`` numbers each row's cell,
     ``reward`` is its result and ``prior`` the served model's expected result."""
@@ -56,7 +65,7 @@ def forget_weight(
         scores[weight] = total
     gains = {w: s - scores[1.0] for w, s in scores.items() if w != 1.0}
     best = max(gains, key=lambda w: gains[w])
-    return (best if gains[best] > MARGIN else 1.0), gains
+    return (best if gains[best] > margin else 1.0), gains
 
 
 def _per_cell(cell: np.ndarray, prior: np.ndarray, size: int) -> np.ndarray:

@@ -29,7 +29,8 @@ def cells_sql(spec: Spec, encoding: Encoding, *, since: bool = False, forget: bo
 
     With ``learn.half_life`` each row weighs 2^(-age / half_life), age counted to ``$as_of``.
     With ``forget``, rows decided up to ``$forget_before`` (a change of the world) weigh
-    ``$forget_weight`` more. With ``since``, only decisions after ``$since`` are read.
+    ``$forget_weight`` more, and those up to ``$forget_earlier`` (the change before it, or
+    the same) ``$forget_earlier_weight``. With ``since``, only decisions after ``$since`` are read.
     """
     features = context_columns(spec, encoding)
     knobs = [quote_name(k.name) for k in spec.knobs]
@@ -89,7 +90,8 @@ def context_columns(spec: Spec, encoding: Encoding) -> list[str]:
 
 def row_weight(spec: Spec, *, forget: bool = False) -> str:
     """A row's weight: 2^(-age / half_life) with ``learn.half_life`` (age counted to
-    ``$as_of``), times ``$forget_weight`` up to ``$forget_before`` with ``forget``."""
+    ``$as_of``), times ``$forget_weight`` up to ``$forget_before`` with ``forget`` (and
+    ``$forget_earlier_weight`` up to ``$forget_earlier``, the change before it)."""
     half_life = spec.learn.half_life_seconds
     weight = (
         f"exp({-math.log(2) / half_life!r} * (epoch($as_of) - epoch(ts)))"
@@ -98,7 +100,8 @@ def row_weight(spec: Spec, *, forget: bool = False) -> str:
     )
     if forget:
         weight = (
-            f"{weight} * CASE WHEN ts <= $forget_before"
+            f"{weight} * CASE WHEN ts <= $forget_earlier"
+            " THEN CAST($forget_earlier_weight AS DOUBLE) WHEN ts <= $forget_before"
             " THEN CAST($forget_weight AS DOUBLE) ELSE 1 END"
         )
     return weight

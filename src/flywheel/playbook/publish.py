@@ -147,6 +147,10 @@ def learn(
         if stopped is not None:
             return stopped
         found = next((c for c in checks if c.name == "change" and not c.ok), None)
+        if found is None and spec.learn.forget_auto:
+            found = _drifted(spec, data, incumbent, _last_change(store))
+            if found is not None:
+                checks = [found if c.name == "change" else c for c in checks]
         if found is not None:
             forget = _adapt(store, spec, moment, found, data, incumbent)
             if forget is not None:
@@ -189,6 +193,7 @@ FORGET_SHARE = 0.25
 """After a change of the world, the rows before it weigh together at least a quarter of the
 rows seen since it when it was found (and less as more arrive), more if the rows after it
 do not bear the change out (:func:`flywheel.learn.forget.forget_weight`)."""
+MOST_KEPT = 0.125  # ... and each may be brought down to this weight, whatever their number
 
 
 def forgetting(store: Store, spec: Spec) -> dict[str, Any] | None:
@@ -197,10 +202,18 @@ def forgetting(store: Store, spec: Spec) -> dict[str, Any] | None:
     raw = store.get_meta(CHANGE_KEY) if spec.learn.forget_auto else None
     if not raw:
         return None
-    change = json.loads(raw)
+    return _forget_params(json.loads(raw))
+
+
+def _forget_params(change: dict[str, Any]) -> dict[str, Any]:
+    """The SQL parameters of a stored change: the rows before it weigh ``weight``, and those
+    before the change found before it (``earlier``, if any) that change's weight times it."""
+    earlier = change.get("earlier") or change
     return {
         "forget_before": datetime.fromisoformat(change["at"]),
         "forget_weight": float(change["weight"]),
+        "forget_earlier": datetime.fromisoformat(earlier["at"]),
+        "forget_earlier_weight": float(earlier["weight"]),
     }
 
 
@@ -238,7 +251,10 @@ class _Rows(NamedTuple):
 
 
 def _since_floor(spec: Spec, data: gate.Windows, incumbent: Playbook) -> _Rows:
-    rows = pa.concat_tables([data.long_reference, data.long_recent])
+    return _evidence(spec, pa.concat_tables([data.long_reference, data.long_recent]), incumbent)
+
+
+def _evidence(spec: Spec, rows: pa.Table, incumbent: Playbook) -> _Rows:
     if not rows.num_rows:
         return _Rows(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
     cell, _ = gate.cells_of_rows(spec, incumbent, rows)
@@ -247,12 +263,64 @@ def _since_floor(spec: Spec, data: gate.Windows, incumbent: Playbook) -> _Rows:
     return _Rows(cell, reward, seconds, gate.predict(incumbent, rows))
 
 
+DRIFT_MARGIN = 10.0
+"""Nats a point found by the rows' predictions alone must gain to count as a change."""
+
+
+def _drifted(
+    spec: Spec, data: gate.Windows, incumbent: Playbook, last: datetime | None
+) -> Check | None:
+    """A change no knob level shows alone: the world moved slowly, or everywhere a little
+    (a drift over many cycles, the end of one). The point where the rows since the last
+    change split best (:func:`flywheel.seatbelt.gate.change_point`) is a change when the
+    rows after it are predicted better with the rows before it weighing less, by
+    DRIFT_MARGIN nats (a point searched for among every split needs more than the
+    seatbelt's own). ``None``: nothing moved."""
+    table = pa.concat_tables([data.long_reference, data.long_recent])
+    if last is not None:  # after the last change the learner forgot: the search moves on
+        table = table.filter(
+            pc.greater(table.column("ts"), pa.scalar(last, table.column("ts").type))
+        )
+    if table.num_rows < 2 * spec.seatbelt.min_rows:
+        return None
+    at = gate.change_point(spec, table, incumbent)
+    rows = _evidence(spec, table, incumbent)
+    split = int(np.searchsorted(rows.seconds, at.timestamp(), side="right"))
+    least = _least(len(rows.reward) - split, split)
+    weight, gains = forget_weight(
+        rows.cell, rows.reward, rows.prior, split, least, margin=DRIFT_MARGIN
+    )
+    if weight >= 1:
+        return None
+    summary = (
+        f"the world moved near {at:%Y-%m-%d %H:%M}: the {len(rows.reward) - split:,} results"
+        f" since are predicted {gains[weight]:.1f} nats better with the rows before it"
+        f" weighing {weight:.3g}"
+    )
+    detail = {"at": at.isoformat(), "by": "prediction"}
+    return Check("change", False, False, summary, detail)
+
+
+def _last_change(store: Store) -> datetime | None:
+    raw = store.get_meta(CHANGE_KEY)
+    return datetime.fromisoformat(json.loads(raw)["at"]) if raw else None
+
+
+def _least(after: int, before: int) -> float:
+    """The least weight the rows before a change point may get: together a FORGET_SHARE of
+    the rows after it, and at most MOST_KEPT each (so a change found late, with many rows
+    after it, may still fade the rows before it)."""
+    return min(MOST_KEPT, FORGET_SHARE * max(after, 1) / max(before, 1))
+
+
 def _floor(store: Store) -> datetime | None:
     """Where the gate's windows start: the last resume or the last change, the later one
     (what came before either is not the normal a new window is judged against), whether the
     learner forgets the rows before a change by itself or by a fixed half-life."""
     raw = store.get_meta(CHANGE_KEY)
-    changed = datetime.fromisoformat(json.loads(raw)["at"]) if raw else None
+    found = json.loads(raw) if raw else {}
+    mark = found.get("floor", found.get("at"))
+    changed = datetime.fromisoformat(mark) if mark else None
     marks = [m for m in (breaker.resumed_at(store), changed) if m]
     return max(marks) if marks else None
 
@@ -274,6 +342,9 @@ def _adapt(
     parameters are returned (a fixed half-life, or none, forgets as it was told to)."""
     at = datetime.fromisoformat(found.detail["at"])
     change: dict[str, Any] = {"at": at.isoformat(), "weight": 1.0, "found": moment.isoformat()}
+    if found.detail.get("by") == "prediction":  # the gate's windows keep their start
+        floor = _floor(store)
+        change["floor"] = None if floor is None else floor.isoformat()
     if not spec.learn.forget_auto:
         store.set_meta(CHANGE_KEY, json.dumps(change))
         breaker.audit(store, moment, "change", found.summary, found.detail)
@@ -284,18 +355,22 @@ def _adapt(
         {"at": at, "as_of": moment},
     ).to_pylist()[0]
     before, after = int(counts["before"] or 0), int(counts["after"] or 0)
-    least = min(1.0, FORGET_SHARE * max(after, 1) / max(before, 1))
+    least = _least(after, before)
     rows = _since_floor(spec, data, incumbent)
     split = int(np.searchsorted(rows.seconds, at.timestamp(), side="right"))
     weight, gains = forget_weight(rows.cell, rows.reward, rows.prior, split, least)
     change["weight"] = weight
     change["gains"] = {f"{w:.3g}": round(g, 2) for w, g in gains.items()}
+    raw = store.get_meta(CHANGE_KEY)
+    last = json.loads(raw) if raw else None
+    if last is not None and datetime.fromisoformat(last["at"]) < at:  # forgotten twice
+        change["earlier"] = {"at": last["at"], "weight": float(last["weight"]) * weight}
     store.set_meta(CHANGE_KEY, json.dumps(change))
     reason = f"{found.summary}; rows before {at:%Y-%m-%d %H:%M} now weigh {weight:.3g}"
     if weight == 1:
         reason = f"{found.summary}; the rows before it still predict the rows after it"
     breaker.audit(store, moment, "change", reason, {**found.detail, **change})
-    return {"forget_before": at, "forget_weight": weight}
+    return _forget_params(change)
 
 
 def _posterior(spec: Spec, cells: Cells, design: Design) -> Posterior:
@@ -579,17 +654,25 @@ def _guard(
         return None
     old = int(incumbent.meta["replaces"])
     metas = _metas(store)
-    if json.loads(metas.get(old, "{}")).get("spec_digest") != spec.digest:
+    old_meta = json.loads(metas.get(old, "{}"))
+    if old_meta.get("spec_digest") != spec.digest:
         return None
     baseline = _baseline(store, old, spec.seatbelt.guard_min_rows)
     if baseline is None:
         return None
-    found = metas.get(baseline)
-    trained = json.loads(found)["training"]["as_of"] if found else None
-    since = datetime.fromisoformat(trained) if trained else datetime.fromtimestamp(0, tz=UTC)
+    since = _trained(json.loads(metas.get(baseline, "{}")))
     resumed = breaker.resumed_at(store)
     since = max(since, resumed) if resumed else since  # judged again only after a resume
-    test = guard.live(store, spec, moment, incumbent.version, baseline, since)
+    # an older version restored in place of one learned from later rows (a restored copy
+    # keeps its original's training): that one is the better judge of their choices
+    restored_older = _trained(old_meta) > _trained(incumbent.meta)
+
+    def arbiter() -> Playbook | None:
+        return learned_for(spec, store.playbook(old))
+
+    test = guard.live(
+        store, spec, moment, incumbent.version, baseline, since, arbiter if restored_older else None
+    )
     if test.n_new < spec.seatbelt.guard_min_rows or not test.drop:
         return None
     restored = restore(store, spec, old)
@@ -603,6 +686,12 @@ def _guard(
     breaker.audit(store, moment, "rollback", reason, detail)
     breaker.halt(store, moment, "negative_loop", reason, detail)
     return LearnResult(False, restored.version, reason, halted=True, rolled_back=True), restored
+
+
+def _trained(meta: Mapping[str, Any]) -> datetime:
+    """A version's training cut-off (the epoch for one without)."""
+    found = meta.get("training", {}).get("as_of")
+    return datetime.fromisoformat(found) if found else datetime.fromtimestamp(0, tz=UTC)
 
 
 def restore(store: Store, spec: Spec, version: int, *, guarded: bool = True) -> Playbook:

@@ -18,6 +18,7 @@ and ``p = min(1, 1/Λ)``; the confidence sequence is theta ± sqrt(V (V + tau²)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,7 +27,9 @@ import pyarrow as pa
 from numpy.typing import ArrayLike
 
 from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
+from flywheel.playbook.book import Playbook
 from flywheel.rules import quote_name
+from flywheel.seatbelt.gate import context_codes, predict
 from flywheel.spec import Spec
 from flywheel.store import Store
 
@@ -94,7 +97,13 @@ def msprt(
 
 
 def live(
-    store: Store, spec: Spec, as_of: datetime, new: int, old: int, since: datetime
+    store: Store,
+    spec: Spec,
+    as_of: datetime,
+    new: int,
+    old: int,
+    since: datetime,
+    arbiter: Callable[[], Playbook | None] | None = None,
 ) -> Sequential:
     """The live rewards of playbook version ``new`` against those of ``old`` (which was
     published after ``since``: older decisions are not read), as if on the same period.
@@ -104,8 +113,14 @@ def live(
     where it shows without the versions' choices: in the cells (context and combination)
     both served, the mean change of the results between the periods (each cell weighed by
     its precision), and taken out of the difference, its uncertainty added to the test's.
-    Where the versions share few cells (a near-uniform version after a focused one) that
-    uncertainty is large and the guard slow: the next cycle replaces such a version first."""
+
+    Unless the versions' choices explain the drop. When ``new`` is an older version restored
+    in place of one learned from more rows, ``arbiter`` loads that better-informed model: it
+    predicts what each version's served rows earn, context segment by context segment (a
+    change in the mix of contexts is not a choice); when it foresees at least half the drop
+    seen, the versions are compared as they are. Where they share few cells (a near-uniform
+    version after a focused one) the change's estimate is loose, and taking it out would
+    leave such a version live until the next cycle replaced it."""
     factors = ", ".join(
         quote_name(n) for n in (*(f.name for f in spec.context), *(k.name for k in spec.knobs))
     )
@@ -118,7 +133,30 @@ def live(
     reward = table.column("reward").to_numpy()
     is_new = version == new
     shift = _common_shift(table, reward, is_new)
+    seen = float(reward[is_new].mean() - reward[~is_new].mean()) if shift[1] else 0.0
+    judge = arbiter() if arbiter is not None and seen < 0 else None  # a drop to take out
+    if judge is not None and _foreseen(judge, table, is_new) <= seen / 2:
+        shift = (0.0, 0.0)  # the choices explain half of it or more
     return msprt(reward[is_new], reward[~is_new], spec.seatbelt.guard_alpha, adjust=shift)
+
+
+def _foreseen(judge: Playbook, table: pa.Table, is_new: np.ndarray) -> float:
+    """The difference ``judge``'s model expects between the two versions' served rows, within
+    each context segment both served (weighed by the new version's rows)."""
+    expected = predict(judge, table)
+    codes = list(context_codes(judge, table).values())
+    segment = np.zeros(table.num_rows, dtype=np.int64)
+    if codes:
+        segment = np.unique(np.column_stack(codes), axis=0, return_inverse=True)[1].ravel()
+    size = int(segment.max()) + 1
+    n_new = np.bincount(segment[is_new], minlength=size)
+    n_old = np.bincount(segment[~is_new], minlength=size)
+    both = (n_new > 0) & (n_old > 0)
+    if not both.any():
+        return 0.0
+    mean_new = np.bincount(segment[is_new], expected[is_new], size)[both] / n_new[both]
+    mean_old = np.bincount(segment[~is_new], expected[~is_new], size)[both] / n_old[both]
+    return float(n_new[both] @ (mean_new - mean_old) / n_new[both].sum())
 
 
 def _common_shift(table: pa.Table, reward: np.ndarray, is_new: np.ndarray) -> tuple[float, float]:
