@@ -148,7 +148,9 @@ def learn(
             return stopped
         found = next((c for c in checks if c.name == "change" and not c.ok), None)
         if found is None and spec.learn.forget_auto:
-            found = _drifted(spec, data, incumbent, _last_change(store))
+            last = _stored_change(store)
+            since = None if last is None else datetime.fromisoformat(last["at"])
+            found = _drifted(spec, data, incumbent, since)
             if found is not None:
                 checks = [found if c.name == "change" else c for c in checks]
         if found is not None:
@@ -199,10 +201,14 @@ MOST_KEPT = 0.125  # ... and each may be brought down to this weight, whatever t
 def forgetting(store: Store, spec: Spec) -> dict[str, Any] | None:
     """The parameters that down-weight the rows before the last change of the world the
     seatbelt found (``learn.half_life = "auto"``); ``None`` when nothing is forgotten."""
-    raw = store.get_meta(CHANGE_KEY) if spec.learn.forget_auto else None
-    if not raw:
-        return None
-    return _forget_params(json.loads(raw))
+    change = _stored_change(store) if spec.learn.forget_auto else None
+    return None if change is None else _forget_params(change)
+
+
+def _stored_change(store: Store) -> dict[str, Any] | None:
+    """The last change of the world the seatbelt found, as stored (``None``: none yet)."""
+    raw = store.get_meta(CHANGE_KEY)
+    return json.loads(raw) if raw else None
 
 
 def _forget_params(change: dict[str, Any]) -> dict[str, Any]:
@@ -301,11 +307,6 @@ def _drifted(
     return Check("change", False, False, summary, detail)
 
 
-def _last_change(store: Store) -> datetime | None:
-    raw = store.get_meta(CHANGE_KEY)
-    return datetime.fromisoformat(json.loads(raw)["at"]) if raw else None
-
-
 def _least(after: int, before: int) -> float:
     """The least weight the rows before a change point may get: together a FORGET_SHARE of
     the rows after it, and at most MOST_KEPT each (so a change found late, with many rows
@@ -317,8 +318,7 @@ def _floor(store: Store) -> datetime | None:
     """Where the gate's windows start: the last resume or the last change, the later one
     (what came before either is not the normal a new window is judged against), whether the
     learner forgets the rows before a change by itself or by a fixed half-life."""
-    raw = store.get_meta(CHANGE_KEY)
-    found = json.loads(raw) if raw else {}
+    found = _stored_change(store) or {}
     mark = found.get("floor", found.get("at"))
     changed = datetime.fromisoformat(mark) if mark else None
     marks = [m for m in (breaker.resumed_at(store), changed) if m]
@@ -361,8 +361,7 @@ def _adapt(
     weight, gains = forget_weight(rows.cell, rows.reward, rows.prior, split, least)
     change["weight"] = weight
     change["gains"] = {f"{w:.3g}": round(g, 2) for w, g in gains.items()}
-    raw = store.get_meta(CHANGE_KEY)
-    last = json.loads(raw) if raw else None
+    last = _stored_change(store)
     if last is not None and datetime.fromisoformat(last["at"]) < at:  # forgotten twice
         change["earlier"] = {"at": last["at"], "weight": float(last["weight"]) * weight}
     store.set_meta(CHANGE_KEY, json.dumps(change))
