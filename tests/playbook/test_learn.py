@@ -249,11 +249,11 @@ def test_a_slow_drift_is_forgotten_as_it_goes(
         assert wheel.learn(as_of=clock.now).published
     results = []
     for step in range(8):
-        for _ in range(500):  # a blend: the new world's share grows decision by decision
+        for i in range(500):  # a blend: the new world's share grows decision by decision
             clock.now += 60
             context = {"genre": rng.choice(["thriller", "romance"])}
             d = wheel.decide(context)
-            share = (step * 500 + _) / 4000
+            share = (step * 500 + i) / 4000
             p = (1 - share) * truth(context, d.params) + share * truth(context, d.params, True)
             wheel.signal(d, "converted", rng.random() < p)
         results.append(wheel.learn(as_of=clock.now))
