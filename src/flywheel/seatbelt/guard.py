@@ -13,6 +13,13 @@ mixing variance (the size of effect the test is tuned to), the mixture likelihoo
 
 and ``p = min(1, 1/Λ)``; the confidence sequence is theta ± sqrt(V (V + tau²) / tau² ·
 (log((V + tau²) / V) - 2 log alpha)).
+
+Whatever ``tau``, the test stays valid; what it sets is which drops it finds soonest: Λ is
+largest for a drop ``theta`` when ``tau² = theta² - V``. A version is live for one learn
+cycle, often a few hundred results, and the drops those can show are a few tenths of the
+reward's standard deviation; a drop of a tenth needs thousands. So ``TAU`` is tuned to a
+quarter: against a tenth, a drop of 0.4 standard deviations needs about 30% fewer results
+per version (170 against 240, at 1%), and a drop of 0.1 about 8% more (2,770 against 2,560).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from flywheel.seatbelt.gate import context_codes, predict
 from flywheel.spec import Spec
 from flywheel.store import Store
 
-TAU = 0.1  # mixing scale, in standard deviations of the reward: tuned to drops of that size
+TAU = 0.25  # mixing scale, in standard deviations of the reward: tuned to drops of that size
 
 
 @dataclass(frozen=True)
