@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -207,6 +208,23 @@ def test_a_changed_world_is_adapted_to_without_a_halt(
     assert sum(r.published for r in results) >= 5
     best = wheel.decide({"genre": "thriller"}, explore=False)
     assert (best.params["opening"], best.params["twists"]) == ("question", 1)
+
+
+def test_the_knobs_of_a_change_found_within_the_windows_are_moving(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """The gate reads a level that rises alone on a knob the world was found changing on,
+    within the windows it judges, as that change going on (``gate.Windows.moving``)."""
+    store = make_wheel(spec()).store
+    found = datetime.fromtimestamp(clock.now, tz=UTC)
+    assert publish._moving(store, found - timedelta(hours=1)) == frozenset()
+    change = {"at": (found - timedelta(hours=5)).isoformat(), "weight": 0.1}
+    store.set_meta(publish.CHANGE_KEY, json.dumps({**change, "found": found.isoformat()}))
+    assert publish._moving(store, found - timedelta(hours=1)) == frozenset()  # by prediction
+    change["knobs"] = ["opening"]
+    store.set_meta(publish.CHANGE_KEY, json.dumps({**change, "found": found.isoformat()}))
+    assert publish._moving(store, found - timedelta(hours=1)) == {"opening"}
+    assert publish._moving(store, found) == frozenset()  # found before the windows began
 
 
 def test_numeric_context_is_learned_in_bins(

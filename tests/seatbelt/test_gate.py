@@ -3,6 +3,7 @@ and stays quiet on clean data."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import flywheel
 from flywheel.playbook import Decider, LearnResult, Playbook
 from flywheel.seatbelt import gate
 from flywheel.seatbelt.breaker import halted
+from flywheel.seatbelt.monitors import Check
 from tests.conftest import Clock
 
 OPENINGS = ["question", "suspense", "dialogue"]
@@ -244,6 +246,39 @@ def played_since_learning(
     now = flywheel.align.moment(clock.now)
     cut = flywheel.align.moment(clock.now - decisions * 60)
     return sim, incumbent, gate.windows(sim.wheel.store, sim.wheel.spec, now, cut)
+
+
+def test_a_level_that_rises_alone_is_a_change_going_on_where_the_world_just_changed(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """Levels whose results rise while nothing else moves: a fault, unless a change of the
+    world was just found on their knobs (one of their levels fell a cycle before, say: a
+    world moving from one level to another shows on one, then on the other)."""
+    sim, incumbent, data = played_since_learning(make_wheel, clock, 600)
+    spec = sim.wheel.spec
+    reward = data.recent.column("reward").to_numpy().copy()
+    reward[np.asarray(data.recent.column("twists").to_pylist()) == 0] = 1.0
+    risen = dataclasses.replace(
+        data,
+        recent=data.recent.set_column(
+            data.recent.schema.get_field_index("reward"), "reward", pa.array(reward)
+        ),
+    )
+    alpha = spec.seatbelt.alpha / 8
+
+    def verdict(*moving: str) -> dict[str, Check]:
+        changed = dataclasses.replace(risen, moving=frozenset(moving))
+        return {c.name: c for c in gate._reward_shift(spec, changed, incumbent, alpha)}
+
+    # the policy serves twists = 0 with dialogue openings: both levels rose alone
+    fault = verdict()
+    assert not fault["reward_shift"].ok and "twists = 0" in fault["reward_shift"].summary
+    assert "opening = 'dialogue'" in fault["reward_shift"].summary
+    for knob in ("opening", "twists"):  # a change on one knob does not explain the other
+        assert not verdict(knob)["reward_shift"].ok
+    going_on = verdict("opening", "twists")
+    assert going_on["reward_shift"].ok and not going_on["change"].ok
+    assert going_on["change"].detail["knobs"] == ["opening", "twists"]
 
 
 def test_a_stuck_outcome_is_caught_from_a_few_dozen_rows(

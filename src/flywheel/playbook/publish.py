@@ -141,7 +141,8 @@ def learn(
         cut = _cut(store, incumbent) or moment
         floor = _floor(store)
         long_cut, before = _long_cut(store, incumbent, cut)
-        data = gate.windows(store, spec, moment, cut, floor=floor, long_cut=long_cut)
+        moving = _moving(store, long_cut)
+        data = gate.windows(store, spec, moment, cut, floor, long_cut, moving)
         checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec, incumbent))
         stopped = _halt_on(store, spec, moment, checks, incumbent, before, report)
         if stopped is not None:
@@ -325,6 +326,16 @@ def _floor(store: Store) -> datetime | None:
     return max(marks) if marks else None
 
 
+def _moving(store: Store, since: datetime) -> frozenset[str]:
+    """The knobs the last change of the world was found on, if it was found after ``since``
+    (within the windows the gate judges): a level of one of them that rises now is the same
+    change going on, not a level that jumped alone."""
+    last = _stored_change(store) or {}
+    if not last.get("knobs") or datetime.fromisoformat(last["found"]) <= since:
+        return frozenset()
+    return frozenset(last["knobs"])
+
+
 def _adapt(
     store: Store,
     spec: Spec,
@@ -342,6 +353,8 @@ def _adapt(
     parameters are returned (a fixed half-life, or none, forgets as it was told to)."""
     at = datetime.fromisoformat(found.detail["at"])
     change: dict[str, Any] = {"at": at.isoformat(), "weight": 1.0, "found": moment.isoformat()}
+    if found.detail.get("knobs"):
+        change["knobs"] = found.detail["knobs"]
     if found.detail.get("by") == "prediction":  # the gate's windows keep their start
         floor = _floor(store)
         change["floor"] = None if floor is None else floor.isoformat()

@@ -72,6 +72,7 @@ class Windows:
     long_recent: pa.Table
     long_reference: pa.Table
     as_of: datetime | None = None
+    moving: frozenset[str] = frozenset()  # knobs a change of the world was found on, lately
 
 
 def windows(
@@ -81,6 +82,7 @@ def windows(
     cut: datetime,
     floor: datetime | None = None,
     long_cut: datetime | None = None,
+    moving: frozenset[str] = frozenset(),
 ) -> Windows:
     """The newest WINDOW_ROWS rows on each side of ``long_cut`` (default ``cut``; only those
     decisions are aligned), none decided before ``floor`` (the last resume: what a person
@@ -125,6 +127,7 @@ def windows(
         table.filter(pa.array(longer)),
         table.filter(pa.array(~longer)),
         as_of,
+        moving,
     )
 
 
@@ -388,10 +391,11 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
     Two verdicts. ``reward_shift`` for toxic results: a level whose own results rose (or are
     all successes) while nothing else moved once its rows are set aside — a level that jumped
     alone, what a broken metric or a mislabelled tag looks like, and what a learning loop
-    would amplify. ``change`` for every other move: results that fell where the policy served
-    (the world changed under it: the policy moves away and keeps exploring, and the guard
-    watches the live results), or moves that show beyond any one level; with the change
-    point where they began."""
+    would amplify; unless its knob is one a change of the world was lately found on
+    (``data.moving``: the same change going on). ``change`` for every other move: results
+    that fell where the policy served (the world changed under it: the policy moves away
+    and keeps exploring, and the guard watches the live results), or moves that show beyond
+    any one level; with the change point where they began."""
     spans = spans_of(data)
     alarms: list[Alarm] = []
     found: dict[str, Any] = {}
@@ -417,7 +421,9 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
     jumped = [
         a
         for a in sorted(alarms, key=lambda a: -a.strength)
-        if a.rose and not any(_spread(spec, *rows, incumbent, a, alpha) for rows, _ in spans)
+        if a.rose
+        and a.knob not in data.moving
+        and not any(_spread(spec, *rows, incumbent, a, alpha) for rows, _ in spans)
     ]
     if jumped:
         summary = "reward jumped alone for " + lead(jumped)
@@ -427,7 +433,8 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
         ]
     at = change_point(spec, pa.concat_tables(long_rows), incumbent)
     summary = f"the world changed near {at:%Y-%m-%d %H:%M}: results moved for " + lead(alarms)
-    detail = {"at": at.isoformat(), "shifts": [a.text for a in alarms], **found}
+    knobs = sorted({a.knob for a in alarms if a.level >= 0})
+    detail = {"at": at.isoformat(), "shifts": [a.text for a in alarms], "knobs": knobs, **found}
     return [
         Check("reward_shift", True, critical, "results moved across the combinations", found),
         Check("change", False, False, summary, detail),
