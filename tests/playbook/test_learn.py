@@ -13,6 +13,7 @@ import pytest
 
 import flywheel
 from flywheel.playbook import publish
+from flywheel.seatbelt.monitors import Check
 from tests.conftest import T0, Clock, wait_for
 
 GOOD = {"opening": "suspense", "twists": 2}
@@ -210,21 +211,37 @@ def test_a_changed_world_is_adapted_to_without_a_halt(
     assert (best.params["opening"], best.params["twists"]) == ("question", 1)
 
 
-def test_the_knobs_of_a_change_found_within_the_windows_are_moving(
+def test_a_knob_the_world_changes_on_moves_from_when_it_was_first_found(
     make_wheel: Callable[..., flywheel.Wheel], clock: Clock
 ) -> None:
     """The gate reads a level that rises alone on a knob the world was found changing on,
-    within the windows it judges, as that change going on (``gate.Windows.moving``)."""
+    within the windows it judges, as that change going on (``gate.Windows.moving``). A
+    change found while it goes on does not prolong it: that would let a fault that begins
+    then pass for the change for ever."""
     store = make_wheel(spec()).store
-    found = datetime.fromtimestamp(clock.now, tz=UTC)
-    assert publish._moving(store, found - timedelta(hours=1)) == frozenset()
-    change = {"at": (found - timedelta(hours=5)).isoformat(), "weight": 0.1}
-    store.set_meta(publish.CHANGE_KEY, json.dumps({**change, "found": found.isoformat()}))
-    assert publish._moving(store, found - timedelta(hours=1)) == frozenset()  # by prediction
-    change["knobs"] = ["opening"]
-    store.set_meta(publish.CHANGE_KEY, json.dumps({**change, "found": found.isoformat()}))
-    assert publish._moving(store, found - timedelta(hours=1)) == {"opening"}
-    assert publish._moving(store, found) == frozenset()  # found before the windows began
+    now = datetime.fromtimestamp(clock.now, tz=UTC)
+    hour = timedelta(hours=1)
+
+    def record(found: datetime, moving: frozenset[str], *knobs: str) -> dict[str, str]:
+        check = Check("change", False, False, "", {"knobs": list(knobs)} if knobs else {})
+        started = publish._in_motion(store, check, moving, found)
+        change = {"at": (found - hour).isoformat(), "weight": 0.1, "found": found.isoformat()}
+        store.set_meta(publish.CHANGE_KEY, json.dumps({**change, "knobs": started}))
+        return started
+
+    assert publish._moving(store, now - hour) == frozenset()  # no change yet
+    record(now, frozenset(), "opening")
+    assert publish._moving(store, now - hour) == {"opening"}
+    assert publish._moving(store, now) == frozenset()  # found before the windows began
+    # two cycles later: found again on opening (as the change going on) and on twists
+    later = now + 2 * hour
+    assert record(later, frozenset({"opening"}), "opening", "twists") == {
+        "opening": now.isoformat(),
+        "twists": later.isoformat(),
+    }
+    assert publish._moving(store, now + hour) == {"twists"}
+    # a change found by prediction names no knob, and keeps those still moving
+    assert record(later + hour, frozenset({"twists"})) == {"twists": later.isoformat()}
 
 
 def test_numeric_context_is_learned_in_bins(

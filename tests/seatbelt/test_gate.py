@@ -253,32 +253,38 @@ def test_a_level_that_rises_alone_is_a_change_going_on_where_the_world_just_chan
 ) -> None:
     """Levels whose results rise while nothing else moves: a fault, unless a change of the
     world was just found on their knobs (one of their levels fell a cycle before, say: a
-    world moving from one level to another shows on one, then on the other)."""
+    world moving from one level to another shows on one, then on the other). Results that
+    are all successes are a fault whatever moves."""
     sim, incumbent, data = played_since_learning(make_wheel, clock, 600)
     spec = sim.wheel.spec
-    reward = data.recent.column("reward").to_numpy().copy()
-    reward[np.asarray(data.recent.column("twists").to_pylist()) == 0] = 1.0
-    risen = dataclasses.replace(
-        data,
-        recent=data.recent.set_column(
-            data.recent.schema.get_field_index("reward"), "reward", pa.array(reward)
-        ),
-    )
+    twists = np.asarray(data.recent.column("twists").to_pylist())
+    reward = data.recent.column("reward").to_numpy()
+    at = data.recent.schema.get_field_index("reward")
+    rng = np.random.default_rng(5)
+    rise = np.where((twists == 0) & (rng.random(len(reward)) < 0.6), 1.0, reward)
     alpha = spec.seatbelt.alpha / 8
 
-    def verdict(*moving: str) -> dict[str, Check]:
-        changed = dataclasses.replace(risen, moving=frozenset(moving))
+    def verdict(results: np.ndarray, *moving: str) -> dict[str, Check]:
+        recent = data.recent.set_column(at, "reward", pa.array(results))
+        assert data.long_recent.equals(data.recent)  # one cycle: the long span is the same
+        changed = dataclasses.replace(
+            data, recent=recent, long_recent=recent, moving=frozenset(moving)
+        )
         return {c.name: c for c in gate._reward_shift(spec, changed, incumbent, alpha)}
 
     # the policy serves twists = 0 with dialogue openings: both levels rose alone
-    fault = verdict()
+    fault = verdict(rise)
     assert not fault["reward_shift"].ok and "twists = 0" in fault["reward_shift"].summary
     assert "opening = 'dialogue'" in fault["reward_shift"].summary
+    assert not any("all 1" in s for s in fault["reward_shift"].detail), "not stuck: it rose"
     for knob in ("opening", "twists"):  # a change on one knob does not explain the other
-        assert not verdict(knob)["reward_shift"].ok
-    going_on = verdict("opening", "twists")
+        assert not verdict(rise, knob)["reward_shift"].ok
+    going_on = verdict(rise, "opening", "twists")
     assert going_on["reward_shift"].ok and not going_on["change"].ok
     assert going_on["change"].detail["knobs"] == ["opening", "twists"]
+    # every result a success: an impossible rate, a fault even where the world is changing
+    forced = verdict(np.where(twists == 0, 1.0, reward), "opening", "twists")
+    assert not forced["reward_shift"].ok and "are all 1" in forced["reward_shift"].summary
 
 
 def test_a_stuck_outcome_is_caught_from_a_few_dozen_rows(

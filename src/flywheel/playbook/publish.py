@@ -141,7 +141,7 @@ def learn(
         cut = _cut(store, incumbent) or moment
         floor = _floor(store)
         long_cut, before = _long_cut(store, incumbent, cut)
-        moving = _moving(store, long_cut)
+        moving = _moving(store, long_cut if floor is None else max(long_cut, floor))
         data = gate.windows(store, spec, moment, cut, floor, long_cut, moving)
         checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec, incumbent))
         stopped = _halt_on(store, spec, moment, checks, incumbent, before, report)
@@ -153,6 +153,8 @@ def learn(
             since = None if last is None else datetime.fromisoformat(last["at"])
             found = _drifted(spec, data, incumbent, since)
             if found is not None:
+                if not any(c.name == "change" for c in checks):  # too few rows to judge
+                    checks.append(found)
                 checks = [found if c.name == "change" else c for c in checks]
         if found is not None:
             forget = _adapt(store, spec, moment, found, data, incumbent)
@@ -327,13 +329,24 @@ def _floor(store: Store) -> datetime | None:
 
 
 def _moving(store: Store, since: datetime) -> frozenset[str]:
-    """The knobs the last change of the world was found on, if it was found after ``since``
-    (within the windows the gate judges): a level of one of them that rises now is the same
-    change going on, not a level that jumped alone."""
-    last = _stored_change(store) or {}
-    if not last.get("knobs") or datetime.fromisoformat(last["found"]) <= since:
-        return frozenset()
-    return frozenset(last["knobs"])
+    """The knobs the world is changing on: those a change was first found on after ``since``
+    (within the windows the gate judges, after the last resume). A level of one of them that
+    rises now is that change going on, not a level that jumped alone."""
+    started = (_stored_change(store) or {}).get("knobs") or {}
+    return frozenset(k for k, at in started.items() if datetime.fromisoformat(at) > since)
+
+
+def _in_motion(
+    store: Store, found: Check, moving: frozenset[str], moment: datetime
+) -> dict[str, str]:
+    """When the world was first found changing on each knob it is changing on: the knobs
+    still ``moving`` keep their start (a change found while one goes on, by prediction or as
+    that change going on, does not prolong it); the others ``found`` names start at
+    ``moment``."""
+    started = (_stored_change(store) or {}).get("knobs") or {}
+    knobs = {k: started[k] for k in sorted(moving) if k in started}
+    knobs.update({k: moment.isoformat() for k in found.detail.get("knobs", []) if k not in knobs})
+    return knobs
 
 
 def _adapt(
@@ -353,8 +366,9 @@ def _adapt(
     parameters are returned (a fixed half-life, or none, forgets as it was told to)."""
     at = datetime.fromisoformat(found.detail["at"])
     change: dict[str, Any] = {"at": at.isoformat(), "weight": 1.0, "found": moment.isoformat()}
-    if found.detail.get("knobs"):
-        change["knobs"] = found.detail["knobs"]
+    knobs = _in_motion(store, found, data.moving, moment)
+    if knobs:
+        change["knobs"] = knobs
     if found.detail.get("by") == "prediction":  # the gate's windows keep their start
         floor = _floor(store)
         change["floor"] = None if floor is None else floor.isoformat()

@@ -72,7 +72,7 @@ class Windows:
     long_recent: pa.Table
     long_reference: pa.Table
     as_of: datetime | None = None
-    moving: frozenset[str] = frozenset()  # knobs a change of the world was found on, lately
+    moving: frozenset[str] = frozenset()  # knobs the world was lately found changing on
 
 
 def windows(
@@ -136,14 +136,16 @@ def windows(
 
 class Alarm(NamedTuple):
     """One piece of evidence, with its ``strength`` (as a two-sided z: how far past chance),
-    the knob level it is about (if any: ``level`` -1 otherwise), and whether that level's
-    results ``rose`` (its own, significantly; or all successes)."""
+    the knob level it is about (if any: ``level`` -1 otherwise), whether that level's
+    results ``rose`` (its own, significantly; or all successes) and whether they are
+    ``stuck`` (all the same for longer than the reference makes probable)."""
 
     strength: float
     text: str
     knob: str = ""
     level: int = -1
     rose: bool = False
+    stuck: bool = False
 
 
 def z_of(p_value: float) -> float:
@@ -392,7 +394,8 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
     all successes) while nothing else moved once its rows are set aside — a level that jumped
     alone, what a broken metric or a mislabelled tag looks like, and what a learning loop
     would amplify; unless its knob is one a change of the world was lately found on
-    (``data.moving``: the same change going on). ``change`` for every other move: results
+    (``data.moving``: the same change going on) and its results are not all successes
+    (an impossible rate is a fault whatever moves). ``change`` for every other move: results
     that fell where the policy served (the world changed under it: the policy moves away
     and keeps exploring, and the guard watches the live results), or moves that show beyond
     any one level; with the change point where they began."""
@@ -422,7 +425,7 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
         a
         for a in sorted(alarms, key=lambda a: -a.strength)
         if a.rose
-        and a.knob not in data.moving
+        and (a.stuck or a.knob not in data.moving)
         and not any(_spread(spec, *rows, incumbent, a, alpha) for rows, _ in spans)
     ]
     if jumped:
@@ -581,7 +584,7 @@ def _stuck(
                     f" (P = {np.exp(log_p):.2g} by the reference)"
                 )
                 strength = z_of(float(np.exp(log_p)))
-                alarms.append(Alarm(strength, text, k.name, level, outcome == 1))
+                alarms.append(Alarm(strength, text, k.name, level, outcome == 1, stuck=True))
     return alarms
 
 
