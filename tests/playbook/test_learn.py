@@ -224,7 +224,7 @@ def test_a_knob_the_world_changes_on_moves_from_when_it_was_first_found(
 
     def record(found: datetime, moving: frozenset[str], *knobs: str) -> dict[str, str]:
         check = Check("change", False, False, "", {"knobs": list(knobs)} if knobs else {})
-        started = publish._in_motion(store, check, moving, found)
+        started = publish._in_motion(publish._stored_change(store), check, moving, found)
         change = {"at": (found - hour).isoformat(), "weight": 0.1, "found": found.isoformat()}
         store.set_meta(publish.CHANGE_KEY, json.dumps({**change, "knobs": started}))
         return started

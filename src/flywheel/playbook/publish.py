@@ -332,18 +332,23 @@ def _moving(store: Store, since: datetime) -> frozenset[str]:
     """The knobs the world is changing on: those a change was first found on after ``since``
     (within the windows the gate judges, after the last resume). A level of one of them that
     rises now is that change going on, not a level that jumped alone."""
-    started = (_stored_change(store) or {}).get("knobs") or {}
+    started = _knob_starts(_stored_change(store))
     return frozenset(k for k, at in started.items() if datetime.fromisoformat(at) > since)
 
 
+def _knob_starts(change: dict[str, Any] | None) -> dict[str, str]:
+    """When a stored change's knobs were first found changing (none: no change yet)."""
+    return dict((change or {}).get("knobs") or {})
+
+
 def _in_motion(
-    store: Store, found: Check, moving: frozenset[str], moment: datetime
+    last: dict[str, Any] | None, found: Check, moving: frozenset[str], moment: datetime
 ) -> dict[str, str]:
-    """When the world was first found changing on each knob it is changing on: the knobs
-    still ``moving`` keep their start (a change found while one goes on, by prediction or as
-    that change going on, does not prolong it); the others ``found`` names start at
-    ``moment``."""
-    started = (_stored_change(store) or {}).get("knobs") or {}
+    """When the world was first found changing on each knob it is changing on, after the
+    ``last`` change stored: the knobs still ``moving`` keep their start (a change found
+    while one goes on, by prediction or as that change going on, does not prolong it); the
+    others ``found`` names start at ``moment``."""
+    started = _knob_starts(last)
     knobs = {k: started[k] for k in sorted(moving) if k in started}
     knobs.update({k: moment.isoformat() for k in found.detail.get("knobs", []) if k not in knobs})
     return knobs
@@ -366,7 +371,8 @@ def _adapt(
     parameters are returned (a fixed half-life, or none, forgets as it was told to)."""
     at = datetime.fromisoformat(found.detail["at"])
     change: dict[str, Any] = {"at": at.isoformat(), "weight": 1.0, "found": moment.isoformat()}
-    knobs = _in_motion(store, found, data.moving, moment)
+    last = _stored_change(store)
+    knobs = _in_motion(last, found, data.moving, moment)
     if knobs:
         change["knobs"] = knobs
     if found.detail.get("by") == "prediction":  # the gate's windows keep their start
@@ -388,7 +394,6 @@ def _adapt(
     weight, gains = forget_weight(rows.cell, rows.reward, rows.prior, split, least)
     change["weight"] = weight
     change["gains"] = {f"{w:.3g}": round(g, 2) for w, g in gains.items()}
-    last = _stored_change(store)
     if last is not None and datetime.fromisoformat(last["at"]) < at:  # forgotten twice
         change["earlier"] = {"at": last["at"], "weight": float(last["weight"]) * weight}
     store.set_meta(CHANGE_KEY, json.dumps(change))
