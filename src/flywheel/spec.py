@@ -158,6 +158,9 @@ class Learn:
     explore_floor: float = 0.005
     explore_cap: float = 1.0
     explore_spread: float = 0.75
+    sampling: Literal["optimistic", "thompson"] = "optimistic"
+    """How a draw scores a combination: ``thompson``, as drawn; ``optimistic``, at least at
+    its posterior mean (optimistic Bayesian sampling)."""
     default_advantage: float = 0.0
     draws: int = 512
     context_bins: int = 4
@@ -518,6 +521,7 @@ class _Learn(_Model):
     explore_floor: float = Field(default=0.005, ge=0.0, le=1.0)
     explore_cap: float = Field(default=1.0, ge=0.0, le=1.0)
     explore_spread: float = Field(default=0.75, gt=0.0, le=2.0)
+    sampling: Literal["optimistic", "thompson"] = "optimistic"
     default_advantage: float = 0.0
     draws: int = Field(default=512, ge=16, le=10_000)
     context_bins: int = Field(default=4, ge=1, le=50)
@@ -1311,6 +1315,7 @@ def _parse_learn(
         explore_floor=raw.explore_floor,
         explore_cap=raw.explore_cap,
         explore_spread=raw.explore_spread,
+        sampling=raw.sampling,
         default_advantage=raw.default_advantage,
         draws=raw.draws,
         context_bins=raw.context_bins,

@@ -132,3 +132,27 @@ def test_segment_policy_floor_cap_and_intervals() -> None:
     assert np.all(table.low <= table.mean) and np.all(table.mean <= table.high)
     assert table.cumulative[-1] == 1.0
     assert codes[table.best][0] == codes[table.best][1]
+
+
+def test_optimistic_sampling_explores_only_what_may_beat_the_best() -> None:
+    """A draw scores each row at least at its posterior mean: a row wins only the draws in
+    which it beats the best's mean, the best never loses a draw to its own bad luck, and
+    the intervals are those of the posterior, whichever the sampling."""
+    rng = np.random.default_rng(7)
+    posterior = fit(simulate(rng, 300, xor_world()), Design.build({}, LEVELS))
+    codes = np.array([[a, b] for a in range(3) for b in range(3)])
+    rows = np.arange(9)
+    draws = posterior.draws(2000, np.random.default_rng(0)).T.copy()
+    plain = segment_policy(posterior, codes, rows, {}, draws, floor=0.0, cap=1.0)
+    hopeful = segment_policy(posterior, codes, rows, {}, draws, floor=0.0, cap=1.0, optimistic=True)
+    assert hopeful.best == plain.best
+    assert hopeful.probs[hopeful.best] > plain.probs[plain.best] + 0.05
+    x = posterior.design.matrix({"a": codes[:, 0], "b": codes[:, 1]}, 9)
+    scores = x @ draws  # (rows, draws)
+    leader = float((x @ posterior.mean)[hopeful.best])
+    beats = (scores > leader).mean(axis=1)
+    others = np.arange(9) != hopeful.best
+    assert np.all(hopeful.probs[others] <= beats[others] + 1e-12)
+    assert np.any(plain.probs[others] > beats[others])  # plain sampling explores beyond it
+    for field in ("mean", "low", "high"):
+        assert np.array_equal(getattr(hopeful, field), getattr(plain, field))

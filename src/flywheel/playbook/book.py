@@ -239,6 +239,7 @@ class Playbook:
                 learn.explore_floor,
                 learn.explore_cap,
                 learn.explore_spread,
+                learn.sampling == "optimistic",
             )
         newcomers = self.meta.get("newcomers") or []
         for knob, value, share in newcomers:

@@ -507,6 +507,7 @@ def _fit(
             "explore_floor": spec.learn.explore_floor,
             "explore_cap": spec.learn.explore_cap,
             "explore_spread": spec.learn.explore_spread,
+            "sampling": spec.learn.sampling,
             "draws": spec.learn.draws,
         },
     }
