@@ -375,3 +375,12 @@ formula = "accepted"
             7,
         ),
     }
+
+
+def test_sampling_is_optimistic_by_default_and_names_a_wrong_value() -> None:
+    assert Spec.from_dict(minimal()).learn.sampling == "optimistic"
+    plain = Spec.from_dict(minimal(learn={"sampling": "thompson"}))
+    assert plain.learn.sampling == "thompson"
+    assert plain.digest != Spec.from_dict(minimal()).digest  # it shapes the serving tables
+    errors = errors_of(minimal(learn={"sampling": "greedy"}))
+    assert list(errors) == ["learn.sampling"] and "optimistic" in errors["learn.sampling"]
