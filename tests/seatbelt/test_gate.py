@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +333,45 @@ def test_a_stuck_outcome_that_began_inside_the_window_is_measured_from_where_it_
     reward[rows[-1]] = 0.0
     alarms = stuck()
     assert not any(a.text.startswith("twists = 0") for a in alarms), alarms
+
+
+def test_a_run_is_judged_by_the_rows_as_the_learner_weighs_them(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """After a change of the world the learner forgot, the reference's rows from before it
+    weigh as little for the stuck-outcome test as for the learner: a level that succeeds
+    seven times in eight since may well succeed 20 times in a row, while the world it left
+    (where it always failed) would make that run a fault."""
+    sim, incumbent, data = played_since_learning(make_wheel, clock, 900)
+    spec = sim.wheel.spec
+    reference, recent = data.reference.sort_by("ts"), data.recent.sort_by("ts")
+    old = np.asarray(reference.column("twists").to_pylist()) == 0
+    assert old.sum() > 60, "the learning period should serve twists = 0 now and then"
+    ts = [t for t in reference.column("ts").to_pylist() if isinstance(t, datetime)]
+    assert len(ts) == reference.num_rows
+    changed = ts[int(np.flatnonzero(old)[old.sum() // 2])]  # half its rows before, half after
+    after = np.array([t > changed for t in ts])
+    before_rows = old & ~after
+    reward = reference.column("reward").to_numpy().copy()
+    reward[before_rows] = 0.0
+    reward[old & after] = np.where(np.arange((old & after).sum()) % 8 == 0, 0.0, 1.0)
+    reference = reference.set_column(
+        reference.schema.get_field_index("reward"), "reward", pa.array(reward)
+    )
+    rows = np.flatnonzero(np.asarray(recent.column("twists").to_pylist()) == 0)
+    assert len(rows) > 21
+    ran = recent.column("reward").to_numpy().copy()
+    ran[rows[-21]], ran[rows[-20:]] = 0.0, 1.0
+    recent = recent.set_column(recent.schema.get_field_index("reward"), "reward", pa.array(ran))
+
+    def stuck(forgotten: tuple[tuple[datetime, float], ...]) -> list[str]:
+        alarms = gate._stuck(spec, reference, recent, incumbent, 0.01, forgotten)
+        return [a.text for a in alarms if a.text.startswith("twists = 0")]
+
+    assert any("the last 20 results are all 1" in t for t in stuck(())), stuck(())
+    assert stuck(((changed, 0.02),)) == []
+    weight = gate.weights(reference, ((changed, 0.02),))
+    assert np.all(weight[after] == 1.0) and np.all(weight[~after] == 0.02)
 
 
 def test_a_run_in_cells_the_reference_never_saw_is_no_evidence(

@@ -142,7 +142,8 @@ def learn(
         floor = _floor(store)
         long_cut, before = _long_cut(store, incumbent, cut)
         moving = _moving(store, long_cut if floor is None else max(long_cut, floor))
-        data = gate.windows(store, spec, moment, cut, floor, long_cut, moving)
+        forgotten = _forgotten(forgetting(store, spec))
+        data = gate.windows(store, spec, moment, cut, floor, long_cut, moving, forgotten)
         checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec, incumbent))
         stopped = _halt_on(store, spec, moment, checks, incumbent, before, report)
         if stopped is not None:
@@ -212,6 +213,16 @@ def _stored_change(store: Store) -> dict[str, Any] | None:
     """The last change of the world the seatbelt found, as stored (``None``: none yet)."""
     raw = store.get_meta(CHANGE_KEY)
     return json.loads(raw) if raw else None
+
+
+def _forgotten(params: dict[str, Any] | None) -> tuple[tuple[datetime, float], ...]:
+    """The forgetting as the gate reads it: (moment, weight) of each step."""
+    if params is None:
+        return ()
+    return (
+        (params["forget_earlier"], params["forget_earlier_weight"]),
+        (params["forget_before"], params["forget_weight"]),
+    )
 
 
 def _forget_params(change: dict[str, Any]) -> dict[str, Any]:
@@ -329,11 +340,13 @@ def _floor(store: Store) -> datetime | None:
 
 
 def _moving(store: Store, since: datetime) -> frozenset[str]:
-    """The knobs the world is changing on: those a change was first found on after ``since``
-    (within the windows the gate judges, after the last resume). A level of one of them that
-    rises now is that change going on, not a level that jumped alone."""
+    """The knobs the world is changing on: those a change was first found on at or after
+    ``since`` (within the windows the gate judges, after the last resume; one found by the
+    cycle whose cut-off begins them counts, since their reference is the world before it). A
+    level of one of them that rises now is that change going on, not a level that jumped
+    alone."""
     started = _knob_starts(_stored_change(store))
-    return frozenset(k for k, at in started.items() if datetime.fromisoformat(at) > since)
+    return frozenset(k for k, at in started.items() if datetime.fromisoformat(at) >= since)
 
 
 def _knob_starts(change: dict[str, Any] | None) -> dict[str, str]:

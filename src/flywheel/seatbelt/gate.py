@@ -73,6 +73,10 @@ class Windows:
     long_reference: pa.Table
     as_of: datetime | None = None
     moving: frozenset[str] = frozenset()  # knobs the world was lately found changing on
+    forgotten: tuple[tuple[datetime, float], ...] = ()
+    """How the learner weighs the rows before the changes of the world it forgot: each
+    (moment, weight), rows decided up to the first moment that covers them weigh its weight
+    (``half_life = "auto"``; none: every row weighs 1)."""
 
 
 def windows(
@@ -83,6 +87,7 @@ def windows(
     floor: datetime | None = None,
     long_cut: datetime | None = None,
     moving: frozenset[str] = frozenset(),
+    forgotten: tuple[tuple[datetime, float], ...] = (),
 ) -> Windows:
     """The newest WINDOW_ROWS rows on each side of ``long_cut`` (default ``cut``; only those
     decisions are aligned), none decided before ``floor`` (the last resume: what a person
@@ -128,6 +133,7 @@ def windows(
         table.filter(pa.array(~longer)),
         as_of,
         moving,
+        forgotten,
     )
 
 
@@ -412,7 +418,9 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
             Alarm(abs(s.z), f"{s.text} over the {label}", s.knob, s.level, s.rose) for s in shifts
         ]
     if min(data.long_reference.num_rows, data.recent.num_rows) >= spec.seatbelt.min_rows:
-        alarms += _stuck(spec, data.long_reference, data.long_recent, incumbent, alpha / tests)
+        alarms += _stuck(
+            spec, data.long_reference, data.long_recent, incumbent, alpha / tests, data.forgotten
+        )
     critical = _critical(spec, "reward_shift")
     if not alarms:
         return [
@@ -426,7 +434,7 @@ def _reward_shift(spec: Spec, data: Windows, incumbent: Playbook, alpha: float) 
         for a in sorted(alarms, key=lambda a: -a.strength)
         if a.rose
         and (a.stuck or a.knob not in data.moving)
-        and not any(_spread(spec, *rows, incumbent, a, alpha) for rows, _ in spans)
+        and not any(_spread(spec, *rows, incumbent, a, alpha, data.forgotten) for rows, _ in spans)
     ]
     if jumped:
         summary = "reward jumped alone for " + lead(jumped)
@@ -460,6 +468,7 @@ def _spread(
     incumbent: Playbook,
     strongest: Alarm,
     alpha: float,
+    forgotten: tuple[tuple[datetime, float], ...] = (),
 ) -> bool:
     """Did results move beyond the strongest alarm's level? Set aside every row with that
     level and judge the rest again: a shift in means (``alpha`` shared across the levels, no
@@ -478,7 +487,7 @@ def _spread(
     others, _ = _shift(
         spec, rest_old, rest_new, incumbent, spec.seatbelt.alpha / levels, min_shift=0.0
     )
-    return bool(others) or bool(_stuck(spec, rest_old, rest_new, incumbent, alpha))
+    return bool(others) or bool(_stuck(spec, rest_old, rest_new, incumbent, alpha, forgotten))
 
 
 CHANGE_CHUNKS = 400  # the change point is looked for between chunks of rows this many
@@ -523,8 +532,28 @@ def cells_of_rows(spec: Spec, playbook: Playbook, rows: pa.Table) -> tuple[np.nd
 STUCK_ROWS = 10  # a level needs this many results in a row before "all the same" means much
 
 
+def weights(rows: pa.Table, forgotten: tuple[tuple[datetime, float], ...]) -> np.ndarray:
+    """Each row's weight as the learner weighs it after the changes it forgot."""
+    weight = np.ones(rows.num_rows)
+    if not forgotten or not rows.num_rows:
+        return weight
+    ts = rows.column("ts").cast(pa.timestamp("us", tz="UTC")).to_numpy()
+    covered = np.zeros(rows.num_rows, dtype=bool)
+    for moment, share in sorted(forgotten):
+        at = np.datetime64(moment.astimezone(UTC).replace(tzinfo=None), "us")
+        mine = ~covered & (ts <= at)
+        weight[mine] = share
+        covered |= mine
+    return weight
+
+
 def _stuck(
-    spec: Spec, reference: pa.Table, recent: pa.Table, incumbent: Playbook, alpha: float
+    spec: Spec,
+    reference: pa.Table,
+    recent: pa.Table,
+    incumbent: Playbook,
+    alpha: float,
+    forgotten: tuple[tuple[datetime, float], ...] = (),
 ) -> list[Alarm]:
     """Binary results only: a knob level whose latest results are all the same (all 1 or all
     0) for longer than the reference makes probable.
@@ -541,6 +570,10 @@ def _stuck(
     (a demo's second cycle, against a cold start's 200 rows, halted on 17 such failures). With
     no fault, the run's chance falls under ``alpha / 2`` with at most that probability: the
     run reaches the length that takes it there only that often.
+    The reference's rows weigh as the learner weighs them (``forgotten``): after a change of
+    the world, the rates a run is judged by are those of the world since, as far as the rows
+    since bear it out, not those of the world it left (a drift's rising results, judged by the
+    rows of the drift, read as a run too long to be chance).
     A forced success or failure, the classic broken instrumentation, shows here as soon as a
     few dozen rows carry it, before a shift in means is significant."""
     old = reference.column("reward").to_numpy()
@@ -554,9 +587,11 @@ def _stuck(
     cell_old, cell_new = cell[: len(old)], cell[len(old) :]
     prior = np.zeros(size)
     prior[cell] = np.clip(predict(incumbent, both), 1e-6, 1 - 1e-6)
+    weight = weights(reference, forgotten)
     seen = np.bincount(cell_old, minlength=size)
-    ones = np.bincount(cell_old, old, size) + 2 * prior  # the Beta posterior of each cell
-    zeros = seen + 2 - ones
+    counted = np.bincount(cell_old, weight, size)
+    ones = np.bincount(cell_old, old * weight, size) + 2 * prior  # each cell's Beta posterior
+    zeros = counted + 2 - ones
     knobs_new = knobs[len(old) :]
     alarms = []
     for j, k in enumerate(spec.knobs):
