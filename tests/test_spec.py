@@ -377,10 +377,10 @@ formula = "accepted"
     }
 
 
-def test_sampling_is_optimistic_by_default_and_names_a_wrong_value() -> None:
-    assert Spec.from_dict(minimal()).learn.sampling == "optimistic"
-    plain = Spec.from_dict(minimal(learn={"sampling": "thompson"}))
-    assert plain.learn.sampling == "thompson"
-    assert plain.digest != Spec.from_dict(minimal()).digest  # it shapes the serving tables
+def test_sampling_is_thompson_by_default_and_names_a_wrong_value() -> None:
+    assert Spec.from_dict(minimal()).learn.sampling == "thompson"
+    hopeful = Spec.from_dict(minimal(learn={"sampling": "optimistic"}))
+    assert hopeful.learn.sampling == "optimistic"
+    assert hopeful.digest != Spec.from_dict(minimal()).digest  # it shapes the serving tables
     errors = errors_of(minimal(learn={"sampling": "greedy"}))
     assert list(errors) == ["learn.sampling"] and "optimistic" in errors["learn.sampling"]

@@ -158,9 +158,10 @@ class Learn:
     explore_floor: float = 0.005
     explore_cap: float = 1.0
     explore_spread: float = 0.75
-    sampling: Literal["optimistic", "thompson"] = "optimistic"
+    sampling: Literal["thompson", "optimistic"] = "thompson"
     """How a draw scores a combination: ``thompson``, as drawn; ``optimistic``, at least at
-    its posterior mean (optimistic Bayesian sampling)."""
+    its posterior mean (optimistic Bayesian sampling: less exploration, and so less for the
+    seatbelt to judge a rarely served level by)."""
     default_advantage: float = 0.0
     draws: int = 512
     context_bins: int = 4
@@ -521,7 +522,7 @@ class _Learn(_Model):
     explore_floor: float = Field(default=0.005, ge=0.0, le=1.0)
     explore_cap: float = Field(default=1.0, ge=0.0, le=1.0)
     explore_spread: float = Field(default=0.75, gt=0.0, le=2.0)
-    sampling: Literal["optimistic", "thompson"] = "optimistic"
+    sampling: Literal["thompson", "optimistic"] = "thompson"
     default_advantage: float = 0.0
     draws: int = Field(default=512, ge=16, le=10_000)
     context_bins: int = Field(default=4, ge=1, le=50)

@@ -7,12 +7,13 @@ keeps some chance: off-policy estimates need it) and, optionally, capped (so at 
 ``cap`` of the traffic goes to combinations other than the current best). Serving then draws
 from this exact distribution, so every decision's propensity is known when it is served.
 
-By default the sampling is optimistic (May, Korda, Lee and Leslie, "Optimistic Bayesian
-Sampling in Contextual-Bandit Problems", JMLR 2012): a draw scores each combination at least
-at its posterior mean, so a combination wins a draw only where it could beat the current
-best, and the best no longer loses draws to its own bad luck. Many combinations that are each
-a little plausible (thin data, rare rewards) then take less of the traffic, while one that
-may truly be better keeps its chance.
+With ``optimistic`` the sampling is optimistic (May, Korda, Lee and Leslie, "Optimistic
+Bayesian Sampling in Contextual-Bandit Problems", JMLR 2012): a draw scores each combination
+at least at its posterior mean, so a combination wins a draw only where it could beat the
+current best, and the best no longer loses draws to its own bad luck. Many combinations that
+are each a little plausible (thin data, rare rewards) then take less of the traffic, while
+one that may truly be better keeps its chance. The price is the seatbelt's: a level served
+rarely leaves it little to judge that level's results by when they go wrong.
 """
 
 from __future__ import annotations
