@@ -340,13 +340,11 @@ def _floor(store: Store) -> datetime | None:
 
 
 def _moving(store: Store, since: datetime) -> frozenset[str]:
-    """The knobs the world is changing on: those a change was first found on at or after
-    ``since`` (within the windows the gate judges, after the last resume; one found by the
-    cycle whose cut-off begins them counts, since their reference is the world before it). A
-    level of one of them that rises now is that change going on, not a level that jumped
-    alone."""
+    """The knobs the world is changing on: those a change was first found on after ``since``
+    (within the windows the gate judges, after the last resume). A level of one of them that
+    rises now is that change going on, not a level that jumped alone."""
     started = _knob_starts(_stored_change(store))
-    return frozenset(k for k, at in started.items() if datetime.fromisoformat(at) >= since)
+    return frozenset(k for k, at in started.items() if datetime.fromisoformat(at) > since)
 
 
 def _knob_starts(change: dict[str, Any] | None) -> dict[str, str]:
