@@ -229,17 +229,20 @@ def test_a_knob_the_world_changes_on_moves_from_when_it_was_first_found(
         store.set_meta(publish.CHANGE_KEY, json.dumps({**change, "knobs": started}))
         return started
 
-    assert publish._moving(store, now - hour) == frozenset()  # no change yet
+    def moving_since(since: datetime) -> frozenset[str]:
+        return publish._moving(publish._stored_change(store), since)
+
+    assert moving_since(now - hour) == frozenset()  # no change yet
     record(now, frozenset(), "opening")
-    assert publish._moving(store, now - hour) == {"opening"}
-    assert publish._moving(store, now) == frozenset()  # found before the windows began
+    assert moving_since(now - hour) == {"opening"}
+    assert moving_since(now) == frozenset()  # found before the windows began
     # two cycles later: found again on opening (as the change going on) and on twists
     later = now + 2 * hour
     assert record(later, frozenset({"opening"}), "opening", "twists") == {
         "opening": now.isoformat(),
         "twists": later.isoformat(),
     }
-    assert publish._moving(store, now + hour) == {"twists"}
+    assert moving_since(now + hour) == {"twists"}
     # a change found by prediction names no knob, and keeps those still moving
     assert record(later + hour, frozenset({"twists"})) == {"twists": later.isoformat()}
 

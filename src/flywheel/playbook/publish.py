@@ -141,16 +141,15 @@ def learn(
         cut = _cut(store, incumbent) or moment
         floor = _floor(store)
         long_cut, before = _long_cut(store, incumbent, cut)
-        moving = _moving(store, long_cut if floor is None else max(long_cut, floor))
-        forgotten = _forgotten(forgetting(store, spec))
-        data = gate.windows(store, spec, moment, cut, floor, long_cut, moving, forgotten)
+        last = _stored_change(store)
+        moving = _moving(last, long_cut if floor is None else max(long_cut, floor))
+        data = gate.windows(store, spec, moment, cut, floor, long_cut, moving, _forgotten(forget))
         checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec, incumbent))
         stopped = _halt_on(store, spec, moment, checks, incumbent, before, report)
         if stopped is not None:
             return stopped
         found = next((c for c in checks if c.name == "change" and not c.ok), None)
         if found is None and spec.learn.forget_auto:
-            last = _stored_change(store)
             since = None if last is None else datetime.fromisoformat(last["at"])
             found = _drifted(spec, data, incumbent, since)
             if found is not None:
@@ -339,11 +338,12 @@ def _floor(store: Store) -> datetime | None:
     return max(marks) if marks else None
 
 
-def _moving(store: Store, since: datetime) -> frozenset[str]:
-    """The knobs the world is changing on: those a change was first found on after ``since``
-    (within the windows the gate judges, after the last resume). A level of one of them that
-    rises now is that change going on, not a level that jumped alone."""
-    started = _knob_starts(_stored_change(store))
+def _moving(change: dict[str, Any] | None, since: datetime) -> frozenset[str]:
+    """The knobs the world is changing on, by the stored ``change``: those a change was
+    first found on after ``since`` (within the windows the gate judges, after the last
+    resume). A level of one of them that rises now is that change going on, not a level that
+    jumped alone."""
+    started = _knob_starts(change)
     return frozenset(k for k, at in started.items() if datetime.fromisoformat(at) > since)
 
 

@@ -538,12 +538,8 @@ def weights(rows: pa.Table, forgotten: tuple[tuple[datetime, float], ...]) -> np
     if not forgotten or not rows.num_rows:
         return weight
     ts = rows.column("ts").cast(pa.timestamp("us", tz="UTC")).to_numpy()
-    covered = np.zeros(rows.num_rows, dtype=bool)
-    for moment, share in sorted(forgotten):
-        at = np.datetime64(moment.astimezone(UTC).replace(tzinfo=None), "us")
-        mine = ~covered & (ts <= at)
-        weight[mine] = share
-        covered |= mine
+    for moment, share in sorted(forgotten, reverse=True):  # the earliest step covering wins
+        weight[ts <= np.datetime64(moment.astimezone(UTC).replace(tzinfo=None), "us")] = share
     return weight
 
 
