@@ -3,10 +3,12 @@ say they still predict."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pytest
 
-from flywheel.learn.forget import forget_weight
+from flywheel.learn.forget import MOST_STEPS, chained, forget_weight, weighed
 
 ROWS = 4_500
 CHANGE = 4_000  # where the change is looked at: found 500 rows (a cycle) after it began
@@ -56,3 +58,27 @@ def test_the_least_weight_bounds_the_forgetting() -> None:
     assert forget_weight(cell, reward, expected, CHANGE, 1.0) == (1.0, {})
     few = slice(0, CHANGE + 2)
     assert forget_weight(cell[few], reward[few], expected[few], CHANGE, 0.1)[0] == 1
+
+
+def test_a_later_change_never_gives_back_what_an_earlier_one_took() -> None:
+    """Each change multiplies what the rows before it weigh: the rows before the first of
+    three changes weigh the product of all three, however many came after."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    at = [start + timedelta(hours=h) for h in range(1, 4)]
+    steps = chained(chained(chained((), at[0], 0.5), at[1], 0.25), at[2], 0.5)
+    moments = np.array([(start + timedelta(minutes=m)).timestamp() for m in (30, 90, 150, 210)])
+    assert weighed(moments, steps).tolist() == [0.0625, 0.125, 0.5, 1.0]
+    # a change found between two earlier ones forgets the rows before it, and only those
+    between = chained(steps, start + timedelta(minutes=100), 0.5)
+    assert weighed(moments, between).tolist() == [0.03125, 0.0625, 0.5, 1.0]
+    assert chained(steps, at[1], 1.0) == steps  # a change that forgot nothing
+    many = steps
+    for hour in range(4, 4 + MOST_STEPS):
+        many = chained(many, start + timedelta(hours=hour), 0.9)
+    assert len(many) == MOST_STEPS
+    shares = [share for _, share in many]
+    assert shares == sorted(shares)  # older rows never weigh more than newer ones
+    later = np.array([(start + timedelta(hours=h, minutes=30)).timestamp() for h in range(12)])
+    unmerged = np.prod([0.9] * MOST_STEPS)
+    assert weighed(later, many)[0] == pytest.approx(0.0625 * unmerged)  # as if unmerged
+    assert weighed(later, many)[1] <= 0.125 * unmerged  # merging forgets more, never less

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import flywheel
+from flywheel.learn import sql as learn_sql
 from flywheel.playbook import publish
+from flywheel.seatbelt import gate
 from flywheel.seatbelt.monitors import Check
 from tests.conftest import T0, Clock, wait_for
 
@@ -303,3 +305,23 @@ def test_a_slow_drift_is_forgotten_as_it_goes(
     assert any(e["detail"].get("by") == "prediction" for e in changes), changes
     best = wheel.decide({"genre": "romance"}, explore=False)
     assert (best.params["opening"], best.params["twists"]) == ("question", 1)
+
+
+def test_the_learner_and_the_gate_weigh_forgotten_rows_alike(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """However many changes were forgotten, the cells a cycle fits weigh each row as the
+    seatbelt's stuck test weighs it (:func:`flywheel.seatbelt.gate.weights`)."""
+    wheel = make_wheel(spec(), seed=3)
+    play(wheel, clock, 1_200, random.Random(3))
+    wheel.flush()
+    moment = datetime.fromtimestamp(clock.now, tz=UTC)
+    when = {"as_of": moment}
+    hours = (4, 9, 15)
+    steps = tuple((datetime.fromtimestamp(T0, tz=UTC) + timedelta(hours=h), 0.5) for h in hours)
+    encoding = publish._encoding(wheel.store, wheel.spec, when)
+    rows = gate.windows(wheel.store, wheel.spec, moment, moment).reference
+    for forget in [(), steps[:1], steps, tuple((at, 0.5**k) for k, (at, _) in enumerate(steps))]:
+        table = publish._cells_table(wheel.store, wheel.spec, encoding, when, forget)
+        counted = float(np.sum(table.column(learn_sql.N).to_numpy()))
+        assert counted == pytest.approx(gate.weights(rows, forget).sum())

@@ -20,6 +20,8 @@ before it gains a larger margin): the world is forgotten as it moves.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import numpy as np
 from scipy.special import betaln
 
@@ -27,6 +29,37 @@ CHUNKS = 4  # the rows after the change point are predicted in this many chunks
 PRIOR_ROWS = 2.0
 MARGIN = 3.0  # nats (log-likelihood) a smaller weight must gain over the full one
 CELL_ROWS = 30  # a cell is judged once it has this many rows before the chunk predicted
+MOST_STEPS = 8  # changes the learner keeps apart; beyond, the two oldest merge
+
+Steps = tuple[tuple[datetime, float], ...]
+"""How the learner weighs the rows before the changes of the world it forgot, oldest first:
+a row decided up to a step's moment (and after the step before) weighs the step's weight."""
+
+
+def weighed(moments: np.ndarray, steps: Steps) -> np.ndarray:
+    """Each row's weight by ``steps``, from its decision time (``moments``: seconds since the
+    epoch)."""
+    weight = np.ones(len(moments))
+    for moment, share in reversed(steps):  # the earliest step covering a row wins
+        weight[moments <= moment.timestamp()] = share
+    return weight
+
+
+def chained(steps: Steps, at: datetime, weight: float) -> Steps:
+    """The steps once the rows decided up to ``at`` (a change of the world) weigh ``weight``
+    times what they weighed: a later change never gives back what an earlier one took.
+    Beyond MOST_STEPS steps the two oldest merge at the lower weight (the rows between them
+    forgotten as much as the rows before)."""
+    if weight >= 1:
+        return steps
+    before = [(moment, share * weight) for moment, share in steps if moment <= at]
+    after = [(moment, share) for moment, share in steps if moment > at]
+    if not before or before[-1][0] < at:
+        before.append((at, (after[0][1] if after else 1.0) * weight))
+    out = [*before, *after]
+    while len(out) > MOST_STEPS:
+        out = [(out[1][0], min(out[0][1], out[1][1])), *out[2:]]
+    return tuple(out)
 
 
 def forget_weight(
@@ -36,6 +69,7 @@ def forget_weight(
     before: int,
     least: float,
     margin: float = MARGIN,
+    base: np.ndarray | None = None,
 ) -> tuple[float, dict[float, float]]:
     """How much the rows before a change point (the first ``before`` of these rows, in
     decision order) should still weigh, between ``least`` and 1: the weight with which they,
@@ -43,7 +77,9 @@ def forget_weight(
     CHUNKS chunks). 1 unless a smaller weight gains ``margin`` nats: a change the rows
     after it do not bear out (results that moved by chance) forgets nothing. Returns the
     weight and each candidate's gain over 1. ``cell`` numbers each row's cell,
-    ``reward`` is its result and ``prior`` the served model's expected result."""
+    ``reward`` is its result and ``prior`` the served model's expected result; ``base``
+    is what each row weighs already (earlier changes forgotten; default 1), and the weight
+    found multiplies it."""
     after = len(reward) - before
     if before < 1 or after < CHUNKS or least >= 1:
         return 1.0, {}
@@ -52,12 +88,13 @@ def forget_weight(
     size = int(cell.max()) + 1
     expected = _per_cell(cell, prior, size)
     unit = bool(np.all((reward >= 0) & (reward <= 1)))
+    base = np.ones(len(reward)) if base is None else base
     scores: dict[float, float] = {}
     for weight in candidates:
         total = 0.0
         for k in range(CHUNKS):
             start, end = bounds[k], bounds[k + 1]
-            weights = np.where(np.arange(start) < before, weight, 1.0)
+            weights = np.where(np.arange(start) < before, weight, 1.0) * base[:start]
             past = (cell[:start], reward[:start], weights)
             total += (_binary if unit else _normal)(
                 past, (cell[start:end], reward[start:end]), expected

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
 from flywheel.learn.design import Encoding
@@ -18,7 +20,7 @@ N, S, SS, ROWS, REWARD_SUM, FIRST_TS, LAST_TS = (
 _WEIGHT = quote_name(own_column("w"))
 
 
-def cells_sql(spec: Spec, encoding: Encoding, *, since: bool = False, forget: bool = False) -> str:
+def cells_sql(spec: Spec, encoding: Encoding, *, since: bool = False, forget: int = 0) -> str:
     """Weighted count, sum and sum of squares of the reward per context (numeric features in
     their bins) × knob combination, plus the data's signature (rows, sum, newest decision), in
     the columns named by :data:`N`, :data:`S`, :data:`SS`, :data:`ROWS`, :data:`REWARD_SUM`,
@@ -28,9 +30,10 @@ def cells_sql(spec: Spec, encoding: Encoding, *, since: bool = False, forget: bo
     open categories by its learned levels).
 
     With ``learn.half_life`` each row weighs 2^(-age / half_life), age counted to ``$as_of``.
-    With ``forget``, rows decided up to ``$forget_before`` (a change of the world) weigh
-    ``$forget_weight`` more, and those up to ``$forget_earlier`` (the change before it, or
-    the same) ``$forget_earlier_weight``. With ``since``, only decisions after ``$since`` are read.
+    With ``forget`` steps (the changes of the world the learner forgot, oldest first: the
+    parameters :func:`forget_params` gives), rows decided up to ``$forget_at_<i>`` and after
+    the step before weigh ``$forget_weight_<i>`` more. With ``since``, only decisions after
+    ``$since`` are read.
     """
     features = context_columns(spec, encoding)
     knobs = [quote_name(k.name) for k in spec.knobs]
@@ -88,10 +91,10 @@ def context_columns(spec: Spec, encoding: Encoding) -> list[str]:
     return features
 
 
-def row_weight(spec: Spec, *, forget: bool = False) -> str:
+def row_weight(spec: Spec, *, forget: int = 0) -> str:
     """A row's weight: 2^(-age / half_life) with ``learn.half_life`` (age counted to
-    ``$as_of``), times ``$forget_weight`` up to ``$forget_before`` with ``forget`` (and
-    ``$forget_earlier_weight`` up to ``$forget_earlier``, the change before it)."""
+    ``$as_of``), times the weight of the first of ``forget`` steps that covers it
+    (``$forget_weight_<i>`` up to ``$forget_at_<i>``; 1 after the last)."""
     half_life = spec.learn.half_life_seconds
     weight = (
         f"exp({-math.log(2) / half_life!r} * (epoch($as_of) - epoch(ts)))"
@@ -99,12 +102,21 @@ def row_weight(spec: Spec, *, forget: bool = False) -> str:
         else "CAST(1 AS DOUBLE)"
     )
     if forget:
-        weight = (
-            f"{weight} * CASE WHEN ts <= $forget_earlier"
-            " THEN CAST($forget_earlier_weight AS DOUBLE) WHEN ts <= $forget_before"
-            " THEN CAST($forget_weight AS DOUBLE) ELSE 1 END"
+        steps = " ".join(
+            f"WHEN ts <= $forget_at_{i} THEN CAST($forget_weight_{i} AS DOUBLE)"
+            for i in range(forget)
         )
+        weight = f"{weight} * CASE {steps} ELSE 1 END"
     return weight
+
+
+def forget_params(steps: Sequence[tuple[datetime, float]]) -> dict[str, Any]:
+    """The parameters of :func:`row_weight`'s ``forget`` steps (oldest first)."""
+    params: dict[str, Any] = {}
+    for i, (at, weight) in enumerate(steps):
+        params[f"forget_at_{i}"] = at
+        params[f"forget_weight_{i}"] = float(weight)
+    return params
 
 
 def _literal(value: Value) -> str:

@@ -17,9 +17,9 @@ from flywheel.errors import InvalidInputError, NotFoundError, StoreError
 from flywheel.learn import sql as learn_sql
 from flywheel.learn.cells import Cells
 from flywheel.learn.design import Design, Encoding
-from flywheel.learn.forget import forget_weight
+from flywheel.learn.forget import Steps, chained, forget_weight, weighed
 from flywheel.learn.model import DEFAULT_SCALES, Posterior, Settings, fit, update
-from flywheel.learn.sql import cells_sql, quantiles_sql
+from flywheel.learn.sql import cells_sql, forget_params, quantiles_sql
 from flywheel.playbook.book import (
     MAX_TABULATED_SEGMENTS,
     Playbook,
@@ -143,7 +143,7 @@ def learn(
         long_cut, before = _long_cut(store, incumbent, cut)
         last = _stored_change(store)
         moving = _moving(last, long_cut if floor is None else max(long_cut, floor))
-        data = gate.windows(store, spec, moment, cut, floor, long_cut, moving, _forgotten(forget))
+        data = gate.windows(store, spec, moment, cut, floor, long_cut, moving, forget)
         checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec, incumbent))
         stopped = _halt_on(store, spec, moment, checks, incumbent, before, report)
         if stopped is not None:
@@ -157,9 +157,9 @@ def learn(
                     checks.append(found)
                 checks = [found if c.name == "change" else c for c in checks]
         if found is not None:
-            forget = _adapt(store, spec, moment, found, data, incumbent)
-            if forget is not None:
-                table = _cells_table(reader, spec, encoding, when, forget)
+            adapted = _adapt(store, spec, moment, found, data, incumbent)
+            if adapted != forget:
+                table = _cells_table(reader, spec, encoding, when, adapted)
 
     playbook = _fit(spec, table, encoding, rows, signature, now, seed)
     if data is not None and incumbent is not None:
@@ -201,11 +201,11 @@ do not bear the change out (:func:`flywheel.learn.forget.forget_weight`)."""
 MOST_KEPT = 0.125  # ... and each may be brought down to this weight, whatever their number
 
 
-def forgetting(store: Store, spec: Spec) -> dict[str, Any] | None:
-    """The parameters that down-weight the rows before the last change of the world the
-    seatbelt found (``learn.half_life = "auto"``); ``None`` when nothing is forgotten."""
+def forgetting(store: Store, spec: Spec) -> Steps:
+    """How the learner weighs the rows before the changes of the world the seatbelt found
+    (``learn.half_life = "auto"``); empty when nothing is forgotten."""
     change = _stored_change(store) if spec.learn.forget_auto else None
-    return None if change is None else _forget_params(change)
+    return () if change is None else _steps(change)
 
 
 def _stored_change(store: Store) -> dict[str, Any] | None:
@@ -214,26 +214,17 @@ def _stored_change(store: Store) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def _forgotten(params: dict[str, Any] | None) -> tuple[tuple[datetime, float], ...]:
-    """The forgetting as the gate reads it: (moment, weight) of each step."""
-    if params is None:
-        return ()
-    return (
-        (params["forget_earlier"], params["forget_earlier_weight"]),
-        (params["forget_before"], params["forget_weight"]),
+def _steps(change: dict[str, Any]) -> Steps:
+    """The forgetting a stored change holds: every change forgotten so far, oldest first
+    (a change stored before the steps were kept: itself and the one before it)."""
+    if "steps" in change:
+        return tuple((datetime.fromisoformat(at), float(w)) for at, w in change["steps"])
+    older = [change["earlier"]] if change.get("earlier") else []
+    return tuple(
+        (datetime.fromisoformat(c["at"]), float(c["weight"]))
+        for c in [*older, change]
+        if float(c["weight"]) < 1
     )
-
-
-def _forget_params(change: dict[str, Any]) -> dict[str, Any]:
-    """The SQL parameters of a stored change: the rows before it weigh ``weight``, and those
-    before the change found before it (``earlier``, if any) that change's weight times it."""
-    earlier = change.get("earlier") or change
-    return {
-        "forget_before": datetime.fromisoformat(change["at"]),
-        "forget_weight": float(change["weight"]),
-        "forget_earlier": datetime.fromisoformat(earlier["at"]),
-        "forget_earlier_weight": float(earlier["weight"]),
-    }
 
 
 def engine(store: Store, spec: Spec) -> Reader:
@@ -252,10 +243,10 @@ def _cells_table(
     spec: Spec,
     encoding: Encoding,
     when: dict[str, datetime],
-    forget: dict[str, Any] | None,
+    forget: Steps,
 ) -> pa.Table:
-    sql = cells_sql(spec, encoding, forget=forget is not None)
-    return store.query(sql, {**when, **(forget or {})})
+    sql = cells_sql(spec, encoding, forget=len(forget))
+    return store.query(sql, {**when, **forget_params(forget)})
 
 
 class _Rows(NamedTuple):
@@ -277,9 +268,8 @@ def _evidence(spec: Spec, rows: pa.Table, incumbent: Playbook) -> _Rows:
     if not rows.num_rows:
         return _Rows(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
     cell, _ = gate.cells_of_rows(spec, incumbent, rows)
-    seconds = pc.cast(rows.column("ts"), pa.timestamp("us")).to_numpy().astype("int64") / 1e6
     reward = rows.column("reward").to_numpy().astype(float)
-    return _Rows(cell, reward, seconds, gate.predict(incumbent, rows))
+    return _Rows(cell, reward, gate.seconds(rows), gate.predict(incumbent, rows))
 
 
 DRIFT_MARGIN = 10.0
@@ -306,8 +296,9 @@ def _drifted(
     rows = _evidence(spec, table, incumbent)
     split = int(np.searchsorted(rows.seconds, at.timestamp(), side="right"))
     least = _least(len(rows.reward) - split, split)
+    base = weighed(rows.seconds, data.forgotten)
     weight, gains = forget_weight(
-        rows.cell, rows.reward, rows.prior, split, least, margin=DRIFT_MARGIN
+        rows.cell, rows.reward, rows.prior, split, least, margin=DRIFT_MARGIN, base=base
     )
     if weight >= 1:
         return None
@@ -372,14 +363,15 @@ def _adapt(
     found: Check,
     data: gate.Windows,
     incumbent: Playbook,
-) -> dict[str, Any] | None:
+) -> Steps:
     """A change of the world: remember where it began (the gate's later windows start there,
     whatever the learner forgets: the old world is not the normal the new one is judged
     against) and record it; the cycle goes on and publishes. With ``half_life = "auto"`` the
     rows before it weigh little from now on, as little as the rows after it ask for (at
     least a FORGET_SHARE of those when it was found; rows that still predict the rows after
-    it keep their weight: :func:`flywheel.learn.forget.forget_weight`): the forgetting
-    parameters are returned (a fixed half-life, or none, forgets as it was told to)."""
+    it keep their weight: :func:`flywheel.learn.forget.forget_weight`), times what they
+    weighed already. Returns how the learner weighs the rows now (a fixed half-life, or
+    none, forgets as it was told to: nothing more)."""
     at = datetime.fromisoformat(found.detail["at"])
     change: dict[str, Any] = {"at": at.isoformat(), "weight": 1.0, "found": moment.isoformat()}
     last = _stored_change(store)
@@ -392,7 +384,7 @@ def _adapt(
     if not spec.learn.forget_auto:
         store.set_meta(CHANGE_KEY, json.dumps(change))
         breaker.audit(store, moment, "change", found.summary, found.detail)
-        return None
+        return ()
     counts = store.query(
         "SELECT count(*) FILTER (WHERE ts <= $at) AS before, count(*) FILTER (WHERE ts > $at)"
         " AS after FROM decisions WHERE ts <= $as_of",
@@ -402,17 +394,19 @@ def _adapt(
     least = _least(after, before)
     rows = _since_floor(spec, data, incumbent)
     split = int(np.searchsorted(rows.seconds, at.timestamp(), side="right"))
-    weight, gains = forget_weight(rows.cell, rows.reward, rows.prior, split, least)
+    base = weighed(rows.seconds, data.forgotten)
+    weight, gains = forget_weight(rows.cell, rows.reward, rows.prior, split, least, base=base)
+    steps = chained(data.forgotten, at, weight)
     change["weight"] = weight
     change["gains"] = {f"{w:.3g}": round(g, 2) for w, g in gains.items()}
-    if last is not None and datetime.fromisoformat(last["at"]) < at:  # forgotten twice
-        change["earlier"] = {"at": last["at"], "weight": float(last["weight"]) * weight}
+    change["steps"] = [[moment.isoformat(), share] for moment, share in steps]
     store.set_meta(CHANGE_KEY, json.dumps(change))
-    reason = f"{found.summary}; rows before {at:%Y-%m-%d %H:%M} now weigh {weight:.3g}"
+    times = " times what they weighed" if data.forgotten else ""
+    reason = f"{found.summary}; rows before {at:%Y-%m-%d %H:%M} now weigh {weight:.3g}{times}"
     if weight == 1:
         reason = f"{found.summary}; the rows before it still predict the rows after it"
     breaker.audit(store, moment, "change", reason, {**found.detail, **change})
-    return _forget_params(change)
+    return steps
 
 
 def _posterior(spec: Spec, cells: Cells, design: Design) -> Posterior:

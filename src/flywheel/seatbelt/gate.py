@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from scipy.special import betaln
 
 from flywheel.align.sql import NOT_QUARANTINED, aligned_rows_sql
+from flywheel.learn.forget import Steps, weighed
 from flywheel.learn.policy import SegmentPolicy
 from flywheel.playbook.book import Playbook
 from flywheel.rules import own_column, quote_name
@@ -73,9 +74,8 @@ class Windows:
     long_reference: pa.Table
     as_of: datetime | None = None
     moving: frozenset[str] = frozenset()  # knobs the world was lately found changing on
-    forgotten: tuple[tuple[datetime, float], ...] = ()
-    """How the learner weighs the rows before the changes of the world it forgot: each
-    (moment, weight), rows decided up to the first moment that covers them weigh its weight
+    forgotten: Steps = ()
+    """How the learner weighs the rows before the changes of the world it forgot
     (``half_life = "auto"``; none: every row weighs 1)."""
 
 
@@ -87,7 +87,7 @@ def windows(
     floor: datetime | None = None,
     long_cut: datetime | None = None,
     moving: frozenset[str] = frozenset(),
-    forgotten: tuple[tuple[datetime, float], ...] = (),
+    forgotten: Steps = (),
 ) -> Windows:
     """The newest WINDOW_ROWS rows on each side of ``long_cut`` (default ``cut``; only those
     decisions are aligned), none decided before ``floor`` (the last resume: what a person
@@ -468,7 +468,7 @@ def _spread(
     incumbent: Playbook,
     strongest: Alarm,
     alpha: float,
-    forgotten: tuple[tuple[datetime, float], ...] = (),
+    forgotten: Steps = (),
 ) -> bool:
     """Did results move beyond the strongest alarm's level? Set aside every row with that
     level and judge the rest again: a shift in means (``alpha`` shared across the levels, no
@@ -532,15 +532,18 @@ def cells_of_rows(spec: Spec, playbook: Playbook, rows: pa.Table) -> tuple[np.nd
 STUCK_ROWS = 10  # a level needs this many results in a row before "all the same" means much
 
 
-def weights(rows: pa.Table, forgotten: tuple[tuple[datetime, float], ...]) -> np.ndarray:
+def weights(rows: pa.Table, forgotten: Steps) -> np.ndarray:
     """Each row's weight as the learner weighs it after the changes it forgot."""
-    weight = np.ones(rows.num_rows)
     if not forgotten or not rows.num_rows:
-        return weight
-    ts = rows.column("ts").cast(pa.timestamp("us", tz="UTC")).to_numpy()
-    for moment, share in sorted(forgotten, reverse=True):  # the earliest step covering wins
-        weight[ts <= np.datetime64(moment.astimezone(UTC).replace(tzinfo=None), "us")] = share
-    return weight
+        return np.ones(rows.num_rows)
+    return weighed(seconds(rows), forgotten)
+
+
+def seconds(rows: pa.Table) -> np.ndarray:
+    """Each row's decision time, in seconds since the epoch."""
+    ts = pc.cast(rows.column("ts"), pa.timestamp("us"))
+    out: np.ndarray = ts.to_numpy().astype("int64") / 1e6
+    return out
 
 
 def _stuck(
@@ -549,7 +552,7 @@ def _stuck(
     recent: pa.Table,
     incumbent: Playbook,
     alpha: float,
-    forgotten: tuple[tuple[datetime, float], ...] = (),
+    forgotten: Steps = (),
 ) -> list[Alarm]:
     """Binary results only: a knob level whose latest results are all the same (all 1 or all
     0) for longer than the reference makes probable.
