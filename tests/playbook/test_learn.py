@@ -307,21 +307,20 @@ def test_a_slow_drift_is_forgotten_as_it_goes(
     assert (best.params["opening"], best.params["twists"]) == ("question", 1)
 
 
-def test_the_learner_and_the_gate_weigh_forgotten_rows_alike(
-    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
-) -> None:
-    """However many changes were forgotten, the cells a cycle fits weigh each row as the
-    seatbelt's stuck test weighs it (:func:`flywheel.seatbelt.gate.weights`)."""
-    wheel = make_wheel(spec(), seed=3)
-    play(wheel, clock, 1_200, random.Random(3))
-    wheel.flush()
-    moment = datetime.fromtimestamp(clock.now, tz=UTC)
-    when = {"as_of": moment}
-    hours = (4, 9, 15)
-    steps = tuple((datetime.fromtimestamp(T0, tz=UTC) + timedelta(hours=h), 0.5) for h in hours)
-    encoding = publish._encoding(wheel.store, wheel.spec, when)
-    rows = gate.windows(wheel.store, wheel.spec, moment, moment).reference
-    for forget in [(), steps[:1], steps, tuple((at, 0.5**k) for k, (at, _) in enumerate(steps))]:
-        table = publish._cells_table(wheel.store, wheel.spec, encoding, when, forget)
-        counted = float(np.sum(table.column(learn_sql.N).to_numpy()))
-        assert counted == pytest.approx(gate.weights(rows, forget).sum())
+def test_the_learner_and_the_gate_weigh_forgotten_rows_alike(each_store: str, clock: Clock) -> None:
+    """However many changes were forgotten, the cells a cycle fits (in the store's SQL) weigh
+    each row as the seatbelt's stuck test weighs it (:func:`flywheel.seatbelt.gate.weights`)."""
+    with flywheel.open(spec(), store=each_store, clock=clock, background=False, seed=3) as wheel:
+        play(wheel, clock, 1_200, random.Random(3))
+        wheel.flush()
+        moment = datetime.fromtimestamp(clock.now, tz=UTC)
+        when = {"as_of": moment}
+        start = datetime.fromtimestamp(T0, tz=UTC)
+        steps = tuple((start + timedelta(hours=h), 0.5) for h in (4, 9, 15))
+        encoding = publish._encoding(wheel.store, wheel.spec, when)
+        rows = gate.windows(wheel.store, wheel.spec, moment, moment).reference
+        shares = tuple((at, 0.5**k) for k, (at, _) in enumerate(steps))
+        for forget in [(), steps[:1], steps, shares]:
+            table = publish._cells_table(wheel.store, wheel.spec, encoding, when, forget)
+            counted = float(np.sum(table.column(learn_sql.N).to_numpy()))
+            assert counted == pytest.approx(gate.weights(rows, forget).sum())

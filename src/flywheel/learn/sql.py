@@ -32,8 +32,8 @@ def cells_sql(spec: Spec, encoding: Encoding, *, since: bool = False, forget: in
     With ``learn.half_life`` each row weighs 2^(-age / half_life), age counted to ``$as_of``.
     With ``forget`` steps (the changes of the world the learner forgot, oldest first: the
     parameters :func:`forget_params` gives), rows decided up to ``$forget_at_<i>`` and after
-    the step before weigh ``$forget_weight_<i>`` more. With ``since``, only decisions after
-    ``$since`` are read.
+    the step before weigh ``$forget_weight_<i>`` times as much. With ``since``, only
+    decisions after ``$since`` are read.
     """
     features = context_columns(spec, encoding)
     knobs = [quote_name(k.name) for k in spec.knobs]
