@@ -324,3 +324,23 @@ def test_the_learner_and_the_gate_weigh_forgotten_rows_alike(each_store: str, cl
             table = publish._cells_table(wheel.store, wheel.spec, encoding, when, forget)
             counted = float(np.sum(table.column(learn_sql.N).to_numpy()))
             assert counted == pytest.approx(gate.weights(rows, forget).sum())
+
+
+def test_a_change_stored_before_the_steps_were_kept_is_still_read(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """A store written before every step was kept holds the last change and the one
+    before it (``earlier``): they are read as two steps, and a change that forgot nothing
+    as none."""
+    wheel = make_wheel(spec())
+    first, second = (datetime(2026, 1, d, tzinfo=UTC) for d in (2, 5))
+    old = {
+        "at": second.isoformat(),
+        "weight": 0.25,
+        "earlier": {"at": first.isoformat(), "weight": 0.05},
+    }
+    wheel.store.set_meta(publish.CHANGE_KEY, json.dumps(old))
+    assert publish.forgetting(wheel.store, wheel.spec) == ((first, 0.05), (second, 0.25))
+    kept = {"at": second.isoformat(), "weight": 1.0}
+    wheel.store.set_meta(publish.CHANGE_KEY, json.dumps(kept))
+    assert publish.forgetting(wheel.store, wheel.spec) == ()
