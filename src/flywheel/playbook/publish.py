@@ -93,7 +93,8 @@ def learn(
         else:  # the skeleton's rules alone: a cheap check of the decisions table
             quality.skeleton_scan(store, spec, moment, moment)
     encoding = _encoding(store, spec, when)
-    forget = forgetting(store, spec)
+    last = _stored_change(store)
+    forget = _forgotten(spec, last)
     reader = engine(store, spec)
     table = _cells_table(reader, spec, encoding, when, forget)
     rows = int(pc.sum(table.column(learn_sql.ROWS)).as_py() or 0) if table.num_rows else 0
@@ -141,7 +142,6 @@ def learn(
         cut = _cut(store, incumbent) or moment
         floor = _floor(store)
         long_cut, before = _long_cut(store, incumbent, cut)
-        last = _stored_change(store)
         moving = _moving(last, long_cut if floor is None else max(long_cut, floor))
         data = gate.windows(store, spec, moment, cut, floor, long_cut, moving, forget)
         checks = gate.data_checks(spec, report, data, incumbent, _loader(store, spec, incumbent))
@@ -157,7 +157,7 @@ def learn(
                     checks.append(found)
                 checks = [found if c.name == "change" else c for c in checks]
         if found is not None:
-            adapted = _adapt(store, spec, moment, found, data, incumbent)
+            adapted = _adapt(store, spec, moment, found, data, incumbent, last)
             if adapted != forget:
                 table = _cells_table(reader, spec, encoding, when, adapted)
 
@@ -204,8 +204,7 @@ MOST_KEPT = 0.125  # ... and each may be brought down to this weight, whatever t
 def forgetting(store: Store, spec: Spec) -> Steps:
     """How the learner weighs the rows before the changes of the world the seatbelt found
     (``learn.half_life = "auto"``); empty when nothing is forgotten."""
-    change = _stored_change(store) if spec.learn.forget_auto else None
-    return () if change is None else _steps(change)
+    return _forgotten(spec, _stored_change(store))
 
 
 def _stored_change(store: Store) -> dict[str, Any] | None:
@@ -214,9 +213,11 @@ def _stored_change(store: Store) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def _steps(change: dict[str, Any]) -> Steps:
-    """The forgetting a stored change holds: every change forgotten so far, oldest first
-    (a change stored before the steps were kept: itself and the one before it)."""
+def _forgotten(spec: Spec, change: dict[str, Any] | None) -> Steps:
+    """The forgetting the stored ``change`` holds: every change forgotten so far, oldest
+    first (a change stored before the steps were kept: itself and the one before it)."""
+    if change is None or not spec.learn.forget_auto:
+        return ()
     if "steps" in change:
         return tuple((datetime.fromisoformat(at), float(w)) for at, w in change["steps"])
     older = [change["earlier"]] if change.get("earlier") else []
@@ -363,18 +364,19 @@ def _adapt(
     found: Check,
     data: gate.Windows,
     incumbent: Playbook,
+    last: dict[str, Any] | None,
 ) -> Steps:
-    """A change of the world: remember where it began (the gate's later windows start there,
-    whatever the learner forgets: the old world is not the normal the new one is judged
-    against) and record it; the cycle goes on and publishes. With ``half_life = "auto"`` the
-    rows before it weigh little from now on, as little as the rows after it ask for (at
-    least a FORGET_SHARE of those when it was found; rows that still predict the rows after
-    it keep their weight: :func:`flywheel.learn.forget.forget_weight`), times what they
-    weighed already. Returns how the learner weighs the rows now (a fixed half-life, or
-    none, forgets as it was told to: nothing more)."""
+    """A change of the world (``last``: the change stored before it): remember where it
+    began (the gate's later windows start there, whatever the learner forgets: the old
+    world is not the normal the new one is judged against) and record it; the cycle goes on
+    and publishes. With ``half_life = "auto"`` the rows before it weigh little from now on,
+    as little as the rows after it ask for (at least a FORGET_SHARE of those when it was
+    found; rows that still predict the rows after it keep their weight:
+    :func:`flywheel.learn.forget.forget_weight`), times what they weighed already. Returns
+    how the learner weighs the rows now (a fixed half-life, or none, forgets as it was told
+    to: nothing more)."""
     at = datetime.fromisoformat(found.detail["at"])
     change: dict[str, Any] = {"at": at.isoformat(), "weight": 1.0, "found": moment.isoformat()}
-    last = _stored_change(store)
     knobs = _in_motion(last, found, data.moving, moment)
     if knobs:
         change["knobs"] = knobs

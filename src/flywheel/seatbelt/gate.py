@@ -534,8 +534,6 @@ STUCK_ROWS = 10  # a level needs this many results in a row before "all the same
 
 def weights(rows: pa.Table, forgotten: Steps) -> np.ndarray:
     """Each row's weight as the learner weighs it after the changes it forgot."""
-    if not forgotten or not rows.num_rows:
-        return np.ones(rows.num_rows)
     return weighed(seconds(rows), forgotten)
 
 
