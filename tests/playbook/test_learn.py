@@ -206,7 +206,7 @@ def test_a_changed_world_is_adapted_to_without_a_halt(
     at = datetime.fromisoformat(found["at"]).timestamp()
     assert abs(at - changed_at) <= 500 * 60  # within a cycle of where it began
     assert 0 < found["weight"] < 1 if half_life == "auto" else "weight" not in found
-    floor = publish._floor(wheel.store)
+    floor = publish._floor(wheel.store, publish._stored_change(wheel.store))
     assert floor is not None and abs(floor.timestamp() - changed_at) <= 500 * 60
     assert sum(r.published for r in results) >= 5
     best = wheel.decide({"genre": "thriller"}, explore=False)

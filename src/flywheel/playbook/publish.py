@@ -140,7 +140,7 @@ def learn(
     data = None
     if belt and incumbent is not None and report is not None:
         cut = _cut(store, incumbent) or moment
-        floor = _floor(store)
+        floor = _floor(store, last)
         long_cut, before = _long_cut(store, incumbent, cut)
         moving = _moving(last, long_cut if floor is None else max(long_cut, floor))
         data = gate.windows(store, spec, moment, cut, floor, long_cut, moving, forget)
@@ -319,11 +319,11 @@ def _least(after: int, before: int) -> float:
     return min(MOST_KEPT, FORGET_SHARE * max(after, 1) / max(before, 1))
 
 
-def _floor(store: Store) -> datetime | None:
-    """Where the gate's windows start: the last resume or the last change, the later one
-    (what came before either is not the normal a new window is judged against), whether the
-    learner forgets the rows before a change by itself or by a fixed half-life."""
-    found = _stored_change(store) or {}
+def _floor(store: Store, change: dict[str, Any] | None) -> datetime | None:
+    """Where the gate's windows start: the last resume or the last ``change`` stored, the
+    later one (what came before either is not the normal a new window is judged against),
+    whether the learner forgets the rows before a change by itself or by a fixed half-life."""
+    found = change or {}
     mark = found.get("floor", found.get("at"))
     changed = datetime.fromisoformat(mark) if mark else None
     marks = [m for m in (breaker.resumed_at(store), changed) if m]
@@ -381,7 +381,7 @@ def _adapt(
     if knobs:
         change["knobs"] = knobs
     if found.detail.get("by") == "prediction":  # the gate's windows keep their start
-        floor = _floor(store)
+        floor = _floor(store, last)
         change["floor"] = None if floor is None else floor.isoformat()
     if not spec.learn.forget_auto:
         store.set_meta(CHANGE_KEY, json.dumps(change))
