@@ -293,18 +293,26 @@ def test_a_stuck_outcome_is_caught_from_a_few_dozen_rows(
 ) -> None:
     sim, incumbent, data = played_since_learning(make_wheel, clock, 600)
     assert gate._stuck(sim.wheel.spec, data.reference, data.recent, incumbent, 0.01) == []
-    # keep 30 of the recent rows with twists = 0 (a value served that rarely), and report
-    # every one of them as a success
     twists = np.asarray(data.recent.column("twists").to_pylist())
-    keep = (twists != 0) | (np.cumsum(twists == 0) <= 30)
-    recent = data.recent.filter(pa.array(keep))
-    kept = twists[keep] == 0
-    forced = np.where(kept, 1.0, recent.column("reward").to_numpy())
-    recent = recent.set_column(recent.schema.get_field_index("reward"), "reward", pa.array(forced))
-    alarms = gate._stuck(sim.wheel.spec, data.reference, recent, incumbent, 0.01)
-    # (the policy serves twists = 0 only with dialogue openings: both levels carry the 30)
-    assert any(a.text.startswith("twists = 0: the last 30 results are all 1") for a in alarms)
+    assert (twists == 0).sum() >= 45, "the policy should still serve twists = 0 now and then"
+
+    def forced(run: int) -> list[gate.Alarm]:
+        """The alarms with ``run`` of the recent rows with twists = 0 (a value served that
+        rarely) kept, every one of them reported as a success."""
+        keep = (twists != 0) | (np.cumsum(twists == 0) <= run)
+        recent = data.recent.filter(pa.array(keep))
+        kept = twists[keep] == 0
+        forced = np.where(kept, 1.0, recent.column("reward").to_numpy())
+        at = recent.schema.get_field_index("reward")
+        recent = recent.set_column(at, "reward", pa.array(forced))
+        return gate._stuck(sim.wheel.spec, data.reference, recent, incumbent, 0.01)
+
+    alarms = forced(45)
+    # (the policy serves twists = 0 only with dialogue openings: both levels carry the 45)
+    assert any(a.text.startswith("twists = 0: the last 45 results are all 1") for a in alarms)
     assert all("results are all 1" in a.text for a in alarms), alarms
+    # a run shorter than the test judges: a settled policy draws runs of 20-30 by chance
+    assert gate.STUCK_ROWS <= 45 and forced(gate.STUCK_ROWS - 1) == []
 
 
 def test_a_stuck_outcome_that_began_inside_the_window_is_measured_from_where_it_began(
@@ -314,11 +322,11 @@ def test_a_stuck_outcome_that_began_inside_the_window_is_measured_from_where_it_
     recent = data.recent.sort_by("ts")
     twists = np.asarray(recent.column("twists").to_pylist())
     rows = np.flatnonzero(twists == 0)
-    assert len(rows) > 31, "the policy should still serve twists = 0 now and then"
-    # the bug begins with the 30th-last twists = 0 row; the one before it was a failure
+    assert len(rows) > 46, "the policy should still serve twists = 0 now and then"
+    # the bug begins with the 45th-last twists = 0 row; the one before it was a failure
     reward = recent.column("reward").to_numpy().copy()
-    reward[rows[-31]] = 0.0
-    reward[rows[-30:]] = 1.0
+    reward[rows[-46]] = 0.0
+    reward[rows[-45:]] = 1.0
     at = recent.schema.get_field_index("reward")
 
     def stuck() -> list[gate.Alarm]:
@@ -326,7 +334,7 @@ def test_a_stuck_outcome_that_began_inside_the_window_is_measured_from_where_it_
         return gate._stuck(sim.wheel.spec, data.reference, reported, incumbent, 0.01)
 
     alarms = stuck()
-    assert any(a.text.startswith("twists = 0: the last 30 results are all 1") for a in alarms), (
+    assert any(a.text.startswith("twists = 0: the last 45 results are all 1") for a in alarms), (
         alarms
     )
     # a failure last: the run is one result long, too short to judge
@@ -340,7 +348,7 @@ def test_a_run_is_judged_by_the_rows_as_the_learner_weighs_them(
 ) -> None:
     """After a change of the world the learner forgot, the reference's rows from before it
     weigh as little for the stuck-outcome test as for the learner: a level that succeeds
-    seven times in eight since may well succeed 20 times in a row, while the world it left
+    15 times in 16 since may well succeed 45 times in a row, while the world it left
     (where it always failed) would make that run a fault."""
     sim, incumbent, data = played_since_learning(make_wheel, clock, 900)
     spec = sim.wheel.spec
@@ -354,21 +362,21 @@ def test_a_run_is_judged_by_the_rows_as_the_learner_weighs_them(
     before_rows = old & ~after
     reward = reference.column("reward").to_numpy().copy()
     reward[before_rows] = 0.0
-    reward[old & after] = np.where(np.arange((old & after).sum()) % 8 == 0, 0.0, 1.0)
+    reward[old & after] = np.where(np.arange((old & after).sum()) % 16 == 0, 0.0, 1.0)
     reference = reference.set_column(
         reference.schema.get_field_index("reward"), "reward", pa.array(reward)
     )
     rows = np.flatnonzero(np.asarray(recent.column("twists").to_pylist()) == 0)
-    assert len(rows) > 21
+    assert len(rows) > 46
     ran = recent.column("reward").to_numpy().copy()
-    ran[rows[-21]], ran[rows[-20:]] = 0.0, 1.0
+    ran[rows[-46]], ran[rows[-45:]] = 0.0, 1.0
     recent = recent.set_column(recent.schema.get_field_index("reward"), "reward", pa.array(ran))
 
     def stuck(forgotten: tuple[tuple[datetime, float], ...]) -> list[str]:
         alarms = gate._stuck(spec, reference, recent, incumbent, 0.01, forgotten)
         return [a.text for a in alarms if a.text.startswith("twists = 0")]
 
-    assert any("the last 20 results are all 1" in t for t in stuck(())), stuck(())
+    assert any("the last 45 results are all 1" in t for t in stuck(())), stuck(())
     assert stuck(((changed, 0.02),)) == []
     weight = gate.weights(reference, ((changed, 0.02),))
     assert np.all(weight[after] == 1.0) and np.all(weight[~after] == 0.02)
@@ -382,7 +390,7 @@ def test_a_run_in_cells_the_reference_never_saw_is_no_evidence(
     sim, incumbent, data = played_since_learning(make_wheel, clock, 900)
     recent = data.recent.sort_by("ts")
     twists = np.asarray(recent.column("twists").to_pylist())
-    assert (twists == 0).sum() >= 30, "the policy should still serve twists = 0 now and then"
+    assert (twists == 0).sum() >= 45, "the policy should still serve twists = 0 now and then"
     failed = np.where(twists == 0, 0.0, recent.column("reward").to_numpy())
     recent = recent.set_column(recent.schema.get_field_index("reward"), "reward", pa.array(failed))
     seen = gate._stuck(sim.wheel.spec, data.reference, recent, incumbent, 0.01)
