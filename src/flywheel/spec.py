@@ -158,6 +158,9 @@ class Learn:
     explore_floor: float = 0.005
     explore_cap: float = 1.0
     explore_spread: float = 0.75
+    explore_tails: float = 0.0
+    """The share of Thompson sampling's draws that keep the posterior's full width; the
+    others spread ``explore_spread`` as far (see :func:`flywheel.learn.model.draw_spreads`)."""
     sampling: Literal["thompson", "optimistic"] = "thompson"
     """How a draw scores a combination: ``thompson``, as drawn; ``optimistic``, at least at
     its posterior mean (optimistic Bayesian sampling: less exploration, and so less for the
@@ -522,6 +525,7 @@ class _Learn(_Model):
     explore_floor: float = Field(default=0.005, ge=0.0, le=1.0)
     explore_cap: float = Field(default=1.0, ge=0.0, le=1.0)
     explore_spread: float = Field(default=0.75, gt=0.0, le=2.0)
+    explore_tails: float = Field(default=0.0, ge=0.0, le=1.0)
     sampling: Literal["thompson", "optimistic"] = "thompson"
     default_advantage: float = 0.0
     draws: int = Field(default=512, ge=16, le=10_000)
@@ -1316,6 +1320,7 @@ def _parse_learn(
         explore_floor=raw.explore_floor,
         explore_cap=raw.explore_cap,
         explore_spread=raw.explore_spread,
+        explore_tails=raw.explore_tails,
         sampling=raw.sampling,
         default_advantage=raw.default_advantage,
         draws=raw.draws,

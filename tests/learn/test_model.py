@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flywheel.learn import Cells, Design, fit, segment_policy
-from flywheel.learn.model import Settings
+from flywheel.learn.model import Settings, draw_width
 
 LEVELS = {"a": 3, "b": 3}
 
@@ -132,6 +132,23 @@ def test_segment_policy_floor_cap_and_intervals() -> None:
     assert np.all(table.low <= table.mean) and np.all(table.mean <= table.high)
     assert table.cumulative[-1] == 1.0
     assert codes[table.best][0] == codes[table.best][1]
+
+
+def test_a_share_of_the_draws_keeps_the_posteriors_full_width() -> None:
+    """The first ``tails`` share of the draws spreads as the posterior does, the others
+    ``spread`` as far; with no tails the draws are those of one spread, to the last bit."""
+    rng = np.random.default_rng(9)
+    posterior = fit(simulate(rng, 2000, xor_world()), Design.build({}, LEVELS))
+    z = np.random.default_rng(1).standard_normal((posterior.design.size, 4000))
+    plain = posterior.mean[:, None] + 0.5 * (posterior.chol @ z)
+    np.testing.assert_array_equal(posterior.draws(4000, np.random.default_rng(1), 0.5).T, plain)
+    draws = posterior.draws(4000, np.random.default_rng(1), 0.5, tails=0.25)
+    np.testing.assert_array_equal(draws[1000:].T, plain[:, 1000:])
+    sd = np.sqrt(np.diag(posterior.chol @ posterior.chol.T))
+    wide = np.std(draws[:1000], axis=0) / sd
+    narrow = np.std(draws[1000:], axis=0) / sd
+    assert np.all(np.abs(wide - 1.0) < 0.1) and np.all(np.abs(narrow - 0.5) < 0.05)
+    assert draw_width(4000, 0.5, 0.25) == pytest.approx(np.sqrt(0.25 + 0.75 * 0.25))
 
 
 def test_optimistic_sampling_explores_only_what_may_beat_the_best() -> None:

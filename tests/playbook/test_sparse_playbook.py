@@ -106,6 +106,7 @@ def test_a_sparse_playbook_stores_the_seed_of_its_draws_and_draws_them_again(
     with np.load(io.BytesIO(found[2])) as archive:
         arrays = {name: archive[name] for name in archive.files}
     assert "draws" not in arrays and int(str(arrays["draw_seed"])) == served.redraw.entropy
+    assert float(arrays["draw_tails"]) == served.redraw.tails == wheel.spec.learn.explore_tails
     loaded = Playbook.load(wheel.spec, *found)
     np.testing.assert_array_equal(loaded.scoring, served.scoring)
     assert not caplog.records  # drawn again, they are the publisher's to the last bit
@@ -116,6 +117,20 @@ def test_a_sparse_playbook_stores_the_seed_of_its_draws_and_draws_them_again(
     elsewhere = Playbook.load(wheel.spec, found[0], found[1], buffer.getvalue())
     np.testing.assert_array_equal(elsewhere.scoring, served.scoring)
     assert "came out different" in caplog.text
+
+    def drawn_again(arrays: dict[str, np.ndarray]) -> Playbook:
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, **arrays)
+        return Playbook.load(wheel.spec, found[0], found[1], buffer.getvalue())
+
+    # the recipe's full-width share is read back and drawn with
+    tailed = drawn_again({**arrays, "draw_tails": np.array(0.25)})
+    assert tailed.redraw is not None and tailed.redraw.tails == 0.25
+    assert not np.array_equal(tailed.scoring, served.scoring)
+    # stored before draws had tails: its recipe has none
+    untailed = drawn_again({k: v for k, v in arrays.items() if k != "draw_tails"})
+    assert untailed.redraw is not None and untailed.redraw.tails == 0.0
+    np.testing.assert_array_equal(untailed.scoring, served.scoring)
     # a payload that holds the draws themselves (as stored before) serves them as they are
     del arrays["draw_seed"], arrays["draw_count"], arrays["draw_spread"], arrays["draw_digest"]
     arrays["draws"] = served.draws

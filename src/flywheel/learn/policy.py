@@ -2,10 +2,14 @@
 
 Thompson sampling over a fixed set of posterior draws: each draw picks the best allowed
 combination for the segment, and the share of draws that pick a combination is its Thompson
-probability. That probability is mixed with a uniform floor (so every allowed combination
-keeps some chance: off-policy estimates need it) and, optionally, capped (so at most
-``cap`` of the traffic goes to combinations other than the current best). Serving then draws
-from this exact distribution, so every decision's propensity is known when it is served.
+probability. The draws are narrower than the posterior, so near-ties and thin data take
+less traffic; a share of them may keep its full width
+(:func:`flywheel.learn.model.draw_spreads`), so that under a narrower core a combination
+that looks poor but may be far better keeps its chance. That probability is mixed with a
+uniform floor (so every allowed combination keeps some chance: off-policy estimates need
+it) and, optionally, capped (so at most ``cap`` of the traffic goes to combinations other
+than the current best). Serving then draws from this exact distribution, so every
+decision's propensity is known when it is served.
 
 With ``optimistic`` the sampling is optimistic (May, Korda, Lee and Leslie, "Optimistic
 Bayesian Sampling in Contextual-Bandit Problems", JMLR 2012): a draw scores each combination
@@ -61,10 +65,11 @@ def segment_policy(
 
     ``knob_codes`` are the space's code rows (one column per knob, in design order), ``rows``
     the allowed ones for this segment, ``draws`` posterior samples as columns, ``(size, m)``,
-    whose deviation from the mean was scaled by ``spread``. The intervals are exact for a dense
-    posterior; a sparse one (thousands of parameters) reads them off the draws, to within a
-    few percent of their width (512 draws: ±3%). ``optimistic``: each draw scores a row at
-    least at its posterior mean (optimistic Bayesian sampling).
+    whose deviation from the mean was scaled by ``spread`` (its root mean square, where the
+    draws' spreads differ: :func:`flywheel.learn.model.draw_width`). The intervals are exact
+    for a dense posterior; a sparse one (thousands of parameters) reads them off the draws, to
+    within a few percent of their width (512 draws: ±3%). ``optimistic``: each draw scores a
+    row at least at its posterior mean (optimistic Bayesian sampling).
     """
     tables = segment_policies(
         posterior, knob_codes, [rows], [context_codes], draws, floor, cap, spread, optimistic

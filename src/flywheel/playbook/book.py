@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from flywheel.learn.design import OTHER, Design, Encoding
-from flywheel.learn.model import Posterior
+from flywheel.learn.model import Posterior, draw_width
 from flywheel.learn.policy import SegmentPolicy, segment_policies
 from flywheel.spec import Spec
 from flywheel.threads import one_blas_thread
@@ -54,7 +54,7 @@ def scoring_dtype(posterior: Posterior) -> type[np.floating[Any]]:
 @dataclass(frozen=True)
 class Redraw:
     """How a playbook's posterior draws were made: the entropy of their seed, how many, and
-    their ``spread`` (see :meth:`flywheel.learn.model.Posterior.draws`).
+    their ``spread`` and ``tails`` (see :meth:`flywheel.learn.model.Posterior.draws`).
 
     A sparse posterior's draws are exact solves with its factors (no threaded BLAS), so drawn
     again from the same stored posterior with the same seed (and the same NumPy and QDLDL)
@@ -67,25 +67,28 @@ class Redraw:
     count: int
     spread: float
     digest: str  # of the draws as the publisher drew them (see :func:`digest`)
+    tails: float = 0.0  # playbooks stored before draws had tails: none
 
     @classmethod
     def drawn(
-        cls, posterior: Posterior, seed: int | None, count: int, spread: float
+        cls, posterior: Posterior, seed: int | None, count: int, spread: float, tails: float
     ) -> tuple[Redraw, np.ndarray]:
         """``count`` draws from ``posterior`` with the seed ``seed`` (``None``: fresh entropy,
         recorded), and the recipe that draws them again."""
         entropy = secrets.randbits(128) if seed is None else int(seed)
-        draws = _draws(posterior, entropy, count, spread)
-        return cls(entropy, count, spread, digest(draws.T)), draws
+        draws = _draws(posterior, entropy, count, spread, tails)
+        return cls(entropy, count, spread, digest(draws.T), tails), draws
 
     def draws(self, posterior: Posterior) -> np.ndarray:
         """The draws, shape ``(count, size)``, in the playbook's precision."""
-        return _draws(posterior, self.entropy, self.count, self.spread)
+        return _draws(posterior, self.entropy, self.count, self.spread, self.tails)
 
 
-def _draws(posterior: Posterior, entropy: int, count: int, spread: float) -> np.ndarray:
+def _draws(
+    posterior: Posterior, entropy: int, count: int, spread: float, tails: float
+) -> np.ndarray:
     rng = np.random.default_rng(np.random.SeedSequence(entropy))
-    return posterior.draws(count, rng, spread, scoring_dtype(posterior))
+    return posterior.draws(count, rng, spread, scoring_dtype(posterior), tails)
 
 
 def digest(scoring: np.ndarray) -> str:
@@ -238,7 +241,7 @@ class Playbook:
                 self.scoring,
                 learn.explore_floor,
                 learn.explore_cap,
-                learn.explore_spread,
+                draw_width(self.scoring.shape[1], learn.explore_spread, learn.explore_tails),
                 learn.sampling == "optimistic",
             )
         newcomers = self.meta.get("newcomers") or []
@@ -365,6 +368,7 @@ class Playbook:
             arrays["draw_seed"] = np.array(str(self.redraw.entropy))  # 128 bits: as digits
             arrays["draw_count"] = np.array(self.redraw.count)
             arrays["draw_spread"] = np.array(self.redraw.spread)
+            arrays["draw_tails"] = np.array(self.redraw.tails)
             arrays["draw_digest"] = np.array(self.redraw.digest)
         else:
             arrays["draws"] = self.draws
@@ -468,6 +472,7 @@ class Playbook:
                 int(arrays["draw_count"]),
                 float(arrays["draw_spread"]),
                 str(arrays["draw_digest"]),
+                float(arrays["draw_tails"]) if "draw_tails" in arrays else 0.0,
             )
         drawn = arrays.get("draws")
         return cls(version, meta, encoding, posterior, drawn, segments, spec, redraw=redraw)

@@ -469,7 +469,11 @@ def online(
     meta["online"] = {"rows": rows, "as_of": moment.isoformat()}
     with one_blas_thread():
         draws = posterior.draws(
-            spec.learn.draws, rng, spec.learn.explore_spread, scoring_dtype(posterior)
+            spec.learn.draws,
+            rng,
+            spec.learn.explore_spread,
+            scoring_dtype(posterior),
+            spec.learn.explore_tails,
         )
     version = 0 if checkpoint is None else checkpoint.version  # 0: no version yet
     playbook = Playbook(version, meta, encoding, posterior, draws, {}, spec, online=True)
@@ -493,7 +497,9 @@ def _fit(
     posterior = _posterior(spec, cells, design)
     fit_seconds = time.perf_counter() - fitted
     with one_blas_thread():
-        redraw, draws = Redraw.drawn(posterior, seed, spec.learn.draws, spec.learn.explore_spread)
+        redraw, draws = Redraw.drawn(
+            posterior, seed, spec.learn.draws, spec.learn.explore_spread, spec.learn.explore_tails
+        )
     meta: dict[str, Any] = {
         "created_at": datetime.now(tz=UTC).isoformat(),
         "spec_digest": spec.digest,
@@ -514,6 +520,7 @@ def _fit(
             "explore_floor": spec.learn.explore_floor,
             "explore_cap": spec.learn.explore_cap,
             "explore_spread": spec.learn.explore_spread,
+            "explore_tails": spec.learn.explore_tails,
             "sampling": spec.learn.sampling,
             "draws": spec.learn.draws,
         },
