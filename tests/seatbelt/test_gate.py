@@ -370,6 +370,7 @@ def test_a_run_is_judged_by_the_rows_as_the_learner_weighs_them(
     rows = np.flatnonzero(np.asarray(recent.column("twists").to_pylist()) == 0)
     assert len(rows) > 46
     ran = recent.column("reward").to_numpy().copy()
+    ran[rows[:-46]] = np.where(np.arange(len(rows) - 46) % 16 == 0, 0.0, 1.0)  # as since
     ran[rows[-46]], ran[rows[-45:]] = 0.0, 1.0
     recent = recent.set_column(recent.schema.get_field_index("reward"), "reward", pa.array(ran))
 
@@ -381,6 +382,41 @@ def test_a_run_is_judged_by_the_rows_as_the_learner_weighs_them(
     assert stuck(((changed, 0.02),)) == []
     weight = gate.weights(reference, ((changed, 0.02),))
     assert np.all(weight[after] == 1.0) and np.all(weight[~after] == 0.02)
+
+
+def test_a_run_is_judged_by_every_row_before_it(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """The recent rows before a run count with the reference: after a change of the world
+    the learner forgot (the reference weighs little), a level that failed half the time
+    before it but succeeds 19 times in 20 since may succeed 45 times in a row; the same run
+    after recent rows like the reference's is a fault."""
+    sim, incumbent, data = played_since_learning(make_wheel, clock, 900)
+    spec = sim.wheel.spec
+    reference, recent = data.reference.sort_by("ts"), data.recent.sort_by("ts")
+    old = np.asarray(reference.column("twists").to_pylist()) == 0
+    fell = np.where(old, np.arange(len(old)) % 2, reference.column("reward").to_numpy())
+    reference = reference.set_column(
+        reference.schema.get_field_index("reward"), "reward", pa.array(fell.astype(float))
+    )
+    changed = max(t for t in reference.column("ts").to_pylist() if isinstance(t, datetime))
+    rows = np.flatnonzero(np.asarray(recent.column("twists").to_pylist()) == 0)
+    assert len(rows) > 100, "the policy should still serve twists = 0 now and then"
+    at = recent.schema.get_field_index("reward")
+
+    def stuck(late: int) -> list[str]:
+        """The run of 45 after the level's earlier recent rows, ``late`` in 20 of them
+        successes."""
+        ran = recent.column("reward").to_numpy().copy()
+        earlier = rows[:-46]
+        ran[earlier] = (np.arange(len(earlier)) % 20 < late).astype(float)
+        ran[rows[-46]], ran[rows[-45:]] = 0.0, 1.0
+        reported = recent.set_column(at, "reward", pa.array(ran))
+        alarms = gate._stuck(spec, reference, reported, incumbent, 0.01, ((changed, 0.02),))
+        return [a.text for a in alarms if a.text.startswith("twists = 0")]
+
+    assert any("the last 45 results are all 1" in t for t in stuck(10)), stuck(10)
+    assert stuck(19) == []
 
 
 def test_a_run_in_cells_the_reference_never_saw_is_no_evidence(

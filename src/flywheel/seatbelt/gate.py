@@ -574,7 +574,10 @@ def _stuck(
     The reference's rows weigh as the learner weighs them (``forgotten``): after a change of
     the world, the rates a run is judged by are those of the world since, as far as the rows
     since bear it out, not those of the world it left (a drift's rising results, judged by the
-    rows of the drift, read as a run too long to be chance).
+    rows of the drift, read as a run too long to be chance). The recent rows before the run
+    count too: a run is judged by every row before it, so a cell whose rate rose as the world
+    moved, and that runs of successes now as it may, is judged by its rate of late, while a
+    fault that began inside the window is judged by the rows it broke off.
     A forced success or failure, the classic broken instrumentation, shows here as soon as a
     few dozen rows carry it, before a shift in means is significant."""
     old = reference.column("reward").to_numpy()
@@ -610,10 +613,13 @@ def _stuck(
             # model's rate is a guess, and an optimistic one where a new policy has just begun
             # to serve (it serves where its draws came out high)
             length = np.bincount(cell_new[run], minlength=size) * (seen > 0)
+            start = run[0]  # the recent rows before the run: as much its reference
+            a = ones + np.bincount(cell_new[:start], new[:start], size)
+            b = zeros + np.bincount(cell_new[:start], 1.0 - new[:start], size)
             if outcome == 1:
-                log_p = float((betaln(ones + length, zeros) - betaln(ones, zeros)).sum())
+                log_p = float((betaln(a + length, b) - betaln(a, b)).sum())
             else:
-                log_p = float((betaln(ones, zeros + length) - betaln(ones, zeros)).sum())
+                log_p = float((betaln(a, b + length) - betaln(a, b)).sum())
             if log_p < np.log(alpha / 2):  # ``alpha`` is already a level's share; two outcomes
                 text = (
                     f"{k.name} = {value!r}: the last {len(run)} results are all {outcome}"
