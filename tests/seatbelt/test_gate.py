@@ -153,6 +153,34 @@ def test_mislogged_knob_tags_trip_the_sample_ratio_check(
     assert not srm.ok and "opening" in srm.summary
 
 
+def test_a_sample_ratio_mismatch_is_judged_at_a_tenth_of_one_experiments_level(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """Every cycle tests the logged shares again, so the level is 0.0001 a cycle across the
+    knobs (gate.SRM_LEVEL), not the 0.001 of one experiment's analysis: a combination the
+    policy seldom serves logged more and more often passes while the mismatch is one that
+    0.001 would call, and halts once it is past 0.0001."""
+    sim, incumbent, data = played_since_learning(make_wheel, clock, 600)
+    spec = sim.wheel.spec
+    recent = data.recent
+    propensity = recent.column("propensity").to_numpy()
+    rare = recent.slice(int(np.argmin(propensity)), 1)  # a combination seldom served here
+    assert propensity.min() < 0.01
+    level = 0.0001 / len(spec.knobs)
+
+    def check(extra: int) -> tuple[float, bool]:
+        logged = pa.concat_tables([recent, *[rare] * extra])
+        found = gate._srm(spec, dataclasses.replace(data, recent=logged), lambda _: incumbent, 0.01)
+        tests = [v["p_value"] for v in found.detail.values() if isinstance(v, dict)]
+        return min(tests), found.ok
+
+    seen = [check(extra) for extra in range(12)]
+    assert seen[0][1], seen
+    assert any(level < p < 10 * level and ok for p, ok in seen), seen
+    assert any(p < level and not ok for p, ok in seen), seen
+    assert all(ok == (p >= level) for p, ok in seen), seen
+
+
 def test_a_few_mislogged_rows_contradict_their_logged_propensity(
     make_wheel: Callable[..., flywheel.Wheel], clock: Clock
 ) -> None:

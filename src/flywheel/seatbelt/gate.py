@@ -11,7 +11,7 @@ both sides):
 - ``drift``: a context feature's distribution moved (chi-square / Kolmogorov–Smirnov on small
   samples, Jensen–Shannon / Wasserstein on large: see :mod:`~flywheel.seatbelt.monitors`);
 - ``srm``: the knob values logged by a playbook's decisions do not match what its policy
-  serves (chi-square per knob, p < 0.001);
+  serves (chi-square per knob, p < 0.0001: every cycle tests again);
 - ``reward_shift``: toxic results: one knob level's result moved against the incumbent
   model's prediction while the other levels' did not (a difference of mean residuals between
   the windows, both significant and at least ``seatbelt.min_shift`` standard deviations of
@@ -47,7 +47,7 @@ from flywheel.learn.forget import Steps, weighed
 from flywheel.learn.policy import SegmentPolicy
 from flywheel.playbook.book import Playbook
 from flywheel.rules import own_column, quote_name
-from flywheel.seatbelt.monitors import SRM_THRESHOLD, Check, categorical_drift, numeric_drift
+from flywheel.seatbelt.monitors import Check, categorical_drift, numeric_drift
 from flywheel.seatbelt.quality import QualityReport
 from flywheel.spec import Spec
 from flywheel.store import Store
@@ -55,6 +55,11 @@ from flywheel.store import Store
 SHIFT_CYCLES = 3  # the reward-shift check's recent side spans this many publishes
 WINDOW_ROWS = 100_000  # newest rows read per window: plenty of power, bounded cost
 MIN_EXPECTED = 5.0  # chi-square cells expecting fewer are pooled
+SRM_LEVEL = 1e-4
+"""The sample-ratio test's level per cycle, across the knobs: a tenth of the usual 0.001 of
+one experiment's analysis, because a wheel that turns by itself tests again every cycle (at
+0.001 a cycle every 15 minutes, a mismatch by chance about every ten days, and a person to
+lift each). Real mismatches grow with every row (swapped tags show row by row at once)."""
 SPREAD_PRIOR = 5.0  # rows' worth of the overall within-cell variance in each cell's own
 MISLOGGED_MIN, MISLOGGED_SHARE = 3, 0.01  # rows whose logged propensity contradicts the tags
 _RECENT, _LONG_RECENT, _NEWEST = (own_column(c) for c in ("recent", "long_recent", "newest"))
@@ -310,7 +315,7 @@ def _srm(spec: Spec, data: Windows, load: Callable[[int], Playbook | None], alph
                 cells[combos[table.best, j]] += n_greedy
                 expected[k.name].append(cells)
                 observed[k.name].append(np.bincount(codes[members, j], minlength=len(k.values)))
-    threshold = min(alpha * 10, SRM_THRESHOLD) / len(spec.knobs)  # p < 0.001 across the knobs
+    threshold = min(alpha * 10, SRM_LEVEL) / len(spec.knobs)  # shared across the knobs
     alarms: list[Alarm] = []
     found: dict[str, Any] = {}
     for k in spec.knobs:
