@@ -83,6 +83,11 @@ class Redraw:
         """The draws, shape ``(count, size)``, in the playbook's precision."""
         return _draws(posterior, self.entropy, self.count, self.spread, self.tails)
 
+    @property
+    def width(self) -> float:
+        """The draws' standard deviation over the posterior's (see :func:`draw_width`)."""
+        return draw_width(self.count, self.spread, self.tails)
+
 
 def _draws(
     posterior: Posterior, entropy: int, count: int, spread: float, tails: float
@@ -232,6 +237,13 @@ class Playbook:
         ``contexts``, scored together."""
         learn = self.spec.learn
         names = [f.name for f in self.spec.context]
+        # the width the draws were made with: the stored recipe's, or (drawn just now, online)
+        # the settings'
+        width = (
+            self.redraw.width
+            if self.redraw is not None
+            else draw_width(self.scoring.shape[1], learn.explore_spread, learn.explore_tails)
+        )
         with one_blas_thread():
             tables = segment_policies(
                 self.posterior,
@@ -241,7 +253,7 @@ class Playbook:
                 self.scoring,
                 learn.explore_floor,
                 learn.explore_cap,
-                draw_width(self.scoring.shape[1], learn.explore_spread, learn.explore_tails),
+                width,
                 learn.sampling == "optimistic",
             )
         newcomers = self.meta.get("newcomers") or []
