@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 import flywheel
-from tests.conftest import DAY, HOUR, T0, Clock
+from flywheel.align.sql import aligned_rows_sql
+from tests.conftest import DAY, HOUR, T0, Clock, Open
 
 CTX = {"genre": "a"}
 
@@ -148,3 +150,49 @@ def test_aligned_rows_carry_features_and_results(
     row = table.to_pylist()[0]
     assert (row["genre"], row["tone"]) == ("b", d.params["tone"])
     assert row["ts"].timestamp() == T0
+
+
+@pytest.mark.parametrize("missing", [None, 0.0])
+def test_the_rows_a_learner_at_a_cut_off_has_not_seen(
+    wheels: Open, clock: Clock, missing: float | None
+) -> None:
+    """``since`` and ``late``: the rows decided after the cut-off, and those decided before
+    it whose reward was not known at it and is now (a signal since, or the window's end
+    with a ``missing`` reward); not the rows known then, even if a signal came since."""
+    extra = {} if missing is None else {"missing": missing}
+    wheel = wheels(spec(formula="0.7 * converted + 0.3 * (rating - 1) / 4", **extra))
+
+    def at(when: float, name: str) -> flywheel.Decision:
+        clock.now = when
+        d = wheel.decide(CTX)
+        names[d.id] = name
+        return d
+
+    names: dict[str, str] = {}
+    at(T0 - 3 * DAY, "expired before the cut-off")
+    at(T0 - DAY - 12 * HOUR, "expiring after the cut-off")
+    known = at(T0 - HOUR, "known at the cut-off")
+    half = at(T0 - HOUR, "half known at the cut-off")
+    late = at(T0 - HOUR, "known after the cut-off")
+    at(T0 - HOUR, "never known")
+    after = at(T0 + HOUR, "decided after the cut-off")
+    for d, ts in [(known, T0 - HOUR / 2), (half, T0 - HOUR / 2), (late, T0 + HOUR)]:
+        wheel.signal(d, "converted", 1, ts=ts)
+    for d, ts in [(known, T0 - HOUR / 2), (known, T0 + HOUR), (half, T0 + HOUR)]:
+        wheel.signal(d, "rating", 5, ts=ts)
+    wheel.signal(late, "rating", 1, ts=T0 + HOUR)
+    wheel.signal(after, "converted", 0, ts=T0 + 2 * HOUR)
+    wheel.signal(after, "rating", 1, ts=T0 + 2 * HOUR)
+    wheel.flush()
+    moments = {"since": T0, "as_of": T0 + DAY}
+    params = {k: datetime.fromtimestamp(v, tz=UTC) for k, v in moments.items()}
+    rows = wheel.store.query(aligned_rows_sql(wheel.spec, since=True, late=True), params)
+    found = {names[r["decision_id"]]: r["reward"] for r in rows.to_pylist()}
+    expected: dict[str, Any] = {
+        "half known at the cut-off": pytest.approx(1.0),
+        "known after the cut-off": pytest.approx(0.7),
+        "decided after the cut-off": pytest.approx(0.0),
+    }
+    if missing is not None:
+        expected["expiring after the cut-off"] = missing
+    assert found == expected

@@ -28,9 +28,12 @@ _OBSERVED = quote_name(own_column("observed"))
 _OPEN = quote_name(own_column("open"))
 
 
-def aligned_rows_sql(spec: Spec, since: bool = False) -> str:
+def aligned_rows_sql(spec: Spec, since: bool = False, late: bool = False) -> str:
     """SQL for the aligned rows as of the timestamp parameter ``$as_of`` (and, with
-    ``since``, of the decisions made after the parameter ``$since`` only: cheaper).
+    ``since``, of the decisions made after the parameter ``$since`` only: cheaper). With
+    ``late`` as well, also of the decisions made before ``$since`` whose reward was not
+    known then (no result yet, their window still open): every row that a learner which saw
+    the complete rows as of ``$since`` has not seen.
 
     Columns: decision_id, ts, unit, policy, playbook, propensity, the context features, the
     knobs, one column per signal (repeats combined as the spec says), n_signals, late_signals,
@@ -39,13 +42,17 @@ def aligned_rows_sql(spec: Spec, since: bool = False) -> str:
     :data:`flywheel.spec.RESERVED_NAMES` and :func:`flywheel.rules.own_column`).
     """
     window = f"INTERVAL '{round(spec.reward.window_seconds * 1e6)} microseconds'"
-    aggregates = []
+    late = since and late
+    aggregates, then = [], []
     for name, sig in spec.signals.items():
         column = "s.text" if sig.kind == "text" else "s.value"
         expr = COMBINE[sig.combine].format(col=column)
         aggregates.append(
             f"{expr} FILTER (WHERE s.name = '{name}' AND s.in_window) AS {quote_name(name)}"
         )
+        if late:  # the signal as it stood at $since
+            at_since = f"s.name = '{name}' AND s.in_window AND s.ts <= $since"
+            then.append(f",\n        {expr} FILTER (WHERE {at_since}) AS {_then(name)}")
     features = [*(f.name for f in spec.context), *(k.name for k in spec.knobs)]
     columns = ", ".join(quote_name(n) for n in [*features, *spec.signals])
     signal_cols = ", ".join(f"c.{quote_name(n)}" for n in spec.signals)
@@ -53,8 +60,30 @@ def aligned_rows_sql(spec: Spec, since: bool = False) -> str:
     formula = parse(spec.reward.formula).sql(dialect="duckdb", identify=True)
     missing = "NULL" if spec.reward.missing is None else repr(float(spec.reward.missing))
     after = " AND d.ts > $since" if since else ""
+    first, known = "", ""
+    if late:  # decided before $since, inside the window: a new signal or an expiry since
+        expired = (
+            f"\n    UNION SELECT id FROM decisions WHERE ts > $since - {window}"
+            f" AND ts + {window} <= $as_of"
+            if spec.reward.missing is not None
+            else ""
+        )
+        first = f"""l AS (
+    SELECT decision_id FROM signals WHERE ts > $since AND ts <= $as_of{expired}
+),
+"""
+        after = (
+            f" AND (d.ts > $since OR (d.ts > $since - {window}"
+            " AND d.id IN (SELECT decision_id FROM l)))"
+        )
+        renamed = ", ".join(f"{_then(n)} AS {quote_name(n)}" for n in spec.signals)
+        known = f""",
+p AS (
+    SELECT decision_id FROM (SELECT decision_id, {renamed} FROM c) t
+    WHERE ({formula}) IS NOT NULL
+)"""
     return f"""
-WITH s AS (
+WITH {first}s AS (
     SELECT s.decision_id, s.name, s.value, s.text, s.ts, s.ts <= d.ts + {window} AS in_window
     FROM signals s JOIN decisions d ON d.id = s.decision_id
     WHERE s.ts <= $as_of AND d.ts <= $as_of{after}
@@ -63,9 +92,9 @@ c AS (
     SELECT s.decision_id,
         {", ".join(aggregates)},
         count(*) FILTER (WHERE s.in_window) AS n_signals,
-        count(*) FILTER (WHERE NOT s.in_window) AS late_signals
+        count(*) FILTER (WHERE NOT s.in_window) AS late_signals{"".join(then)}
     FROM s GROUP BY s.decision_id
-),
+){known},
 r AS (
     SELECT CAST(d.id AS VARCHAR) AS decision_id, d.ts, d.unit, d.policy, d.playbook, d.propensity,
         {feature_cols}, {signal_cols},
@@ -73,7 +102,7 @@ r AS (
         CAST(({formula}) AS DOUBLE) AS {_OBSERVED},
         d.ts + {window} > $as_of AS {_OPEN}
     FROM decisions d LEFT JOIN c ON c.decision_id = d.id
-    WHERE d.ts <= $as_of{after}
+    WHERE d.ts <= $as_of{after}{_LATE if late else ""}
 )
 SELECT decision_id, ts, unit, policy, playbook, propensity, {columns}, n_signals, late_signals,
     CASE WHEN {_OBSERVED} IS NOT NULL THEN {_OBSERVED} WHEN {_OPEN} THEN NULL ELSE {missing}
@@ -82,6 +111,17 @@ SELECT decision_id, ts, unit, policy, playbook, propensity, {columns}, n_signals
         ELSE 'expired' END AS status
 FROM r
 """
+
+
+_LATE = " AND (d.ts > $since OR NOT EXISTS (SELECT 1 FROM p WHERE p.decision_id = d.id))"
+"""Leaves out a decision made before ``$since`` whose reward was known then (``p``): of
+those, only the ones a signal since (or their window's end) may have completed are read
+(``l``), so the cost grows with the signals since, not with the window."""
+
+
+def _then(signal: str) -> str:
+    """The column of a signal as it stood at ``$since``."""
+    return quote_name(own_column("then_" + signal))
 
 
 def summary_sql(spec: Spec) -> str:

@@ -20,7 +20,9 @@ N, S, SS, ROWS, REWARD_SUM, FIRST_TS, LAST_TS = (
 _WEIGHT = quote_name(own_column("w"))
 
 
-def cells_sql(spec: Spec, encoding: Encoding, *, since: bool = False, forget: int = 0) -> str:
+def cells_sql(
+    spec: Spec, encoding: Encoding, *, since: bool = False, late: bool = False, forget: int = 0
+) -> str:
     """Weighted count, sum and sum of squares of the reward per context (numeric features in
     their bins) × knob combination, plus the data's signature (rows, sum, newest decision), in
     the columns named by :data:`N`, :data:`S`, :data:`SS`, :data:`ROWS`, :data:`REWARD_SUM`,
@@ -33,13 +35,14 @@ def cells_sql(spec: Spec, encoding: Encoding, *, since: bool = False, forget: in
     With ``forget`` steps (the changes of the world the learner forgot, oldest first: the
     parameters :func:`forget_params` gives), rows decided up to ``$forget_at_<i>`` and after
     the step before weigh ``$forget_weight_<i>`` times as much. With ``since``, only
-    decisions after ``$since`` are read.
+    decisions after ``$since`` are read; with ``late`` as well, also the decisions before it
+    whose reward was not known then (:func:`flywheel.align.sql.aligned_rows_sql`).
     """
     features = context_columns(spec, encoding)
     knobs = [quote_name(k.name) for k in spec.knobs]
     weight = row_weight(spec, forget=forget)
     return f"""
-WITH a AS ({aligned_rows_sql(spec, since=since)}),
+WITH a AS ({aligned_rows_sql(spec, since=since, late=late)}),
 w AS (SELECT *, {weight} AS {_WEIGHT} FROM a WHERE {trains(spec)} AND {NOT_QUARANTINED})
 SELECT {", ".join([*features, *knobs])},
     CAST(sum({_WEIGHT}) AS DOUBLE) AS {quote_name(N)},

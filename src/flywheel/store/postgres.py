@@ -131,6 +131,15 @@ MIGRATIONS += (
         """,
     ),
 )
+MIGRATIONS += (
+    (
+        4,
+        # online updates read the signals recorded since the served version was learned
+        """
+        CREATE INDEX IF NOT EXISTS signals_ts ON signals (ts);
+        """,
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _LOCK_ID = 0x466C7977  # the advisory lock that serialises migrations ("Flyw")
 _PARAM = re.compile(r"__FW_PARAM_(\d+)__")  # upper case: no knob, feature or signal matches
