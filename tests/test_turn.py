@@ -20,7 +20,7 @@ from flywheel.cli import app
 from flywheel.playbook import LearnResult
 from flywheel.seatbelt import breaker
 from flywheel.turn import Cycle, due, update_due
-from tests.conftest import Clock, wait_for
+from tests.conftest import Clock, Open, wait_for
 
 BEST = {"thriller": ("suspense", 2), "romance": ("dialogue", 0)}
 
@@ -98,6 +98,42 @@ def test_online_updates_follow_the_served_version_until_the_next_cycle(
     result = wheel.learn()  # the gate judges the online rows like any other
     assert result.published and not result.halted, result.reason
     assert set(play(wheel, clock, 20, rng)) == {"thompson"}  # a new checkpoint, served as is
+
+
+def test_online_updates_learn_the_results_that_come_after_the_cycle(
+    wheels: Open, clock: Clock
+) -> None:
+    """A product whose results take longer than a cycle: the results of decisions made
+    before the cycle's cut-off, recorded after it, move the tables served until the next
+    (on each store)."""
+    wheel = wheels(spec(), seed=6)
+    rng = random.Random(6)
+    play(wheel, clock, 300, rng)
+    waiting = []
+    for _ in range(150):  # decided now, their results known only after the cycle
+        clock.now += 60
+        context = {"genre": rng.choice(["thriller", "romance"])}
+        waiting.append((wheel.decide(context), context))
+    assert wheel.learn().published
+    v1 = wheel.playbook
+    assert v1 is not None and v1.meta["training"]["rows"] == 300
+    assert not wheel.update()  # nothing new yet
+    clock.now += 60
+    for d, context in waiting[:100]:
+        wheel.signal(d, "converted", float(rng.random() < truth(context, d.params)))
+    assert wheel.update()
+    served = wheel._decider.playbook
+    assert served is not None and served.online and served.version == 1
+    assert served.meta["online"]["rows"] == 100  # each late result once, the pending left out
+    assert served.posterior.weight == pytest.approx(v1.posterior.weight + 100)
+    assert {wheel.decide({"genre": "romance"}).policy for _ in range(20)} == {"online"}
+    clock.now += 60
+    for d, context in waiting[100:]:
+        wheel.signal(d, "converted", float(rng.random() < truth(context, d.params)))
+    play(wheel, clock, 10, rng)
+    assert wheel.update()
+    served = wheel._decider.playbook
+    assert served is not None and served.meta["online"]["rows"] == 160
 
 
 def test_no_online_update_while_halted_or_from_a_restored_version(

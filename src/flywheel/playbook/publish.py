@@ -433,8 +433,10 @@ def online(
     rng: np.random.Generator,
 ) -> Playbook | None:
     """Serving tables that follow the results recorded since ``checkpoint`` (the published
-    version served) was fitted: its posterior updated with the cells of the rows decided
-    after its training cut-off (:func:`flywheel.learn.model.update`), or, before the first
+    version served) was fitted: its posterior updated with the cells of the rows it did not
+    learn from (:func:`flywheel.learn.model.update`): those decided after its training
+    cut-off, and those decided before it whose result came later (a product whose results
+    take longer than a cycle learns from them between cycles too); or, before the first
     version, a fit of every row so far. ``None``: nothing new to learn from.
 
     The result serves like a playbook (exact propensities, recorded with the policy
@@ -450,9 +452,10 @@ def online(
         table = _cells_table(store, spec, encoding, when, forgetting(store, spec))
     else:
         encoding = checkpoint.encoding
-        since = datetime.fromisoformat(checkpoint.meta["training"]["as_of"])
-        when["since"] = since
-        table = store.query(cells_sql(spec, encoding, since=True), when)
+        when["since"] = datetime.fromisoformat(checkpoint.meta["training"]["as_of"])
+        forget = forgetting(store, spec)  # a late row before a change weighs as it would have
+        sql = cells_sql(spec, encoding, since=True, late=True, forget=len(forget))
+        table = store.query(sql, {**when, **forget_params(forget)})
     if not table.num_rows:
         return None
     rows = int(pc.sum(table.column(learn_sql.ROWS)).as_py() or 0)
