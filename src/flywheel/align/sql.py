@@ -43,16 +43,14 @@ def aligned_rows_sql(spec: Spec, since: bool = False, late: bool = False) -> str
     """
     window = f"INTERVAL '{round(spec.reward.window_seconds * 1e6)} microseconds'"
     late = since and late
-    aggregates, then = [], []
+    aggregates = []
     for name, sig in spec.signals.items():
         column = "s.text" if sig.kind == "text" else "s.value"
         expr = COMBINE[sig.combine].format(col=column)
-        aggregates.append(
-            f"{expr} FILTER (WHERE s.name = '{name}' AND s.in_window) AS {quote_name(name)}"
-        )
+        mine = f"s.name = '{name}' AND s.in_window"
+        aggregates.append(f"{expr} FILTER (WHERE {mine}) AS {quote_name(name)}")
         if late:  # the signal as it stood at $since
-            at_since = f"s.name = '{name}' AND s.in_window AND s.ts <= $since"
-            then.append(f",\n        {expr} FILTER (WHERE {at_since}) AS {_then(name)}")
+            aggregates.append(f"{expr} FILTER (WHERE {mine} AND s.ts <= $since) AS {_then(name)}")
     features = [*(f.name for f in spec.context), *(k.name for k in spec.knobs)]
     columns = ", ".join(quote_name(n) for n in [*features, *spec.signals])
     signal_cols = ", ".join(f"c.{quote_name(n)}" for n in spec.signals)
@@ -92,7 +90,7 @@ c AS (
     SELECT s.decision_id,
         {", ".join(aggregates)},
         count(*) FILTER (WHERE s.in_window) AS n_signals,
-        count(*) FILTER (WHERE NOT s.in_window) AS late_signals{"".join(then)}
+        count(*) FILTER (WHERE NOT s.in_window) AS late_signals
     FROM s GROUP BY s.decision_id
 ){known},
 r AS (

@@ -245,8 +245,11 @@ def _cells_table(
     encoding: Encoding,
     when: dict[str, datetime],
     forget: Steps,
+    unseen: bool = False,
 ) -> pa.Table:
-    sql = cells_sql(spec, encoding, forget=len(forget))
+    """The cells of the rows as of ``when["as_of"]``, weighed by ``forget``; with ``unseen``,
+    only the rows a learner of the complete rows as of ``when["since"]`` has not seen."""
+    sql = cells_sql(spec, encoding, since=unseen, late=unseen, forget=len(forget))
     return store.query(sql, {**when, **forget_params(forget)})
 
 
@@ -447,15 +450,14 @@ def online(
         return None  # a restored version serves exactly as published, until the next cycle
     moment = datetime.fromtimestamp(as_of, tz=UTC)
     when: dict[str, Any] = {"as_of": moment}
+    forget = forgetting(store, spec)  # a late row before a change weighs as it would have
     if checkpoint is None:
         encoding = _encoding(store, spec, when)
-        table = _cells_table(store, spec, encoding, when, forgetting(store, spec))
+        table = _cells_table(store, spec, encoding, when, forget)
     else:
         encoding = checkpoint.encoding
         when["since"] = datetime.fromisoformat(checkpoint.meta["training"]["as_of"])
-        forget = forgetting(store, spec)  # a late row before a change weighs as it would have
-        sql = cells_sql(spec, encoding, since=True, late=True, forget=len(forget))
-        table = store.query(sql, {**when, **forget_params(forget)})
+        table = _cells_table(store, spec, encoding, when, forget, unseen=True)
     if not table.num_rows:
         return None
     rows = int(pc.sum(table.column(learn_sql.ROWS)).as_py() or 0)
