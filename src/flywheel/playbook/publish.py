@@ -453,11 +453,10 @@ def online(
     forget = forgetting(store, spec)  # a late row before a change weighs as it would have
     if checkpoint is None:
         encoding = _encoding(store, spec, when)
-        table = _cells_table(store, spec, encoding, when, forget)
     else:
         encoding = checkpoint.encoding
         when["since"] = datetime.fromisoformat(checkpoint.meta["training"]["as_of"])
-        table = _cells_table(store, spec, encoding, when, forget, unseen=True)
+    table = _cells_table(store, spec, encoding, when, forget, unseen=checkpoint is not None)
     if not table.num_rows:
         return None
     rows = int(pc.sum(table.column(learn_sql.ROWS)).as_py() or 0)
@@ -814,8 +813,7 @@ def _open_levels(store: Store, spec: Spec, when: dict[str, datetime]) -> dict[st
 
 def training_cells(store: Store, spec: Spec, encoding: Encoding, as_of: datetime) -> Cells:
     """The cells a playbook with ``encoding`` is fitted on, from the rows up to ``as_of``."""
-    sql = cells_sql(spec, encoding)
-    table = store.query(sql, {"as_of": as_of})
+    table = _cells_table(store, spec, encoding, {"as_of": as_of}, ())
     if not table.num_rows:
         return Cells.empty((*(f.name for f in spec.context), *(k.name for k in spec.knobs)))
     return cells_of(table, spec, encoding)
