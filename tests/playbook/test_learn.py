@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -224,9 +225,13 @@ def test_a_knob_the_world_changes_on_moves_from_when_it_was_first_found(
     now = datetime.fromtimestamp(clock.now, tz=UTC)
     hour = timedelta(hours=1)
 
-    def record(found: datetime, moving: frozenset[str], *knobs: str) -> dict[str, str]:
-        check = Check("change", False, False, "", {"knobs": list(knobs)} if knobs else {})
-        started = publish._in_motion(publish._stored_change(store), check, moving, found)
+    def record(
+        found: datetime, moving: frozenset[str], *knobs: str, by: str = "levels"
+    ) -> dict[str, str]:
+        detail = {"knobs": list(knobs)} if knobs else {"by": by}
+        check = Check("change", False, False, "", detail)
+        every = ["opening", "twists"]
+        started = publish._in_motion(publish._stored_change(store), check, moving, found, every)
         change = {"at": (found - hour).isoformat(), "weight": 0.1, "found": found.isoformat()}
         store.set_meta(publish.CHANGE_KEY, json.dumps({**change, "knobs": started}))
         return started
@@ -245,8 +250,53 @@ def test_a_knob_the_world_changes_on_moves_from_when_it_was_first_found(
         "twists": later.isoformat(),
     }
     assert moving_since(now + hour) == {"twists"}
-    # a change found by prediction names no knob, and keeps those still moving
+    # a change that names no knob keeps those still moving
     assert record(later + hour, frozenset({"twists"})) == {"twists": later.isoformat()}
+    # one found by prediction (the world moved everywhere a little) moves every knob, from
+    # when it was found unless still moving
+    last = later + 2 * hour
+    assert record(last, frozenset({"twists"}), by="prediction") == {
+        "twists": later.isoformat(),
+        "opening": last.isoformat(),
+    }
+    assert moving_since(later + hour) == {"opening"}
+
+
+def test_draws_widen_as_far_as_the_world_moved(
+    make_wheel: Callable[..., flywheel.Wheel], clock: Clock
+) -> None:
+    """Narrower draws (``explore_spread`` below 1) bet that the history holds. Once the
+    learner forgets the rows before a change of the world, the cycles and the online updates
+    draw wider, as far as the world moved: rows before the change weighing 0.2 take the
+    spread 80% of the way from 0.75 to 1. A change that forgot nothing leaves it, and a
+    spread of 1 or more stays as set."""
+    wheel = make_wheel(spec(), seed=3)
+    rng = random.Random(3)
+    play(wheel, clock, 600, rng)
+    now = datetime.fromtimestamp(clock.now, tz=UTC)
+    kept = {"at": now.isoformat(), "weight": 1.0, "found": now.isoformat()}
+    wheel.store.set_meta(publish.CHANGE_KEY, json.dumps(kept))
+    assert wheel.learn(as_of=clock.now, seed=1).published
+    before = wheel.playbook
+    assert before is not None and before.redraw is not None
+    assert before.redraw.spread == before.meta["settings"]["explore_spread"] == 0.75
+    forgot = {**kept, "weight": 0.2, "steps": [[now.isoformat(), 0.2]]}
+    wheel.store.set_meta(publish.CHANGE_KEY, json.dumps(forgot))
+    play(wheel, clock, 300, rng)
+    assert wheel.learn(as_of=clock.now, seed=1).published
+    after = wheel.playbook
+    assert after is not None and after.redraw is not None
+    assert after.redraw.spread == after.meta["settings"]["explore_spread"] == pytest.approx(0.95)
+    play(wheel, clock, 100, rng)
+    assert wheel.update()
+    served = wheel._decider.playbook
+    assert served is not None and served.online
+    assert served.spec.learn.explore_spread == pytest.approx(0.95)
+    assert wheel.spec.learn.explore_spread == 0.75  # the settings themselves are untouched
+    steps = publish.forgetting(wheel.store, wheel.spec)
+    wide = replace(wheel.spec, learn=replace(wheel.spec.learn, explore_spread=1.2))
+    assert publish._drawing(wide, steps) is wide
+    assert publish._drawing(wheel.spec, ()) is wheel.spec
 
 
 def test_numeric_context_is_learned_in_bins(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -159,9 +159,10 @@ def learn(
         if found is not None:
             adapted = _adapt(store, spec, moment, found, data, incumbent, last)
             if adapted != forget:
-                table = _cells_table(reader, spec, encoding, when, adapted)
+                forget = adapted
+                table = _cells_table(reader, spec, encoding, when, forget)
 
-    playbook = _fit(spec, table, encoding, rows, signature, now, seed)
+    playbook = _fit(_drawing(spec, forget), table, encoding, rows, signature, now, seed)
     if data is not None and incumbent is not None:
         ope = gate.ope_check(spec, playbook, incumbent, data)
         checks.append(ope)
@@ -205,6 +206,22 @@ def forgetting(store: Store, spec: Spec) -> Steps:
     """How the learner weighs the rows before the changes of the world the seatbelt found
     (``learn.half_life = "auto"``); empty when nothing is forgotten."""
     return _forgotten(spec, _stored_change(store))
+
+
+def _drawing(spec: Spec, forget: Steps) -> Spec:
+    """The settings a cycle or an online update draws with, once the learner ``forget``s
+    rows before a change of the world: Thompson sampling's draws widen from
+    ``explore_spread`` towards the posterior's full width as far as the world moved at the
+    newest change (the rows before it weigh ``w``: the spread moves ``1 - w`` of the way to
+    1). Narrower draws bet that the history holds: they spend less on combinations that look
+    poor, which is what a stationary world asks. Once the world has changed, what the
+    policy stopped serving may have changed too, and only draws as wide as the posterior
+    serve it again. A spread of 1 or more stays as set."""
+    spread = spec.learn.explore_spread
+    if not forget or spread >= 1.0:
+        return spec
+    kept = forget[-1][1]
+    return replace(spec, learn=replace(spec.learn, explore_spread=1.0 - (1.0 - spread) * kept))
 
 
 def _stored_change(store: Store) -> dict[str, Any] | None:
@@ -276,7 +293,7 @@ def _evidence(spec: Spec, rows: pa.Table, incumbent: Playbook) -> _Rows:
     return _Rows(cell, reward, gate.seconds(rows), gate.predict(incumbent, rows))
 
 
-DRIFT_MARGIN = 10.0
+DRIFT_MARGIN = 6.0
 """Nats a point found by the rows' predictions alone must gain to count as a change."""
 
 
@@ -348,15 +365,21 @@ def _knob_starts(change: dict[str, Any] | None) -> dict[str, str]:
 
 
 def _in_motion(
-    last: dict[str, Any] | None, found: Check, moving: frozenset[str], moment: datetime
+    last: dict[str, Any] | None,
+    found: Check,
+    moving: frozenset[str],
+    moment: datetime,
+    every: Sequence[str],
 ) -> dict[str, str]:
     """When the world was first found changing on each knob it is changing on, after the
     ``last`` change stored: the knobs still ``moving`` keep their start (a change found
-    while one goes on, by prediction or as that change going on, does not prolong it); the
-    others ``found`` names start at ``moment``."""
+    while one goes on does not prolong it); the others ``found`` names start at ``moment``,
+    and a change found by prediction (no knob level shows it alone: the world moved
+    everywhere a little) puts ``every`` knob in motion."""
     started = _knob_starts(last)
     knobs = {k: started[k] for k in sorted(moving) if k in started}
-    knobs.update({k: moment.isoformat() for k in found.detail.get("knobs", []) if k not in knobs})
+    named = found.detail.get("knobs") or (every if found.detail.get("by") == "prediction" else [])
+    knobs.update({k: moment.isoformat() for k in named if k not in knobs})
     return knobs
 
 
@@ -380,7 +403,7 @@ def _adapt(
     to: nothing more)."""
     at = datetime.fromisoformat(found.detail["at"])
     change: dict[str, Any] = {"at": at.isoformat(), "weight": 1.0, "found": moment.isoformat()}
-    knobs = _in_motion(last, found, data.moving, moment)
+    knobs = _in_motion(last, found, data.moving, moment, [k.name for k in spec.knobs])
     if knobs:
         change["knobs"] = knobs
     if found.detail.get("by") == "prediction":  # the gate's windows keep their start
@@ -451,6 +474,7 @@ def online(
     moment = datetime.fromtimestamp(as_of, tz=UTC)
     when: dict[str, Any] = {"as_of": moment}
     forget = forgetting(store, spec)  # a late row before a change weighs as it would have
+    spec = _drawing(spec, forget)
     if checkpoint is None:
         encoding = _encoding(store, spec, when)
     else:
