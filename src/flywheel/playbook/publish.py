@@ -474,7 +474,6 @@ def online(
     moment = datetime.fromtimestamp(as_of, tz=UTC)
     when: dict[str, Any] = {"as_of": moment}
     forget = forgetting(store, spec)  # a late row before a change weighs as it would have
-    spec = _drawing(spec, forget)
     if checkpoint is None:
         encoding = _encoding(store, spec, when)
     else:
@@ -495,16 +494,17 @@ def online(
             posterior = update(checkpoint.posterior, cells)
         meta = dict(checkpoint.meta)
     meta["online"] = {"rows": rows, "as_of": moment.isoformat()}
+    drawing = _drawing(spec, forget)  # as a cycle draws: wider after a change it forgot
     with one_blas_thread():
         draws = posterior.draws(
-            spec.learn.draws,
+            drawing.learn.draws,
             rng,
-            spec.learn.explore_spread,
+            drawing.learn.explore_spread,
             scoring_dtype(posterior),
-            spec.learn.explore_tails,
+            drawing.learn.explore_tails,
         )
     version = 0 if checkpoint is None else checkpoint.version  # 0: no version yet
-    playbook = Playbook(version, meta, encoding, posterior, draws, {}, spec, online=True)
+    playbook = Playbook(version, meta, encoding, posterior, draws, {}, drawing, online=True)
     playbook.tabulate(playbook.segment_contexts(ONLINE_TABULATED))
     return playbook
 
