@@ -9,9 +9,12 @@ from the cells.
 
 Each group of terms has a Gaussian prior of its own scale. Interactions start, and stay,
 tighter than main effects, so single-dimension effects are learned first and combinations as
-the data supports them. The scales are re-estimated from the data (MacKay's fixed point:
-each scale becomes the root mean square of its group's posterior effects, uncertainty
-included), within bounds.
+the data supports them. The scales are re-estimated from the data, within bounds, by at most
+twelve rounds of the EM update from their defaults (each scale becomes the root mean square
+of its group's posterior effects, uncertainty included). That stops partway to the marginal
+likelihood's optimum on purpose: at the optimum, the few rows left after a change of the
+world put every interaction at its floor, and the contexts' own bests are never explored
+again (measured in BENCHMARKS.md, "empirical Bayes run to convergence").
 
 Designs of more than ``SPARSE_ABOVE`` parameters (knobs and features with hundreds of values)
 keep the posterior as a sparse precision matrix instead of a dense covariance: the Hessian is
@@ -532,7 +535,7 @@ def _term_scales(
 def _update_scales(
     effects: np.ndarray, variance: np.ndarray, groups: np.ndarray, scales: Mapping[str, float]
 ) -> dict[str, float]:
-    """MacKay / EM update: each group's variance = mean of (effect² + its posterior variance)."""
+    """The EM update: each group's variance = mean of (effect² + its posterior variance)."""
     updated = dict(scales)
     for index, group in enumerate(GROUPS):
         members = groups == index
